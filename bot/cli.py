@@ -1,0 +1,213 @@
+"""``crmbot``: the command line (click). Every subcommand takes ``--config``; bad input exits 2 with one line.
+
+Commands that touch the database run the same app as the server (migrations, core, outbox) without listening
+on a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+
+from bot.app import BOT, CLOCK, create_app
+from bot.clock import Clock
+from bot.config import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+
+class BadInput(click.ClickException):
+    """Exit 2 with a one-line message; nothing was written."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"错误 error: {self.format_message()}", err=True)
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, clock: Clock | None = None, **kwargs: Any) -> AsyncIterator[web.Application]:
+    """The app started without an HTTP listener (for one-shot commands and the console)."""
+    kwargs.setdefault("run_dispatcher", False)
+    kwargs.setdefault("run_scheduler", False)
+    app = create_app(settings, clock=clock, **kwargs)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+def parse_now(value: str | None, settings: Settings) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadInput(f"--now must be ISO 8601, got {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=settings.tz)
+
+
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None, help="TOML config (default ./config.toml)"
+)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """crmbot: the CRM you run from WeCom and DingTalk chat."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@config_option
+def serve(config: str | None) -> None:
+    """Run the webhook server and the scheduler."""
+    settings = _settings(config)
+    logging.getLogger().setLevel(logging.INFO)
+    web.run_app(create_app(settings), host=settings.server.host, port=settings.server.port, print=None)
+
+
+@main.command()
+@config_option
+@click.option("--as", "as_user", default=None, help="Staff member: WeCom/DingTalk user id or name.")
+def chat(config: str | None, as_user: str | None) -> None:
+    """Talk to the bot in the terminal; each line is one message."""
+    from integrations.console import chat as console_chat
+
+    settings = _settings(config)
+
+    async def go() -> None:
+        async with running_app(settings, run_scheduler=True) as app:
+            staff = await find_staff(as_user)
+            if sys.stdin.isatty():
+                click.echo(f"您好，{staff.name}！输入消息与 CRM 助手对话，发送「帮助」查看用法，Ctrl-D 退出。")
+            await console_chat(app, staff, _stdin_lines())
+
+    _run(go())
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+async def find_staff(as_user: str | None) -> Any:
+    from tortoise.expressions import Q
+
+    from models.staff import Staff
+
+    if as_user is None:
+        staff = await Staff.filter(active=True).order_by("id").first()
+        if staff is None:
+            raise BadInput("no staff yet: run `crmbot demo` or `crmbot import staff FILE` first")
+        return staff
+    staff = await Staff.filter(
+        Q(wecom_userid=as_user) | Q(dingtalk_userid=as_user) | Q(name=as_user), active=True
+    ).first()
+    if staff is None:
+        names = [str(n) for n in await Staff.filter(active=True).limit(10).values_list("name", flat=True)]
+        raise BadInput(f"unknown staff member {as_user!r} (known: {', '.join(names) or 'none'})")
+    return staff
+
+
+@main.command()
+@config_option
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--as", "as_user", default=None)
+@click.option("--now", "now", default=None, help="ISO 8601 moment to interpret relative times against.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per TEXT.")
+def parse(config: str | None, texts: tuple[str, ...], as_user: str | None, now: str | None, as_json: bool) -> None:
+    """Show how the bot understands each TEXT (no side effects)."""
+    settings = _settings(config)
+    moment = parse_now(now, settings)
+
+    async def go() -> None:
+        async with running_app(settings, clock=Clock(moment)) as app:
+            understanding = app[BOT].understanding
+            at = app[CLOCK].now()
+            for text in texts:
+                parsed = understanding.parse(text, at)
+                if as_json:
+                    click.echo(json.dumps(parsed.as_json(text), ensure_ascii=False))
+                else:
+                    click.echo(f"{text}\t{parsed.intent}\t{json.dumps(parsed.slots, ensure_ascii=False)}")
+
+    _run(go())
+
+
+@main.command()
+@config_option
+def demo(config: str | None) -> None:
+    """Load demo staff, customers and conversations (idempotent)."""
+    from bot.demo import load_demo
+
+    settings = _settings(config)
+
+    async def go() -> dict[str, int]:
+        async with running_app(settings) as app:
+            counts = await load_demo(app)
+            await app[BOT].understanding.refresh()
+            return counts
+
+    counts = _run(go())
+    click.echo("演示数据已就绪 demo data ready: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    click.echo("试试 try: crmbot chat --as zhangsan")
+
+
+@main.command(name="import")
+@config_option
+@click.argument("kind", type=click.Choice(["staff", "customers", "messages", "orders"]))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_(config: str | None, kind: str, file: Path) -> None:
+    """Import staff, customers (.csv/.xlsx) or messages (.jsonl) from FILE."""
+    from bot.importer import ImportFailed, run_import
+
+    settings = _settings(config)
+
+    async def go() -> str:
+        async with running_app(settings) as app:
+            return await run_import(app, kind, file)
+
+    try:
+        click.echo(_run(go()))
+    except ImportFailed as exc:
+        raise BadInput(str(exc)) from exc
+
+
+@main.group()
+def jobs() -> None:
+    """Scheduled rules."""

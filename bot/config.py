@@ -1,0 +1,176 @@
+"""Settings: a TOML file validated into typed sections, overridden by ``CRMBOT_<SECTION>__<KEY>`` variables.
+
+pydantic-settings does the validation and the environment overrides; this module owns the schema (every key
+documented in ``config.example.toml``), the defaults, and turning validation failures into one clear
+``ConfigError`` that names the offending keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite://crmbot.sqlite3"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
+            raise ValueError("must start with sqlite:// or postgres://")
+        return value
+
+
+class WeComSettings(_Section):
+    corp_id: str = ""
+    agent_id: int = 0
+    secret: str = ""
+    token: str = ""
+    encoding_aes_key: str = ""
+    api_base: str = "https://qyapi.weixin.qq.com"
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key_length(cls, value: str) -> str:
+        if value and len(value) != 43:
+            raise ValueError("must be the 43-character EncodingAESKey from the WeCom admin console")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corp_id and self.token and self.encoding_aes_key)
+
+
+class DingTalkSettings(_Section):
+    app_key: str = ""
+    app_secret: str = ""
+    robot_code: str = ""
+    api_base: str = "https://api.dingtalk.com"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_secret)
+
+
+class OutboxSettings(_Section):
+    max_attempts: int = Field(12, ge=1)
+    backoff_initial_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    lease_seconds: float = Field(60.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+
+
+class RulesSettings(_Section):
+    ladder_warn_days: int = Field(7, ge=1)
+    ladder_handover_days: int = Field(14, ge=1)
+    ladder_handover_mode: Literal["manager", "pool"] = "manager"
+    return_visit_days: int = Field(60, ge=1)
+    contract_expiry_days: int = Field(30, ge=1)
+    sla_first_response_minutes_normal: int = Field(120, ge=1)
+    sla_first_response_minutes_urgent: int = Field(30, ge=1)
+    ticket_revisit_hours: int = Field(24, ge=1)
+    nps_delay_days: int = Field(15, ge=1)
+    nps_period_days: int = Field(90, ge=1)
+    approval_remind_hours: int = Field(4, ge=1)
+    approval_escalate_hours: int = Field(24, ge=1)
+    quiet_hours_start: time = time(20, 0)
+    quiet_hours_end: time = time(9, 0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration; see ``config.example.toml`` for every key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRMBOT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    timezone: str = "Asia/Shanghai"
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    wecom: WeComSettings = WeComSettings()
+    dingtalk: DingTalkSettings = DingTalkSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    rules: RulesSettings = RulesSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{key}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load ``path`` (default ``./config.toml`` when present), apply env overrides, validate.
+
+    ``overrides`` are sections given as dicts (used by tests and the CLI) and are merged over the file.
+    """
+    data: dict[str, Any] = {}
+    file = Path(path) if path is not None else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_describe(exc)}") from exc

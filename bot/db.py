@@ -1,0 +1,76 @@
+"""The database: Tortoise configuration from a URL, schema migrations on start-up, and the connection lifecycle.
+
+The schema is owned by Tortoise's migration framework (``models/migrations``): ``open_database`` applies any
+pending migration before the app serves, on SQLite and PostgreSQL alike. After changing a model, run
+``tortoise -c bot.db.TORTOISE_ORM makemigrations`` and commit the new file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate
+
+from models import MODEL_MODULES
+
+log = logging.getLogger(__name__)
+
+
+def normalize_url(url: str) -> str:
+    """Tortoise spells PostgreSQL over asyncpg ``asyncpg://``; accept the usual ``postgres(ql)://`` too."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": normalize_url(url)},
+        "apps": {
+            "models": {
+                "models": list(MODEL_MODULES),
+                "default_connection": "default",
+                "migrations": "models.migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+# For the ``tortoise`` migration CLI (``tortoise -c bot.db.TORTOISE_ORM makemigrations``).
+TORTOISE_ORM = tortoise_config(os.environ.get("CRMBOT_DATABASE__URL", "sqlite://crmbot.sqlite3"))
+
+
+def is_postgres(url: str) -> bool:
+    return normalize_url(url).startswith("asyncpg://")
+
+
+async def open_database(url: str) -> TortoiseContext:
+    """Apply pending migrations, then open the connections the models use; returns the context to close."""
+    config = tortoise_config(url)
+    async with TortoiseContext():
+        await migrate(config=config)
+    context = TortoiseContext()
+    context.__enter__()  # current in this task, so that init can register the models
+    # The global fallback makes the models usable from every task of the process (request handlers,
+    # the outbox dispatcher, scheduled jobs), not only from the task that opened the database.
+    await context.init(config=config, _enable_global_fallback=True)
+    log.info("database ready (%s)", "postgresql" if is_postgres(url) else "sqlite")
+    return context
+
+
+async def close_database(context: TortoiseContext) -> None:
+    await context.close_connections()
+
+
+def db() -> BaseDBAsyncClient:
+    """The default connection, for raw SQL (search indexes, row locks)."""
+    client: BaseDBAsyncClient = connections.get("default")
+    return client

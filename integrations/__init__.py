@@ -1,0 +1,1 @@
+"""Platform integrations, one package per platform: the only code that knows platform field names."""

@@ -1,0 +1,82 @@
+"""WeCom callback XML → ``IncomingMessage``: the only place that reads WeCom message field names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import xmltodict
+
+from bot.types import IncomingMessage
+
+
+class NotAMessage(ValueError):
+    """The decrypted XML is not a WeCom message."""
+
+
+def parse_xml(xml: str) -> dict[str, Any]:
+    try:
+        doc = xmltodict.parse(xml)
+    except Exception as exc:  # expat raises several types for malformed input
+        raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    if not isinstance(root, dict):
+        raise NotAMessage("no <xml> root")
+    return root
+
+
+def normalize(fields: dict[str, Any]) -> IncomingMessage:
+    """Build the neutral message; events are de-duplicated by sender + time + event (+ card task)."""
+    sender = str(fields.get("FromUserName") or "")
+    msgtype = str(fields.get("MsgType") or "")
+    try:
+        created = int(fields.get("CreateTime") or 0)
+    except (TypeError, ValueError) as exc:
+        raise NotAMessage("bad CreateTime") from exc
+    if not sender or not msgtype:
+        raise NotAMessage("missing FromUserName or MsgType")
+    sent_at = datetime.fromtimestamp(created, UTC)
+    if msgtype == "event":
+        event = str(fields.get("Event") or "")
+        event_key = str(fields.get("EventKey") or "")
+        task_id = str(fields.get("TaskId") or "")
+        msgid = f"ev:{sender}:{created}:{event}:{task_id}:{event_key}"[:128]
+        return IncomingMessage(
+            platform="wecom",
+            msgid=msgid,
+            sender=sender,
+            text="",
+            sent_at=sent_at,
+            msgtype="event",
+            event=event,
+            event_key=event_key,
+            raw=_event_raw(fields),
+        )
+    msgid = str(fields.get("MsgId") or "")
+    if not msgid:
+        raise NotAMessage("message without MsgId")
+    text = str(fields.get("Content") or "") if msgtype == "text" else ""
+    return IncomingMessage(
+        platform="wecom",
+        msgid=msgid,
+        sender=sender,
+        text=text.strip(),
+        sent_at=sent_at,
+        msgtype=msgtype,
+        raw={k: v for k, v in fields.items() if k in _KEPT_FIELDS},
+    )
+
+
+_KEPT_FIELDS = {"MediaId", "PicUrl", "Format", "ThumbMediaId", "Title", "Description", "Url", "Label", "AgentID"}
+
+
+def _event_raw(fields: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for key in ("TaskId", "CardType", "ResponseCode", "AgentID", "SelectedItems"):
+        if key in fields:
+            raw[_snake(key)] = fields[key]
+    return raw
+
+
+def _snake(name: str) -> str:
+    return {"TaskId": "task_id", "CardType": "card_type", "ResponseCode": "response_code"}.get(name, name.lower())

@@ -1,0 +1,12 @@
+"""Tortoise models, one module per aggregate. This package imports nothing else of ours.
+
+``MODEL_MODULES`` is the list handed to Tortoise; a new aggregate adds its module here.
+"""
+
+MODEL_MODULES: list[str] = [
+    "models.staff",
+    "models.customers",
+    "models.messages",
+    "models.outbox",
+    "models.audit",
+]

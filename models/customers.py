@@ -1,0 +1,81 @@
+"""Customers and their contacts: the profile every conversation, follow-up and ticket hangs on."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.staff import Staff
+
+
+class Stage(StrEnum):
+    LEAD = "lead"
+    INTENT = "intent"
+    PROPOSAL = "proposal"
+    QUOTE = "quote"
+    NEGOTIATION = "negotiation"
+    WON = "won"
+    LOST = "lost"
+
+
+STAGE_LABELS: dict[Stage, str] = {
+    Stage.LEAD: "潜在",
+    Stage.INTENT: "意向",
+    Stage.PROPOSAL: "方案",
+    Stage.QUOTE: "报价",
+    Stage.NEGOTIATION: "谈判",
+    Stage.WON: "成交",
+    Stage.LOST: "流失",
+}
+
+
+class Customer(Model):
+    """A company we sell to. The ``owner`` is null while the customer sits in the public pool (公海)."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=128, unique=True)
+    aliases: Any = fields.JSONField(default=list)
+    industry = fields.CharField(max_length=64, default="")
+    grade = fields.CharField(max_length=1, default="")
+    stage = fields.CharEnumField(Stage, max_length=16, default=Stage.LEAD, db_index=True)
+    owner: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="customers", null=True, on_delete=fields.SET_NULL
+    )
+    owner_id: int | None
+    tags: Any = fields.JSONField(default=list)
+    custom_fields: Any = fields.JSONField(default=dict)
+    contract_end = fields.DateField(null=True, db_index=True)
+    last_followup_at = fields.DatetimeField(null=True, db_index=True)
+    next_followup_at = fields.DatetimeField(null=True, db_index=True)
+    won_at = fields.DatetimeField(null=True, db_index=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    contacts: fields.ReverseRelation[Contact]
+
+    class Meta:
+        table = "customer"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(Model):
+    """A person at the customer. The ``external_userid`` links their WeCom chats (ids starting wm or wo)."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="contacts", on_delete=fields.CASCADE
+    )
+    customer_id: int
+    name = fields.CharField(max_length=64, default="")
+    phone = fields.CharField(max_length=32, default="")
+    role = fields.CharField(max_length=32, default="", description="decision-chain role, e.g. 决策人/采购/技术")
+    external_userid = fields.CharField(max_length=64, null=True, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "contact"

@@ -1,0 +1,42 @@
+"""The outbox: every reply and push is a row here before it is sent, so nothing is lost or sent twice.
+
+``dedupe_key`` makes enqueueing idempotent (the same reply or the same reminder is one row however often it
+is produced); a dispatcher claims due rows with a lease, sends them, and marks them sent or reschedules them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboxMessage(Model):
+    id = fields.BigIntField(primary_key=True)
+    dedupe_key = fields.CharField(max_length=191, unique=True)
+    platform = fields.CharField(max_length=16)
+    recipient = fields.CharField(max_length=128, description="platform user id, or a reply target")
+    staff_id = fields.IntField(null=True)
+    kind = fields.CharField(max_length=16, description="text | markdown | card | card_update")
+    payload: Any = fields.JSONField()
+    status = fields.CharEnumField(OutboxStatus, max_length=16, default=OutboxStatus.PENDING)
+    attempts = fields.IntField(default=0)
+    not_before = fields.DatetimeField(db_index=True)
+    lease_until = fields.DatetimeField(null=True)
+    last_error = fields.TextField(default="")
+    result: Any = fields.JSONField(default=dict)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "outbox"
+        indexes = (("status", "not_before"),)
