@@ -9,4 +9,6 @@ MODEL_MODULES: list[str] = [
     "models.messages",
     "models.outbox",
     "models.audit",
+    "models.followups",
+    "models.tickets",
 ]

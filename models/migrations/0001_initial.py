@@ -5,6 +5,7 @@ from json import dumps, loads
 from models.customers import Stage
 from models.outbox import OutboxStatus
 from models.staff import Role
+from models.tickets import TicketPriority, TicketStatus
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index
@@ -104,6 +105,21 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='FollowUp',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='followups', on_delete=OnDelete.CASCADE)),
+                ('staff', fields.ForeignKeyField('models.Staff', source_field='staff_id', null=True, db_constraint=True, to_field='id', related_name='followups', on_delete=OnDelete.SET_NULL)),
+                ('content', fields.TextField(default='', unique=False)),
+                ('channel', fields.CharField(default='chat', description='visit, phone, wechat, chat, email', max_length=16)),
+                ('next_at', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
+                ('source', fields.CharField(default='manual', description='manual, or archive for a real reply', max_length=16)),
+                ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'followup', 'app': 'models', 'indexes': [Index(fields=['customer_id', 'created_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='Message',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -123,6 +139,31 @@ class Migration(migrations.Migration):
                 ('handled_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'message', 'app': 'models', 'unique_together': (('platform', 'msgid'),), 'indexes': [Index(fields=['to_bot', 'handled_at']), Index(fields=['customer_id', 'sent_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Ticket',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='tickets', on_delete=OnDelete.CASCADE)),
+                ('title', fields.CharField(default='', max_length=200)),
+                ('description', fields.TextField(default='', unique=False)),
+                ('priority', fields.CharEnumField(default=TicketPriority.NORMAL, description='NORMAL: normal\nURGENT: urgent', enum_type=TicketPriority, max_length=16)),
+                ('status', fields.CharEnumField(default=TicketStatus.OPEN, db_index=True, description='OPEN: open\nIN_PROGRESS: in_progress\nRESOLVED: resolved\nCLOSED: closed', enum_type=TicketStatus, max_length=16)),
+                ('reporter', fields.ForeignKeyField('models.Staff', source_field='reporter_id', null=True, db_constraint=True, to_field='id', related_name='reported_tickets', on_delete=OnDelete.SET_NULL)),
+                ('assignee', fields.ForeignKeyField('models.Staff', source_field='assignee_id', null=True, db_constraint=True, to_field='id', related_name='assigned_tickets', on_delete=OnDelete.SET_NULL)),
+                ('source', fields.CharField(default='manual', description='manual, or keyword rule', max_length=16)),
+                ('first_response_due', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+                ('first_responded_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('resolution', fields.TextField(default='', unique=False)),
+                ('resolved_at', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
+                ('revisit_due', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
+                ('revisited_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('closed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'ticket', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A service request. SLA times are stored when they are set, so timers are plain indexed queries.'},
             bases=['Model'],
         ),
     ]
