@@ -1,0 +1,164 @@
+"""The DingTalk channel adapter: how a ``Reply`` leaves on DingTalk.
+
+Route: a reply to a message whose ``sessionWebhook`` is still valid (by the app clock, with
+``webhook_margin_seconds`` to spare) is POSTed to that webhook, so it lands in the same 1:1 or group conversation
+(in a group it @-mentions the asker). Everything else (pushes, late replies, a webhook DingTalk reports gone)
+goes to the recipient 1:1 through ``batchSend`` with the matching ``msgKey``.
+
+Cards: DingTalk's robot messages cannot call back into our server, so a ``Card`` is rendered as an ActionCard
+whose buttons are links of the form ``dtmd://dingtalkclient/sendMessage?content=<url-encoded button key>``. The
+DingTalk client opens such a link by sending ``content`` into the current chat as the tapper's own message, so a
+tap on 「同意」 reaches the bot as the tapper typing ``同意 #AP12``: it arrives through the ordinary callback, signed,
+from the right staff member, and is routed like any typed command (who may approve is checked by the handler,
+as for typed text). The buttons are the vertical variants (webhook ``btnOrientation "0"``, batchSend
+``sampleActionCard`` for one button and ``sampleActionCard2``-``5`` for more, keys ``actionTitleN/actionURLN``);
+the two-button horizontal ``sampleActionCard6`` is avoided because its key casing is unconfirmed. In a group the
+robot only hears messages that @ it, which a tap does not, so a card answering a group message goes 1:1. A card with
+more than five buttons shows the first five; the text always lists every command so it can also be typed.
+ActionCards cannot be edited after sending, so a ``card_update`` becomes a short text notice to the recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import quote
+
+from bot.channels import DeliveryError, PermanentDeliveryError
+from bot.clock import Clock
+from bot.config import DingTalkSettings
+from bot.types import Button, Card, Platform, Reply
+from integrations.dingtalk.client import DingTalkClient, WebhookGone
+from integrations.dingtalk.normalize import AT_USER, CONVERSATION_TYPE, GROUP, WEBHOOK, WEBHOOK_EXPIRES_MS
+
+log = logging.getLogger(__name__)
+
+MAX_BUTTONS = 5
+DEFAULT_TITLE = "CRM 助手"
+_MARKUP = re.compile(r"^[\s#>*\-]+|[*`]+")
+
+
+def tap_url(key: str) -> str:
+    """The link that makes the DingTalk client send ``key`` as the tapper's own message."""
+    return "dtmd://dingtalkclient/sendMessage?content=" + quote(key, safe="")
+
+
+def title_of(text: str) -> str:
+    """A notification title: the first non-empty line without markdown markup, at most 30 characters."""
+    for line in text.splitlines():
+        plain = _MARKUP.sub("", line).strip()
+        if plain:
+            return plain[:30]
+    return DEFAULT_TITLE
+
+
+def card_markdown(card: Card) -> str:
+    lines = [f"### {card.title}"]
+    if card.description:
+        lines.append(card.description)
+    lines.extend(f"**{name}**：{value}" for name, value in card.fields)
+    if card.buttons:
+        lines.append("也可直接回复：" + " / ".join(f"「{b.key}」" for b in card.buttons))
+    return "\n\n".join(lines)
+
+
+def update_notice(reply: Reply) -> str:
+    """The text that stands in for a card update (an ActionCard cannot be edited once sent)."""
+    if label := str(reply.update.get("replace_name") or ""):
+        return f"审批卡片状态已更新：{label}"
+    return reply.text or "审批卡片状态已更新"
+
+
+def _buttons(card: Card) -> tuple[Button, ...]:
+    return card.buttons[:MAX_BUTTONS]
+
+
+def webhook_body(reply: Reply, at_user: str = "") -> dict[str, Any]:
+    """The JSON a sessionWebhook takes for ``reply`` (text, markdown or actionCard)."""
+    body: dict[str, Any]
+    if reply.card is not None and reply.kind == "card":
+        card, buttons = reply.card, _buttons(reply.card)
+        text = card_markdown(card)
+        if not buttons:
+            body = {"msgtype": "markdown", "markdown": {"title": card.title, "text": text}}
+        elif len(buttons) == 1:
+            action: dict[str, Any] = {
+                "title": card.title,
+                "text": text,
+                "singleTitle": buttons[0].text,
+                "singleURL": tap_url(buttons[0].key),
+            }
+            body = {"msgtype": "actionCard", "actionCard": action}
+        else:
+            btns = [{"title": b.text, "actionURL": tap_url(b.key)} for b in buttons]
+            action = {"title": card.title, "text": text, "btnOrientation": "0", "btns": btns}
+            body = {"msgtype": "actionCard", "actionCard": action}
+    elif reply.kind == "markdown":
+        body = {"msgtype": "markdown", "markdown": {"title": title_of(reply.text), "text": reply.text}}
+    else:
+        body = {"msgtype": "text", "text": {"content": reply.text}}
+    if at_user and body["msgtype"] in ("text", "markdown"):
+        body["at"] = {"atUserIds": [at_user]}
+    return body
+
+
+def batch_message(reply: Reply) -> tuple[str, dict[str, Any]]:
+    """The batchSend ``msgKey`` and ``msgParam`` for ``reply``."""
+    if reply.card is not None and reply.kind == "card":
+        card, buttons = reply.card, _buttons(reply.card)
+        text = card_markdown(card)
+        if not buttons:
+            return "sampleMarkdown", {"title": card.title, "text": text}
+        if len(buttons) == 1:
+            return "sampleActionCard", {
+                "title": card.title,
+                "text": text,
+                "singleTitle": buttons[0].text,
+                "singleURL": tap_url(buttons[0].key),
+            }
+        param: dict[str, Any] = {"title": card.title, "text": text}
+        for i, button in enumerate(buttons, start=1):
+            param[f"actionTitle{i}"] = button.text
+            param[f"actionURL{i}"] = tap_url(button.key)
+        return f"sampleActionCard{len(buttons)}", param
+    if reply.kind == "markdown":
+        return "sampleMarkdown", {"title": title_of(reply.text), "text": reply.text}
+    return "sampleText", {"content": reply.text}
+
+
+class DingTalkChannel:
+    platform: Platform = "dingtalk"
+
+    def __init__(self, client: DingTalkClient, settings: DingTalkSettings, clock: Clock) -> None:
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+
+    def _live_webhook(self, reply_to: dict[str, Any]) -> str:
+        url, expires_ms = reply_to.get(WEBHOOK), reply_to.get(WEBHOOK_EXPIRES_MS)
+        if not isinstance(url, str) or not url or not isinstance(expires_ms, int):
+            return ""
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        return url if now_ms + self.settings.webhook_margin_seconds * 1000 < expires_ms else ""
+
+    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
+        if reply.kind == "card_update":
+            reply = Reply(update_notice(reply))
+        # In a group the robot only hears messages that @ it, and a button tap does not: cards go 1:1.
+        group_card = reply.kind == "card" and reply_to.get(CONVERSATION_TYPE) == GROUP
+        if not group_card and (webhook := self._live_webhook(reply_to)):
+            try:
+                await self.client.post_webhook(webhook, webhook_body(reply, str(reply_to.get(AT_USER) or "")))
+                return {"via": "session_webhook"}
+            except WebhookGone as exc:
+                log.info("dingtalk reply to %s: %s; sending by batchSend", recipient, exc)
+        msg_key, msg_param = batch_message(reply)
+        result = await self.client.batch_send([recipient], msg_key, msg_param)
+        if recipient in result.invalid:
+            raise PermanentDeliveryError(f"dingtalk: {recipient} is not a valid staff id for this robot")
+        if recipient in result.flow_controlled:
+            raise DeliveryError(
+                f"dingtalk: {recipient} is flow-controlled", retry_after=self.settings.throttle_retry_seconds
+            )
+        return {"via": "batch_send", "process_query_key": result.process_query_key, "msg_key": msg_key}
