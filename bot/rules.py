@@ -1,0 +1,298 @@
+"""Scheduled rules: each rule is a database query that yields ``Firing`` objects; the engine pushes them once.
+
+A rule lives in the handler module that owns its subject and is listed in that module's ``RULES``;
+``handlers.RULES`` gathers them all. ``run_rules(bot, now)`` evaluates every rule once for ``now`` in one
+transaction: it records each firing by its unique key (insert-ignore, so a key fires once however often a rule
+yields it, across restarts and instances), runs the side effect of the keys that are new, holds pushes during
+quiet hours (except urgent ones), digests several pushes for one person into one message, and queues them in
+the outbox. On PostgreSQL a transaction-level advisory lock lets only one instance do a pass at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from bot.config import Settings
+from bot.types import Reply
+from models.customers import Customer
+from models.outbox import OutboxMessage, OutboxStatus
+from models.reminders import RuleCursor, RuleFiring
+from models.staff import Staff
+
+if TYPE_CHECKING:
+    from bot.pipeline import Bot
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key of a rules pass: any constant shared by every instance ("crmrules").
+ADVISORY_LOCK_KEY = 0x63726D72756C6573
+KEY_MAX = 191
+INSERT_BATCH = 500
+
+
+@dataclass
+class Firing:
+    """One push a rule wants to make; ``key`` is unique forever, so the push happens at most once."""
+
+    rule: str  # e.g. "ladder_warn", "approval_remind", "nps_survey"
+    key: str  # idempotency key: f"{rule}:{subject_id}:{threshold}:{period}"
+    to: Staff  # who is told
+    text: str  # Chinese markdown, including the action to take (e.g. `跟进 华为 …`)
+    customer: Customer | None = None
+    urgent: bool = False  # True bypasses quiet hours (urgent ticket escalation)
+    apply: Callable[[], Awaitable[None]] | None = None  # side effect run once, in the same transaction
+    # Optional: the period as a moment (e.g. the last_followup_at the key was built from). Stored with the
+    # firing so that a rule can skip subjects that already fired in SQL (see ``models.reminders.RuleFiring``).
+    period_at: datetime | None = None
+
+
+@dataclass
+class RuleContext:
+    now: datetime
+    settings: Settings
+    bot: Bot
+    # None: a full sweep, consider every subject. A moment: thresholds crossed up to it were already handled by
+    # an earlier pass, so a rule may look only at subjects whose threshold lies after it (an indexed range).
+    # Rules may ignore it: the unique firing key keeps pushes single either way.
+    since: datetime | None = None
+    # A rule that left subjects for later (a batch limit in a sweep) sets this: the next pass sweeps again.
+    more: bool = False
+
+
+Rule = Callable[[RuleContext], Awaitable[list[Firing]]]
+
+
+CURSOR = "rules"
+# Passes overlap by this much, so a threshold written a little in the past (a slow transaction, clock skew
+# between instances) is still seen by the next incremental pass.
+OVERLAP = timedelta(minutes=10)
+
+
+def stored_key(key: str) -> str:
+    """The key as stored: keys longer than the column keep a readable prefix and a hash of the whole."""
+    if len(key) <= KEY_MAX:
+        return key
+    return key[: KEY_MAX - 41] + "#" + hashlib.sha1(key.encode()).hexdigest()
+
+
+def subject_of(key: str) -> int | None:
+    parts = key.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+
+def release_time(now: datetime, settings: Settings) -> datetime:
+    """When a non-urgent push made at ``now`` may go out: now, or the end of the quiet hours it falls in."""
+    start, end = settings.rules.quiet_hours_start, settings.rules.quiet_hours_end
+    if start == end:
+        return now
+    tz = settings.tz
+    local = now.astimezone(tz)
+    t = local.time()
+    quiet = (t >= start or t < end) if start > end else (start <= t < end)
+    if not quiet:
+        return now
+    day = local.date() if t < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=tz).astimezone(UTC)
+
+
+DIGEST_FULL = 3  # up to this many pushes are digested in full, more become one line each
+DIGEST_LINES = 10  # at most this many one-line items, so the digest fits one WeCom message (2048 bytes)
+
+
+def digest_text(texts: Sequence[str]) -> str:
+    """One message for several pushes to the same person: in full when few, one line each (and a tally) else."""
+    if len(texts) == 1:
+        return texts[0]
+    head = f"**您有 {len(texts)} 条待办提醒**"
+    if len(texts) <= DIGEST_FULL:
+        return head + "\n\n" + "\n\n".join(f"**{i}.** {text}" for i, text in enumerate(texts, 1))
+    lines = [head]
+    for i, text in enumerate(texts[:DIGEST_LINES], 1):
+        title, details, _ = _parts(text)
+        lines.append(f"{i}. {title}：{'，'.join(details)}")
+    rest: dict[str, int] = {}
+    for text in texts[DIGEST_LINES:]:
+        title = _parts(text)[0]
+        rest[title] = rest.get(title, 0) + 1
+    if rest:
+        lines.append("另有 " + "、".join(f"{title} {n} 条" for title, n in rest.items()) + "，请逐一处理")
+    action = _parts(texts[0])[2]
+    if action:
+        lines.append(action)
+    return "\n".join(lines)
+
+
+def _parts(text: str) -> tuple[str, list[str], str]:
+    """A push's title (first line), its quoted details, and its action line (the last one with a command)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    title = lines[0].strip("*") if lines else ""
+    details = [line[1:].strip() for line in lines[1:] if line.startswith(">")]
+    actions = [line for line in lines[1:] if "`" in line]
+    return title, details, actions[-1] if actions else ""
+
+
+def sweep_due(last: datetime | None, now: datetime, settings: Settings) -> bool:
+    """A full sweep is due: no pass yet, time went backwards, over a day since the last pass, or the daily sweep
+    time (``rules.full_sweep_at``, local) lies between the last pass and now."""
+    if last is None or last >= now or now - last >= timedelta(days=1):
+        return True
+    tz = settings.tz
+    local_now = now.astimezone(tz)
+    for day in (local_now.date() - timedelta(days=1), local_now.date()):
+        moment = datetime.combine(day, settings.rules.full_sweep_at, tzinfo=tz)
+        if last < moment <= now:
+            return True
+    return False
+
+
+async def run_rules(
+    bot: Bot, now: datetime, rules: Sequence[Rule] | None = None, *, full: bool = False
+) -> list[Firing]:
+    """Evaluate every rule once as of ``now``; return the firings that were new (before digesting).
+
+    Incremental (rules see ``since``, the last pass's now) unless ``full`` or a sweep is due (``sweep_due``);
+    a ``full`` pass does not move the scheduler's cursor.
+    Returns an empty list without doing anything when another instance holds the pass (PostgreSQL).
+    """
+    if rules is None:
+        from handlers import RULES
+
+        rules = RULES
+    async with in_transaction() as conn:
+        if not await _try_lock(conn):
+            log.info("rules: another instance is running this pass")
+            return []
+        cursor = await RuleCursor.filter(name=CURSOR).using_db(conn).first()
+        last = cursor.at if cursor is not None else None
+        since = None if full or sweep_due(last, now, bot.settings) else (last or now) - OVERLAP
+        ctx = RuleContext(now=now, settings=bot.settings, bot=bot, since=since)
+        firings = await _evaluate(rules, ctx)
+        fresh = await _record(firings, now, conn)
+        fresh = await _apply(fresh, conn)
+        await _deliver(bot, fresh, now, conn)
+        if ctx.more or full:
+            # More left: the cursor stays so that the next pass sweeps again and picks up the rest. A forced
+            # sweep (`crmbot jobs run --now ...`, any moment) leaves the scheduler's cursor alone.
+            pass
+        elif cursor is None:
+            await RuleCursor.bulk_create([RuleCursor(name=CURSOR, at=now)], ignore_conflicts=True, using_db=conn)
+        elif now > cursor.at:
+            await RuleCursor.filter(name=CURSOR).using_db(conn).update(at=now)
+    if fresh:
+        log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
+        bot.outbox.wake()
+    return fresh
+
+
+async def _try_lock(conn: BaseDBAsyncClient) -> bool:
+    if conn.capabilities.dialect != "postgres":
+        return True  # SQLite: one writer at a time anyway, and the unique key keeps firings single
+    rows = await conn.execute_query_dict("SELECT pg_try_advisory_xact_lock($1) AS locked", [ADVISORY_LOCK_KEY])
+    return bool(rows[0]["locked"])
+
+
+async def _evaluate(rules: Sequence[Rule], ctx: RuleContext) -> list[Firing]:
+    seen: set[str] = set()
+    firings: list[Firing] = []
+    for rule in rules:
+        try:
+            async with in_transaction():  # a savepoint: a failing rule does not abort the pass
+                produced = await rule(ctx)
+        except Exception:
+            log.exception("rule %s failed; the other rules still run", getattr(rule, "__name__", rule))
+            continue
+        for firing in produced:
+            firing.key = stored_key(firing.key)
+            if firing.key not in seen:
+                seen.add(firing.key)
+                firings.append(firing)
+    return firings
+
+
+async def _record(firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> list[Firing]:
+    """Insert every key (ignoring those already there); the keys this run inserted are the new firings."""
+    if not firings:
+        return []
+    run_id = uuid.uuid4().hex
+    rows = [
+        RuleFiring(
+            key=f.key,
+            rule=f.rule[:64],
+            subject_id=subject_of(f.key),
+            period_at=f.period_at,
+            staff_id=f.to.id,
+            customer_id=f.customer.id if f.customer is not None else None,
+            urgent=f.urgent,
+            text=f.text,
+            run_id=run_id,
+            fired_at=now,
+        )
+        for f in firings
+    ]
+    await RuleFiring.bulk_create(rows, batch_size=INSERT_BATCH, ignore_conflicts=True, using_db=conn)
+    new_keys = {str(k) for k in await RuleFiring.filter(run_id=run_id).using_db(conn).values_list("key", flat=True)}
+    return [f for f in firings if f.key in new_keys]
+
+
+async def _apply(firings: list[Firing], conn: BaseDBAsyncClient) -> list[Firing]:
+    """Run each new firing's side effect; one that fails is forgotten (its key too) so it fires next pass."""
+    kept = []
+    for firing in firings:
+        if firing.apply is not None:
+            try:
+                async with in_transaction():
+                    await firing.apply()
+            except Exception:
+                log.exception("rule %s: side effect of %s failed; will retry", firing.rule, firing.key)
+                await RuleFiring.filter(key=firing.key).using_db(conn).delete()
+                continue
+        kept.append(firing)
+    return kept
+
+
+async def _deliver(bot: Bot, firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> None:
+    groups: dict[tuple[int, bool, datetime], list[Firing]] = {}
+    for firing in firings:
+        release = now if firing.urgent else release_time(now, bot.settings)
+        groups.setdefault((firing.to.id, firing.urgent, release), []).append(firing)
+    for (_, _, release), group in groups.items():
+        staff = group[0].to
+        texts = [f.text for f in group]
+        if release > now:
+            await _hold(bot, staff, texts, release, conn)
+            continue
+        if len(group) == 1:
+            dedupe = f"rule:{group[0].key}"
+        else:
+            digest = hashlib.sha1("\n".join(f.key for f in group).encode()).hexdigest()[:20]
+            dedupe = f"rules:{staff.id}:{digest}"
+        await bot.outbox.push(staff, Reply.markdown(digest_text(texts)), dedupe, not_before=now, using_db=conn)
+
+
+async def _hold(bot: Bot, staff: Staff, texts: list[str], release: datetime, conn: BaseDBAsyncClient) -> None:
+    """Pushes made during quiet hours join one morning digest per person."""
+    dedupe = f"rules-held:{staff.id}:{release.strftime('%Y%m%dT%H%M')}"
+    held = await OutboxMessage.filter(dedupe_key=dedupe, status=OutboxStatus.PENDING).using_db(conn).first()
+    if held is not None:
+        items = [*_items_of(held.payload), *texts]
+    else:
+        if await OutboxMessage.filter(dedupe_key=dedupe).using_db(conn).exists():
+            dedupe = f"{dedupe}:{uuid.uuid4().hex[:8]}"  # the morning digest already left: a new one
+        await bot.outbox.push(staff, Reply.markdown(digest_text(texts)), dedupe, not_before=release, using_db=conn)
+        items = texts
+    payload = {**Reply.markdown(digest_text(items)).to_payload(), "items": items}
+    await OutboxMessage.filter(dedupe_key=dedupe).using_db(conn).update(payload=payload)
+
+
+def _items_of(payload: dict[str, Any]) -> list[str]:
+    items = payload.get("items")
+    return [str(i) for i in items] if isinstance(items, list) else [str(payload.get("text", ""))]
