@@ -1,0 +1,159 @@
+"""The WeCom channel adapter: a platform-neutral ``Reply`` becomes ``message/send`` (text, markdown, template card)
+or ``message/update_template_card`` (the state of a clicked card).
+
+Long text: WeCom cuts text and markdown content at 2048 bytes without saying so. A longer reply is split at line
+breaks into up to ``MAX_PARTS`` messages sent in order; beyond that the last part ends with a visible note that
+the answer was cut. Parts already delivered are remembered (in memory) so that a retry after a failure in the
+middle does not repeat them; after a restart in the middle of a split reply the earlier parts may repeat once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from typing import Any
+
+from bot.channels import PermanentDeliveryError
+from bot.types import Card, Platform, Reply
+from integrations.wecom.client import WeComClient
+from integrations.wecom.customer_message import customer_recipients, send_customer_message
+
+log = logging.getLogger(__name__)
+
+CONTENT_LIMIT = 2048  # bytes, text and markdown
+MAX_PARTS = 4  # WeCom also limits each member to 30 app messages a minute, silently dropping the rest
+CUT_NOTE = "\n……（内容过长，后面的部分未显示，请缩小查询范围）"
+MAX_BUTTONS = 6
+MAX_FIELDS = 6
+TASK_ID_UNSAFE = re.compile(r"[^0-9A-Za-z_\-@]")
+REMEMBERED_PARTS = 2000
+
+
+def split_content(text: str, limit: int = CONTENT_LIMIT, max_parts: int = MAX_PARTS) -> list[str]:
+    """Split ``text`` into pieces of at most ``limit`` UTF-8 bytes, preferring line breaks; at most ``max_parts``
+    pieces, the last one then ending with ``CUT_NOTE``."""
+    if len(text.encode()) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line.encode()) > limit:  # one line longer than a whole message: cut it by characters
+            head = _prefix_within(line, limit - len(current.encode()))
+            if not head:
+                parts.append(current)
+                current = ""
+                continue
+            parts.append(current + head)
+            current, line = "", line[len(head) :]
+        if len((current + line).encode()) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current += line
+    if current:
+        parts.append(current)
+    parts = [p.rstrip("\n") for p in parts if p.strip()]
+    if len(parts) > max_parts:
+        parts = parts[:max_parts]
+        last = _prefix_within(parts[-1], limit - len(CUT_NOTE.encode()))
+        parts[-1] = last.rstrip("\n") + CUT_NOTE
+    return parts
+
+
+def _prefix_within(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 encoding fits in ``limit`` bytes (never splitting a character)."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: max(limit, 0)].decode(errors="ignore")
+
+
+def card_body(recipient: str, card: Card) -> dict[str, Any]:
+    """A ``button_interaction`` template card; each button's key is the text command its click stands for."""
+    template: dict[str, Any] = {
+        "card_type": "button_interaction",
+        "main_title": {"title": card.title},
+        "task_id": safe_task_id(card.task_id),
+        "button_list": [
+            {"type": 0, "text": b.text, "style": b.style if 1 <= b.style <= 4 else 1, "key": b.key}
+            for b in card.buttons[:MAX_BUTTONS]
+        ],
+    }
+    if card.description:
+        template["main_title"]["desc"] = card.description
+    fields = list(card.fields)
+    if fields:
+        template["horizontal_content_list"] = [{"keyname": k, "value": v} for k, v in fields[:MAX_FIELDS]]
+        if len(fields) > MAX_FIELDS:
+            template["sub_title_text"] = "\n".join(f"{k}：{v}" for k, v in fields[MAX_FIELDS:])
+    return {"touser": recipient, "msgtype": "template_card", "template_card": template}
+
+
+def safe_task_id(task_id: str) -> str:
+    """WeCom task ids are ``[0-9A-Za-z_-@]``, at most 128 bytes."""
+    return TASK_ID_UNSAFE.sub("_", task_id)[:128] or "card"
+
+
+class WeComChannel:
+    """``ChannelAdapter`` for WeCom: recipients are WeCom UserIDs."""
+
+    platform: Platform = "wecom"
+
+    def __init__(self, client: WeComClient) -> None:
+        self.client = client
+        self._delivered: OrderedDict[str, str] = OrderedDict()
+
+    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
+        # Customer-contact message (NPS survey): to external contacts on the rep's behalf, see customer_message.py.
+        if (externals := customer_recipients(reply_to)) is not None:
+            return await send_customer_message(self.client, recipient, externals, reply.text)
+        if reply.kind == "card_update":
+            return await self._update_card(recipient, reply)
+        if reply.kind == "card" and reply.card is not None:
+            answer = await self.client.send_message(card_body(recipient, reply.card))
+            return {"msgid": answer.get("msgid", ""), "response_code": answer.get("response_code", "")}
+        msgtype = "markdown" if reply.kind == "markdown" else "text"
+        text = reply.text  # a "card" without a card is plain text
+        if not text.strip():
+            raise PermanentDeliveryError("empty message")
+        return await self._send_parts(recipient, msgtype, text)
+
+    async def _send_parts(self, recipient: str, msgtype: str, text: str) -> dict[str, Any]:
+        parts = split_content(text)
+        digest = hashlib.sha256(f"{recipient}\0{msgtype}\0{text}".encode()).hexdigest()[:32]
+        msgids = []
+        for i, part in enumerate(parts):
+            key = f"{digest}:{i}"
+            if (done := self._delivered.get(key)) is not None:
+                msgids.append(done)
+                continue
+            answer = await self.client.send_message(
+                {"touser": recipient, "msgtype": msgtype, msgtype: {"content": part}}
+            )
+            msgid = str(answer.get("msgid", ""))
+            msgids.append(msgid)
+            if len(parts) > 1:
+                self._remember(key, msgid)
+        for i in range(len(parts)):
+            self._delivered.pop(f"{digest}:{i}", None)
+        result: dict[str, Any] = {"msgid": msgids[0] if msgids else ""}
+        if len(msgids) > 1:
+            result["msgids"] = msgids
+        return result
+
+    def _remember(self, key: str, msgid: str) -> None:
+        self._delivered[key] = msgid
+        while len(self._delivered) > REMEMBERED_PARTS:
+            self._delivered.popitem(last=False)
+
+    async def _update_card(self, recipient: str, reply: Reply) -> dict[str, Any]:
+        update = reply.update
+        response_code = str(update.get("response_code") or "")
+        if not response_code:
+            raise PermanentDeliveryError("card update without response_code")
+        userids = [str(u) for u in update.get("userids") or [recipient]]
+        replace_name = str(update.get("replace_name") or reply.text or "已处理")
+        await self.client.update_template_card(userids, response_code, replace_name)
+        return {"updated": response_code}

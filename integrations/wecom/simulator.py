@@ -1,0 +1,430 @@
+"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``).
+
+It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right
+corp id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of
+that type; template cards get a ``response_code`` that ``update_template_card`` accepts once. Everything accepted
+is recorded in ``sent`` (what users would see); every call, accepted or not, in ``calls``. Faults can be injected
+for the next N calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP status (500, 502), or a slow answer.
+
+Used by the tests (fixture ``wecom_sim``) and for a local demo::
+
+    python -m integrations.wecom.simulator --port 9100 --corp-id ww... --secret ... --agent-id 1000002
+
+then set ``[wecom] api_base = "http://127.0.0.1:9100"``; each message the bot sends is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CONTENT_LIMIT = 2048
+TOKEN_TTL = 7200
+RESPONSE_CODE_TTL = 72 * 3600
+MSG_TYPES = {
+    "text",
+    "markdown",
+    "image",
+    "voice",
+    "video",
+    "file",
+    "textcard",
+    "news",
+    "mpnews",
+    "miniprogram_notice",
+    "template_card",
+}
+CARD_TYPES = {"text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"}
+TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
+
+
+class _Reject(Exception):
+    def __init__(self, errcode: int, errmsg: str) -> None:
+        super().__init__(errmsg)
+        self.errcode = errcode
+        self.errmsg = errmsg
+
+
+@dataclass
+class Fault:
+    """What the next matching calls get instead of a normal answer."""
+
+    count: int
+    errcode: int | None = None
+    status: int | None = None
+    delay: float = 0.0
+    endpoint: str | None = None  # e.g. "message/send"; None: every endpoint but gettoken
+    skip: int = 0  # matching calls let through before the fault starts
+
+    def matches(self, endpoint: str) -> bool:
+        if self.endpoint is None:
+            return endpoint != "gettoken"
+        return self.endpoint == endpoint
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass
+class _ResponseCode:
+    userids: tuple[str, ...]
+    task_id: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class WeComSimulator:
+    corp_id: str
+    secret: str
+    agent_id: int
+    token_ttl: int = TOKEN_TTL
+    known_users: set[str] | None = None  # None: every user id exists
+    echo: Callable[[str], None] | None = None
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    tokens_issued: int = 0
+    _tokens: dict[str, _Token] = field(default_factory=dict)
+    _codes: dict[str, _ResponseCode] = field(default_factory=dict)
+    _task_ids: set[str] = field(default_factory=set)
+    _next_msgid: int = 1
+    url: str = ""
+
+    # -- fault injection and control -------------------------------------------------------------------------
+
+    def fail_next(self, count: int = 1, *, errcode: int = -1, endpoint: str | None = None, skip: int = 0) -> None:
+        """The next ``count`` calls (after ``skip`` normal ones) answer HTTP 200 with ``errcode`` (-1 busy,
+        45009 rate limit, 45033 concurrency limit, ...)."""
+        self.faults.append(Fault(count, errcode=errcode, endpoint=endpoint, skip=skip))
+
+    def http_error_next(self, count: int = 1, *, status: int = 500, endpoint: str | None = None) -> None:
+        """The next ``count`` calls answer with HTTP ``status`` (500, 502, 503) and an HTML body."""
+        self.faults.append(Fault(count, status=status, endpoint=endpoint))
+
+    def slow_next(self, count: int = 1, *, seconds: float = 1.0, endpoint: str | None = None) -> None:
+        """The next ``count`` calls wait ``seconds`` before being processed normally (a timeout on the caller's
+        side does not undo them, as with the real server)."""
+        self.faults.append(Fault(count, delay=seconds, endpoint=endpoint))
+
+    def expire_tokens(self) -> None:
+        """Every issued token expires now: calls with them get errcode 42001."""
+        for token in self._tokens.values():
+            token.expires_at = 0.0
+
+    def revoke_tokens(self) -> None:
+        """Every issued token becomes unknown: calls with them get errcode 40014."""
+        self._tokens.clear()
+
+    def reset(self) -> None:
+        self.sent.clear()
+        self.calls.clear()
+        self.faults.clear()
+
+    # -- what was delivered ----------------------------------------------------------------------------------
+
+    def messages_to(self, userid: str) -> list[dict[str, Any]]:
+        """Accepted ``message/send`` bodies addressed to ``userid`` (directly or via ``@all``)."""
+        out = []
+        for item in self.sent:
+            if item["endpoint"] != "message/send":
+                continue
+            users = str(item["body"].get("touser") or "").split("|")
+            if userid in users or "@all" in users:
+                out.append(item["body"])
+        return out
+
+    def texts_to(self, userid: str) -> list[str]:
+        """The content of every text and markdown message delivered to ``userid``, in order."""
+        texts = []
+        for body in self.messages_to(userid):
+            msgtype = body.get("msgtype")
+            if msgtype in ("text", "markdown"):
+                texts.append(str(body[msgtype]["content"]))
+        return texts
+
+    def cards_to(self, userid: str) -> list[dict[str, Any]]:
+        """Template cards delivered to ``userid``: the ``template_card`` body plus the issued ``response_code``."""
+        cards = []
+        for item in self.sent:
+            body = item["body"]
+            if item["endpoint"] != "message/send" or body.get("msgtype") != "template_card":
+                continue
+            if userid in str(body.get("touser") or "").split("|"):
+                cards.append({**body["template_card"], "response_code": item["answer"].get("response_code", "")})
+        return cards
+
+    def card_updates(self) -> list[dict[str, Any]]:
+        """Accepted ``message/update_template_card`` bodies."""
+        return [item["body"] for item in self.sent if item["endpoint"] == "message/update_template_card"]
+
+    # -- the server ------------------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
+        app.router.add_post("/cgi-bin/message/send", self._endpoint("message/send", self._send))
+        app.router.add_post(
+            "/cgi-bin/message/update_template_card", self._endpoint("message/update_template_card", self._update)
+        )
+        # Customer contact (NPS surveys): externalcontact/add_msg_template, see _add_msg_template below.
+        app.router.add_post(
+            "/cgi-bin/externalcontact/add_msg_template",
+            self._endpoint("externalcontact/add_msg_template", self._add_msg_template),
+        )
+        return app
+
+    async def _fault(self, endpoint: str) -> web.Response | None:
+        for fault in self.faults:
+            if fault.count > 0 and fault.matches(endpoint):
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
+                fault.count -= 1
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                    return None
+                if fault.status is not None:
+                    self._log(f"{endpoint}: injected HTTP {fault.status}")
+                    return web.Response(status=fault.status, text="<html>bad gateway</html>", content_type="text/html")
+                assert fault.errcode is not None
+                self._log(f"{endpoint}: injected errcode {fault.errcode}")
+                return _answer(fault.errcode, "system busy" if fault.errcode == -1 else "injected fault")
+        self.faults = [f for f in self.faults if f.count > 0]
+        return None
+
+    async def _gettoken(self, request: web.Request) -> web.Response:
+        call: dict[str, Any] = {"endpoint": "gettoken", "query": {"corpid": request.query.get("corpid", "")}}
+        self.calls.append(call)
+        if (faulty := await self._fault("gettoken")) is not None:
+            return faulty
+        corpid, secret = request.query.get("corpid", ""), request.query.get("corpsecret", "")
+        if not corpid or corpid != self.corp_id:
+            call["answer"] = {"errcode": 40013}
+            return _answer(40013, "invalid corpid")
+        if not secret or not secrets.compare_digest(secret, self.secret):
+            call["answer"] = {"errcode": 40001}
+            return _answer(40001, "invalid credential")
+        value = secrets.token_urlsafe(48)
+        self._tokens[value] = _Token(value, time.monotonic() + self.token_ttl)
+        self.tokens_issued += 1
+        call["answer"] = {"errcode": 0}
+        self._log("gettoken: issued a token")
+        return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": value, "expires_in": self.token_ttl})
+
+    def _endpoint(self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            raw = await request.read()
+            call: dict[str, Any] = {"endpoint": name}
+            self.calls.append(call)
+            if (faulty := await self._fault(name)) is not None:
+                call["answer"] = {"fault": True}
+                return faulty
+            try:
+                self._check_token(request.query.get("access_token", ""))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise _Reject(47001, "data format error") from None
+                if not isinstance(body, dict):
+                    raise _Reject(47001, "data format error")
+                call["body"] = body
+                answer = check(body)
+            except _Reject as exc:
+                call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
+                self._log(f"{name}: rejected with {exc.errcode} ({exc.errmsg})")
+                return _answer(exc.errcode, exc.errmsg)
+            answer = {"errcode": 0, "errmsg": "ok", **answer}
+            call["answer"] = answer
+            self.sent.append({"endpoint": name, "body": body, "answer": answer})
+            self._log(f"{name}: {json.dumps(body, ensure_ascii=False)}")
+            return web.json_response(answer)
+
+        return handler
+
+    def _check_token(self, value: str) -> None:
+        if not value:
+            raise _Reject(41001, "access_token missing")
+        token = self._tokens.get(value)
+        if token is None:
+            raise _Reject(40014, "invalid access_token")
+        if time.monotonic() >= token.expires_at:
+            raise _Reject(42001, "access_token expired")
+
+    def _check_agent(self, body: dict[str, Any]) -> None:
+        try:
+            agent = int(body.get("agentid"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _Reject(40056, "invalid agentid") from None
+        if agent != self.agent_id:
+            raise _Reject(40056, "invalid agentid")
+
+    def _recipients(self, body: dict[str, Any]) -> tuple[list[str], list[str]]:
+        users = [u for u in str(body.get("touser") or "").split("|") if u]
+        if not users and not body.get("toparty") and not body.get("totag"):
+            raise _Reject(40031, "invalid user list: touser, toparty and totag are all empty")
+        if len(users) > 1000:
+            raise _Reject(40031, "more than 1000 users")
+        if self.known_users is None or "@all" in users:
+            return users, []
+        valid = [u for u in users if u in self.known_users]
+        invalid = [u for u in users if u not in self.known_users]
+        if users and not valid:
+            raise _Reject(81013, "user & party & tag all invalid")
+        return valid, invalid
+
+    def _send(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_agent(body)
+        msgtype = body.get("msgtype")
+        if msgtype not in MSG_TYPES:
+            raise _Reject(40008, "invalid message type")
+        users, invalid = self._recipients(body)
+        content = body.get(msgtype)
+        if not isinstance(content, dict):
+            raise _Reject(41011 if msgtype == "template_card" else 44004, f"missing {msgtype}")
+        answer: dict[str, Any] = {"invaliduser": "|".join(invalid)}
+        if msgtype in ("text", "markdown"):
+            text = content.get("content")
+            if not isinstance(text, str) or not text.strip():
+                raise _Reject(44004, "empty content")
+            if len(text.encode()) > CONTENT_LIMIT:
+                # The real server cuts silently; so does the simulator, and marks it for the tests to see.
+                content["content"] = text.encode()[:CONTENT_LIMIT].decode(errors="ignore")
+                answer["truncated"] = True
+        elif msgtype == "template_card":
+            answer["response_code"] = self._check_card(content, users)
+        answer["msgid"] = f"sim{self._next_msgid:08d}"
+        self._next_msgid += 1
+        return answer
+
+    def _check_card(self, card: dict[str, Any], users: list[str]) -> str:
+        card_type = card.get("card_type")
+        if card_type not in CARD_TYPES:
+            raise _Reject(40058, "invalid card_type")
+        title = (card.get("main_title") or {}).get("title") if isinstance(card.get("main_title"), dict) else None
+        if card_type != "news_notice" and not title:
+            raise _Reject(40058, "main_title.title is required")
+        if card_type.endswith("_interaction"):
+            task_id = str(card.get("task_id") or "")
+            if not TASK_ID.match(task_id):
+                raise _Reject(40058, "invalid task_id")
+            if task_id in self._task_ids:
+                raise _Reject(40058, "task_id already exists")
+        if card_type == "button_interaction":
+            buttons = card.get("button_list")
+            if not isinstance(buttons, list) or not 1 <= len(buttons) <= 6:
+                raise _Reject(40058, "button_list must have 1 to 6 buttons")
+            keys = set()
+            for button in buttons:
+                if not isinstance(button, dict) or not button.get("text"):
+                    raise _Reject(40058, "button.text is required")
+                if int(button.get("type", 0)) == 0:
+                    key = str(button.get("key") or "")
+                    if not key or len(key.encode()) > 1024 or key in keys:
+                        raise _Reject(40058, "button.key is required, unique, at most 1024 bytes")
+                    keys.add(key)
+                if "style" in button and int(button["style"]) not in (1, 2, 3, 4):
+                    raise _Reject(40058, "button.style must be 1 to 4")
+            for item in card.get("horizontal_content_list") or []:
+                if not isinstance(item, dict) or not item.get("keyname"):
+                    raise _Reject(40058, "horizontal_content_list.keyname is required")
+        task_id = str(card.get("task_id") or "")
+        if task_id:
+            self._task_ids.add(task_id)
+        code = secrets.token_hex(16)
+        self._codes[code] = _ResponseCode(tuple(users), task_id, time.monotonic() + RESPONSE_CODE_TTL)
+        return code
+
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_agent(body)
+        userids = body.get("userids")
+        if not isinstance(userids, list) or not userids:
+            raise _Reject(40031, "userids is required")
+        code = self._codes.get(str(body.get("response_code") or ""))
+        if code is None or time.monotonic() >= code.expires_at:
+            raise _Reject(40058, "invalid response_code")
+        if code.used:
+            raise _Reject(40058, "response_code already used")
+        button = body.get("button")
+        if not (isinstance(button, dict) and button.get("replace_name")) and not isinstance(
+            body.get("template_card"), dict
+        ):
+            raise _Reject(40058, "button.replace_name or template_card is required")
+        code.used = True
+        return {"invaliduser": []}
+
+    known_external_userids: set[str] | None = None  # externalcontact: None means every contact id exists
+
+    def _add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        return _check_add_msg_template(body, self.known_external_userids)
+
+    def customer_messages(self) -> list[dict[str, Any]]:
+        """Accepted ``externalcontact/add_msg_template`` bodies (messages a rep was asked to confirm)."""
+        return [item["body"] for item in self.sent if item["endpoint"] == "externalcontact/add_msg_template"]
+
+    def issue_response_code(self, userid: str, task_id: str) -> str:
+        """A response code as WeCom puts in a click event (for cards the simulator did not send itself)."""
+        code = secrets.token_hex(16)
+        self._codes[code] = _ResponseCode((userid,), task_id, time.monotonic() + RESPONSE_CODE_TTL)
+        return code
+
+    def _log(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+
+
+# -- customer contact: externalcontact/add_msg_template (NPS surveys) ---------------------------------------------
+
+
+def _check_add_msg_template(body: dict[str, Any], known: set[str] | None) -> dict[str, Any]:
+    """``{"chat_type": "single", "external_userid": [...], "sender": userid, "text": {"content"}}`` → the task id
+    and the contacts that cannot be reached (``known``: the external ids the corp has; None: all)."""
+    chat_type = body.get("chat_type", "single")
+    if chat_type not in ("single", "group"):
+        raise _Reject(40058, "invalid chat_type")
+    externals = body.get("external_userid") or []
+    if not isinstance(externals, list) or (chat_type == "single" and not externals and not body.get("sender")):
+        raise _Reject(40058, "external_userid or sender is required")
+    if len(externals) > 10000:
+        raise _Reject(40058, "more than 10000 external_userid")
+    text = body.get("text")
+    if not (isinstance(text, dict) and str(text.get("content") or "").strip()) and not body.get("attachments"):
+        raise _Reject(41041, "text.content or attachments is required")
+    if isinstance(text, dict) and len(str(text.get("content") or "").encode()) > 4000:
+        raise _Reject(45002, "content size out of limit")
+    failed = [e for e in externals if known is not None and e not in known]
+    return {"fail_list": failed, "msgid": f"msg{secrets.token_hex(12)}"}
+
+
+def _answer(errcode: int, errmsg: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "errmsg": errmsg})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="WeCom server API simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--corp-id", default="ww1436e0e65a779aee")
+    parser.add_argument("--secret", default="test-app-secret")
+    parser.add_argument("--agent-id", type=int, default=1000002)
+    args = parser.parse_args(argv)
+    sim = WeComSimulator(args.corp_id, args.secret, args.agent_id, echo=lambda line: print(line, flush=True))
+    print(f"WeCom simulator on http://{args.host}:{args.port} (corp {args.corp_id}, agent {args.agent_id})", flush=True)
+    web.run_app(sim.app(), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
