@@ -1,0 +1,346 @@
+"""Benchmark: import throughput of the archive path and keyword-search latency and recall, SQLite and PostgreSQL.
+
+Generates N messages of Chinese B2B chat (greetings, products and model numbers, quantities, prices, delivery,
+complaints) between 900 customers and 60 reps, writes them as the WeCom chat-archive JSON Lines export, imports the
+file with ``import_jsonl`` (the same path as ``crmbot import messages``: parse, normalize, link, insert, index),
+then times ``bot.search.search`` (top 20 newest, with and without the total) for rare, common and two-character
+queries, as an admin (no scope) and as a rep (own customers), and checks recall and precision of every query
+against a LIKE scan of the same database in the same run.
+
+    .venv/bin/python bench/search.py --n 1000000 --db sqlite
+    .venv/bin/python bench/search.py --n 1000000 --db postgres --pg postgres://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tortoise import connections
+
+from bot import search
+from bot.app import create_app
+from bot.archive import import_jsonl
+from bot.config import load_settings
+from models.customers import Contact, Customer
+from models.staff import Role, Staff
+
+CUSTOMERS = 900
+REPS = 60
+TEAM = 10
+START = datetime(2024, 1, 1, tzinfo=UTC)
+SPAN_SECONDS = 3 * 365 * 86400
+
+PRODUCTS = [
+    "耐高温材料",
+    "液压元件",
+    "密封圈",
+    "伺服电机",
+    "深沟球轴承",
+    "不锈钢管",
+    "电磁控制阀",
+    "PLC模块",
+    "行星减速机",
+    "变频器",
+    "齿轮泵",
+    "液压油缸",
+    "气动接头",
+    "橡胶密封件",
+    "陶瓷纤维板",
+    "碳化硅涂层",
+    "导热硅脂",
+    "编码器",
+    "直线导轨",
+    "滚珠丝杠",
+    "同步带",
+    "联轴器",
+    "冷却风扇",
+    "防爆电机",
+    "耐磨衬板",
+]
+UNITS = ["件", "套", "台", "吨", "米", "箱", "kg"]
+GREETINGS = ["您好", "早上好", "王总好", "李工您好", "在吗", "打扰一下", "辛苦了", "收到", "好的，谢谢", "明白"]
+ASKS = [
+    "{p}现在什么价格？",
+    "请报一下 {q} {u}{p}的价格",
+    "{p}的交期大概多久？",
+    "{p}有现货吗？我们急用",
+    "能不能把{p}的样品寄一份过来",
+    "{p}的技术参数发我一下",
+    "上次的{p}能再便宜点吗",
+    "{p}支持定制吗，尺寸 {n}mm",
+    "这批{p}的质保期是多久",
+    "{p}能不能月底前到货",
+]
+ANSWERS = [
+    "{p}含税价 {price} 元/{u}，{q} {u}以上可以再谈",
+    "{p}目前有现货，今天下单明天发货",
+    "{p}交期 {d} 天左右",
+    "样品已经寄出，顺丰单号 SF{sf}",
+    "{p}规格书已发邮箱，请查收",
+    "{p}质保一年，终身维护",
+    "型号 {model} 的{p}库存充足",
+    "给您申请了 {disc} 折的优惠",
+    "合同已经盖章回传了，请确认",
+    "{p}的报价单稍后发您",
+    "月底前可以安排 {q} {u}",
+]
+COMPLAINTS = [
+    "上批{p}有一台漏油，麻烦安排售后看看",
+    "{p}坏了，产线停了，急！",
+    "收到的{p}尺寸不对，要投诉",
+    "{p}质量有问题，噪音很大",
+    "发货太慢了，{p}说好上周到的",
+    "{p}表面有划痕，需要换货",
+]
+CLOSINGS = ["好的", "谢谢", "没问题", "嗯嗯", "我跟领导汇报一下", "下周再联系", "OK", "👍", "明天给您答复"]
+RARE = [f"{prefix}-{n}" for prefix in ("HX", "GB", "ZK", "TY") for n in range(7000, 7005)]  # inserted rarely
+
+
+def phrase(rng: random.Random) -> str:
+    p = rng.choice(PRODUCTS)
+    kind = rng.random()
+    if kind < 0.15:
+        pool = GREETINGS
+    elif kind < 0.45:
+        pool = ASKS
+    elif kind < 0.8:
+        pool = ANSWERS
+    elif kind < 0.9:
+        pool = COMPLAINTS
+    else:
+        pool = CLOSINGS
+    text = rng.choice(pool).format(
+        p=p,
+        q=rng.choice([10, 50, 100, 200, 500, 1000, 2000, 5000]),
+        u=rng.choice(UNITS),
+        n=rng.randint(5, 900),
+        price=f"{rng.randint(3, 9000)}.{rng.randint(0, 9)}",
+        d=rng.choice([3, 7, 15, 30, 45]),
+        sf=rng.randint(10**11, 10**12 - 1),
+        model=f"{rng.choice('ABCDEFHKMXZ')}{rng.choice('ABCDEFHKMXZ')}-{rng.randint(100, 9999)}",
+        disc=rng.choice([9.5, 9, 8.8, 8.5, 8]),
+    )
+    if rng.random() < 0.25:
+        text = rng.choice(GREETINGS) + "，" + text
+    if rng.random() < 0.0002:
+        text += f"，型号 {rng.choice(RARE)}"
+    return text
+
+
+def generate(path: Path, n: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            customer = rng.randrange(CUSTOMERS)
+            rep = f"rep{customer % REPS:03d}"
+            contact = f"wmC{customer:05d}"
+            sender, to = (contact, rep) if rng.random() < 0.5 else (rep, contact)
+            at = START + timedelta(seconds=rng.randrange(SPAN_SECONDS))
+            record = {
+                "msgid": f"b{seed}-{i:08d}",
+                "action": "send",
+                "from": sender,
+                "tolist": [to],
+                "roomid": "",
+                "msgtime": int(at.timestamp() * 1000),
+                "msgtype": "text",
+                "text": {"content": phrase(rng)},
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+async def seed_people() -> None:
+    managers = [
+        await Staff.create(name=f"经理{t}", wecom_userid=f"mgr{t:02d}", role=Role.MANAGER) for t in range(REPS // TEAM)
+    ]
+    await Staff.create(name="管理员", wecom_userid="admin", role=Role.ADMIN)
+    await Staff.bulk_create(
+        [
+            Staff(name=f"销售{r:03d}", wecom_userid=f"rep{r:03d}", role=Role.REP, manager_id=managers[r // TEAM].id)
+            for r in range(REPS)
+        ]
+    )
+    reps = {s.wecom_userid: s.id for s in await Staff.filter(role=Role.REP)}
+    await Customer.bulk_create(
+        [Customer(name=f"客户{c:04d}有限公司", owner_id=reps[f"rep{c % REPS:03d}"]) for c in range(CUSTOMERS)]
+    )
+    ids = {c.name: c.id for c in await Customer.all()}
+    await Contact.bulk_create(
+        [
+            Contact(customer_id=ids[f"客户{c:04d}有限公司"], name=f"联系人{c}", external_userid=f"wmC{c:05d}")
+            for c in range(CUSTOMERS)
+        ]
+    )
+
+
+QUERIES = {
+    "rare": [*RARE[:8], "SF1234567", "9876.5", "尺寸 77mm", "HX-70"],
+    "common": ["耐高温材料", "价格", "您好", "交期大概多久", "有现货", "含税价", "发货", "液压元件", "报价单", "的"],
+    "two-char": ["液压", "漏油", "轴承", "样品", "质保", "投诉", "顺丰", "折的", "料的", "到货"],
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def like_ids(conn: Any, postgres: bool, query: str) -> set[str]:
+    escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if postgres:
+        sql = "SELECT msgid FROM message WHERE NOT to_bot AND lower(text) LIKE $1 ESCAPE '\\'"
+    else:
+        sql = "SELECT msgid FROM message WHERE to_bot = 0 AND lower(text) LIKE ? ESCAPE '\\'"
+    return {str(r["msgid"]) for r in await conn.execute_query_dict(sql, [f"%{escaped}%"])}
+
+
+async def search_ids(conn: Any, query: str) -> set[str]:
+    """Every hit of the index query (no limit), as the search runs it."""
+    found = await search.search(conn, query, staff=None, limit=0, count=False)
+    return {h.msgid for h in found.hits}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="crmbot-bench-"))
+    data = workdir / "chat.jsonl"
+    t = time.perf_counter()
+    generate(data, args.n)
+    print(f"generated {args.n} messages in {time.perf_counter() - t:.1f}s ({data.stat().st_size >> 20} MiB)")
+    if args.db == "postgres":
+        url = await fresh_pg(args.pg)
+    else:
+        url = f"sqlite://{workdir}/bench.sqlite3"
+    settings = load_settings(os.devnull, database={"url": url})
+    app = create_app(settings, run_dispatcher=False, run_scheduler=False)
+    from aiohttp import web
+
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    result: dict[str, Any] = {"db": args.db, "n": args.n, "keyword_rules": not args.without_keyword_rules}
+    try:
+        await seed_people()
+        t, cpu = time.perf_counter(), time.process_time()
+        summary = await import_jsonl(app, data)
+        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+        print(summary.splitlines()[0])
+        result["import_seconds"] = round(elapsed, 1)
+        result["import_per_second"] = round(args.n / elapsed)
+        result["import_cpu_seconds"] = round(cpu, 1)
+        print(
+            f"import: {args.n} in {elapsed:.1f}s = {args.n / elapsed:.0f} msg/s"
+            f" (this process: {cpu:.1f} CPU-s = {args.n / cpu:.0f} msg per CPU-second; load {os.getloadavg()[0]:.1f})"
+        )
+        conn = connections.get("default")
+        if not search.is_postgres(conn):
+            await conn.execute_script("ANALYZE")
+        else:
+            await conn.execute_script("VACUUM ANALYZE")
+        rep = await Staff.get(wecom_userid="rep007")
+        result["latency_ms"] = {}
+        for kind, queries in QUERIES.items():
+            for who, staff in (("admin", None), ("rep", rep)):
+                for count in (False, True):
+                    times = []
+                    for _ in range(args.rounds):
+                        for q in queries:
+                            t = time.perf_counter()
+                            await search.search(conn, q, staff=staff, limit=20, count=count)
+                            times.append((time.perf_counter() - t) * 1000)
+                    label = f"{kind} {who} {'top20+total' if count else 'top20'}"
+                    result["latency_ms"][label] = {"p50": round(pct(times, 0.5), 2), "p95": round(pct(times, 0.95), 2)}
+                    print(f"{label:32s} p50 {pct(times, 0.5):8.2f} ms  p95 {pct(times, 0.95):8.2f} ms")
+        recall: dict[str, Any] = {}
+        for queries in QUERIES.values():
+            for q in queries:
+                expected = await like_ids(conn, search.is_postgres(conn), q)
+                got = await search_ids(conn, q)
+                recall[q] = {
+                    "like": len(expected),
+                    "index": len(got),
+                    "missed": len(expected - got),
+                    "extra": len(got - expected),
+                }
+        result["recall"] = recall
+        misses = sum(r["missed"] for r in recall.values())
+        extras = sum(r["extra"] for r in recall.values())
+        total = sum(r["like"] for r in recall.values())
+        print(
+            f"recall vs LIKE: {total - misses}/{total} hits found, {extras} extra, per query: "
+            + ", ".join(f"{q}={r['like']}" for q, r in recall.items())
+        )
+        result["recall_total"] = {"like_hits": total, "missed": misses, "extra": extras}
+    finally:
+        await runner.cleanup()
+        if args.db == "postgres":
+            await drop_pg(args.pg, url)
+        if not os.environ.get("BENCH_KEEP_DB"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+async def fresh_pg(admin_url: str) -> str:
+    import asyncpg
+
+    name = "crmbot_bench"
+    conn = await asyncpg.connect(admin_url.replace("postgres://", "postgresql://"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+
+
+async def drop_pg(admin_url: str, url: str) -> None:
+    import asyncpg
+
+    if os.environ.get("BENCH_KEEP_DB"):
+        return
+    conn = await asyncpg.connect(admin_url.replace("postgres://", "postgresql://"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", dest="json_out", default="")
+    parser.add_argument(
+        "--without-keyword-rules",
+        action="store_true",
+        help="time the archive path alone: the keyword-rules hook (bot.keyword_rules) is replaced by a no-op",
+    )
+    args = parser.parse_args()
+    if args.without_keyword_rules:
+        import bot.keyword_rules
+
+        async def no_rules(bot: Any, messages: Any) -> None:
+            return None
+
+        bot.keyword_rules.on_archived = no_rules  # type: ignore[assignment]
+    result = asyncio.run(run(args))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,462 @@
+"""The one archive path: every customer conversation message, from every source, enters the database here.
+
+Callbacks (``Bot.archive``), the WeCom chat-archive puller and ``crmbot import messages`` all hand batches of
+normalized ``IncomingMessage`` to ``archive_batch``. In one transaction it links each message to its customer
+(an external contact among sender and receivers, else the room's customer), the staff member and the room,
+inserts the rows idempotently on (platform, msgid), indexes their text for search, applies recalls, counts a
+rep's reply as contact on the profile, records per-item failures and moves the source's cursor. After the
+commit the new rows go to the keyword-rules hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from bot import search
+from bot.types import IncomingMessage
+from models.archive import ArchiveCursor, ArchiveFailure
+from models.customers import Contact, Customer
+from models.messages import Message
+from models.staff import Staff
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bot.pipeline import Bot
+
+log = logging.getLogger(__name__)
+
+IMPORT_BATCH = 1000
+MAX_REJECTIONS_SHOWN = 20
+RECALL = "recall"
+# Serializes archive transactions on PostgreSQL so that "which rows are new" is exact under concurrency.
+_PG_LOCK = 7_316_220_001
+
+
+def is_external(user_id: str) -> bool:
+    """WeCom external contacts (customers) have ids starting with wm or wo."""
+    return user_id.startswith(("wm", "wo"))
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An archive item that could not be turned into a message (kept for the admin, never skipped silently)."""
+
+    seq: int
+    msgid: str
+    code: int
+    reason: str
+    key_version: int | None = None
+
+
+@dataclass
+class BatchResult:
+    new: list[Message] = field(default_factory=list)
+    duplicates: int = 0
+    failures: int = 0
+
+
+async def archive_batch(
+    bot: Bot,
+    messages: Sequence[IncomingMessage],
+    *,
+    source: str | None = None,
+    seq: int | None = None,
+    failures: Sequence[Failure] = (),
+) -> BatchResult:
+    """Store ``messages`` once each; with ``source``/``seq``, move that cursor in the same transaction."""
+    result = BatchResult(failures=len(failures))
+    unique: dict[tuple[str, str], IncomingMessage] = {}
+    for msg in messages:
+        if (msg.platform, msg.msgid) in unique:
+            result.duplicates += 1
+        else:
+            unique[(msg.platform, msg.msgid)] = msg
+    async with in_transaction() as conn:
+        if search.is_postgres(conn):
+            await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [_PG_LOCK])
+        if unique:
+            new = await _store(conn, list(unique.values()))
+            result.duplicates += len(unique) - len(new)
+            result.new = new
+            await _index(conn, new)
+            await _apply_recalls(conn, new)
+            await _count_replies_as_contact(conn, new)
+        if failures:
+            await ArchiveFailure.bulk_create(
+                [
+                    ArchiveFailure(
+                        source=source or "",
+                        seq=f.seq,
+                        msgid=f.msgid[:128],
+                        key_version=f.key_version,
+                        code=f.code,
+                        reason=f.reason[:255],
+                    )
+                    for f in failures
+                ],
+                ignore_conflicts=True,
+                using_db=conn,
+            )
+        if source is not None and seq is not None:
+            await _advance(conn, source, seq)
+    if result.new:
+        await _after_archived(bot, result.new)
+    return result
+
+
+async def cursor_of(source: str) -> int:
+    cursor = await ArchiveCursor.get_or_none(source=source)
+    return int(cursor.seq) if cursor else 0
+
+
+async def _advance(conn: BaseDBAsyncClient, source: str, seq: int) -> None:
+    """Move the cursor forward (never back) in the caller's transaction."""
+    cursor = await ArchiveCursor.filter(source=source).select_for_update().using_db(conn).first()
+    if cursor is None:
+        await ArchiveCursor.create(source=source, seq=seq, using_db=conn)
+    elif seq > cursor.seq:
+        await ArchiveCursor.filter(id=cursor.id).using_db(conn).update(seq=seq)
+
+
+async def _store(conn: BaseDBAsyncClient, msgs: list[IncomingMessage]) -> list[Message]:
+    by_platform: dict[str, list[IncomingMessage]] = {}
+    for msg in msgs:
+        by_platform.setdefault(msg.platform, []).append(msg)
+    stored: list[Message] = []
+    for platform, group in by_platform.items():
+        postgres = search.is_postgres(conn)
+        if postgres:  # INSERT ... ON CONFLICT DO NOTHING RETURNING says which rows are new
+            fresh = group
+        else:
+            existing = await _ids_of(conn, platform, [m.msgid for m in group])
+            fresh = [m for m in group if m.msgid not in existing]
+        if not fresh:
+            continue
+        staff = await _staff_ids(conn, platform, {u for m in fresh for u in (m.sender, *m.receivers)})
+        customers = await _customer_ids(conn, fresh)
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = [
+            {
+                "platform": platform,
+                "msgid": m.msgid,
+                "to_bot": False,
+                "sender": m.sender,
+                "receivers": list(m.receivers),
+                "room_id": m.conversation_id,
+                "msgtype": m.msgtype,
+                "text": m.text,
+                "payload": payload_of(m),
+                "staff_id": staff.get(m.sender) or next((staff[r] for r in m.receivers if r in staff), None),
+                "customer_id": customers.get(m.msgid),
+                "sent_at": m.sent_at.astimezone(UTC),
+                "received_at": now,
+                "handled_at": None,
+            }
+            for m in fresh
+        ]
+        if postgres:
+            ids = await _insert_returning(conn, rows)
+        else:
+            await _insert(conn, rows)
+            ids = await _ids_of(conn, platform, [m.msgid for m in fresh])
+        # The rows as stored, materialized the way the ORM materializes rows it reads (without reading them).
+        stored.extend(Message._init_from_db(id=ids[r["msgid"]], **r) for r in rows if r["msgid"] in ids)
+    stored.sort(key=lambda m: m.id)
+    return stored
+
+
+_PG_INSERT = (
+    "INSERT INTO message (platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, staff_id,"
+    " customer_id, sent_at, received_at)"
+    " SELECT u.platform, u.msgid, FALSE, u.sender, u.receivers::jsonb, u.room_id, u.msgtype, u.text,"
+    " u.payload::jsonb, u.staff_id, u.customer_id, u.sent_at, $12"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+    " $9::int[], $10::int[], $11::timestamptz[])"
+    " AS u(platform, msgid, sender, receivers, room_id, msgtype, text, payload, staff_id, customer_id, sent_at)"
+    " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, msgid"
+)
+
+
+async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """PostgreSQL: the batch in one statement; the rows it returns are exactly the new ones."""
+    columns = ("platform", "msgid", "sender", "receivers", "room_id", "msgtype", "text", "payload")
+    params: list[Any] = [[_json(r[c]) if c in ("receivers", "payload") else r[c] for r in rows] for c in columns]
+    params += [[r["staff_id"] for r in rows], [r["customer_id"] for r in rows], [r["sent_at"] for r in rows]]
+    params.append(rows[0]["received_at"])
+    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(_PG_INSERT, params)}
+
+
+async def _ids_of(conn: BaseDBAsyncClient, platform: str, msgids: list[str]) -> dict[str, int]:
+    if search.is_postgres(conn):
+        sql, params = (
+            "SELECT msgid, id FROM message WHERE platform = $1 AND msgid = ANY($2::text[])",
+            [platform, msgids],
+        )
+    else:
+        marks = ",".join("?" * len(msgids))
+        sql, params = f"SELECT msgid, id FROM message WHERE platform = ? AND msgid IN ({marks})", [platform, *msgids]
+    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(sql, params)}
+
+
+_COLUMNS = (
+    "platform",
+    "msgid",
+    "to_bot",
+    "sender",
+    "receivers",
+    "room_id",
+    "msgtype",
+    "text",
+    "payload",
+    "staff_id",
+    "customer_id",
+    "sent_at",
+    "received_at",
+)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _insert(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT that skips rows already there (the ORM's bulk_create costs more per row than the
+    database does, and an import inserts millions)."""
+    values = [
+        [
+            r["platform"],
+            r["msgid"],
+            False,
+            r["sender"],
+            _json(r["receivers"]),
+            r["room_id"],
+            r["msgtype"],
+            r["text"],
+            _json(r["payload"]),
+            r["staff_id"],
+            r["customer_id"],
+            r["sent_at"],
+            r["received_at"],
+        ]
+        for r in rows
+    ]
+    columns = ", ".join(_COLUMNS)
+    if search.is_postgres(conn):
+        marks = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+        sql = f"INSERT INTO message ({columns}) VALUES ({marks}) ON CONFLICT (platform, msgid) DO NOTHING"
+    else:
+        sql = f"INSERT OR IGNORE INTO message ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    await conn.execute_many(sql, values)
+
+
+async def _staff_ids(conn: BaseDBAsyncClient, platform: str, users: set[str]) -> dict[str, int]:
+    users.discard("")
+    if not users:
+        return {}
+    if platform == "wecom":
+        pairs = await Staff.filter(wecom_userid__in=users, active=True).using_db(conn).values_list("wecom_userid", "id")
+    elif platform == "dingtalk":
+        pairs = (
+            await Staff.filter(dingtalk_userid__in=users, active=True)
+            .using_db(conn)
+            .values_list("dingtalk_userid", "id")
+        )
+    else:
+        numbers = {int(u[6:]): u for u in users if u.startswith("staff:") and u[6:].isdigit()}
+        ids = await Staff.filter(id__in=list(numbers), active=True).using_db(conn).values_list("id", flat=True)
+        return {numbers[int(str(i))]: int(str(i)) for i in ids}
+    return {str(user): int(str(sid)) for user, sid in pairs}
+
+
+async def _customer_ids(conn: BaseDBAsyncClient, msgs: list[IncomingMessage]) -> dict[str, int]:
+    """msgid → customer id: an external contact in the conversation, else the room's known customer."""
+    externals = {u for m in msgs for u in (m.sender, *m.receivers) if is_external(u)}
+    contact_of: dict[str, int] = {}
+    if externals:
+        pairs = (
+            await Contact.filter(external_userid__in=externals)
+            .using_db(conn)
+            .values_list("external_userid", "customer_id")
+        )
+        contact_of = {str(e): int(str(c)) for e, c in pairs}
+    linked: dict[str, int] = {}
+    room_of: dict[str, int] = {}
+    for m in msgs:
+        customer = next((contact_of[u] for u in (m.sender, *m.receivers) if u in contact_of), None)
+        if customer is not None:
+            linked[m.msgid] = customer
+            if m.conversation_id:
+                room_of.setdefault(m.conversation_id, customer)
+    unresolved_rooms = {m.conversation_id for m in msgs if m.msgid not in linked and m.conversation_id} - set(room_of)
+    if unresolved_rooms:
+        room_of.update(
+            (str(room), int(str(cid)))
+            for room, cid in await Message.filter(room_id__in=unresolved_rooms, customer_id__not_isnull=True)
+            .using_db(conn)
+            .values_list("room_id", "customer_id")
+        )
+    if room_of:
+        for m in msgs:
+            if m.msgid not in linked and m.conversation_id in room_of:
+                linked[m.msgid] = room_of[m.conversation_id]
+    return linked
+
+
+async def _index(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+    await search.index_messages(
+        conn,
+        [(m.id, m.sent_at, m.text, m.customer_id) for m in rows if m.text and (m.payload or {}).get("event") != RECALL],
+    )
+
+
+async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+    """A recall keeps the recalled row (lossless) but marks it and takes it out of search."""
+    targets: dict[str, list[str]] = {}
+    for m in rows:
+        payload = m.payload or {}
+        if payload.get("event") == RECALL and payload.get("event_key"):
+            targets.setdefault(m.platform, []).append(str(payload["event_key"]))
+    for platform, msgids in targets.items():
+        recalled = await Message.filter(platform=platform, msgid__in=msgids).using_db(conn)
+        for row in recalled:
+            row.payload = {**(row.payload or {}), "recalled": True}
+            await row.save(using_db=conn, update_fields=["payload"])
+        await search.hide_messages(conn, [r.id for r in recalled])
+
+
+async def _count_replies_as_contact(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+    """A rep's own message to a customer is contact: last_followup_at moves forward, never back."""
+    latest: dict[int, datetime] = {}
+    for m in rows:
+        if m.customer_id is None or m.staff_id is None or is_external(m.sender):
+            continue
+        if (m.payload or {}).get("event") or m.msgtype in ("event", "revoke"):
+            continue
+        if not any(is_external(r) for r in m.receivers or ()) and not m.room_id:
+            continue
+        if m.customer_id not in latest or m.sent_at > latest[m.customer_id]:
+            latest[m.customer_id] = m.sent_at
+    if not latest:
+        return
+    # One statement for the batch, guarded in SQL: a follow-up logged meanwhile is never overwritten by an older
+    # reply, and the date never moves back.
+    field = Customer._meta.fields_map["last_followup_at"]
+    rows_ = [(field.to_db_value(at, Customer), cid) for cid, at in latest.items()]
+    if search.is_postgres(conn):
+        sql = (
+            "UPDATE customer SET last_followup_at = $1 WHERE id = $2"
+            " AND (last_followup_at IS NULL OR last_followup_at < $1)"
+        )
+    else:
+        sql = (
+            "UPDATE customer SET last_followup_at = ?1 WHERE id = ?2"
+            " AND (last_followup_at IS NULL OR last_followup_at < ?1)"
+        )
+    await conn.execute_many(sql, [list(r) for r in rows_])
+
+
+async def _after_archived(bot: Bot, rows: list[Message]) -> None:
+    from bot.keyword_rules import on_archived
+
+    try:
+        await on_archived(bot, rows)
+    except Exception:  # the messages are safely stored; a rule failing must not undo or block that
+        log.exception("keyword rules failed on %d archived messages", len(rows))
+
+
+def payload_of(msg: IncomingMessage) -> dict[str, Any]:
+    """What a row keeps beyond its columns: the platform's whole record (lossless) and the event fields."""
+    return {
+        "sender_name": msg.sender_name,
+        "is_group": msg.is_group,
+        "event": msg.event,
+        "event_key": msg.event_key,
+        "reply_to": msg.reply_to,
+        "raw": msg.raw,
+    }
+
+
+# -- bulk import ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"消息导入完成 messages imported: {self.imported}, "
+            f"重复 duplicates: {self.duplicates}, 拒绝 rejected: {len(self.rejected)}"
+        ]
+        for line_no, reason in self.rejected[:MAX_REJECTIONS_SHOWN]:
+            lines.append(f"  第 {line_no} 行 line {line_no}: {reason}")
+        if len(self.rejected) > MAX_REJECTIONS_SHOWN:
+            lines.append(f"  … 另有 {len(self.rejected) - MAX_REJECTIONS_SHOWN} 行被拒绝 more rejected lines")
+        return "\n".join(lines)
+
+
+def _read_lines(handle: IO[bytes], count: int) -> list[bytes]:
+    lines = []
+    for line in handle:
+        lines.append(line)
+        if len(lines) >= count:
+            break
+    return lines
+
+
+async def import_jsonl(app: web.Application, path: str | Path, batch_size: int = IMPORT_BATCH) -> str:
+    """``crmbot import messages FILE.jsonl``: the WeCom chat-archive decrypted format, streamed in batches."""
+    from tqdm import tqdm
+
+    from bot.app import BOT
+    from integrations.wecom.archive import NotArchivable, normalize_record
+
+    bot = app[BOT]
+    report = ImportReport()
+    file = Path(path)
+    size = (await asyncio.to_thread(file.stat)).st_size
+    handle = await asyncio.to_thread(file.open, "rb")
+    batch: list[IncomingMessage] = []
+    number = 0
+    interactive = sys.stderr.isatty()
+    with handle, tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar:
+        while lines := await asyncio.to_thread(_read_lines, handle, batch_size):
+            for raw in lines:
+                number += 1
+                bar.update(len(raw))
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                    if not isinstance(record, dict):
+                        raise NotArchivable("not a JSON object")
+                    batch.append(normalize_record(record))
+                except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
+                    reason = "invalid JSON" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else str(exc)
+                    report.rejected.append((number, reason))
+            if len(batch) >= batch_size:
+                await _flush(bot, batch, report)
+        await _flush(bot, batch, report)
+    return report.summary()
+
+
+async def _flush(bot: Bot, batch: list[IncomingMessage], report: ImportReport) -> None:
+    if batch:
+        result = await archive_batch(bot, batch)
+        report.imported += len(result.new)
+        report.duplicates += result.duplicates
+        batch.clear()

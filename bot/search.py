@@ -1,0 +1,442 @@
+"""Keyword search over archived customer conversations: the n-gram index and the query, one backend per database.
+
+Semantics are substring semantics: the hits for a query are exactly the visible messages whose text contains
+it (case-insensitive), as a grep would find them, for any query of one character or more. The index stores every
+character unigram and bigram of a message's normalized text; a query looks up the grams it must contain (its
+single character, or its bigrams), and every candidate is checked exactly against the stored normalized body,
+so recall is complete and there are no false hits.
+
+Each indexed message has an order key ``sent_at in ms << 20 | message id`` so that "newest first" and the
+time filters are a walk down one integer: SQLite keeps the grams in a contentless FTS5 table whose rowid is the
+key; PostgreSQL keeps them in a ``text[]`` column with a GIN index next to a B-tree on the key. The tables are
+created by migration ``0002_search``. The data scope (a rep sees their own customers, a manager the team's,
+directors and admins everything) is part of the SQL, never a filter applied afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from models.customers import Customer
+from models.staff import Role, Staff
+
+KEY_SHIFT = 20
+KEY_LOW = (1 << KEY_SHIFT) - 1
+SNIPPET_CHARS = 40
+SNIPPET_BEFORE = 14
+WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the GIN index
+
+
+def is_postgres(conn: BaseDBAsyncClient) -> bool:
+    return str(conn.capabilities.dialect) == "postgres"
+
+
+def normalize(text: str) -> str:
+    """Lower case, one character for one character (so offsets into the original text stay valid)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _separator(ch: str) -> bool:
+    return ch.isspace() or not ch.isprintable()
+
+
+def index_grams(body: str) -> list[str]:
+    """Every distinct unigram and bigram of a normalized body; whitespace and control characters separate."""
+    grams: set[str] = set()
+    for run in body.split():
+        if not run.isprintable():
+            grams.update(_slow_grams(run))
+            continue
+        grams.update(run)
+        grams.update(map(str.__add__, run, run[1:]))
+    return list(grams)
+
+
+def _slow_grams(text: str) -> set[str]:
+    grams: set[str] = set()
+    prev = ""
+    for ch in text:
+        if _separator(ch):
+            prev = ""
+            continue
+        grams.add(ch)
+        if prev:
+            grams.add(prev + ch)
+        prev = ch
+    return grams
+
+
+def query_grams(query: str) -> list[str]:
+    """The grams every body containing ``query`` (normalized) must have; empty if it is only whitespace."""
+    chars = [c for c in query if not _separator(c)]
+    if len(chars) == 1:
+        return chars
+    grams: dict[str, None] = {}
+    for a, b in itertools.pairwise(query):
+        if not _separator(a) and not _separator(b):
+            grams[a + b] = None
+    if not grams:  # characters separated by whitespace only: each must be there
+        return list(dict.fromkeys(chars))
+    return list(grams)
+
+
+def order_key(sent_at: datetime, message_id: int) -> int:
+    ms = max(0, int(sent_at.timestamp() * 1000))
+    return (ms << KEY_SHIFT) | (message_id & KEY_LOW)
+
+
+def time_key(moment: datetime) -> int:
+    return max(0, int(moment.timestamp() * 1000)) << KEY_SHIFT
+
+
+def _fts_phrase(gram: str) -> str:
+    return '"' + gram.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    msgid: str
+    customer: str
+    sender: str
+    time: datetime
+    text: str
+    snippet: str
+
+    def as_json(self, tz: ZoneInfo) -> dict[str, Any]:
+        return {
+            "msgid": self.msgid,
+            "customer": self.customer,
+            "sender": self.sender,
+            "time": self.time.astimezone(tz).isoformat(),
+            "text": self.text,
+            "snippet": self.snippet,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    query: str
+    total: int
+    hits: list[Hit]
+
+
+# -- writing the index -------------------------------------------------------------------------------------------
+
+
+def customer_token(customer_id: int) -> str:
+    """The index token of a message's customer: data scope and the customer filter are index lookups too.
+
+    Longer than any gram, so it never collides with text.
+    """
+    return f"#c{customer_id}"
+
+
+def _tokens(body: str, customer_id: int | None) -> list[str]:
+    grams = index_grams(body)
+    if customer_id is not None:
+        grams.append(customer_token(customer_id))
+    return grams
+
+
+async def index_messages(conn: BaseDBAsyncClient, rows: Sequence[tuple[int, datetime, str, int | None]]) -> None:
+    """Index new messages, given as (message id, sent_at, text, customer id), in the caller's transaction."""
+    rows = [r for r in rows if r[2]]
+    if not rows:
+        return
+    keyed = await _free_keys(conn, [(order_key(sent_at, mid), mid, text, cid) for mid, sent_at, text, cid in rows])
+    if is_postgres(conn):
+        await conn.execute_many(
+            "INSERT INTO search_doc (key, message_id, customer_id, body, grams) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            [[key, mid, cid, body, _tokens(body, cid)] for key, mid, body, cid in keyed],
+        )
+        return
+    await conn.execute_many(
+        "INSERT OR IGNORE INTO search_doc (key, message_id, customer_id, body) VALUES (?, ?, ?, ?)",
+        [[key, mid, cid, body] for key, mid, body, cid in keyed],
+    )
+    await conn.execute_many(
+        "INSERT INTO search_fts (rowid, grams) VALUES (?, ?)",
+        [[key, " ".join(_tokens(body, cid))] for key, _, body, cid in keyed],
+    )
+
+
+Keyed = tuple[int, int, str, "int | None"]
+
+
+async def _free_keys(conn: BaseDBAsyncClient, rows: list[tuple[int, int, str, int | None]]) -> list[Keyed]:
+    """Normalize bodies and resolve the (practically impossible) order-key collisions by stepping down."""
+    keys = [r[0] for r in rows]
+    if is_postgres(conn):
+        taken_rows = await conn.execute_query_dict("SELECT key FROM search_doc WHERE key = ANY($1::bigint[])", [keys])
+    else:
+        marks = ",".join("?" * len(keys))
+        taken_rows = await conn.execute_query_dict(f"SELECT key FROM search_doc WHERE key IN ({marks})", keys)
+    taken = {int(r["key"]) for r in taken_rows}
+    result: list[Keyed] = []
+    for key, mid, text, cid in rows:
+        while key in taken:
+            key -= 1
+        taken.add(key)
+        result.append((key, mid, normalize(text), cid))
+    return result
+
+
+async def hide_messages(conn: BaseDBAsyncClient, message_ids: Iterable[int]) -> None:
+    """Take messages out of search (a recalled message): the message rows stay, their index entries go."""
+    ids = list(message_ids)
+    if not ids:
+        return
+    if is_postgres(conn):
+        await conn.execute_query(
+            "UPDATE search_doc SET hidden = TRUE, grams = '{}' WHERE message_id = ANY($1::bigint[])", [ids]
+        )
+        return
+    marks = ",".join("?" * len(ids))
+    docs = await conn.execute_query_dict(
+        f"SELECT key, customer_id, body FROM search_doc WHERE hidden = 0 AND message_id IN ({marks})", ids
+    )
+    # A contentless FTS5 table forgets a row when told the exact tokens it was indexed with.
+    await conn.execute_many(
+        "INSERT INTO search_fts (search_fts, rowid, grams) VALUES ('delete', ?, ?)",
+        [[d["key"], " ".join(_tokens(str(d["body"]), d["customer_id"]))] for d in docs],
+    )
+    await conn.execute_query(f"UPDATE search_doc SET hidden = 1 WHERE message_id IN ({marks})", ids)
+
+
+# -- querying ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scope:
+    """The customers whose messages a staff member may search (None: everything)."""
+
+    customer_ids: list[int] | None
+
+    @staticmethod
+    async def of(staff: Staff) -> Scope:
+        if staff.role in (Role.ADMIN, Role.DIRECTOR):
+            return Scope(None)
+        owners = [staff.id]
+        if staff.role == Role.MANAGER:
+            owners += [int(str(i)) for i in await Staff.filter(manager_id=staff.id).values_list("id", flat=True)]
+        ids = await Customer.filter(owner_id__in=owners).values_list("id", flat=True)
+        return Scope([int(str(i)) for i in ids])
+
+
+class _Sql:
+    """A parameterized statement built for one dialect."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+        self.params: list[Any] = []
+
+    def p(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}" if self.postgres else "?"
+
+
+@dataclass
+class _Plan:
+    frm: str
+    where: str
+    key: str
+    count_frm: str
+    count_where: str
+
+
+def _plan(
+    sql: _Sql,
+    needle: str,
+    grams: list[str],
+    scope: Scope,
+    customer_id: int | None,
+    sender: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> _Plan:
+    """FROM and WHERE for the hits, and (on SQLite) for the count."""
+    # Exact from the index alone when the query is one gram (one or two characters); otherwise every candidate
+    # is checked against its body.
+    exact = len(grams) == 1 and grams[0] == needle
+    conds: list[str] = []
+    scope_tokens = None if scope.customer_ids is None else [customer_token(c) for c in scope.customer_ids]
+    must = list(grams) + ([customer_token(customer_id)] if customer_id is not None else [])
+    if not grams:  # only whitespace or control characters: scan the visible bodies
+        frm, key = "search_doc d", "d.key"
+        conds.append("NOT d.hidden" if sql.postgres else "d.hidden = 0")
+        conds.append(f"strpos(d.body, {sql.p(needle)}) > 0" if sql.postgres else f"instr(d.body, {sql.p(needle)}) > 0")
+        if customer_id is not None:
+            conds.append(f"d.customer_id = {sql.p(customer_id)}")
+        if scope.customer_ids is not None:
+            conds.append(f"d.customer_id IN ({', '.join(sql.p(c) for c in scope.customer_ids)})")
+    elif sql.postgres:
+        frm, key = "search_doc d", "d.key"
+        conds.append(f"d.grams @> {sql.p(must)}::text[]")
+        if scope_tokens is not None:
+            conds.append(f"d.grams && {sql.p(scope_tokens)}::text[]")
+        if not exact:
+            conds.append(f"strpos(d.body, {sql.p(needle)}) > 0")
+    else:
+        match = " AND ".join(_fts_phrase(t) for t in must)
+        if scope_tokens is not None:
+            match += " AND (" + " OR ".join(_fts_phrase(t) for t in scope_tokens) + ")"
+        conds.append(f"search_fts MATCH {sql.p(match)}")
+        key = "f.rowid"
+        frm = "search_fts f"
+        if not exact or sender is not None:
+            frm += " JOIN search_doc d ON d.key = f.rowid"
+        if not exact:
+            conds.append(f"instr(d.body, {sql.p(needle)}) > 0")
+    if since is not None:
+        conds.append(f"{key} >= {sql.p(time_key(since))}")
+    if until is not None:
+        conds.append(f"{key} < {sql.p(time_key(until))}")
+    if sender is not None:
+        if "search_doc d" not in frm:
+            frm += " JOIN search_doc d ON d.key = f.rowid"
+        frm += " JOIN message m ON m.id = d.message_id"
+        conds.append(f"m.sender = {sql.p(sender)}")
+    where = " AND ".join(conds)
+    count_frm = frm
+    if "search_doc d" not in frm:  # SQLite, exact from the index: the ids come from search_doc afterwards
+        frm += " JOIN search_doc d ON d.key = f.rowid"
+    return _Plan(frm, where, key, count_frm, where)
+
+
+async def search(
+    conn: BaseDBAsyncClient,
+    query: str,
+    *,
+    staff: Staff | None,
+    customer_id: int | None = None,
+    sender: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = 20,
+    count: bool = True,
+) -> SearchResult:
+    """Messages containing ``query`` visible to ``staff`` (None: no scope, for admin tools), newest first.
+
+    ``limit`` None or 0 returns every hit; ``count`` False skips the total (then ``total`` is the hits found).
+    """
+    needle = normalize(query)
+    if not needle:
+        return SearchResult(query, 0, [])
+    scope = await Scope.of(staff) if staff is not None else Scope(None)
+    if scope.customer_ids == []:
+        return SearchResult(query, 0, [])
+    postgres = is_postgres(conn)
+    grams = query_grams(needle)
+    found: list[tuple[int, int]] = []
+    if postgres and grams and limit and sender is None and customer_id is None and scope.customer_ids is None:
+        found = await _newest_window(conn, needle, scope, customer_id, since, until, limit)
+    if len(found) < (limit or 0) or not found:
+        found = []
+    sql = _Sql(postgres)
+    plan = _plan(sql, needle, grams, scope, customer_id, sender, since, until)
+    select = f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where} ORDER BY {plan.key} DESC"
+    if limit:
+        select += f" LIMIT {int(limit)}"
+    if not found:
+        found = [(int(r["id"]), int(r["k"])) for r in await conn.execute_query_dict(select, sql.params)]
+    if count and limit and len(found) == limit:
+        counted = f"SELECT count(*) AS n FROM {plan.count_frm} WHERE {plan.count_where}"
+        total = int((await conn.execute_query_dict(counted, sql.params))[0]["n"])
+    else:
+        total = len(found)
+    return SearchResult(query, total, await _hits(conn, found, needle))
+
+
+async def _newest_window(
+    conn: BaseDBAsyncClient,
+    needle: str,
+    scope: Scope,
+    customer_id: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[tuple[int, int]]:
+    """PostgreSQL, frequent queries: the newest WINDOW bodies checked directly along the key index.
+
+    A GIN bitmap has to fetch and sort every match, which is slow for a frequent word; when at least ``limit``
+    matches lie among the newest WINDOW messages they are the answer (anything else is older). Otherwise the
+    caller runs the GIN query, which is then cheap because matches are rare. Used without a data scope or a
+    customer filter only: their customer tokens already make the GIN query selective.
+    """
+    sql = _Sql(True)
+    inner = []
+    if since is not None:
+        inner.append(f"key >= {sql.p(time_key(since))}")
+    if until is not None:
+        inner.append(f"key < {sql.p(time_key(until))}")
+    conds = ["NOT hidden", f"strpos(body, {sql.p(needle)}) > 0"]
+    if customer_id is not None:
+        conds.append(f"customer_id = {sql.p(customer_id)}")
+    if scope.customer_ids is not None:
+        conds.append(f"customer_id = ANY({sql.p(scope.customer_ids)}::int[])")
+    where = f" WHERE {' AND '.join(inner)}" if inner else ""
+    rows = await conn.execute_query_dict(
+        f"SELECT message_id AS id, key AS k FROM (SELECT message_id, key, body, customer_id, hidden FROM search_doc"
+        f"{where} ORDER BY key DESC LIMIT {WINDOW}) w WHERE {' AND '.join(conds)} ORDER BY key DESC LIMIT {limit}",
+        sql.params,
+    )
+    return [(int(r["id"]), int(r["k"])) for r in rows]
+
+
+HITS_SQL = (
+    "SELECT m.id AS id, m.msgid AS msgid, m.sender AS sender, m.text AS text, c.name AS customer,"
+    " (SELECT s.name FROM staff s WHERE (m.platform = 'wecom' AND s.wecom_userid = m.sender)"
+    "  OR (m.platform = 'dingtalk' AND s.dingtalk_userid = m.sender) LIMIT 1) AS staff_name,"
+    " (SELECT ct.name FROM contact ct WHERE ct.external_userid = m.sender LIMIT 1) AS contact_name"
+    " FROM message m LEFT JOIN customer c ON c.id = m.customer_id WHERE m.id IN ({ids})"
+)
+
+
+async def _hits(conn: BaseDBAsyncClient, found: list[tuple[int, int]], needle: str) -> list[Hit]:
+    """The hits' details in one query; the time comes from the order key (ms), the same on every database."""
+    if not found:
+        return []
+    ids = ", ".join(str(mid) for mid, _ in found)  # integers from our own query
+    rows = {int(r["id"]): r for r in await conn.execute_query_dict(HITS_SQL.format(ids=ids))}
+    hits = []
+    for mid, key in found:
+        r = rows.get(mid)
+        if r is None:
+            continue
+        text = str(r["text"])
+        hits.append(
+            Hit(
+                msgid=str(r["msgid"]),
+                customer=str(r["customer"] or ""),
+                sender=str(r["staff_name"] or r["contact_name"] or r["sender"]),
+                time=datetime.fromtimestamp((key >> KEY_SHIFT) / 1000, UTC),
+                text=text,
+                snippet=snippet(text, needle),
+            )
+        )
+    return hits
+
+
+def snippet(text: str, needle: str, width: int = SNIPPET_CHARS) -> str:
+    """About ``width`` characters around the first occurrence, the occurrence marked 【like this】."""
+    at = normalize(text).find(needle)
+    if at < 0:
+        return text[:width] + ("…" if len(text) > width else "")
+    end = at + len(needle)
+    start = max(0, at - SNIPPET_BEFORE)
+    stop = min(len(text), max(end, start + width))
+    start = max(0, min(start, stop - width))
+    head = ("…" if start > 0 else "") + text[start:at]
+    tail = text[end:stop] + ("…" if stop < len(text) else "")
+    return f"{head}【{text[at:end]}】{tail}".replace("\n", " ")

@@ -1,0 +1,216 @@
+"""Search: a rep types 搜 … in WeCom and finds every fragment a grep would find, within their data scope."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tortoise import connections
+
+from bot import search
+from bot.app import BOT
+from bot.archive import import_jsonl
+from bot.demo import load_demo
+from bot.types import IncomingMessage
+from models.messages import Message
+from models.staff import Staff
+from tests.helpers import deliver_all, post_wecom, text_xml
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+# (external contact of the customer, staff userid, text). Demo owners: 华为/比亚迪 张三, 恒力液压 李四.
+LINES = [
+    ("wmHW001", "zhangsan", "您好，我们的耐高温材料样品已经寄出，请查收"),
+    ("wmHW001", "zhangsan", "高温材料的报价单稍后发您，含税价 128.5 元/kg"),
+    ("wmBYD01", "zhangsan", "液压元件这周能交货吗？急用"),
+    ("wmHL001", "lisi", "恒力这边液压元件订单 300 套，交期 15 天"),
+    ("wmHL001", "lisi", "Model HX-3000 的 O 型圈是否耐高温？"),
+    ("wmHW001", "zhangsan", "材料的耐温等级：高温 350℃，耐高温材料 A 级"),
+    ("wmBYD01", "zhangsan", "上次的 hx-3000 漏油了，麻烦售后看看 !!!"),
+    ("wmHL001", "lisi", "好的 好的，谢谢"),
+]
+
+
+def record(i: int, external: str, staff: str, text: str, from_customer: bool) -> dict[str, Any]:
+    sender, receiver = (external, staff) if from_customer else (staff, external)
+    return {
+        "msgid": f"m{i:04d}",
+        "action": "send",
+        "from": sender,
+        "tolist": [receiver],
+        "roomid": "",
+        "msgtime": int((T0 + timedelta(hours=i)).timestamp() * 1000),
+        "msgtype": "text",
+        "text": {"content": text},
+    }
+
+
+async def archive_lines(app: Any, tmp_path: Path) -> list[dict[str, Any]]:
+    records = [record(i, ext, staff, text, i % 2 == 0) for i, (ext, staff, text) in enumerate(LINES)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    await import_jsonl(app, path)
+    return records
+
+
+BEFORE_DEMO = T0 + timedelta(days=1)  # the demo's own conversations are of the last weeks
+
+
+async def hit_ids(query: str, staff: Staff | None = None, **filters: Any) -> list[str]:
+    found = await search.search(connections.get("default"), query, staff=staff, limit=0, **filters)
+    assert found.total == len(found.hits)
+    return [h.msgid for h in found.hits]
+
+
+async def grep(query: str) -> list[str]:
+    """What a grep over every archived conversation message finds, newest first."""
+    q = query.lower()
+    rows = await Message.filter(to_bot=False).order_by("-sent_at", "-id")
+    return [m.msgid for m in rows if q in m.text.lower()]
+
+
+async def test_every_substring_is_found_exactly_as_grep_finds_it(
+    make_settings: Any, start_app: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    records = await archive_lines(client.app, tmp_path)
+    texts = [r["text"]["content"] for r in records]
+    queries = {t[i : i + n] for t in texts for n in (1, 2, 3, 4, 7) for i in range(len(t) - n + 1)}
+    queries |= {"高温材料", "HX-3000", "hx-3000", "Hx", "!!!", "128.5", "好的 好的", " ", "不存在的词", "温 3"}
+    for query in sorted(queries):
+        if not query.strip():
+            continue
+        assert await hit_ids(query) == await grep(query), query
+
+
+async def test_random_queries_match_grep(make_settings: Any, start_app: Any) -> None:
+    """Random texts over a small alphabet (CJK, ASCII of both cases, digits, punctuation, spaces)."""
+    client = await start_app(make_settings())
+    bot = client.app[BOT]
+    rng = random.Random(7)
+    alphabet = "耐高温材料液压元件aAbB12.-% ，"
+    records = []
+    for i in range(150):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        records.append({"msgid": f"r{i}", "msgtime": i, "text": {"content": text}})
+        await bot.archive(
+            IncomingMessage(
+                platform="wecom",
+                msgid=f"r{i}",
+                sender="wmX",
+                text=text,
+                sent_at=T0 + timedelta(minutes=i),
+                to_bot=False,
+            )
+        )
+    for _ in range(300):
+        source = rng.choice(records)["text"]["content"]
+        start = rng.randrange(len(source))
+        query = source[start : start + rng.randint(1, 5)]
+        if rng.random() < 0.3:
+            query = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3)))
+        if query.strip():
+            assert await hit_ids(query) == await grep(query), query
+
+
+async def test_a_rep_sees_own_customers_a_manager_the_team_an_admin_everything(
+    make_settings: Any, start_app: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await archive_lines(client.app, tmp_path)
+    zhangsan, lisi = await Staff.get(wecom_userid="zhangsan"), await Staff.get(wecom_userid="lisi")
+    manager, admin = await Staff.get(wecom_userid="wangjl"), await Staff.get(wecom_userid="admin")
+
+    assert await hit_ids("液压元件", zhangsan, until=BEFORE_DEMO) == ["m0002"]
+    assert await hit_ids("液压元件", lisi, until=BEFORE_DEMO) == ["m0003"]
+    assert await hit_ids("液压元件", manager, until=BEFORE_DEMO) == ["m0003", "m0002"]
+    assert await hit_ids("液压元件", admin, until=BEFORE_DEMO) == ["m0003", "m0002"]
+    assert await hit_ids("HX-3000", zhangsan) == ["m0006"]
+    chengong = await Staff.get(wecom_userid="chengong")  # a rep with no customers
+    assert await hit_ids("的", chengong) == []
+
+
+async def test_filters_customer_time_and_sender(make_settings: Any, start_app: Any, tmp_path: Path) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await archive_lines(client.app, tmp_path)
+    huawei = await Message.get(msgid="m0000")
+    assert await hit_ids("高温", customer_id=huawei.customer_id, until=BEFORE_DEMO) == ["m0005", "m0001", "m0000"]
+    assert await hit_ids("高温", since=T0 + timedelta(hours=1), until=BEFORE_DEMO) == ["m0005", "m0004", "m0001"]
+    assert await hit_ids("高温", until=T0 + timedelta(hours=1)) == ["m0000"]
+    assert await hit_ids("高温", sender="zhangsan", until=BEFORE_DEMO) == ["m0005", "m0001"]
+
+
+async def test_newest_first_with_a_highlighted_snippet_and_the_total(
+    make_settings: Any, start_app: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await archive_lines(client.app, tmp_path)
+    found = await search.search(connections.get("default"), "耐高温材料", staff=None, limit=1, until=BEFORE_DEMO)
+    assert found.total == 2
+    [hit] = found.hits
+    assert hit.msgid == "m0005"
+    assert hit.customer == "华为技术有限公司"
+    assert hit.sender == "张三"  # the rep who wrote it, by name
+    assert "【耐高温材料】" in hit.snippet
+    assert hit.time == T0 + timedelta(hours=5)
+
+
+def test_snippet_marks_the_hit_in_about_forty_characters() -> None:
+    text = "前" * 50 + "耐高温材料" + "后" * 50
+    cut = search.snippet(text, "耐高温材料")
+    assert "【耐高温材料】" in cut
+    assert cut.startswith("…") and cut.endswith("…")
+    assert 38 <= len(cut) <= 48
+
+
+async def test_a_rep_searches_in_wecom_and_gets_the_top_fragments(
+    make_settings: Any, start_app: Any, wecom_sim: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await client.app[BOT].understanding.refresh()
+    for i in range(8):
+        await client.app[BOT].archive(
+            IncomingMessage(
+                platform="wecom",
+                msgid=f"x{i}",
+                sender="zhangsan",
+                receivers=("wmHW001",),
+                text=f"第{i}批耐高温材料已发货",
+                sent_at=T0 + timedelta(days=i),
+                to_bot=False,
+            )
+        )
+    await post_wecom(client, text_xml("zhangsan", "搜 批耐高温材料", 9101))
+    await post_wecom(client, text_xml("lisi", "搜 批耐高温材料", 9102))
+    await post_wecom(client, text_xml("zhangsan", "搜 不存在的东西", 9103))
+    await deliver_all(client.app)
+
+    answers = wecom_sim.texts_to("zhangsan")  # in any order, with the keyword rules' pushes
+    [reply] = [t for t in answers if "找到 8 条" in t]
+    assert "华为技术有限公司" in reply
+    assert "第7【批耐高温材料】已发货" in reply
+    assert reply.index("2026-03-08") < reply.index("2026-03-07")  # newest first, in local time
+    assert "还有 3 条" in reply
+    assert "没有找到包含「批耐高温材料」的聊天记录" in "\n".join(wecom_sim.texts_to("lisi"))
+    assert "没有找到包含「不存在的东西」的聊天记录" in "\n".join(answers)
+
+
+async def test_the_customer_filter_in_chat(make_settings: Any, start_app: Any, wecom_sim: Any, tmp_path: Path) -> None:
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await client.app[BOT].understanding.refresh()
+    await archive_lines(client.app, tmp_path)
+    await post_wecom(client, text_xml("lisi", "搜 液压元件 客户:恒力液压", 9201))
+    await post_wecom(client, text_xml("lisi", "搜 液压元件 客户:比亚迪", 9202))
+    await deliver_all(client.app)
+    texts = wecom_sim.texts_to("lisi")  # two answers, in either order
+    assert any("找到 2 条" in t and "恒力液压有限公司" in t for t in texts)  # mine and the demo's own
+    assert any("「比亚迪股份有限公司」不是您或您团队的客户" in t for t in texts)
