@@ -15,10 +15,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot import survey
 from bot.channels import Outbox
 from bot.clock import Clock
 from bot.config import Settings
 from bot.db import close_database, open_database
+from bot.metrics import METRICS, Metrics, count_requests, metrics_view
 from bot.pipeline import Bot
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,14 @@ def create_app(
     from integrations import console, dingtalk, wecom
 
     clock = clock or Clock()
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[count_requests])
     outbox = Outbox(settings.outbox, clock)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[OUTBOX] = outbox
     app[BOT] = Bot(settings, clock, outbox, ROUTERS)
     app[SERVICES] = {}
+    app[METRICS] = Metrics()
 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_session)
@@ -65,11 +68,14 @@ def create_app(
 
         app.cleanup_ctx.append(scheduler_context)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    survey.setup(app)  # GET|POST /nps/{token}: the NPS survey page
     return app
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     context = await open_database(app[SETTINGS].database.url)
+    await app[METRICS].start()
     yield
     await close_database(context)
 
@@ -87,7 +93,7 @@ async def _bot(app: web.Application) -> AsyncIterator[None]:
     recovered = bot.tasks.spawn(bot.recover())
     yield
     await recovered
-    await bot.tasks.close()
+    await bot.close()
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

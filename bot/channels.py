@@ -153,13 +153,14 @@ class Outbox:
     async def run(self) -> None:
         """The dispatcher loop: drain, then sleep until woken or the poll interval passes."""
         while True:
+            # Cleared before draining: a wake-up that arrives while a drain is sending is kept for the next round.
+            self._wake.clear()
             try:
                 await self.drain_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("outbox drain failed; retrying")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 

@@ -208,6 +208,105 @@ def import_(config: str | None, kind: str, file: Path) -> None:
         raise BadInput(str(exc)) from exc
 
 
+@main.command()
+@config_option
+@click.argument("queries", nargs=-1, required=True)
+@click.option("--as", "as_user", default=None, help="Search as this staff member (their data scope); default: all.")
+@click.option("--customer", "customer", default=None, help="Only this customer's conversations (name or alias).")
+@click.option("--since", "since", default=None, help="Only messages since this ISO 8601 date or time (local).")
+@click.option("--limit", "limit", type=click.IntRange(min=0), default=20, show_default=True, help="0 = all hits.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per QUERY.")
+def search(
+    config: str | None,
+    queries: tuple[str, ...],
+    as_user: str | None,
+    customer: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Search archived customer conversations (substring match, newest first)."""
+    from tortoise import connections
+
+    from bot import search as search_index
+    from models.customers import Customer
+
+    settings = _settings(config)
+    moment = parse_now(since, settings)
+    if any(not q.strip() for q in queries):
+        raise BadInput("empty query")
+
+    async def go() -> list[dict[str, Any]]:
+        async with running_app(settings) as app:
+            staff = await find_staff(as_user) if as_user else None
+            customer_id = None
+            if customer:
+                name = app[BOT].understanding.resolve_customer(customer)
+                row = await Customer.get_or_none(name=name)
+                if row is None:
+                    raise BadInput(f"unknown customer {customer!r}")
+                customer_id = row.id
+            results = []
+            for query in queries:
+                found = await search_index.search(
+                    connections.get("default"), query, staff=staff, customer_id=customer_id, since=moment, limit=limit
+                )
+                results.append(
+                    {
+                        "query": query,
+                        "total": found.total,
+                        "hits": [hit.as_json(settings.tz) for hit in found.hits],
+                    }
+                )
+            return results
+
+    for result in _run(go()):
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False))
+            continue
+        click.echo(f"「{result['query']}」 {result['total']} 条 hits")
+        for hit in result["hits"]:
+            click.echo(f"  {hit['time'][:16]}  {hit['customer'] or '—'}  {hit['sender']}: {hit['snippet']}")
+
+
 @main.group()
 def jobs() -> None:
     """Scheduled rules."""
+
+
+@jobs.command(name="run")
+@config_option
+@click.option("--now", "now", default=None, help="ISO 8601 moment to run the rules as of (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per firing (before digesting).")
+def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
+    """Run every scheduled rule once as if it were --now, and deliver what fired through the outbox.
+
+    A full sweep over every customer and ticket (at most 1000 subjects per rule: run it again for more). What
+    fired once never fires again, so running it twice for the same moment prints nothing the second time.
+    """
+    from bot.app import OUTBOX
+    from bot.rules import run_rules
+
+    settings = _settings(config)
+    moment = parse_now(now, settings)
+
+    async def go() -> list[dict[str, Any]]:
+        async with running_app(settings, clock=Clock(moment)) as app:
+            at = app[CLOCK].now()
+            firings = await run_rules(app[BOT], at, full=True)
+            await app[OUTBOX].drain(at)
+            return [
+                {"rule": f.rule, "to": f.to.name, "customer": f.customer.name if f.customer else None, "text": f.text}
+                for f in firings
+            ]
+
+    for line in _run(go()):
+        if as_json:
+            click.echo(json.dumps(line, ensure_ascii=False))
+        else:
+            first = str(line["text"]).splitlines()[0].strip("*") if line["text"] else ""
+            click.echo(f"{line['rule']}\t{line['to']}\t{line['customer'] or '—'}\t{first}")
+
+
+if __name__ == "__main__":  # `python -m bot.cli`, same as the installed `crmbot` script
+    main()

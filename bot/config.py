@@ -15,7 +15,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 
@@ -53,6 +53,22 @@ class WeComSettings(_Section):
     token: str = ""
     encoding_aes_key: str = ""
     api_base: str = "https://qyapi.weixin.qq.com"
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    request_retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(0.5, ge=0)
+    rate_limit_retry_seconds: float = Field(60.0, ge=0)
+    customer_contact: bool = False  # the app may call externalcontact/* (客户联系 permission granted to it)
+    # Chat archive (会话内容存档) through Tencent's Finance SDK; enabled when the library path and secret are set.
+    archive_sdk_path: str = ""
+    archive_secret: str = ""
+    archive_private_keys: dict[int, str] = Field(default_factory=dict)  # publickey_ver → PEM file path
+    archive_pull_interval_seconds: float = Field(300.0, ge=0)  # 0: pull only on the msgaudit_notify event
+    archive_batch_limit: int = Field(1000, ge=1, le=1000)
+    archive_timeout_seconds: int = Field(10, ge=1)
+    archive_retries: int = Field(3, ge=0)
+    archive_retry_backoff_seconds: float = Field(2.0, ge=0)
+    archive_proxy: str = ""
+    archive_proxy_password: str = ""
 
     @field_validator("encoding_aes_key")
     @classmethod
@@ -65,12 +81,24 @@ class WeComSettings(_Section):
     def enabled(self) -> bool:
         return bool(self.corp_id and self.token and self.encoding_aes_key)
 
+    @property
+    def archive_enabled(self) -> bool:
+        return bool(self.corp_id and self.archive_sdk_path and self.archive_secret)
+
 
 class DingTalkSettings(_Section):
     app_key: str = ""
     app_secret: str = ""
     robot_code: str = ""
     api_base: str = "https://api.dingtalk.com"
+    robot_name: str = ""
+    callback_window_seconds: int = Field(3600, ge=1)
+    webhook_margin_seconds: int = Field(60, ge=0)
+    token_refresh_margin_seconds: int = Field(300, ge=0)
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    throttle_retry_seconds: float = Field(60.0, ge=0)
+    session_webhook_prefix: str = "https://oapi.dingtalk.com/"
+    stream: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -100,6 +128,87 @@ class RulesSettings(_Section):
     approval_escalate_hours: int = Field(24, ge=1)
     quiet_hours_start: time = time(20, 0)
     quiet_hours_end: time = time(9, 0)
+    next_followup_grace_minutes: int = Field(0, ge=0)
+    return_visit_staff: list[str] = Field(default_factory=list)
+    return_visit_tag: str = "回访池"
+    repurchase_lead_days: int = Field(3, ge=0)
+    repurchase_min_orders: int = Field(2, ge=2)
+    engine_interval_seconds: int = Field(60, ge=5)
+    full_sweep_at: time = time(8, 30)
+
+
+class NpsSettings(_Section):
+    link_expiry_days: int = Field(14, ge=1)
+    secret: str = ""  # signs survey tokens; empty: derived from the WeCom / DingTalk app secrets
+
+
+class ApprovalSettings(_Section):
+    """How a discount request is routed: the requester's manager always decides first; a deeper discount or a
+    larger contract adds the director, then an admin (a chain has at most these three levels)."""
+
+    director_below: float = Field(0.9, gt=0, le=1)
+    admin_below: float = Field(0.8, gt=0, le=1)
+    amount_levels: list[float] = Field(default_factory=lambda: [5_000_000.0])
+    recent_discounts: int = Field(3, ge=0, le=10)
+
+    @field_validator("amount_levels")
+    @classmethod
+    def _positive_amounts(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError("amounts must be positive (yuan)")
+        return sorted(value)
+
+
+class TicketSettings(_Section):
+    """Who gets a new ticket: the configured service engineers in turn (the one with the fewest open tickets,
+    then the one assigned longest ago), else the customer's owner, else whoever opened it."""
+
+    service_engineers: list[str] = Field(default_factory=list)  # staff names or WeCom/DingTalk user ids
+
+
+class KeywordSettings(_Section):
+    """Keyword rules on archived customer messages (``bot.keyword_rules``)."""
+
+    ticket_words: list[str] = Field(
+        default_factory=lambda: [
+            "故障",
+            "坏了",
+            "坏掉",
+            "不能用",
+            "用不了",
+            "漏油",
+            "漏水",
+            "异响",
+            "报警",
+            "停机",
+            "失灵",
+            "投诉",
+            "维修",
+            "出问题了",
+        ]
+    )
+    urgent_words: list[str] = Field(default_factory=lambda: ["紧急", "急", "停产", "停机", "马上", "尽快", "投诉"])
+    ticket_mode: Literal["open", "suggest", "off"] = "suggest"
+    buying_words: list[str] = Field(
+        default_factory=lambda: [
+            "报价",
+            "价格",
+            "多少钱",
+            "价钱",
+            "报个价",
+            "优惠",
+            "折扣",
+            "合同",
+            "采购",
+            "下单",
+            "订货",
+            "交期",
+            "货期",
+        ]
+    )
+    buying_signal_field: str = "购买信号"
+    buying_signal_tag: str = "有购买信号"
+    negations: list[str] = Field(default_factory=lambda: ["没有", "没", "不是", "已经好了", "修好了", "已解决"])
 
 
 class Settings(BaseSettings):
@@ -116,6 +225,10 @@ class Settings(BaseSettings):
     dingtalk: DingTalkSettings = DingTalkSettings()
     outbox: OutboxSettings = OutboxSettings()
     rules: RulesSettings = RulesSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
+    nps: NpsSettings = NpsSettings()
+    tickets: TicketSettings = TicketSettings()
+    keywords: KeywordSettings = KeywordSettings()
 
     @field_validator("timezone")
     @classmethod
@@ -174,3 +287,5 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe(exc)}") from exc
+    except SettingsError as exc:  # an environment variable that cannot be parsed, e.g. CRMBOT_WECOM=x
+        raise ConfigError(f"invalid configuration: {exc}") from exc

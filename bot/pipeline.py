@@ -9,23 +9,22 @@ leaves either nothing or everything, and ``recover`` picks up what was stored bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
 from bot.intents import Context, IntentRegistry, IntentRouter, as_replies
-from bot.router import Parsed, Understanding
+from bot.router import Parsed, Understanding, pick_choice
 from bot.types import IncomingMessage, Reply
-from models.customers import Contact
 from models.messages import Message
-from models.staff import Staff
+from models.staff import Role, Staff
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,11 @@ NOT_REGISTERED = "您好，您还不是本系统的注册用户，暂时无法�
 DIDNT_UNDERSTAND = "抱歉，我没听懂这句话。发送「帮助」查看我能做什么。"
 FAILED = "抱歉，处理这条消息时出错了，已记录下来，请稍后再试。"
 RECOVERY_WINDOW = timedelta(days=2)
+# Messages handled at the same time. Each handling holds a database transaction (on SQLite: the one connection),
+# so an unbounded number only queues transactions ahead of the inserts that acknowledge new callbacks; stored
+# messages beyond this wait in memory (and in the database, for recovery) without slowing the acknowledgements.
+HANDLING_CONCURRENCY = 4
+SYSTEM_EVENTS = {"msgaudit_notify"}  # platform events without a staff sender that still have a handler
 
 
 class TaskTracker:
@@ -65,13 +69,21 @@ class Bot:
         self.understanding = Understanding(settings.tz)
         self.intents = IntentRegistry(routers)
         self.tasks = TaskTracker()
+        self.inbox = Inbox()
+        self._handling = asyncio.Semaphore(HANDLING_CONCURRENCY)
+        # Chat-archive sources to pull now (the msgaudit_notify event); integrations register them.
+        self.archive_pullers: list[Callable[[], Coroutine[Any, Any, object]]] = []
 
     async def start(self) -> None:
         await self.understanding.refresh()
 
+    async def close(self) -> None:
+        await self.inbox.close()
+        await self.tasks.close()
+
     async def receive(self, msg: IncomingMessage) -> bool:
         """Store ``msg``; schedule its handling if it is new and addressed to the bot. False for a duplicate."""
-        stored = await self.store(msg)
+        stored = await (self.inbox.submit(msg) if msg.to_bot else self.store(msg))
         if stored is None:
             return False
         if msg.to_bot:
@@ -83,37 +95,13 @@ class Bot:
         return await self.store(msg) is not None
 
     async def store(self, msg: IncomingMessage) -> Message | None:
-        staff = await self.find_staff(msg.platform, msg.sender)
-        customer_id = None if msg.to_bot else await self._customer_of(msg)
-        if staff is None and not msg.to_bot:
-            for receiver in msg.receivers:
-                if staff := await self.find_staff(msg.platform, receiver):
-                    break
-        try:
-            return await Message.create(
-                platform=msg.platform,
-                msgid=msg.msgid,
-                to_bot=msg.to_bot,
-                sender=msg.sender,
-                receivers=list(msg.receivers),
-                room_id=msg.conversation_id,
-                msgtype=msg.msgtype,
-                text=msg.text,
-                payload=_payload_of(msg),
-                staff_id=staff.id if staff else None,
-                customer_id=customer_id,
-                sent_at=msg.sent_at,
-            )
-        except IntegrityError:
-            log.info("duplicate delivery %s:%s ignored", msg.platform, msg.msgid)
-            return None
+        """Store one message now (outside the group commit); None if it was stored before."""
+        if not msg.to_bot:  # a customer conversation: the one archive path (bot/archive.py)
+            from bot.archive import archive_batch
 
-    async def _customer_of(self, msg: IncomingMessage) -> int | None:
-        externals = [u for u in (msg.sender, *msg.receivers) if u.startswith(("wm", "wo"))]
-        if not externals:
-            return None
-        contact = await Contact.filter(external_userid__in=externals).first()
-        return contact.customer_id if contact else None
+            stored = (await archive_batch(self, [msg])).new
+            return stored[0] if stored else None
+        return (await store_bot_messages([msg]))[0]
 
     async def find_staff(self, platform: str, sender: str) -> Staff | None:
         if platform == "wecom":
@@ -125,11 +113,12 @@ class Bot:
         return None
 
     async def handle(self, message_id: int) -> None:
-        try:
-            await self._handle(message_id)
-        except Exception:
-            log.exception("handling message %s failed", message_id)
-            await self._fail(message_id)
+        async with self._handling:
+            try:
+                await self._handle(message_id)
+            except Exception:
+                log.exception("handling message %s failed", message_id)
+                await self._fail(message_id)
         self.outbox.wake()
 
     async def _handle(self, message_id: int) -> None:
@@ -139,7 +128,12 @@ class Bot:
                 return
             msg = _incoming_of(row)
             staff = await Staff.get_or_none(id=row.staff_id) if row.staff_id else None
-            if staff is None:
+            if staff is None and msg.event in SYSTEM_EVENTS:
+                # Sent by the platform itself (sender "sys"): handled on behalf of the system, nobody to answer.
+                system = Staff(name="系统", role=Role.ADMIN)
+                await self.dispatch(msg, Context(bot=self, staff=system, msg=msg, now=self.clock.now(), conn=conn))
+                replies = []
+            elif staff is None:
                 replies = [Reply(NOT_REGISTERED)]
             else:
                 ctx = Context(bot=self, staff=staff, msg=msg, now=self.clock.now(), conn=conn)
@@ -149,7 +143,12 @@ class Bot:
             await row.save(using_db=conn, update_fields=["handled_at"])
 
     async def dispatch(self, msg: IncomingMessage, ctx: Context) -> list[Reply]:
+        if not msg.event:
+            await self.understanding.ensure_fresh()
         parsed = self.understand(msg, ctx)
+        if parsed.intent == "unknown" and not msg.event:
+            # "2" answers a numbered question asked earlier (kept in the database across restarts).
+            parsed = await pick_choice(ctx.staff.id, msg.text, ctx.now, ctx.conn) or parsed
         spec = self.intents.get(parsed.intent)
         if spec is None:
             # An event nobody handles (entering the app, a contact change) needs no answer.
@@ -198,6 +197,129 @@ class Bot:
         for message_id in ids:
             await self.handle(int(str(message_id)))
         return len(ids)
+
+
+class Inbox:
+    """Group commit for messages addressed to the bot.
+
+    Every acknowledgement waits for its row to be durable, and a commit is the expensive part of that; callbacks
+    that arrive together are therefore written by one writer task in one transaction (up to ``MAX_BATCH``),
+    each caller getting its own row back (or None for a duplicate) once that transaction has committed.
+    """
+
+    MAX_BATCH = 200
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[Message | None]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, msg: IncomingMessage) -> Message | None:
+        future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((msg, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        return await future
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._queue.join()  # everything submitted is written first
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                rows = await store_bot_messages([msg for msg, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future), row in zip(batch, rows, strict=True):
+                    if not future.done():
+                        future.set_result(row)
+            for _ in batch:
+                self._queue.task_done()
+
+
+async def store_bot_messages(messages: list[IncomingMessage]) -> list[Message | None]:
+    """Insert messages addressed to the bot in one transaction; None for each one stored before."""
+    staff_ids = await _staff_ids(messages)
+    seen: set[tuple[str, str]] = set()
+    fresh: list[IncomingMessage] = []
+    for msg in messages:
+        if (msg.platform, msg.msgid) not in seen:
+            seen.add((msg.platform, msg.msgid))
+            fresh.append(msg)
+    async with in_transaction():
+        existing = {
+            (str(p), str(m))
+            for p, m in await Message.filter(
+                platform__in={m.platform for m in fresh}, msgid__in=[m.msgid for m in fresh]
+            ).values_list("platform", "msgid")
+        }
+        new = [m for m in fresh if (m.platform, m.msgid) not in existing]
+        if new:
+            await Message.bulk_create(
+                [
+                    Message(
+                        platform=m.platform,
+                        msgid=m.msgid,
+                        to_bot=True,
+                        sender=m.sender,
+                        receivers=list(m.receivers),
+                        room_id=m.conversation_id,
+                        msgtype=m.msgtype,
+                        text=m.text,
+                        payload=_payload_of(m),
+                        staff_id=staff_ids.get((m.platform, m.sender)),
+                        sent_at=m.sent_at,
+                    )
+                    for m in new
+                ],
+                ignore_conflicts=True,
+            )
+            rows = await Message.filter(platform__in={m.platform for m in new}, msgid__in=[m.msgid for m in new])
+        else:
+            rows = []
+    by_key = {(r.platform, r.msgid): r for r in rows}
+    results: list[Message | None] = []
+    claimed: set[tuple[str, str]] = set()
+    for msg in messages:
+        key = (msg.platform, msg.msgid)
+        row = by_key.get(key) if key not in claimed else None
+        if row is None:
+            log.info("duplicate delivery %s:%s ignored", msg.platform, msg.msgid)
+        claimed.add(key)
+        results.append(row)
+    return results
+
+
+async def _staff_ids(messages: list[IncomingMessage]) -> dict[tuple[str, str], int]:
+    """Registered, active staff among the senders, by (platform, sender): one query per platform."""
+    found: dict[tuple[str, str], int] = {}
+    wecom = {m.sender for m in messages if m.platform == "wecom"}
+    ding = {m.sender for m in messages if m.platform == "dingtalk"}
+    console = {m.sender for m in messages if m.platform == "console" and m.sender.startswith("staff:")}
+    if wecom:
+        for staff_id, userid in await Staff.filter(wecom_userid__in=wecom, active=True).values_list(
+            "id", "wecom_userid"
+        ):
+            found[("wecom", str(userid))] = int(str(staff_id))
+    if ding:
+        for staff_id, userid in await Staff.filter(dingtalk_userid__in=ding, active=True).values_list(
+            "id", "dingtalk_userid"
+        ):
+            found[("dingtalk", str(userid))] = int(str(staff_id))
+    ids = [int(s[6:]) for s in console if s[6:].isdigit()]
+    if ids:
+        for staff_id in await Staff.filter(id__in=ids, active=True).values_list("id", flat=True):
+            found[("console", f"staff:{staff_id}")] = int(str(staff_id))
+    return found
 
 
 def _payload_of(msg: IncomingMessage) -> dict[str, Any]:

@@ -7,8 +7,13 @@ MODEL_MODULES: list[str] = [
     "models.staff",
     "models.customers",
     "models.messages",
+    "models.archive",
     "models.outbox",
     "models.audit",
     "models.followups",
     "models.tickets",
+    "models.reminders",
+    "models.orders",
+    "models.nps",
+    "models.approvals",
 ]

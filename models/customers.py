@@ -79,3 +79,27 @@ class Contact(Model):
 
     class Meta:
         table = "contact"
+
+
+class PendingChoice(Model):
+    """A question the bot asked one staff member: which of these customers did you mean (reply with a number).
+
+    Kept in the database so a restart between the question and the answer loses nothing. One per staff member:
+    a newer question replaces the older one.
+    """
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="pending_choices", on_delete=fields.CASCADE
+    )
+    staff_id: int
+    intent = fields.CharField(max_length=64)
+    slots: Any = fields.JSONField(default=dict)
+    slot = fields.CharField(max_length=32, default="customer", description="the slot the chosen option fills")
+    options: Any = fields.JSONField(default=list)
+    expires_at = fields.DatetimeField(db_index=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "pending_choice"
+        unique_together = (("staff_id",),)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import create_app
 from bot.clock import Clock
 from bot.config import Settings, load_settings
+from integrations.wecom.simulator import WeComSimulator
 from tests.helpers import WECOM
 
 PG_URL = os.environ.get("CRMBOT_TEST_DATABASE_URL", "")
@@ -49,8 +50,25 @@ async def database_url(tmp_path: Any) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def make_settings(database_url: str) -> Callable[..., Settings]:
-    """Settings for the test corp (WeCom vector B of PROTOCOLS.md); keyword sections override."""
+async def wecom_sim(aiohttp_server: Callable[..., Any]) -> WeComSimulator:
+    """The WeCom API simulator on a test server; ``make_settings`` points ``wecom.api_base`` at it.
+
+    ``wecom_sim.sent`` records every accepted call (``{"endpoint", "body", "answer"}``), ``texts_to(userid)`` /
+    ``cards_to(userid)`` / ``card_updates()`` read it; ``fail_next``, ``http_error_next``, ``slow_next``,
+    ``expire_tokens`` and ``revoke_tokens`` inject faults.
+    """
+    sim = WeComSimulator(WECOM.corp_id, WECOM.secret, WECOM.agent_id)
+    server = await aiohttp_server(sim.app())
+    sim.url = str(server.make_url("")).rstrip("/")
+    return sim
+
+
+@pytest.fixture
+def make_settings(database_url: str, wecom_sim: WeComSimulator) -> Callable[..., Settings]:
+    """Settings for the test corp (WeCom vector B of PROTOCOLS.md); keyword sections override.
+
+    WeCom API calls go to the ``wecom_sim`` simulator, with quick retries so that fault tests run fast.
+    """
 
     def make(**sections: Any) -> Settings:
         base: dict[str, Any] = {
@@ -61,7 +79,9 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
                 "secret": WECOM.secret,
                 "token": WECOM.token,
                 "encoding_aes_key": WECOM.encoding_aes_key,
-                "api_base": "http://127.0.0.1:9",
+                "api_base": wecom_sim.url,
+                "retry_delay_seconds": 0.01,
+                "rate_limit_retry_seconds": 0.05,
             },
             "outbox": {"poll_seconds": 0.05, "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.2},
         }
@@ -76,13 +96,31 @@ def make_settings(database_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def start_app(
-    aiohttp_client: Callable[..., Any],
-) -> Callable[..., Any]:
-    """Start ``create_app(settings)`` on a test server; returns the test client (``client.app`` is the app)."""
+async def start_app(database_url: str, aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
+    """Start ``create_app(settings)`` on a test server; returns the test client (``client.app`` is the app).
+
+    Depending on ``database_url`` makes the database outlive the app: fixtures are torn down in reverse order,
+    so the app shuts down before a PostgreSQL test database is dropped, whichever fixture a test names first.
+    """
 
     async def start(settings: Settings, clock: Clock | None = None, **kwargs: Any) -> TestClient[Any, web.Application]:
         client: TestClient[Any, web.Application] = await aiohttp_client(create_app(settings, clock=clock, **kwargs))
         return client
 
     return start
+
+
+@pytest.fixture
+async def dingtalk_sim(aiohttp_server: Callable[..., Any]) -> Any:
+    """The DingTalk simulator on a test server, with its own pinned clock: pass ``clock=dingtalk_sim.clock`` to
+    ``start_app`` so that the bot and DingTalk agree on time, and ``dingtalk=dingtalk_sim.settings()`` to
+    ``make_settings``. ``deliver(client, staff_id, text)`` posts a signed robot callback; ``deliveries`` records what
+    reached users; ``fail``/``throttle``/``expire_tokens``/``invalid_staff_ids`` inject faults."""
+    from datetime import UTC, datetime
+
+    from integrations.dingtalk.simulator import DingTalkSimulator
+
+    sim = DingTalkSimulator(clock=Clock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
+    server = await aiohttp_server(sim.app)
+    sim.base_url = str(server.make_url("")).rstrip("/")
+    return sim

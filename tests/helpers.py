@@ -68,3 +68,48 @@ async def settle(app: web.Application) -> None:
     """Wait until every message has been handled and every due outbox row attempted."""
     await app[BOT].tasks.idle()
     await app[OUTBOX].drain()
+
+
+async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
+    """Wait until every message is handled and every outbox row has left (sent, or failed for good).
+
+    Rows rescheduled after a platform failure become due again in real time, so this works with the real clock
+    (the default of ``start_app``); ``patience`` (seconds) only guards against a test hanging forever.
+    """
+    import asyncio
+
+    from models.outbox import OutboxMessage, OutboxStatus
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        await settle(app)
+        if not await OutboxMessage.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).exists():
+            return
+        if loop.time() > deadline:
+            raise AssertionError("outbox still has undelivered rows")
+        await asyncio.sleep(0.02)
+
+
+def dingtalk_sign(timestamp_ms: int | str, app_secret: str) -> str:
+    """DingTalk's callback ``sign`` header: base64(HMAC-SHA256(app_secret, f"{timestamp}\\n{app_secret}"))."""
+    import base64
+    import hashlib
+    import hmac
+
+    message = f"{timestamp_ms}\n{app_secret}".encode()
+    return base64.b64encode(hmac.new(app_secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def dingtalk_callback(body: Any, app_secret: str, timestamp_ms: int) -> tuple[dict[str, str], bytes]:
+    """Headers (``timestamp``, ``sign``) and JSON bytes of a robot callback POST signed at ``timestamp_ms``."""
+    import json
+
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    headers = {"timestamp": str(timestamp_ms), "sign": dingtalk_sign(timestamp_ms, app_secret)}
+    return {**headers, "Content-Type": "application/json"}, data
+
+
+async def post_dingtalk(client: TestClient[Any, web.Application], body: Any, app_secret: str, timestamp_ms: int) -> Any:
+    headers, data = dingtalk_callback(body, app_secret, timestamp_ms)
+    return await client.post("/dingtalk/callback", data=data, headers=headers)

@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from bot.app import BOT
+from bot.metrics import CallbackTimer
 from integrations.wecom.crypto import CorpIdError, MalformedError, SignatureError, WeComCrypto
 from integrations.wecom.normalize import NotAMessage, normalize, parse_xml
 
@@ -46,6 +47,13 @@ async def verify_url(request: web.Request) -> web.Response:
 
 
 async def receive(request: web.Request) -> web.Response:
+    with CallbackTimer(request.app, "wecom") as timer:
+        new = await _receive(request)
+        timer.result = "ok" if new else "duplicate"
+    return web.Response(text="")
+
+
+async def _receive(request: web.Request) -> bool:
     crypto = request.app[CRYPTO]
     signature, timestamp, nonce = _query(request)
     body = await request.text()
@@ -69,5 +77,4 @@ async def receive(request: web.Request) -> web.Response:
     except (MalformedError, NotAMessage) as exc:
         log.warning("wecom callback rejected: %s", exc)
         raise web.HTTPBadRequest(text="malformed message") from None
-    await request.app[BOT].receive(msg)
-    return web.Response(text="")
+    return await request.app[BOT].receive(msg)

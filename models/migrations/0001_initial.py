@@ -1,8 +1,11 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
+from decimal import Decimal
 from json import dumps, loads
+from models.approvals import ApprovalStatus, StepStatus
 from models.customers import Stage
+from models.nps import SurveyChannel, SurveyTrigger
 from models.outbox import OutboxStatus
 from models.staff import Role
 from models.tickets import TicketPriority, TicketStatus
@@ -14,6 +17,33 @@ class Migration(migrations.Migration):
     initial = True
 
     operations = [
+        ops.CreateModel(
+            name='ArchiveCursor',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('source', fields.CharField(unique=True, max_length=128)),
+                ('seq', fields.BigIntField(default=0)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'archive_cursor', 'app': 'models', 'pk_attr': 'id', 'table_description': 'The last archive sequence number stored for one source, e.g. wecom:CORPID.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ArchiveFailure',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('source', fields.CharField(max_length=128)),
+                ('seq', fields.BigIntField(default=0)),
+                ('msgid', fields.CharField(default='', max_length=128)),
+                ('key_version', fields.IntField(null=True)),
+                ('code', fields.IntField(default=0, description='platform error code, 0 when the failure is ours')),
+                ('reason', fields.CharField(default='', max_length=255)),
+                ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=True)),
+                ('resolved_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'archive_failure', 'app': 'models', 'unique_together': (('source', 'seq', 'msgid'),), 'pk_attr': 'id', 'table_description': 'One archive item that could not be stored, with the platform error code and the reason.'},
+            bases=['Model'],
+        ),
         ops.CreateModel(
             name='AuditLog',
             fields=[
@@ -54,6 +84,33 @@ class Migration(migrations.Migration):
             bases=['Model'],
         ),
         ops.CreateModel(
+            name='RuleCursor',
+            fields=[
+                ('name', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=32)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'rule_cursor', 'app': 'models', 'pk_attr': 'name', 'table_description': 'Up to when the scheduled rules have run (``at`` = the ``now`` of the last completed pass).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='RuleFiring',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('key', fields.CharField(unique=True, max_length=191)),
+                ('rule', fields.CharField(max_length=64)),
+                ('subject_id', fields.BigIntField(null=True)),
+                ('period_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('staff_id', fields.IntField(null=True)),
+                ('customer_id', fields.IntField(null=True)),
+                ('urgent', fields.BooleanField(default=False)),
+                ('text', fields.TextField(default='', unique=False)),
+                ('run_id', fields.CharField(db_index=True, max_length=32)),
+                ('fired_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'rule_firing', 'app': 'models', 'indexes': [Index(fields=['rule', 'subject_id', 'period_at'])], 'pk_attr': 'id', 'table_description': 'One scheduled push that happened. The unique ``key`` (rule, subject, threshold, period) makes it once.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='Staff',
             fields=[
                 ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -88,6 +145,45 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
             options={'table': 'customer', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A company we sell to. The ``owner`` is null while the customer sits in the public pool (公海).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Approval',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='approvals', on_delete=OnDelete.CASCADE)),
+                ('requester', fields.ForeignKeyField('models.Staff', source_field='requester_id', db_constraint=True, to_field='id', related_name='approval_requests', on_delete=OnDelete.CASCADE)),
+                ('amount', fields.DecimalField(null=True, description='contract amount in yuan', max_digits=16, decimal_places=2)),
+                ('discount', fields.DecimalField(description='fraction of list price, 0.85', max_digits=6, decimal_places=4)),
+                ('reason', fields.TextField(default='', unique=False)),
+                ('status', fields.CharEnumField(default=ApprovalStatus.PENDING, db_index=True, description='PENDING: pending\nAPPROVED: approved\nREJECTED: rejected\nWITHDRAWN: withdrawn', enum_type=ApprovalStatus, max_length=16)),
+                ('level', fields.IntField(default=1, description='the level being decided now, from 1')),
+                ('levels', fields.IntField(default=1, description='how many levels the chain has')),
+                ('platform', fields.CharField(default='', description='where the request was made', max_length=16)),
+                ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+                ('decided_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'approval', 'app': 'models', 'indexes': [Index(fields=['customer_id', 'created_at'])], 'pk_attr': 'id', 'table_description': 'A discount request: customer, contract amount (yuan), discount (fraction of list price paid), reason.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ApprovalStep',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('approval', fields.ForeignKeyField('models.Approval', source_field='approval_id', db_constraint=True, to_field='id', related_name='steps', on_delete=OnDelete.CASCADE)),
+                ('level', fields.IntField()),
+                ('role', fields.CharField(description='manager, director or admin', max_length=16)),
+                ('approver', fields.ForeignKeyField('models.Staff', source_field='approver_id', db_constraint=True, to_field='id', related_name='approval_steps', on_delete=OnDelete.CASCADE)),
+                ('status', fields.CharEnumField(default=StepStatus.WAITING, description='WAITING: waiting\nPENDING: pending\nAPPROVED: approved\nREJECTED: rejected\nESCALATED: escalated\nCANCELLED: cancelled', enum_type=StepStatus, max_length=16)),
+                ('activated_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('decided_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('comment', fields.TextField(default='', unique=False)),
+                ('task_id', fields.CharField(null=True, unique=True, description='handle of the card sent', max_length=128)),
+                ('response_code', fields.CharField(default='', description='update handle of the deciding click', max_length=256)),
+                ('decided_via', fields.CharField(default='', description='card, text or timeout', max_length=16)),
+            ],
+            options={'table': 'approval_step', 'app': 'models', 'unique_together': (('approval_id', 'level'),), 'indexes': [Index(fields=['status', 'activated_at'])], 'pk_attr': 'id', 'table_description': 'One level of the chain, decided by one approver. ``activated_at`` starts the reminder and escalation clocks.'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -139,6 +235,85 @@ class Migration(migrations.Migration):
                 ('handled_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'message', 'app': 'models', 'unique_together': (('platform', 'msgid'),), 'indexes': [Index(fields=['to_bot', 'handled_at']), Index(fields=['customer_id', 'sent_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Order',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='orders', on_delete=OnDelete.CASCADE)),
+                ('order_date', fields.DateField()),
+                ('amount', fields.DecimalField(default=Decimal('0'), max_digits=16, decimal_places=2)),
+                ('external_no', fields.CharField(unique=True, max_length=64)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'customer_order', 'app': 'models', 'indexes': [Index(fields=['customer_id', 'order_date'])], 'pk_attr': 'id', 'table_description': 'One purchase by a customer. ``external_no`` is the ERP order number, unique, so re-imports are no-ops.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='PendingChoice',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('staff', fields.ForeignKeyField('models.Staff', source_field='staff_id', db_constraint=True, to_field='id', related_name='pending_choices', on_delete=OnDelete.CASCADE)),
+                ('intent', fields.CharField(max_length=64)),
+                ('slots', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('slot', fields.CharField(default='customer', description='the slot the chosen option fills', max_length=32)),
+                ('options', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('expires_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'pending_choice', 'app': 'models', 'unique_together': (('staff_id',),), 'pk_attr': 'id', 'table_description': 'A question the bot asked one staff member: which of these customers did you mean (reply with a number).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Reminder',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('staff', fields.ForeignKeyField('models.Staff', source_field='staff_id', db_constraint=True, to_field='id', related_name='reminders', on_delete=OnDelete.CASCADE)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', null=True, db_constraint=True, to_field='id', related_name='reminders', on_delete=OnDelete.SET_NULL)),
+                ('content', fields.TextField(default='', unique=False)),
+                ('at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+                ('fired_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('source', fields.CharField(default='', description='platform and msgid of the request', max_length=191)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'reminder', 'app': 'models', 'indexes': [Index(fields=['fired_at', 'at'])], 'pk_attr': 'id', 'table_description': 'An explicit reminder: tell ``staff`` the ``content`` at ``at``. ``fired_at`` is set when it went out.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Repurchase',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.OneToOneField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='repurchase', on_delete=OnDelete.CASCADE)),
+                ('order_count', fields.IntField(default=0)),
+                ('last_order_date', fields.DateField()),
+                ('interval_days', fields.IntField()),
+                ('due_at', fields.DatetimeField(db_index=True, description='start of the local day the next order is due', auto_now=False, auto_now_add=False)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'repurchase', 'app': 'models', 'pk_attr': 'id', 'table_description': "A customer's reorder rhythm: the average interval between orders and when the next one is due."},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Survey',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('customer', fields.ForeignKeyField('models.Customer', source_field='customer_id', db_constraint=True, to_field='id', related_name='surveys', on_delete=OnDelete.CASCADE)),
+                ('contact', fields.ForeignKeyField('models.Contact', source_field='contact_id', null=True, db_constraint=True, to_field='id', related_name='surveys', on_delete=OnDelete.SET_NULL)),
+                ('owner', fields.ForeignKeyField('models.Staff', source_field='owner_id', null=True, db_constraint=True, to_field='id', related_name='surveys', on_delete=OnDelete.SET_NULL)),
+                ('token_hash', fields.CharField(unique=True, description='HMAC-SHA256 of the link token, hex', max_length=64)),
+                ('trigger', fields.CharEnumField(description='DEAL_WON: deal_won\nTICKET_RESOLVED: ticket_resolved', enum_type=SurveyTrigger, max_length=16)),
+                ('trigger_id', fields.IntField(description='customer id for a won deal, ticket id for a resolved ticket')),
+                ('channel', fields.CharEnumField(description='CUSTOMER_MESSAGE: customer_message\nREP_FORWARD: rep_forward', enum_type=SurveyChannel, max_length=16)),
+                ('sent_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('answered_at', fields.DatetimeField(null=True, db_index=True, auto_now=False, auto_now_add=False)),
+                ('score', fields.SmallIntField(null=True)),
+                ('comment', fields.TextField(default='', unique=False)),
+                ('answer_source', fields.CharField(default='', description='page or chat', max_length=8)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'nps_survey', 'app': 'models', 'indexes': [Index(fields=['customer_id', 'sent_at'])], 'pk_attr': 'id', 'table_description': 'A survey sent to a customer. ``owner`` is the rep who owned the customer when it was sent.'},
             bases=['Model'],
         ),
         ops.CreateModel(
