@@ -212,44 +212,7 @@ async def _per_rule(bot: Any, now: datetime, since: datetime | None) -> None:
     print(f"  per rule, {'incremental' if since else 'full'} (ms): " + ", ".join(parts))
 
 
-def batched_outbox_class() -> type:
-    """The outbox with each batch's claim in one transaction and its outcomes written in one transaction after the
-    batch was sent (instead of one commit per row each). A measured proposal, not what the app runs."""
-    from collections import defaultdict
-
-    from tortoise.transactions import in_transaction
-
-    from bot.channels import Outbox
-
-    class BatchedOutbox(Outbox):
-        _outcomes: list[tuple[tuple[Any, ...], dict[str, Any]]]
-
-        async def _claim(self, now: datetime) -> Any:
-            async with in_transaction():
-                return await super()._claim(now)
-
-        async def drain_once(self, now: datetime | None = None) -> int:
-            now = now or self.clock.now()
-            claimed = await self._claim(now)
-            if not claimed:
-                return 0
-            self._outcomes = []
-            by_recipient: dict[tuple[str, str], list[Any]] = defaultdict(list)
-            for row in claimed:
-                by_recipient[(row.platform, row.recipient)].append(row)
-            await asyncio.gather(*(self._send_in_order(rows, now) for rows in by_recipient.values()))
-            async with in_transaction():
-                for args, kwargs in self._outcomes:
-                    await Outbox._finish(self, *args, **kwargs)
-            return len(claimed)
-
-        async def _finish(self, row: Any, status: Any, **kwargs: Any) -> None:
-            self._outcomes.append(((row, status), kwargs))
-
-    return BatchedOutbox
-
-
-async def bench_outbox(url: str, pushes: int, variant: str = "current") -> None:
+async def bench_outbox(url: str, pushes: int) -> None:
     from bot.app import OUTBOX
     from bot.cli import running_app
     from bot.clock import Clock
@@ -271,8 +234,6 @@ async def bench_outbox(url: str, pushes: int, variant: str = "current") -> None:
         )
         async with running_app(settings, clock=Clock(NOW)) as app:
             outbox = app[OUTBOX]
-            if variant == "batched":
-                outbox.__class__ = batched_outbox_class()
             staff = [await Staff.create(name=f"推送{i}", wecom_userid=f"push{i}") for i in range(200)]
             for i in range(pushes):
                 person = staff[i % len(staff)]
@@ -282,10 +243,7 @@ async def bench_outbox(url: str, pushes: int, variant: str = "current") -> None:
             started = time.perf_counter()
             sent = await outbox.drain(NOW)
             elapsed = time.perf_counter() - started
-            print(
-                f"outbox ({variant}): {sent} pushes drained to the WeCom simulator in {elapsed:.2f}s "
-                f"= {sent / elapsed:.0f}/s"
-            )
+            print(f"outbox: {sent} pushes drained to the WeCom simulator in {elapsed:.2f}s = {sent / elapsed:.0f}/s")
     finally:
         sim.terminate()
         await sim.wait()
@@ -338,7 +296,7 @@ async def _part(part: str, url: str, args: argparse.Namespace) -> None:
     if part == "rules":
         await bench_rules(url, args.customers, args.tickets)
     else:
-        await bench_outbox(url, args.pushes, args.outbox)
+        await bench_outbox(url, args.pushes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,9 +305,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--pushes", type=int, default=5000)
-    parser.add_argument(
-        "--outbox", choices=["current", "batched"], default="current", help="batched: see batched_outbox_class"
-    )
     parser.add_argument("--only", choices=["rules", "outbox"], default=None, help="run one part only")
     args = parser.parse_args(argv)
     asyncio.run(main_async(args))

@@ -1,9 +1,13 @@
 """The one way out: every reply and every push is an outbox row first, then a platform adapter sends it.
 
 ``Outbox.enqueue`` writes the row (inside the caller's transaction, idempotent on ``dedupe_key``); the
-dispatcher claims due rows with a lease (a conditional update, safe with several instances), hands them to the
-platform's ``ChannelAdapter``, and marks them sent, or reschedules them with exponential backoff when the
-platform fails, or marks them failed after ``max_attempts``. Rows for one recipient go out in order.
+dispatcher claims a batch of due rows with a lease in one statement (claims take turns under an advisory lock
+and skip locked rows on PostgreSQL, the single writer serializes them on SQLite: several instances never claim
+the same row, and a row waits while an earlier one to the same recipient is leased, so each recipient's rows go
+out in order), hands them to the platform's ``ChannelAdapter`` (recipients concurrently), and once the sends are
+done records every outcome in one transaction: sent, rescheduled with exponential backoff when the platform
+failed, or failed after ``max_attempts``. A crash between a send and that commit leaves the batch's unrecorded
+rows leased: they are sent again when the lease expires (at-least-once, at most one batch re-sent).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
 
 from bot.clock import Clock
 from bot.config import OutboxSettings
@@ -29,6 +34,8 @@ from models.staff import Staff
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 200
+# pg_advisory_xact_lock key that serializes outbox claims between instances ("crmoutbx").
+CLAIM_LOCK_KEY = 0x63726D6F75746278
 
 
 class DeliveryError(Exception):
@@ -132,7 +139,7 @@ class Outbox:
         self._wake.set()
 
     async def drain_once(self, now: datetime | None = None) -> int:
-        """Claim every due row this instance can send, send them, and return how many were attempted."""
+        """Claim a batch of due rows, send them, record their outcomes; return how many were attempted."""
         now = now or self.clock.now()
         claimed = await self._claim(now)
         if not claimed:
@@ -140,7 +147,12 @@ class Outbox:
         by_recipient: dict[tuple[str, str], list[OutboxMessage]] = defaultdict(list)
         for row in claimed:
             by_recipient[(row.platform, row.recipient)].append(row)
-        await asyncio.gather(*(self._send_in_order(rows, now) for rows in by_recipient.values()))
+        outcomes: list[_Outcome] = []
+        try:
+            await asyncio.gather(*(self._send_in_order(rows, now, outcomes) for rows in by_recipient.values()))
+        finally:
+            # Also when cancelled mid-batch: what was sent is recorded, the rest is sent again after the lease.
+            await asyncio.shield(self._record(outcomes))
         return len(claimed)
 
     async def drain(self, now: datetime | None = None) -> int:
@@ -164,34 +176,78 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 
-    def _claimable(self, now: datetime) -> Q:
-        due = Q(status=OutboxStatus.PENDING, not_before__lte=now) | Q(status=OutboxStatus.SENDING, lease_until__lt=now)
-        platforms = Q(platform__in=[p for p in self.adapters if p != "console"])
+    def _claimable(self, now: datetime, ph: Callable[[Any], str]) -> str:
+        """The SQL condition of a row this instance may claim at ``now`` (``ph`` adds a parameter)."""
+        at = now.astimezone(UTC)
+        due = f"((status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)})"
+        due += f" OR (status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}))"
+        platforms = [p for p in self.adapters if p != "console"]
+        where = [f"platform IN ({', '.join(ph(p) for p in platforms)})"] if platforms else []
         if "console" in self.adapters and self.console_staff:
-            platforms |= Q(platform="console", staff_id__in=list(self.console_staff))
-        return due & platforms
+            console = ph("console")
+            staff = ", ".join(ph(s) for s in sorted(self.console_staff))
+            where.append(f"(platform = {console} AND staff_id IN ({staff}))")
+        if not where:
+            return "1 = 0"
+        # Per-recipient order across instances: not while an earlier row to the same recipient is out on a lease.
+        earlier = (
+            "NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.platform = outbox.platform"
+            " AND earlier.recipient = outbox.recipient AND earlier.id < outbox.id"
+            f" AND earlier.status = {ph(OutboxStatus.SENDING.value)} AND earlier.lease_until >= {ph(at)})"
+        )
+        return f"{due} AND ({' OR '.join(where)}) AND {earlier}"
 
     async def _claim(self, now: datetime) -> list[OutboxMessage]:
+        """Lease up to ``CLAIM_BATCH`` due rows in one statement and return them in id order.
+
+        One conditional UPDATE ... WHERE id IN (the first due ids) RETURNING id. On PostgreSQL claims take turns
+        under a transaction-level advisory lock and the subquery locks its rows FOR UPDATE SKIP LOCKED; on SQLite
+        the statement runs under the single writer lock. The outer condition is checked again on the row the
+        UPDATE sees, so a row claimed meanwhile by another instance is never returned twice. A row waits while an
+        earlier row to the same recipient is leased (by any instance), which keeps each recipient's order.
+        """
         if not self.adapters:
             return []
-        candidates = await OutboxMessage.filter(self._claimable(now)).order_by("id").limit(CLAIM_BATCH)
-        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-        claimed = []
-        for row in candidates:
-            # Conditional update: only one instance wins a row, whatever the database.
-            won = await OutboxMessage.filter(id=row.id, status=row.status, attempts=row.attempts).update(
-                status=OutboxStatus.SENDING, lease_until=lease_until, attempts=F("attempts") + 1
-            )
-            if won:
-                row.attempts += 1
-                claimed.append(row)
-        return claimed
+        conn = connections.get("default")
+        postgres = conn.capabilities.dialect == "postgres"
+        params: list[Any] = []
 
-    async def _send_in_order(self, rows: Iterable[OutboxMessage], now: datetime) -> None:
+        def ph(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}" if postgres else f"?{len(params)}"  # numbered on both databases
+
+        sending = ph(OutboxStatus.SENDING.value)
+        lease_until = ph((now + timedelta(seconds=self.settings.lease_seconds)).astimezone(UTC))
+        inner = self._claimable(now, ph)
+        limit = ph(CLAIM_BATCH)
+        outer = self._claimable(now, ph)
+        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+        # A materialized CTE is evaluated once: a plain IN (subquery) may be re-run by PostgreSQL's plan, and each
+        # run would skip the rows the previous one locked and claim another batch.
+        sql = (
+            f"WITH batch AS MATERIALIZED (SELECT id FROM outbox WHERE {inner} ORDER BY id LIMIT {limit}{lock}) "
+            f"UPDATE outbox SET status = {sending}, lease_until = {lease_until}, attempts = attempts + 1 "
+            f"WHERE id IN (SELECT id FROM batch) AND {outer} RETURNING id"
+        )
+        if postgres:
+            async with in_transaction() as tx:
+                # Claims take turns (a short lock, released at commit), so that the check for an earlier row out
+                # on a lease sees every committed claim. SKIP LOCKED steps over rows whose outcome is being written.
+                await tx.execute_query("SELECT pg_advisory_xact_lock($1)", [CLAIM_LOCK_KEY])
+                rows = await tx.execute_query_dict(sql, params)
+        else:
+            rows = await conn.execute_query_dict(sql, params)
+        if not rows:
+            return []
+        ids = [int(r["id"]) for r in rows]
+        # Leased to this instance now: nobody else changes these rows until the lease expires.
+        return await OutboxMessage.filter(id__in=ids).order_by("id")
+
+    async def _send_in_order(self, rows: Iterable[OutboxMessage], now: datetime, outcomes: list[_Outcome]) -> None:
         for row in rows:
-            await self._send_one(row, now)
+            outcomes.append(await self._send_one(row, now))
 
-    async def _send_one(self, row: OutboxMessage, now: datetime) -> None:
+    async def _send_one(self, row: OutboxMessage, now: datetime) -> _Outcome:
         adapter = self.adapters[row.platform]
         payload = dict(row.payload)
         reply_to = payload.pop("reply_to", {})
@@ -200,41 +256,54 @@ class Outbox:
             result = await adapter.send(row.recipient, reply, reply_to)
         except PermanentDeliveryError as exc:
             log.error("outbox %s to %s:%s failed permanently: %s", row.id, row.platform, row.recipient, exc)
-            await self._finish(row, OutboxStatus.FAILED, error=str(exc))
+            return _Outcome(row, OutboxStatus.FAILED, error=str(exc))
         except (DeliveryError, OSError, TimeoutError) as exc:
             retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
-            await self._retry_later(row, now, str(exc) or type(exc).__name__, retry_after)
+            return self._retry_later(row, now, str(exc) or type(exc).__name__, retry_after)
         except Exception as exc:
             log.exception("outbox %s: adapter crashed", row.id)
-            await self._retry_later(row, now, repr(exc), None)
-        else:
-            await self._finish(row, OutboxStatus.SENT, result=result, sent_at=self.clock.now())
+            return self._retry_later(row, now, repr(exc), None)
+        return _Outcome(row, OutboxStatus.SENT, result=result, sent_at=self.clock.now())
 
-    async def _retry_later(self, row: OutboxMessage, now: datetime, error: str, retry_after: float | None) -> None:
+    def _retry_later(self, row: OutboxMessage, now: datetime, error: str, retry_after: float | None) -> _Outcome:
         if row.attempts >= self.settings.max_attempts:
             log.error("outbox %s to %s gave up after %s attempts: %s", row.id, row.platform, row.attempts, error)
-            await self._finish(row, OutboxStatus.FAILED, error=error)
-            return
+            return _Outcome(row, OutboxStatus.FAILED, error=error)
         delay = min(self.settings.backoff_initial_seconds * 2 ** (row.attempts - 1), self.settings.backoff_max_seconds)
         if retry_after is not None:
             delay = max(delay, retry_after)
         log.warning("outbox %s to %s failed (%s); retry in %.1fs", row.id, row.platform, error, delay)
-        await OutboxMessage.filter(id=row.id, status=OutboxStatus.SENDING).update(
-            status=OutboxStatus.PENDING,
-            not_before=now + timedelta(seconds=delay),
-            lease_until=None,
-            last_error=error[:2000],
-        )
+        return _Outcome(row, OutboxStatus.PENDING, error=error, not_before=now + timedelta(seconds=delay))
 
-    async def _finish(
-        self,
-        row: OutboxMessage,
-        status: OutboxStatus,
-        *,
-        error: str = "",
-        result: dict[str, Any] | None = None,
-        sent_at: datetime | None = None,
-    ) -> None:
-        await OutboxMessage.filter(id=row.id).update(
-            status=status, lease_until=None, last_error=error[:2000], result=result or {}, sent_at=sent_at
-        )
+    async def _record(self, outcomes: list[_Outcome]) -> None:
+        """Write a batch's outcomes in one transaction (one commit per batch, not per row)."""
+        if not outcomes:
+            return
+        async with in_transaction() as conn:
+            for o in outcomes:
+                # Only while this claim still holds the row (same attempt, still sending).
+                mine = OutboxMessage.filter(id=o.row.id, status=OutboxStatus.SENDING, attempts=o.row.attempts)
+                if o.status == OutboxStatus.PENDING:
+                    await mine.using_db(conn).update(
+                        status=o.status, not_before=o.not_before, lease_until=None, last_error=o.error[:2000]
+                    )
+                else:
+                    await mine.using_db(conn).update(
+                        status=o.status,
+                        lease_until=None,
+                        last_error=o.error[:2000],
+                        result=o.result or {},
+                        sent_at=o.sent_at,
+                    )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What happened to one claimed row: sent, failed for good, or back to pending at ``not_before``."""
+
+    row: OutboxMessage
+    status: OutboxStatus
+    error: str = ""
+    result: dict[str, Any] | None = None
+    sent_at: datetime | None = None
+    not_before: datetime | None = None

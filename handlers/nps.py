@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -31,10 +31,11 @@ from bot.intents import Context, IntentRouter, Slots
 from bot.rules import Firing, Rule, RuleContext, release_time
 from bot.survey import TO_CUSTOMERS, expires_at, new_token, survey_key, survey_link
 from bot.types import IncomingMessage, Reply
+from handlers.reminders import select, utc
 from models.audit import AuditLog
 from models.customers import Contact, Customer
 from models.messages import Message
-from models.nps import DETRACTOR_MAX, PROMOTER_MIN, Survey, SurveyChannel, SurveyTrigger, surveyed_since, token_hash
+from models.nps import DETRACTOR_MAX, PROMOTER_MIN, Survey, SurveyChannel, SurveyTrigger, token_hash
 from models.staff import Role, Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
 
@@ -79,32 +80,50 @@ def _event_label(due: _Due) -> str:
 
 
 async def nps_survey_rule(rc: RuleContext) -> list[Firing]:
-    """Deliveries ``nps_delay_days`` old whose customer got no survey within ``nps_period_days``."""
-    settings = rc.settings
-    due_before = rc.now - timedelta(days=settings.rules.nps_delay_days)
-    not_before = due_before - timedelta(days=GRACE_DAYS)
-    due: dict[int, _Due] = {}
+    """Deliveries ``nps_delay_days`` old whose customer got no survey within ``nps_period_days``.
 
-    won = await Customer.filter(won_at__lte=due_before, won_at__gt=not_before).values_list("id", "won_at")
-    for customer_id, won_at in won:
-        _keep_earliest(due, _Due(int(str(customer_id)), SurveyTrigger.DEAL_WON, int(str(customer_id)), won_at))
-    resolved = await Ticket.filter(
-        resolved_at__lte=due_before,
-        resolved_at__gt=not_before,
-        status__in=[TicketStatus.RESOLVED, TicketStatus.CLOSED],
-    ).values_list("id", "customer_id", "resolved_at", "assignee_id")
-    for ticket_id, customer_id, resolved_at, assignee_id in resolved:
-        _keep_earliest(
-            due,
-            _Due(int(str(customer_id)), SurveyTrigger.TICKET_RESOLVED, int(str(ticket_id)), resolved_at, assignee_id),
+    Two indexed range queries (won deals, resolved tickets) anti-joined with ``nps_survey`` on (customer, sent_at):
+    in an incremental pass only deliveries whose delay ran out since the last pass, in a full sweep the whole
+    grace window (at most ``BATCH`` each, the rest next pass).
+    """
+    settings = rc.settings
+    delay = timedelta(days=settings.rules.nps_delay_days)
+    due_before = rc.now - delay
+    after = due_before - timedelta(days=GRACE_DAYS)
+    if rc.since is not None:
+        after = max(after, rc.since - delay)
+    period_start = utc(rc.now - timedelta(days=settings.rules.nps_period_days))
+    not_surveyed = "NOT EXISTS (SELECT 1 FROM nps_survey s WHERE s.customer_id = {} AND s.sent_at >= ?)"
+    won = await select(
+        rc,
+        "SELECT c.id, c.won_at FROM customer c WHERE c.won_at <= ? AND c.won_at > ? "
+        f"AND {not_surveyed.format('c.id')} ORDER BY c.won_at LIMIT ?",
+        [utc(due_before), utc(after), period_start],
+    )
+    resolved = await select(
+        rc,
+        "SELECT t.id, t.customer_id, t.resolved_at, t.assignee_id FROM ticket t "
+        "WHERE t.resolved_at <= ? AND t.resolved_at > ? AND t.status IN ('resolved', 'closed') "
+        f"AND {not_surveyed.format('t.customer_id')} ORDER BY t.resolved_at LIMIT ?",
+        [utc(due_before), utc(after), period_start],
+    )
+    due: dict[int, _Due] = {}
+    for row in won:
+        customer_id = int(row["id"])
+        _keep_earliest(due, _Due(customer_id, SurveyTrigger.DEAL_WON, customer_id, _moment(row["won_at"])))
+    for row in resolved:
+        assignee_id = int(row["assignee_id"]) if row["assignee_id"] is not None else None
+        item = _Due(
+            int(row["customer_id"]),
+            SurveyTrigger.TICKET_RESOLVED,
+            int(row["id"]),
+            _moment(row["resolved_at"]),
+            assignee_id,
         )
+        _keep_earliest(due, item)
     if not due:
         return []
-    recent = await surveyed_since(list(due), rc.now - timedelta(days=settings.rules.nps_period_days))
-    wanted = [cid for cid in due if cid not in recent]
-    if not wanted:
-        return []
-    customers = await Customer.filter(id__in=wanted).prefetch_related("owner", "contacts").order_by("id")
+    customers = await Customer.filter(id__in=list(due)).prefetch_related("owner", "contacts").order_by("id")
     fallback_ids = {d.fallback_owner_id for d in due.values() if d.fallback_owner_id}
     fallbacks = {s.id: s for s in await Staff.filter(id__in=list(fallback_ids), active=True)} if fallback_ids else {}
     firings = []
@@ -117,6 +136,12 @@ async def nps_survey_rule(rc: RuleContext) -> list[Firing]:
             continue
         firings.append(_survey_firing(rc, customer, owner, item))
     return firings
+
+
+def _moment(value: Any) -> datetime:
+    """A timestamp from a raw query: PostgreSQL returns datetimes, SQLite the ISO text Tortoise stored."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _keep_earliest(due: dict[int, _Due], item: _Due) -> None:

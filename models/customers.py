@@ -58,6 +58,8 @@ class Customer(Model):
 
     class Meta:
         table = "customer"
+        # The follow-up ladder: stale customers by last contact, answered from the index alone.
+        indexes = (("last_followup_at", "owner_id", "stage"),)
 
     def __str__(self) -> str:
         return self.name

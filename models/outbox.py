@@ -39,4 +39,5 @@ class OutboxMessage(Model):
 
     class Meta:
         table = "outbox"
-        indexes = (("status", "not_before"),)
+        # A claim skips a recipient with an earlier row out on a lease: (platform, recipient, status) finds it.
+        indexes = (("status", "not_before"), ("platform", "recipient", "status"))

@@ -64,3 +64,5 @@ class Ticket(Model):
 
     class Meta:
         table = "ticket"
+        # The SLA and revisit rules: unanswered (or unrevisited) tickets by due time, without walking old ones.
+        indexes = (("first_responded_at", "status", "first_response_due"), ("status", "revisit_due"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bot.app import BOT
+from bot.app import BOT, OUTBOX
+from bot.channels import CLAIM_BATCH, Outbox
+from bot.types import Reply
+from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Role, Staff
 from tests.helpers import post_wecom, text_xml
 
@@ -37,3 +40,55 @@ async def test_a_reply_ready_while_the_dispatcher_is_busy_leaves_without_waiting
 
     await wait_for(lambda: len(wecom_sim.texts_to("zhangsan")) == 1)
     await wait_for(lambda: len(wecom_sim.texts_to("lisi")) == 1)
+
+
+async def test_two_dispatchers_on_one_database_send_every_push_once_and_in_order_per_person(
+    make_settings: Any, start_app: Any, wecom_sim: Any
+) -> None:
+    # Two instances of the bot share one database; each runs its own dispatcher over the same outbox.
+    client = await start_app(make_settings(), run_dispatcher=False)
+    app_outbox = client.app[OUTBOX]
+    first = Outbox(app_outbox.settings, app_outbox.clock)
+    second = Outbox(app_outbox.settings, app_outbox.clock)
+    for outbox in (first, second):
+        outbox.register(app_outbox.adapters["wecom"])
+    people = [await Staff.create(name=f"销售{i}", wecom_userid=f"rep{i}", role=Role.REP) for i in range(7)]
+    total = 3 * CLAIM_BATCH + 50  # several batches, so both instances claim several times
+    for n in range(total):
+        person = people[n % len(people)]
+        await app_outbox.push(person, Reply(f"提醒 {n}"), f"test:{n}")
+
+    assert await first.drain_once() == CLAIM_BATCH  # one claim takes one batch, however many are due
+    drained = await asyncio.gather(first.drain(), second.drain())
+
+    assert sum(drained) == total - CLAIM_BATCH
+    for i, person in enumerate(people):
+        expected = [f"提醒 {n}" for n in range(i, total, len(people))]
+        assert wecom_sim.texts_to(person.wecom_userid) == expected
+    assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == total
+    assert await OutboxMessage.filter(attempts__gt=1).count() == 0
+
+
+async def test_a_failed_send_in_a_batch_is_retried_later_while_the_rest_of_the_batch_is_sent(
+    make_settings: Any, start_app: Any, wecom_sim: Any
+) -> None:
+    # No quick retries inside the WeCom client: a busy answer goes back to the outbox at once.
+    client = await start_app(make_settings(wecom={"request_retries": 0}), run_dispatcher=False)
+    outbox = client.app[OUTBOX]
+    zhang = await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP)
+    li = await Staff.create(name="李四", wecom_userid="lisi", role=Role.REP)
+    await outbox.push(zhang, Reply("第一条"), "test:1")
+    await outbox.push(li, Reply("第二条"), "test:2")
+    wecom_sim.fail_next(1, errcode=-1, endpoint="message/send")  # WeCom is busy for the first message
+    now = outbox.clock.now()
+
+    assert await outbox.drain_once(now) == 2
+    sent = wecom_sim.texts_to("zhangsan") + wecom_sim.texts_to("lisi")
+    assert len(sent) == 1
+    waiting = await OutboxMessage.get(status=OutboxStatus.PENDING)
+    assert waiting.attempts == 1 and waiting.not_before > now and waiting.last_error
+
+    assert await outbox.drain_once(now) == 0  # backing off: not yet
+    assert await outbox.drain_once(waiting.not_before) == 1
+    assert sorted(wecom_sim.texts_to("zhangsan") + wecom_sim.texts_to("lisi")) == ["第一条", "第二条"]
+    assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == 2

@@ -14,7 +14,8 @@ from bot.app import BOT, OUTBOX
 from bot.clock import Clock
 from bot.config import Settings
 from bot.rules import Firing, RuleContext, release_time, run_rules
-from models.customers import Customer
+from models.customers import Customer, Stage
+from models.nps import Survey
 from models.outbox import OutboxMessage, OutboxStatus
 from models.reminders import RuleFiring
 from models.staff import Staff
@@ -208,3 +209,23 @@ async def test_data_changed_backwards_is_caught_by_the_daily_sweep(
     clock.set(DAY0 + timedelta(hours=23))
     await tick(app, clock)
     assert len(wecom_sim.texts_to("zhangsan")) == 1
+
+
+async def test_the_nps_survey_goes_out_on_the_minute_the_delay_runs_out_not_only_at_the_daily_sweep(
+    start_app: Any, make_settings: Any, wecom_sim: Any
+) -> None:
+    clock = Clock(DAY0)  # 10:00 local
+    app = await start(start_app, make_settings, clock, ladder_warn_days=1000, ladder_handover_days=1000)
+    team = await make_team()
+    won_at = DAY0 - timedelta(days=15) + timedelta(minutes=3)  # the 15-day delay runs out at DAY0 + 3 min
+    await customer("华为技术有限公司", team["张三"], stage=Stage.WON, won_at=won_at, last_followup_at=DAY0)
+    assert await tick(app, clock) == []  # the first pass sweeps everything: not due yet
+
+    fired_at = []
+    for minute in range(1, 6):  # the scheduler's incremental passes, one a minute
+        clock.set(DAY0 + timedelta(minutes=minute))
+        fired_at += [(minute, *rule) for rule in rules_of(await tick(app, clock))]
+
+    assert fired_at == [(3, "nps_survey", "张三", "华为技术有限公司")]
+    assert await Survey.filter(customer__name="华为技术有限公司").count() == 1
+    assert any("满意度调查" in text for text in wecom_sim.texts_to("zhangsan"))

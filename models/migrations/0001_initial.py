@@ -80,7 +80,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'outbox', 'app': 'models', 'indexes': [Index(fields=['status', 'not_before'])], 'pk_attr': 'id'},
+            options={'table': 'outbox', 'app': 'models', 'indexes': [Index(fields=['status', 'not_before']), Index(fields=['platform', 'recipient', 'status'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -144,7 +144,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
-            options={'table': 'customer', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A company we sell to. The ``owner`` is null while the customer sits in the public pool (公海).'},
+            options={'table': 'customer', 'app': 'models', 'indexes': [Index(fields=['last_followup_at', 'owner_id', 'stage'])], 'pk_attr': 'id', 'table_description': 'A company we sell to. The ``owner`` is null while the customer sits in the public pool (公海).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -338,7 +338,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
-            options={'table': 'ticket', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A service request. SLA times are stored when they are set, so timers are plain indexed queries.'},
+            options={'table': 'ticket', 'app': 'models', 'indexes': [Index(fields=['first_responded_at', 'status', 'first_response_due']), Index(fields=['status', 'revisit_due'])], 'pk_attr': 'id', 'table_description': 'A service request. SLA times are stored when they are set, so timers are plain indexed queries.'},
             bases=['Model'],
         ),
     ]
