@@ -240,6 +240,7 @@ async def bench_app(
     workdir: Path,
     profile: str = "",
     db_options: str = "",
+    settle_timeout: float = 600.0,
 ) -> tuple[Result, float]:
     sim_port, app_port = _free_port(), _free_port()
     db_path = workdir / "bench.sqlite3"
@@ -261,12 +262,16 @@ async def bench_app(
         started, cpu_before = time.perf_counter(), _cpu_seconds(app.pid)
         result = await drive("wecom callback (app)", url, callbacks[WARMUP:], concurrency)
         result.server_cpu = (_cpu_seconds(app.pid) - cpu_before) / result.seconds
-        while True:  # every message handled and every reply delivered
+        while True:  # every message handled and every reply delivered (or give up: reported as nan)
             handled, sent = _handled(db_path)
             if handled >= WARMUP + n and sent >= WARMUP + n:
+                end_to_end = time.perf_counter() - started
+                break
+            if time.perf_counter() - started > settle_timeout:
+                print(f"gave up waiting: {handled} handled, {sent} replies sent of {WARMUP + n}")
+                end_to_end = float("nan")
                 break
             await asyncio.sleep(0.05)
-        end_to_end = time.perf_counter() - started
         return result, end_to_end
     finally:
         _stop(app)
@@ -309,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=["", "FULL", "NORMAL"],
         help="append ?synchronous=... to the SQLite URL (default: the product's default, FULL)",
     )
+    parser.add_argument(
+        "--settle-timeout", type=float, default=600.0, help="seconds to wait for every message to be handled"
+    )
     parser.add_argument("--_serve", choices=["app", "hello", "simulator"], help=argparse.SUPPRESS)
     parser.add_argument("--_port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_db", help=argparse.SUPPRESS)
@@ -341,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
                 Path(tmp),
                 args.profile,
                 f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else "",
+                args.settle_timeout,
             )
         )
     ratio = app.rate / hello.rate

@@ -377,7 +377,7 @@ async def _after_archived(bot: Bot, rows: list[Message]) -> None:
 
 
 def payload_of(msg: IncomingMessage) -> dict[str, Any]:
-    """What a row keeps beyond its columns: the platform's whole record (lossless) and the event fields."""
+    """What a row keeps beyond its columns (read back by ``bot.pipeline``): the platform record and event fields."""
     return {
         "sender_name": msg.sender_name,
         "is_group": msg.is_group,

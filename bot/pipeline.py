@@ -17,6 +17,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from bot.archive import payload_of
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
@@ -36,6 +37,12 @@ RECOVERY_WINDOW = timedelta(days=2)
 # so an unbounded number only queues transactions ahead of the inserts that acknowledge new callbacks; stored
 # messages beyond this wait in memory (and in the database, for recovery) without slowing the acknowledgements.
 HANDLING_CONCURRENCY = 4
+# Acknowledgements come first: while callbacks keep arriving, handling waits (each handling transaction would hold
+# the connection the acknowledgement inserts need), but never longer than INGEST_PRIORITY_MAX_WAIT in a row, after
+# which handling runs for INGEST_PRIORITY_HANDLING_SLICE without yielding, so a sustained burst cannot starve it.
+INGEST_QUIET = 0.01  # seconds without a new callback after which the ingest counts as idle
+INGEST_PRIORITY_MAX_WAIT = 1.0
+INGEST_PRIORITY_HANDLING_SLICE = 0.2
 SYSTEM_EVENTS = {"msgaudit_notify"}  # platform events without a staff sender that still have a handler
 
 
@@ -114,6 +121,7 @@ class Bot:
 
     async def handle(self, message_id: int) -> None:
         async with self._handling:
+            await self.inbox.yield_to_ingest()
             try:
                 await self._handle(message_id)
             except Exception:
@@ -205,6 +213,7 @@ class Inbox:
     Every acknowledgement waits for its row to be durable, and a commit is the expensive part of that; callbacks
     that arrive together are therefore written by one writer task in one transaction (up to ``MAX_BATCH``),
     each caller getting its own row back (or None for a duplicate) once that transaction has committed.
+    Handling asks ``yield_to_ingest`` before each message, so a burst of callbacks is acknowledged first.
     """
 
     MAX_BATCH = 200
@@ -212,13 +221,36 @@ class Inbox:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[Message | None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._pending = 0  # submitted, not yet written
+        self._last_submit = float("-inf")  # loop time of the latest callback
+        self._handling_until = float("-inf")  # handling has its turn until this loop time
 
     async def submit(self, msg: IncomingMessage) -> Message | None:
-        future: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._last_submit = loop.time()
+        self._pending += 1
+        future: asyncio.Future[Message | None] = loop.create_future()
         self._queue.put_nowait((msg, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
         return await future
+
+    def busy(self) -> bool:
+        """Callbacks are waiting to be written, or one arrived within the last ``INGEST_QUIET`` seconds."""
+        loop = asyncio.get_running_loop()
+        return self._pending > 0 or loop.time() - self._last_submit < INGEST_QUIET
+
+    async def yield_to_ingest(self) -> None:
+        """Wait while callbacks are arriving (at most ``INGEST_PRIORITY_MAX_WAIT``, then handling gets a turn)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if started < self._handling_until:
+            return
+        while self.busy():
+            if loop.time() - started >= INGEST_PRIORITY_MAX_WAIT:
+                self._handling_until = loop.time() + INGEST_PRIORITY_HANDLING_SLICE
+                return
+            await asyncio.sleep(INGEST_QUIET)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -242,6 +274,7 @@ class Inbox:
                 for (_, future), row in zip(batch, rows, strict=True):
                     if not future.done():
                         future.set_result(row)
+            self._pending -= len(batch)
             for _ in batch:
                 self._queue.task_done()
 
@@ -275,7 +308,7 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[Message | 
                         room_id=m.conversation_id,
                         msgtype=m.msgtype,
                         text=m.text,
-                        payload=_payload_of(m),
+                        payload=payload_of(m),
                         staff_id=staff_ids.get((m.platform, m.sender)),
                         sent_at=m.sent_at,
                     )
@@ -320,17 +353,6 @@ async def _staff_ids(messages: list[IncomingMessage]) -> dict[tuple[str, str], i
         for staff_id in await Staff.filter(id__in=ids, active=True).values_list("id", flat=True):
             found[("console", f"staff:{staff_id}")] = int(str(staff_id))
     return found
-
-
-def _payload_of(msg: IncomingMessage) -> dict[str, Any]:
-    return {
-        "sender_name": msg.sender_name,
-        "is_group": msg.is_group,
-        "event": msg.event,
-        "event_key": msg.event_key,
-        "reply_to": msg.reply_to,
-        "raw": msg.raw,
-    }
 
 
 def _incoming_of(row: Message) -> IncomingMessage:

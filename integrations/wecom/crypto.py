@@ -34,6 +34,7 @@ class WeComCrypto:
         self.token = token
         self.corp_id = corp_id
         self._key = base64.b64decode(encoding_aes_key + "=")
+        self._prp = PrpCrypto(self._key)  # holds the AES cipher: built once, a decryptor per message
 
     def sign(self, timestamp: str, nonce: str, encrypt: str) -> str:
         return str(_get_signature(self.token, timestamp, nonce, encrypt))
@@ -45,14 +46,14 @@ class WeComCrypto:
 
     def decrypt(self, encrypt: str) -> str:
         try:
-            return str(PrpCrypto(self._key).decrypt(encrypt, self.corp_id))
+            return str(self._prp.decrypt(encrypt, self.corp_id))
         except InvalidCorpIdException as exc:
             raise CorpIdError("corp id mismatch") from exc
         except (ValueError, binascii.Error, UnicodeDecodeError, IndexError, TypeError) as exc:
             raise MalformedError(f"cannot decrypt: {type(exc).__name__}") from exc
 
     def encrypt(self, plaintext: str) -> str:
-        return str(PrpCrypto(self._key).encrypt(plaintext, self.corp_id).decode())
+        return str(self._prp.encrypt(plaintext, self.corp_id).decode())
 
     def encrypt_reply(self, xml: str, nonce: str | None = None, timestamp: str | None = None) -> str:
         """An encrypted passive reply envelope (WC-doc 90241)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,28 @@ class NotAMessage(ValueError):
 
 
 def parse_xml(xml: str) -> dict[str, Any]:
+    """``<xml>`` fields as a dict, shaped as ``xmltodict`` shapes them (text stripped, empty → None).
+
+    Callback envelopes and ordinary messages are flat (one text element per field) and take a fast path through
+    ``xml.etree``; anything else (nested elements, repeated tags, attributes) goes through ``xmltodict``.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
+    except Exception:  # e.g. an encoding declaration in a str: let the general parser decide
+        return _parse_xml_general(xml)
+    if root.tag == "xml" and not root.attrib and len(root):
+        fields: dict[str, Any] = {}
+        for child in root:
+            if len(child) or child.attrib or child.tag in fields:
+                return _parse_xml_general(xml)
+            fields[child.tag] = (child.text or "").strip() or None
+        return fields
+    return _parse_xml_general(xml)
+
+
+def _parse_xml_general(xml: str) -> dict[str, Any]:
     try:
         doc = xmltodict.parse(xml)
     except Exception as exc:  # expat raises several types for malformed input
