@@ -624,11 +624,8 @@ class PhrasingRules:
 
     def _follow_command_slots(self, text: str, rest: str, now: datetime) -> Slots:
         slots: Slots = {}
-        name = self._command_customer(rest)
-        body = rest
-        if name:
-            slots.update(self._customer_slot(rest, name))
-            body = rest.replace(name, " ", 1)
+        customer, body = self._split_customer(rest)
+        slots.update(customer)
         content = clean(body)
         if content:
             slots["content"] = content
@@ -660,13 +657,17 @@ class PhrasingRules:
             slots["next_at"] = next_at
         return slots
 
+    def _split_customer(self, rest: str) -> tuple[Slots, str]:
+        """The customer slot named at the start of a command's arguments, and the arguments without that name."""
+        name = self._command_customer(rest)
+        if not name:
+            return {}, rest
+        return self._customer_slot(rest, name), rest.replace(name, " ", 1)
+
     def _stage_command_slots(self, text: str, rest: str, now: datetime) -> Slots:
         slots: Slots = {}
-        name = self._command_customer(rest)
-        body = rest
-        if name:
-            slots.update(self._customer_slot(rest, name))
-            body = rest.replace(name, " ", 1)
+        customer, body = self._split_customer(rest)
+        slots.update(customer)
         m = _STAGE_CMD_VALUE.search(body)
         if m:
             slots["stage"] = STAGE_WORDS[m["word"].lower()]
@@ -683,11 +684,8 @@ class PhrasingRules:
 
     def _grade_command_slots(self, text: str, rest: str, now: datetime) -> Slots:
         slots: Slots = {}
-        name = self._command_customer(rest)
-        body = rest
-        if name:
-            slots.update(self._customer_slot(rest, name))
-            body = rest.replace(name, " ", 1)
+        customer, body = self._split_customer(rest)
+        slots.update(customer)
         m = _GRADE.search(body)
         if m:
             slots["grade"] = m["g"].upper()
@@ -726,11 +724,8 @@ class PhrasingRules:
 
     def _tag_slots(self, text: str, rest: str, now: datetime) -> Slots:
         slots: Slots = {}
-        name = self._command_customer(rest)
-        body = rest
-        if name:
-            slots.update(self._customer_slot(rest, name))
-            body = rest.replace(name, " ", 1)
+        customer, body = self._split_customer(rest)
+        slots.update(customer)
         slots.update(self._tag_lists(body))
         return slots
 
