@@ -549,9 +549,9 @@ class PhrasingRules:
             slots["reason"] = reason_text
         return slots
 
-    def _search_slots(self, text: str, rest: str, now: datetime) -> Slots:
+    def _search_filters(self, body: str, now: datetime) -> tuple[Slots, str]:
+        """The customer (客户:名称) and time-range (近3年) filters of a search, and the text without them."""
         slots: Slots = {}
-        body = rest
         m = _CUSTOMER_FILTER.search(body)
         if m:
             slots["customer"] = self.vocabulary.stored_or_typed(m["c"])
@@ -560,22 +560,17 @@ class PhrasingRules:
         if since:
             slots["since"] = iso(since.value)
             body = cut(body, (since.start, since.end))
+        return slots, body
+
+    def _search_slots(self, text: str, rest: str, now: datetime) -> Slots:
+        slots, body = self._search_filters(rest, now)
         query = clean(_SEARCH_TAIL.sub("", body.strip()))
         if query:
             slots["query"] = query
         return slots
 
     def _search_free_slots(self, text: str, now: datetime) -> Slots:
-        slots: Slots = {}
-        body = text
-        m = _CUSTOMER_FILTER.search(body)
-        if m:
-            slots["customer"] = self.vocabulary.stored_or_typed(m["c"])
-            body = cut(body, m.span())
-        since = self.times.find_since(body, now)
-        if since:
-            slots["since"] = iso(since.value)
-            body = cut(body, (since.start, since.end))
+        slots, body = self._search_filters(text, now)
         mentions = self.vocabulary.customers_in(body)
         if (
             mentions
