@@ -110,15 +110,6 @@ class Bot:
             return stored[0] if stored else None
         return (await store_bot_messages([msg]))[0]
 
-    async def find_staff(self, platform: str, sender: str) -> Staff | None:
-        if platform == "wecom":
-            return await Staff.get_or_none(wecom_userid=sender, active=True)
-        if platform == "dingtalk":
-            return await Staff.get_or_none(dingtalk_userid=sender, active=True)
-        if sender.startswith("staff:") and sender[6:].isdigit():
-            return await Staff.get_or_none(id=int(sender[6:]), active=True)
-        return None
-
     async def handle(self, message_id: int) -> None:
         async with self._handling:
             await self.inbox.yield_to_ingest()
