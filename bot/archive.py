@@ -192,7 +192,7 @@ _PG_INSERT = (
 async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[str, int]:
     """PostgreSQL: the batch in one statement; the rows it returns are exactly the new ones."""
     columns = ("platform", "msgid", "sender", "receivers", "room_id", "msgtype", "text", "payload")
-    params: list[Any] = [[_json(r[c]) if c in ("receivers", "payload") else r[c] for r in rows] for c in columns]
+    params: list[Any] = [[compact_json(r[c]) if c in ("receivers", "payload") else r[c] for r in rows] for c in columns]
     params += [[r["staff_id"] for r in rows], [r["customer_id"] for r in rows], [r["sent_at"] for r in rows]]
     params.append(rows[0]["received_at"])
     return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(_PG_INSERT, params)}
@@ -227,7 +227,8 @@ _COLUMNS = (
 )
 
 
-def _json(value: Any) -> str:
+def compact_json(value: Any) -> str:
+    """JSON as stored in text/jsonb columns: compact, Chinese kept as is."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -240,11 +241,11 @@ async def _insert(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> None:
             r["msgid"],
             False,
             r["sender"],
-            _json(r["receivers"]),
+            compact_json(r["receivers"]),
             r["room_id"],
             r["msgtype"],
             r["text"],
-            _json(r["payload"]),
+            compact_json(r["payload"]),
             r["staff_id"],
             r["customer_id"],
             r["sent_at"],

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
-from bot.archive import payload_of
+from bot.archive import compact_json, payload_of
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
@@ -90,24 +91,24 @@ class Bot:
 
     async def receive(self, msg: IncomingMessage) -> bool:
         """Store ``msg``; schedule its handling if it is new and addressed to the bot. False for a duplicate."""
-        stored = await (self.inbox.submit(msg) if msg.to_bot else self.store(msg))
-        if stored is None:
+        message_id = await (self.inbox.submit(msg) if msg.to_bot else self.store(msg))
+        if message_id is None:
             return False
         if msg.to_bot:
-            self.tasks.spawn(self.handle(stored.id))
+            self.tasks.spawn(self.handle(message_id))
         return True
 
     async def archive(self, msg: IncomingMessage) -> bool:
         """Store a customer conversation message (not addressed to the bot); False if already archived."""
         return await self.store(msg) is not None
 
-    async def store(self, msg: IncomingMessage) -> Message | None:
-        """Store one message now (outside the group commit); None if it was stored before."""
+    async def store(self, msg: IncomingMessage) -> int | None:
+        """Store one message now (outside the group commit): its row id, None if it was stored before."""
         if not msg.to_bot:  # a customer conversation: the one archive path (bot/archive.py)
             from bot.archive import archive_batch
 
             stored = (await archive_batch(self, [msg])).new
-            return stored[0] if stored else None
+            return stored[0].id if stored else None
         return (await store_bot_messages([msg]))[0]
 
     async def handle(self, message_id: int) -> None:
@@ -203,24 +204,24 @@ class Inbox:
 
     Every acknowledgement waits for its row to be durable, and a commit is the expensive part of that; callbacks
     that arrive together are therefore written by one writer task in one transaction (up to ``MAX_BATCH``),
-    each caller getting its own row back (or None for a duplicate) once that transaction has committed.
+    each caller getting its row id back (or None for a duplicate) once that transaction has committed.
     Handling asks ``yield_to_ingest`` before each message, so a burst of callbacks is acknowledged first.
     """
 
     MAX_BATCH = 200
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[Message | None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[int | None]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._pending = 0  # submitted, not yet written
         self._last_submit = float("-inf")  # loop time of the latest callback
         self._handling_until = float("-inf")  # handling has its turn until this loop time
 
-    async def submit(self, msg: IncomingMessage) -> Message | None:
+    async def submit(self, msg: IncomingMessage) -> int | None:
         loop = asyncio.get_running_loop()
         self._last_submit = loop.time()
         self._pending += 1
-        future: asyncio.Future[Message | None] = loop.create_future()
+        future: asyncio.Future[int | None] = loop.create_future()
         self._queue.put_nowait((msg, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
@@ -270,80 +271,69 @@ class Inbox:
                 self._queue.task_done()
 
 
-async def store_bot_messages(messages: list[IncomingMessage]) -> list[Message | None]:
-    """Insert messages addressed to the bot in one transaction; None for each one stored before."""
-    staff_ids = await _staff_ids(messages)
-    seen: set[tuple[str, str]] = set()
-    fresh: list[IncomingMessage] = []
+# Who sent a message addressed to the bot, resolved by the database inside the insert (registered, active staff).
+_SENDER_STAFF = {
+    "wecom": "(SELECT id FROM staff WHERE wecom_userid = {p} AND active)",
+    "dingtalk": "(SELECT id FROM staff WHERE dingtalk_userid = {p} AND active)",
+    "console": "(SELECT id FROM staff WHERE id = {p} AND active)",
+}
+_BOT_MESSAGE_COLUMNS = (
+    "platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, sent_at, received_at, staff_id"
+)
+
+
+async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None]:
+    """Insert messages addressed to the bot; the new row's id for each, None for one stored before.
+
+    One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per batch: a single statement (atomic, one commit), whose
+    returned rows are exactly the new ones, with each sender's staff row looked up by the database in the same
+    statement. This is the work every acknowledgement waits for, so it stays free of per-row ORM overhead.
+    """
+    fresh: dict[tuple[str, str], IncomingMessage] = {}
     for msg in messages:
-        if (msg.platform, msg.msgid) not in seen:
-            seen.add((msg.platform, msg.msgid))
-            fresh.append(msg)
-    async with in_transaction():
-        existing = {
-            (str(p), str(m))
-            for p, m in await Message.filter(
-                platform__in={m.platform for m in fresh}, msgid__in=[m.msgid for m in fresh]
-            ).values_list("platform", "msgid")
-        }
-        new = [m for m in fresh if (m.platform, m.msgid) not in existing]
-        if new:
-            await Message.bulk_create(
-                [
-                    Message(
-                        platform=m.platform,
-                        msgid=m.msgid,
-                        to_bot=True,
-                        sender=m.sender,
-                        receivers=list(m.receivers),
-                        room_id=m.conversation_id,
-                        msgtype=m.msgtype,
-                        text=m.text,
-                        payload=payload_of(m),
-                        staff_id=staff_ids.get((m.platform, m.sender)),
-                        sent_at=m.sent_at,
-                    )
-                    for m in new
-                ],
-                ignore_conflicts=True,
-            )
-            rows = await Message.filter(platform__in={m.platform for m in new}, msgid__in=[m.msgid for m in new])
-        else:
-            rows = []
-    by_key = {(r.platform, r.msgid): r for r in rows}
-    results: list[Message | None] = []
-    claimed: set[tuple[str, str]] = set()
+        fresh.setdefault((msg.platform, msg.msgid), msg)
+    conn = connections.get("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    now = datetime.now(UTC)
+    params: list[Any] = []
+    rows: list[str] = []
+
+    def mark(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}" if postgres else "?"
+
+    for m in fresh.values():
+        sender: Any = m.sender
+        if m.platform == "console":
+            sender = int(m.sender[6:]) if m.sender.startswith("staff:") and m.sender[6:].isdigit() else None
+        values = [
+            m.platform,
+            m.msgid,
+            True,
+            m.sender,
+            compact_json(list(m.receivers)),
+            m.conversation_id,
+            m.msgtype,
+            m.text,
+            compact_json(payload_of(m)),
+            m.sent_at.astimezone(UTC),
+            now,
+        ]
+        fields = [mark(v) for v in values]
+        fields.append(_SENDER_STAFF[m.platform].format(p=mark(sender)))
+        rows.append(f"({', '.join(fields)})")
+    sql = (
+        f"INSERT INTO message ({_BOT_MESSAGE_COLUMNS}) VALUES {', '.join(rows)}"
+        " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, platform, msgid"
+    )
+    new = {(str(r["platform"]), str(r["msgid"])): int(r["id"]) for r in await conn.execute_query_dict(sql, params)}
+    results: list[int | None] = []
     for msg in messages:
-        key = (msg.platform, msg.msgid)
-        row = by_key.get(key) if key not in claimed else None
-        if row is None:
+        message_id = new.pop((msg.platform, msg.msgid), None)  # a repeat within the batch is a duplicate too
+        if message_id is None:
             log.info("duplicate delivery %s:%s ignored", msg.platform, msg.msgid)
-        claimed.add(key)
-        results.append(row)
+        results.append(message_id)
     return results
-
-
-async def _staff_ids(messages: list[IncomingMessage]) -> dict[tuple[str, str], int]:
-    """Registered, active staff among the senders, by (platform, sender): one query per platform."""
-    found: dict[tuple[str, str], int] = {}
-    wecom = {m.sender for m in messages if m.platform == "wecom"}
-    ding = {m.sender for m in messages if m.platform == "dingtalk"}
-    console = {m.sender for m in messages if m.platform == "console" and m.sender.startswith("staff:")}
-    if wecom:
-        for staff_id, userid in await Staff.filter(wecom_userid__in=wecom, active=True).values_list(
-            "id", "wecom_userid"
-        ):
-            found[("wecom", str(userid))] = int(str(staff_id))
-    if ding:
-        for staff_id, userid in await Staff.filter(dingtalk_userid__in=ding, active=True).values_list(
-            "id", "dingtalk_userid"
-        ):
-            found[("dingtalk", str(userid))] = int(str(staff_id))
-    ids = [int(s[6:]) for s in console if s[6:].isdigit()]
-    if ids:
-        for staff_id in await Staff.filter(id__in=ids, active=True).values_list("id", flat=True):
-            found[("console", f"staff:{staff_id}")] = int(str(staff_id))
-    return found
 
 
 def _incoming_of(row: Message) -> IncomingMessage:
