@@ -24,6 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot import search
+from bot.db import compact_json
 from bot.types import IncomingMessage
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Contact, Customer
@@ -225,11 +226,6 @@ _COLUMNS = (
     "sent_at",
     "received_at",
 )
-
-
-def compact_json(value: Any) -> str:
-    """JSON as stored in text/jsonb columns: compact, Chinese kept as is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 async def _insert(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from tortoise.transactions import in_transaction
 
 from bot.clock import Clock
 from bot.config import OutboxSettings
+from bot.db import compact_json
 from bot.types import Platform, Reply
 from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Staff
@@ -105,16 +106,20 @@ class Outbox:
         payload = reply.to_payload()
         if reply_to:
             payload["reply_to"] = reply_to
-        row = OutboxMessage(
-            dedupe_key=dedupe_key[:191],
-            platform=address.platform,
-            recipient=address.recipient,
-            staff_id=staff_id,
-            kind=reply.kind,
-            payload=payload,
-            not_before=not_before or self.clock.now(),
-        )
-        await OutboxMessage.bulk_create([row], ignore_conflicts=True, using_db=using_db)
+        conn = using_db or connections.get("default")
+        values = [
+            dedupe_key[:191],
+            address.platform,
+            address.recipient,
+            staff_id,
+            reply.kind,
+            compact_json(payload),
+            OutboxStatus.PENDING.value,
+            (not_before or self.clock.now()).astimezone(UTC),
+            datetime.now(UTC),
+        ]
+        # Every reply and push passes here: one plain statement, without the ORM's per-call query building.
+        await conn.execute_query(_ENQUEUE_SQL[conn.capabilities.dialect == "postgres"], values)
 
     async def push(
         self,
@@ -279,22 +284,53 @@ class Outbox:
         """Write a batch's outcomes in one transaction (one commit per batch, not per row)."""
         if not outcomes:
             return
+        retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
+        settled = [o for o in outcomes if o.status != OutboxStatus.PENDING]
         async with in_transaction() as conn:
-            for o in outcomes:
-                # Only while this claim still holds the row (same attempt, still sending).
-                mine = OutboxMessage.filter(id=o.row.id, status=OutboxStatus.SENDING, attempts=o.row.attempts)
-                if o.status == OutboxStatus.PENDING:
-                    await mine.using_db(conn).update(
-                        status=o.status, not_before=o.not_before, lease_until=None, last_error=o.error[:2000]
-                    )
-                else:
-                    await mine.using_db(conn).update(
-                        status=o.status,
-                        lease_until=None,
-                        last_error=o.error[:2000],
-                        result=o.result or {},
-                        sent_at=o.sent_at,
-                    )
+            postgres = conn.capabilities.dialect == "postgres"
+            if retried:
+                await conn.execute_many(
+                    _RETRY_SQL[postgres],
+                    [[o.status.value, _utc(o.not_before), o.error[:2000], o.row.id, o.row.attempts] for o in retried],
+                )
+            if settled:
+                await conn.execute_many(
+                    _SETTLE_SQL[postgres],
+                    [
+                        [o.status.value, o.error[:2000], _json(o.result), _utc(o.sent_at), o.row.id, o.row.attempts]
+                        for o in settled
+                    ],
+                )
+
+
+def _numbered(sql: str) -> tuple[str, str]:
+    """``sql`` with ``?`` placeholders, for (SQLite, PostgreSQL): indexable by ``dialect == "postgres"``."""
+    parts = sql.split("?")
+    return sql, parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+
+
+def _json(result: dict[str, Any] | None) -> str:
+    return compact_json(result or {})
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC) if moment is not None else None
+
+
+_ENQUEUE_SQL = _numbered(
+    "INSERT INTO outbox (dedupe_key, platform, recipient, staff_id, kind, payload, status, not_before, created_at,"
+    " attempts, last_error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
+# An outcome is written only while this claim still holds the row (same attempt, still sending).
+_RETRY_SQL = _numbered(
+    "UPDATE outbox SET status = ?, not_before = ?, lease_until = NULL, last_error = ?"
+    " WHERE id = ? AND status = 'sending' AND attempts = ?"
+)
+_SETTLE_SQL = _numbered(
+    "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ?, result = ?, sent_at = ?"
+    " WHERE id = ? AND status = 'sending' AND attempts = ?"
+)
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ pending migration before the app serves, on SQLite and PostgreSQL alike. After c
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -74,3 +75,8 @@ def db() -> BaseDBAsyncClient:
     """The default connection, for raw SQL (search indexes, row locks)."""
     client: BaseDBAsyncClient = connections.get("default")
     return client
+
+
+def compact_json(value: Any) -> str:
+    """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -3,12 +3,15 @@
 ``Bot.receive`` stores an ``IncomingMessage`` once per (platform, msgid) and schedules its handling in a
 tracked task, so the platform is acknowledged as soon as the row exists. ``Bot.handle`` runs the intent's
 handler in one transaction together with the reply rows and the ``handled_at`` mark: a crash at any point
-leaves either nothing or everything, and ``recover`` picks up what was stored but not yet handled.
+leaves either nothing or everything, and ``recover`` picks up what was stored but not yet handled. Messages
+waiting together are handled in one transaction, each in a savepoint of its own, so a burst costs one commit
+per batch rather than one per message while a failing handler still rolls back only its own changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
@@ -16,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from bot.archive import compact_json, payload_of
+from bot.archive import payload_of
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
+from bot.db import compact_json
 from bot.intents import Context, IntentRegistry, IntentRouter, as_replies
 from bot.router import Parsed, Understanding, pick_choice
 from bot.types import IncomingMessage, Reply
@@ -34,10 +39,10 @@ NOT_REGISTERED = "您好，您还不是本系统的注册用户，暂时无法�
 DIDNT_UNDERSTAND = "抱歉，我没听懂这句话。发送「帮助」查看我能做什么。"
 FAILED = "抱歉，处理这条消息时出错了，已记录下来，请稍后再试。"
 RECOVERY_WINDOW = timedelta(days=2)
-# Messages handled at the same time. Each handling holds a database transaction (on SQLite: the one connection),
-# so an unbounded number only queues transactions ahead of the inserts that acknowledge new callbacks; stored
-# messages beyond this wait in memory (and in the database, for recovery) without slowing the acknowledgements.
-HANDLING_CONCURRENCY = 4
+# Messages handled in one transaction at most. One commit (one fsync on SQLite) for many messages is what makes a
+# burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
+# inserts acknowledging new callbacks do not wait long behind it.
+HANDLING_BATCH = 32
 # Acknowledgements come first: while callbacks keep arriving, handling waits (each handling transaction would hold
 # the connection the acknowledgement inserts need), but never longer than INGEST_PRIORITY_MAX_WAIT in a row, after
 # which handling runs for INGEST_PRIORITY_HANDLING_SLICE without yielding, so a sustained burst cannot starve it.
@@ -78,7 +83,8 @@ class Bot:
         self.intents = IntentRegistry(routers)
         self.tasks = TaskTracker()
         self.inbox = Inbox()
-        self._handling = asyncio.Semaphore(HANDLING_CONCURRENCY)
+        self._to_handle: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._handler: asyncio.Task[None] | None = None
         # Chat-archive sources to pull now (the msgaudit_notify event); integrations register them.
         self.archive_pullers: list[Callable[[], Coroutine[Any, Any, object]]] = []
 
@@ -112,39 +118,89 @@ class Bot:
         return (await store_bot_messages([msg]))[0]
 
     async def handle(self, message_id: int) -> None:
-        async with self._handling:
-            await self.inbox.yield_to_ingest()
-            try:
-                await self._handle(message_id)
-            except Exception:
-                log.exception("handling message %s failed", message_id)
-                await self._fail(message_id)
-        self.outbox.wake()
+        """Handle a stored message (together with whatever else is waiting); returns once it is handled."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_handle.append((message_id, future))
+        if self._handler is None or self._handler.done():
+            self._handler = asyncio.get_running_loop().create_task(self._handle_forever())
+        await future
 
-    async def _handle(self, message_id: int) -> None:
+    async def _handle_forever(self) -> None:
+        try:
+            while self._to_handle:
+                await self.inbox.yield_to_ingest()
+                batch = [self._to_handle.popleft() for _ in range(min(HANDLING_BATCH, len(self._to_handle)))]
+                ids = [message_id for message_id, _ in batch]
+                try:
+                    await self._handle_batch(ids)
+                except Exception:
+                    # The batch as a whole failed (e.g. its commit): nothing of it was kept; one at a time instead.
+                    log.exception("handling %d messages together failed; handling them one by one", len(ids))
+                    for message_id in ids:
+                        await self._handle_alone(message_id)
+                finally:
+                    _release(future for _, future in batch)
+                self.outbox.wake()
+        finally:
+            # Cancelled (shutting down): what is left stays stored and unhandled, for ``recover`` after a restart.
+            _release(future for _, future in self._to_handle)
+            self._to_handle.clear()
+
+    async def _handle_batch(self, ids: list[int]) -> None:
+        """Handle messages in one transaction (one commit), each in a savepoint of its own: a handler that fails
+        rolls back only its own changes, and its sender gets an apology instead."""
         async with in_transaction() as conn:
-            row = await Message.filter(id=message_id).select_for_update().using_db(conn).first()
-            if row is None or row.handled_at is not None:
+            rows = await Message.filter(id__in=ids, handled_at=None).order_by("id").select_for_update().using_db(conn)
+            if not rows:
                 return
-            msg = _incoming_of(row)
-            staff = await Staff.get_or_none(id=row.staff_id) if row.staff_id else None
-            if staff is None and msg.event in SYSTEM_EVENTS:
-                # Sent by the platform itself (sender "sys"): handled on behalf of the system, nobody to answer.
-                system = Staff(name="系统", role=Role.ADMIN)
-                await self.dispatch(msg, Context(bot=self, staff=system, msg=msg, now=self.clock.now(), conn=conn))
-                replies = []
-            elif staff is None:
-                replies = [Reply(NOT_REGISTERED)]
-            else:
-                ctx = Context(bot=self, staff=staff, msg=msg, now=self.clock.now(), conn=conn)
-                replies = await self.dispatch(msg, ctx)
-            await self._reply(msg, replies, staff, conn)
-            row.handled_at = self.clock.now()
-            await row.save(using_db=conn, update_fields=["handled_at"])
+            staff_ids = {row.staff_id for row in rows if row.staff_id}
+            staff_of = {s.id: s for s in await Staff.filter(id__in=staff_ids).using_db(conn)} if staff_ids else {}
+            incoming = [(row, _incoming_of(row)) for row in rows]
+            if any(not msg.event for _, msg in incoming):
+                await self.understanding.ensure_fresh()
+            for row, msg in incoming:
+                staff = staff_of.get(row.staff_id or 0)
+                try:
+                    async with in_transaction() as savepoint:
+                        replies = await self._answer(msg, staff, savepoint)
+                        await self._reply(msg, replies, staff, savepoint)
+                except Exception:
+                    log.exception("handling message %s failed", row.id)
+                    await self._reply(msg, [Reply(FAILED)], staff, conn)
+            await Message.filter(id__in=[row.id for row in rows]).using_db(conn).update(handled_at=self.clock.now())
+
+    async def _handle_alone(self, message_id: int) -> None:
+        """One message in a transaction of its own; if even that fails, say sorry once and do not retry forever."""
+        try:
+            await self._handle_batch([message_id])
+        except Exception:
+            log.exception("handling message %s failed", message_id)
+            await self._mark_failed(message_id)
+
+    async def _mark_failed(self, message_id: int) -> None:
+        try:
+            async with in_transaction() as conn:
+                row = await Message.filter(id=message_id, handled_at=None).select_for_update().using_db(conn).first()
+                if row is None:
+                    return
+                staff = await Staff.filter(id=row.staff_id).using_db(conn).first() if row.staff_id else None
+                await self._reply(_incoming_of(row), [Reply(FAILED)], staff, conn)
+                row.handled_at = self.clock.now()
+                await row.save(using_db=conn, update_fields=["handled_at"])
+        except Exception:  # the database itself is failing: the message stays unhandled, for ``recover``
+            log.exception("message %s could not be marked as failed", message_id)
+
+    async def _answer(self, msg: IncomingMessage, staff: Staff | None, conn: BaseDBAsyncClient) -> list[Reply]:
+        if staff is None and msg.event in SYSTEM_EVENTS:
+            # Sent by the platform itself (sender "sys"): handled on behalf of the system, nobody to answer.
+            system = Staff(name="系统", role=Role.ADMIN)
+            await self.dispatch(msg, Context(bot=self, staff=system, msg=msg, now=self.clock.now(), conn=conn))
+            return []
+        if staff is None:
+            return [Reply(NOT_REGISTERED)]
+        return await self.dispatch(msg, Context(bot=self, staff=staff, msg=msg, now=self.clock.now(), conn=conn))
 
     async def dispatch(self, msg: IncomingMessage, ctx: Context) -> list[Reply]:
-        if not msg.event:
-            await self.understanding.ensure_fresh()
         parsed = self.understand(msg, ctx)
         if parsed.intent == "unknown" and not msg.event:
             # "2" answers a numbered question asked earlier (kept in the database across restarts).
@@ -160,7 +216,9 @@ class Bot:
             return Parsed(f"event:{msg.event}", {"key": msg.event_key})
         return self.understanding.parse(msg.text, ctx.now)
 
-    async def _reply(self, msg: IncomingMessage, replies: list[Reply], staff: Staff | None, conn: Any) -> None:
+    async def _reply(
+        self, msg: IncomingMessage, replies: list[Reply], staff: Staff | None, conn: BaseDBAsyncClient
+    ) -> None:
         if msg.platform == "console" and staff is not None:
             address = Address("console", f"staff:{staff.id}")
         else:
@@ -174,17 +232,6 @@ class Bot:
                 reply_to=msg.reply_to,
                 using_db=conn,
             )
-
-    async def _fail(self, message_id: int) -> None:
-        """The handler crashed: its changes are rolled back; say sorry once and do not retry it forever."""
-        async with in_transaction() as conn:
-            row = await Message.filter(id=message_id).select_for_update().using_db(conn).first()
-            if row is None or row.handled_at is not None:
-                return
-            staff = await Staff.get_or_none(id=row.staff_id) if row.staff_id else None
-            await self._reply(_incoming_of(row), [Reply(FAILED)], staff, conn)
-            row.handled_at = self.clock.now()
-            await row.save(using_db=conn, update_fields=["handled_at"])
 
     async def recover(self) -> int:
         """Handle messages that were stored (and acknowledged) but not handled, e.g. before a crash."""
@@ -334,6 +381,12 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None
             log.info("duplicate delivery %s:%s ignored", msg.platform, msg.msgid)
         results.append(message_id)
     return results
+
+
+def _release(futures: Iterable[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _incoming_of(row: Message) -> IncomingMessage:
