@@ -178,11 +178,14 @@ end
 
 
 def write_wrk_script(path: Path, url_path: str, requests: list[tuple[str, bytes]], repeat: bool = False) -> None:
+    """A wrk script holding ``requests``; a Lua function has at most 65,536 constants, hence one per chunk."""
     with path.open("w") as f:
-        f.write(f"cycle = {str(repeat).lower()}\nprepared = {{\n")
-        for query, body in requests:  # base64 and XML: no "]==]" can occur in a body
-            f.write(f'{{"{url_path}?{query}", [==[{body.decode()}]==]}},\n')
-        f.write("}\n")
+        f.write(f"cycle = {str(repeat).lower()}\nprepared = {{}}\n")
+        for start in range(0, len(requests), 10_000):
+            f.write("for _, r in ipairs((function() return {\n")
+            for query, body in requests[start : start + 10_000]:  # base64 and XML: no "]==]" can occur in a body
+                f.write(f'{{"{url_path}?{query}", [==[{body.decode()}]==]}},\n')
+            f.write("} end)()) do prepared[#prepared + 1] = r end\n")
         f.write(WRK_SCRIPT)
 
 
@@ -392,38 +395,47 @@ def main(argv: list[str] | None = None) -> None:
     _pin(other_cpus)
     with tempfile.TemporaryDirectory(prefix="crmbot-bench-") as tmp:
         load = Load(args.duration, args.warmup, args.concurrency, server_cpus, other_cpus, Path(tmp))
-        hello = asyncio.run(bench_hello(load))
+        # The machine's speed drifts (shared host): the baseline is measured before and after the app, and the
+        # ratio is taken against their mean.
+        before = asyncio.run(bench_hello(load))
         app, end_to_end = asyncio.run(
             bench_app(
                 load,
-                hello.rate,
+                before.rate,
                 args.profile,
                 f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else "",
                 args.settle_timeout,
             )
         )
-    ratio = app.rate / hello.rate
+        after = asyncio.run(bench_hello(load))
+    baseline = (before.rate + after.rate) / 2
+    ratio = app.rate / baseline
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
-    print(hello.line())
+    print(before.line())
     print(app.line())
     print(
         f"{'':<22} all {app.requests} messages handled and replies delivered "
         f"{end_to_end:.2f} s after the timed run started ({app.requests / end_to_end:.0f} msg/s end to end)"
     )
-    print(f"callbacks acknowledged at {ratio:.0%} of the hello-world rate (goal: at least 20%)")
+    print(after.line())
+    print(
+        f"callbacks acknowledged at {ratio:.0%} of the hello-world rate (mean of {before.rate:.0f} before and "
+        f"{after.rate:.0f} after; goal: at least 20%)"
+    )
     if args.json:
         print(
             json.dumps(
                 {
-                    "hello_rps": round(hello.rate),
-                    "hello_server_cpu": round(hello.server_cpu, 2),
+                    "hello_rps_before": round(before.rate),
+                    "hello_rps_after": round(after.rate),
+                    "hello_server_cpu": round(min(before.server_cpu, after.server_cpu), 2),
                     "callback_rps": round(app.rate),
                     "callback_p50_ms": round(app.p50_ms, 2),
                     "callback_p99_ms": round(app.p99_ms, 2),
                     "callback_server_cpu": round(app.server_cpu, 2),
                     "end_to_end_msg_per_s": round(app.requests / end_to_end),
                     "ratio": round(ratio, 3),
-                    "errors": app.errors + hello.errors,
+                    "errors": app.errors + before.errors + after.errors,
                 }
             )
         )

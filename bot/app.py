@@ -21,7 +21,7 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.db import close_database, open_database
 from bot.metrics import METRICS, Metrics, count_requests, metrics_view
-from bot.pipeline import Bot
+from bot.pipeline import Bot, Inbox
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ def create_app(
 
     clock = clock or Clock()
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[count_requests])
-    outbox = Outbox(settings.outbox, clock)
+    # Acknowledging callbacks comes first: handling and sending wait while a burst arrives (never for long).
+    inbox = Inbox()
+    outbox = Outbox(settings.outbox, clock, pace=inbox.yield_to_ingest)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[OUTBOX] = outbox
-    app[BOT] = Bot(settings, clock, outbox, ROUTERS)
+    app[BOT] = Bot(settings, clock, outbox, ROUTERS, inbox)
     app[SERVICES] = {}
     app[METRICS] = Metrics()
 

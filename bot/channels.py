@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -70,9 +70,12 @@ def console_address(staff: Staff) -> Address:
 
 
 class Outbox:
-    def __init__(self, settings: OutboxSettings, clock: Clock) -> None:
+    def __init__(
+        self, settings: OutboxSettings, clock: Clock, pace: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self._pace = pace  # awaited by the dispatcher before each drain (see ``run``)
         self.adapters: dict[str, ChannelAdapter] = {}
         # Staff members whose pushes go to a live console session (``crmbot chat``) instead of their platform.
         self.console_staff: set[int] = set()
@@ -173,6 +176,8 @@ class Outbox:
             # Cleared before draining: a wake-up that arrives while a drain is sending is kept for the next round.
             self._wake.clear()
             try:
+                if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
+                    await self._pace()
                 await self.drain_once()
             except asyncio.CancelledError:
                 raise

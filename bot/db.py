@@ -77,6 +77,9 @@ def db() -> BaseDBAsyncClient:
     return client
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def compact_json(value: Any) -> str:
-    """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is (one encoder, built once)."""
+    return _COMPACT.encode(value)

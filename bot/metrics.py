@@ -82,11 +82,24 @@ class Metrics:
         self.registry.register(self._outbox)
         self._watermark: int | None = None  # messages up to this id have been observed
         self._observed: set[int] = set()  # handled messages above the watermark already observed
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def callback(self, platform: str, result: str, seconds: float | None = None) -> None:
-        self.callbacks.labels(platform, result).inc()
+        self._child(self.callbacks, platform, result).inc()
         if seconds is not None:
-            self.callback_seconds.labels(platform).observe(seconds)
+            self._child(self.callback_seconds, platform).observe(seconds)
+
+    def http_request(self, route: str, status: int) -> None:
+        self._child(self.http_requests, route, str(status)).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: every request counts, and the lookup costs more than the
+        count."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def start(self) -> None:
         """Only messages stored from now on count towards the handling latency."""
@@ -161,7 +174,7 @@ async def count_requests(
         status = exc.status
         raise
     finally:
-        request.app[METRICS].http_requests.labels(name, str(status)).inc()
+        request.app[METRICS].http_request(name, status)
 
 
 class CallbackTimer:

@@ -75,15 +75,22 @@ class TaskTracker:
 class Bot:
     """The platform-neutral core, one per app."""
 
-    def __init__(self, settings: Settings, clock: Clock, outbox: Outbox, routers: Iterable[IntentRouter]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        outbox: Outbox,
+        routers: Iterable[IntentRouter],
+        inbox: Inbox | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.outbox = outbox
         self.understanding = Understanding(settings.tz)
         self.intents = IntentRegistry(routers)
         self.tasks = TaskTracker()
-        self.inbox = Inbox()
-        self._to_handle: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self.inbox = inbox or Inbox()
+        self._to_handle: collections.deque[int] = collections.deque()
         self._handler: asyncio.Task[None] | None = None
         # Chat-archive sources to pull now (the msgaudit_notify event); integrations register them.
         self.archive_pullers: list[Callable[[], Coroutine[Any, Any, object]]] = []
@@ -101,7 +108,7 @@ class Bot:
         if message_id is None:
             return False
         if msg.to_bot:
-            self.tasks.spawn(self.handle(message_id))
+            self.schedule(message_id)
         return True
 
     async def archive(self, msg: IncomingMessage) -> bool:
@@ -117,34 +124,25 @@ class Bot:
             return stored[0].id if stored else None
         return (await store_bot_messages([msg]))[0]
 
-    async def handle(self, message_id: int) -> None:
-        """Handle a stored message (together with whatever else is waiting); returns once it is handled."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_handle.append((message_id, future))
+    def schedule(self, message_id: int) -> None:
+        """Queue a stored message for handling (together with whatever else is waiting), in a tracked task."""
+        self._to_handle.append(message_id)
         if self._handler is None or self._handler.done():
-            self._handler = asyncio.get_running_loop().create_task(self._handle_forever())
-        await future
+            self._handler = self.tasks.spawn(self._handle_forever())
 
     async def _handle_forever(self) -> None:
-        try:
-            while self._to_handle:
-                await self.inbox.yield_to_ingest()
-                batch = [self._to_handle.popleft() for _ in range(min(HANDLING_BATCH, len(self._to_handle)))]
-                ids = [message_id for message_id, _ in batch]
-                try:
-                    await self._handle_batch(ids)
-                except Exception:
-                    # The batch as a whole failed (e.g. its commit): nothing of it was kept; one at a time instead.
-                    log.exception("handling %d messages together failed; handling them one by one", len(ids))
-                    for message_id in ids:
-                        await self._handle_alone(message_id)
-                finally:
-                    _release(future for _, future in batch)
-                self.outbox.wake()
-        finally:
-            # Cancelled (shutting down): what is left stays stored and unhandled, for ``recover`` after a restart.
-            _release(future for _, future in self._to_handle)
-            self._to_handle.clear()
+        # Cancelled (shutting down), what is left stays stored and unhandled, for ``recover`` after a restart.
+        while self._to_handle:
+            await self.inbox.yield_to_ingest()
+            ids = [self._to_handle.popleft() for _ in range(min(HANDLING_BATCH, len(self._to_handle)))]
+            try:
+                await self._handle_batch(ids)
+            except Exception:
+                # The batch as a whole failed (e.g. its commit): nothing of it was kept; one at a time instead.
+                log.exception("handling %d messages together failed; handling them one by one", len(ids))
+                for message_id in ids:
+                    await self._handle_alone(message_id)
+            self.outbox.wake()
 
     async def _handle_batch(self, ids: list[int]) -> None:
         """Handle messages in one transaction (one commit), each in a savepoint of its own: a handler that fails
@@ -242,7 +240,7 @@ class Bot:
             .values_list("id", flat=True)
         )
         for message_id in ids:
-            await self.handle(int(str(message_id)))
+            self.schedule(int(str(message_id)))
         return len(ids)
 
 
@@ -250,9 +248,9 @@ class Inbox:
     """Group commit for messages addressed to the bot.
 
     Every acknowledgement waits for its row to be durable, and a commit is the expensive part of that; callbacks
-    that arrive together are therefore written by one writer task in one transaction (up to ``MAX_BATCH``),
-    each caller getting its row id back (or None for a duplicate) once that transaction has committed.
-    Handling asks ``yield_to_ingest`` before each message, so a burst of callbacks is acknowledged first.
+    that arrive together are therefore written by one writer task in one statement (up to ``MAX_BATCH``), each
+    caller getting its row id back (or None for a duplicate) once it has committed. Handling (before each batch)
+    and the outbox dispatcher (before each drain) ask ``yield_to_ingest``, so a burst is acknowledged first.
     """
 
     MAX_BATCH = 200
@@ -381,12 +379,6 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None
             log.info("duplicate delivery %s:%s ignored", msg.platform, msg.msgid)
         results.append(message_id)
     return results
-
-
-def _release(futures: Iterable[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
 
 
 def _incoming_of(row: Message) -> IncomingMessage:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from integrations.wecom.normalize import NotAMessage, _parse_flat, _parse_xml_tree, parse_xml
 from models.messages import Message
 from tests.helpers import WECOM, post_wecom, settle, signed_callback, text_xml
 
@@ -97,3 +101,45 @@ async def test_a_message_for_another_corp_is_forbidden(make_settings: Any, start
     resp = await post_wecom(client, text_xml("zhangsan", "帮助", 1), corp=other)
     assert resp.status == 403
     assert await Message.all().count() == 0
+
+
+# -- reading the XML: the flat fast path agrees with the XML parser ----------------------------------------------
+
+_TAGS = st.sampled_from(["ToUserName", "FromUserName", "Content", "MsgId", "A", "x_1"])
+_TEXT = st.text(alphabet=st.sampled_from(list("ab 中文\t\n\r]>&<[!-;\x00\x0b\ufffe")), max_size=12)
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> str:
+    """Documents around WeCom's flat shape: CDATA or plain fields, odd characters, repeats, stray markup."""
+    parts = []
+    for tag in draw(st.lists(_TAGS, min_size=0, max_size=4)):
+        text = draw(_TEXT)
+        parts.append(f"<{tag}><![CDATA[{text}]]></{tag}>" if draw(st.booleans()) else f"<{tag}>{text}</{tag}>")
+    doc = draw(st.sampled_from(["", " ", "\n"])).join(parts)
+    before, after = draw(st.sampled_from(["", " ", "\ufeff"])), draw(st.sampled_from(["", "\n", "x"]))
+    return f"{before}<xml>{doc}</xml>{after}"
+
+
+def _by_parser(doc: str) -> dict[str, Any] | str:
+    try:
+        return _parse_xml_tree(doc)
+    except NotAMessage:
+        return "malformed"
+
+
+@given(_documents())
+@settings(max_examples=2000, deadline=None)
+def test_the_flat_reader_takes_only_what_the_xml_parser_reads_the_same_way(doc: str) -> None:
+    flat, parsed = _parse_flat(doc), _by_parser(doc)
+    if flat is not None:
+        assert flat == parsed
+    if parsed != "malformed":
+        assert parse_xml(doc) == parsed
+
+
+def test_the_official_envelope_and_message_take_the_flat_reader() -> None:
+    assert _parse_flat(PUSH_BODY) == _parse_xml_tree(PUSH_BODY)
+    message = text_xml("zhangsan", "你好 ]]]> & <b>", 1)
+    assert _parse_flat(message) is None  # CDATA cannot hold "]]>": the parser decides
+    assert _parse_flat(text_xml("zhangsan", "漏油了，急！<>&", 2))["Content"] == "漏油了，急！<>&"
