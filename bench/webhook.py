@@ -37,6 +37,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bot.app import new_event_loop
+
 ROOT = Path(__file__).resolve().parent.parent
 CORP_ID = "ww1436e0e65a779aee"
 TOKEN = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"
@@ -65,7 +67,7 @@ def serve_hello(port: int) -> None:
 
     app = web.Application()
     app.router.add_post("/hello", hello)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())
 
 
 def serve_app(port: int, database: str, api_base: str) -> None:
@@ -88,7 +90,7 @@ def serve_app(port: int, database: str, api_base: str) -> None:
         await Staff.bulk_create(staff, ignore_conflicts=True)
 
     app.on_startup.append(seed)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())
 
 
 def serve_simulator(port: int) -> None:
@@ -97,7 +99,7 @@ def serve_simulator(port: int) -> None:
     from integrations.wecom.simulator import WeComSimulator
 
     sim = WeComSimulator(CORP_ID, SECRET, AGENT_ID)
-    web.run_app(sim.app(), host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(sim.app(), host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())
 
 
 # -- the load generator -----------------------------------------------------------------------------------------

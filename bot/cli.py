@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 
-from bot.app import BOT, CLOCK, create_app
+from bot.app import BOT, CLOCK, create_app, new_event_loop
 from bot.clock import Clock
 from bot.config import ConfigError, Settings, load_settings
 
@@ -90,7 +90,13 @@ def serve(config: str | None) -> None:
     """Run the webhook server and the scheduler."""
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
-    web.run_app(create_app(settings), host=settings.server.host, port=settings.server.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+        loop=new_event_loop(),
+    )
 
 
 @main.command()

@@ -10,7 +10,7 @@ being committed) of messages handled since the previous scrape.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -159,22 +159,11 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
-@web.middleware
-async def count_requests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def count_response(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response, errors included, counted by route and status (a signal rather
+    than a middleware: it costs every request less)."""
     route = request.match_info.route.resource
-    name = route.canonical if route is not None else "unmatched"
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        request.app[METRICS].http_request(name, status)
+    request.app[METRICS].http_request(route.canonical if route is not None else "unmatched", response.status)
 
 
 class CallbackTimer:
