@@ -7,7 +7,6 @@ Every resource lives on the app under a typed ``web.AppKey``; nothing is global.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -102,9 +101,8 @@ async def _bot(app: web.Application) -> AsyncIterator[None]:
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.get_running_loop().create_task(app[OUTBOX].run())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    app[OUTBOX].stop()
+    await task
     # Whatever became due during shutdown still leaves (or stays queued for the next start).
     await app[OUTBOX].drain_once()
 

@@ -80,6 +80,7 @@ class Outbox:
         # Staff members whose pushes go to a live console session (``crmbot chat``) instead of their platform.
         self.console_staff: set[int] = set()
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def register(self, adapter: ChannelAdapter) -> None:
         self.adapters[adapter.platform] = adapter
@@ -171,20 +172,29 @@ class Outbox:
         return total
 
     async def run(self) -> None:
-        """The dispatcher loop: drain, then sleep until woken or the poll interval passes."""
-        while True:
+        """The dispatcher loop: drain, then sleep until woken or the poll interval passes, until ``stop``.
+
+        It stops between drains rather than being cancelled: a drain cancelled inside a database call could leave
+        a connection checked out of the pool mid-transaction.
+        """
+        self._stopping = False
+        while not self._stopping:
             # Cleared before draining: a wake-up that arrives while a drain is sending is kept for the next round.
             self._wake.clear()
             try:
                 if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
                     await self._pace()
                 await self.drain_once()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("outbox drain failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+            if not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
+
+    def stop(self) -> None:
+        """Let ``run`` finish its current drain and return."""
+        self._stopping = True
+        self._wake.set()
 
     def _claimable(self, now: datetime, ph: Callable[[Any], str]) -> str:
         """The SQL condition of a row this instance may claim at ``now`` (``ph`` adds a parameter)."""
