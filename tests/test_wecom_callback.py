@@ -129,7 +129,7 @@ def _by_parser(doc: str) -> dict[str, Any] | str:
 
 
 @given(_documents())
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 def test_the_flat_reader_takes_only_what_the_xml_parser_reads_the_same_way(doc: str) -> None:
     flat, parsed = _parse_flat(doc), _by_parser(doc)
     if flat is not None:
