@@ -1,11 +1,17 @@
 """Shared fixtures: a real database per test (SQLite file, or a fresh PostgreSQL database when
-``CRMBOT_TEST_DATABASE_URL`` is set), settings for a test corp, and the app started on a test server."""
+``CRMBOT_TEST_DATABASE_URL`` is set), settings for a test corp, and the app started on a test server.
+
+Every test's database is a copy of one migrated once per session (a file copy, or ``CREATE DATABASE … TEMPLATE``),
+so the schema is the migrations' own and no test pays for running them; the app's start-up still checks them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,10 +19,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate
 
 from bot.app import create_app
 from bot.clock import Clock
 from bot.config import Settings, load_settings
+from bot.db import tortoise_config
 from integrations.wecom.simulator import WeComSimulator
 from tests.helpers import WECOM
 
@@ -28,25 +37,66 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-@pytest.fixture
-async def database_url(tmp_path: Any) -> AsyncIterator[str]:
-    """SQLite in a temporary file, or a throw-away PostgreSQL database."""
+def _admin_url() -> str:
+    return PG_URL.replace("asyncpg://", "postgresql://").replace("postgres://", "postgresql://")
+
+
+async def _migrate(url: str) -> None:
+    async with TortoiseContext():
+        await migrate(config=tortoise_config(url))
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(_admin_url())
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _run(coro: Any) -> None:
+    """Run set-up work on a loop of its own (session fixtures run outside the tests' loops)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _copy_sqlite(template: Path, path: Path) -> Path:
+    for suffix in ("", "-wal"):  # the log too, should the template's last checkpoint have left one
+        if template.with_name(template.name + suffix).exists():
+            shutil.copyfile(template.with_name(template.name + suffix), path.with_name(path.name + suffix))
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty database with every migration applied: an SQLite file, or a PostgreSQL template's name."""
     if not PG_URL:
-        yield f"sqlite://{tmp_path}/crmbot.sqlite3"
+        path = tmp_path_factory.mktemp("template") / "crmbot.sqlite3"
+        _run(_migrate(f"sqlite://{path}"))
+        yield str(path)
+        return
+    name = f"crmbot_tpl_{uuid.uuid4().hex[:12]}"
+    _run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        _run(_migrate(_with_database(PG_URL, name)))
+        yield name
+    finally:
+        _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(tmp_path: Any, migrated_database: str) -> AsyncIterator[str]:
+    """A copy of the migrated database: in a temporary SQLite file, or a throw-away PostgreSQL database."""
+    if not PG_URL:
+        yield f"sqlite://{_copy_sqlite(Path(migrated_database), tmp_path / 'crmbot.sqlite3')}"
         return
     name = f"crmbot_t_{uuid.uuid4().hex[:12]}"
-    admin_url = PG_URL.replace("asyncpg://", "postgresql://").replace("postgres://", "postgresql://")
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_database}"')
     yield _with_database(PG_URL, name)
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
