@@ -27,7 +27,7 @@ from tortoise.transactions import in_transaction
 
 from bot.clock import Clock
 from bot.config import OutboxSettings
-from bot.db import compact_json
+from bot.db import compact_json, postgres_placeholders
 from bot.types import Platform, Reply
 from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Staff
@@ -312,20 +312,22 @@ class Outbox:
                 await conn.execute_many(
                     _SETTLE_SQL[postgres],
                     [
-                        [o.status.value, o.error[:2000], _json(o.result), _utc(o.sent_at), o.row.id, o.row.attempts]
+                        [
+                            o.status.value,
+                            o.error[:2000],
+                            compact_json(o.result or {}),
+                            _utc(o.sent_at),
+                            o.row.id,
+                            o.row.attempts,
+                        ]
                         for o in settled
                     ],
                 )
 
 
 def _numbered(sql: str) -> tuple[str, str]:
-    """``sql`` with ``?`` placeholders, for (SQLite, PostgreSQL): indexable by ``dialect == "postgres"``."""
-    parts = sql.split("?")
-    return sql, parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
-
-
-def _json(result: dict[str, Any] | None) -> str:
-    return compact_json(result or {})
+    """``sql`` for (SQLite, PostgreSQL): indexable by ``dialect == "postgres"``."""
+    return sql, postgres_placeholders(sql)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

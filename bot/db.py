@@ -83,3 +83,9 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def compact_json(value: Any) -> str:
     """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is (one encoder, built once)."""
     return _COMPACT.encode(value)
+
+
+def postgres_placeholders(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders (SQLite's), numbered the way PostgreSQL spells them: ``$1, $2, …``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))

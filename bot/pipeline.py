@@ -1,11 +1,11 @@
 """The one path of a message: persist (idempotent), acknowledge, understand, handle, reply through the outbox.
 
 ``Bot.receive`` stores an ``IncomingMessage`` once per (platform, msgid) and schedules its handling in a
-tracked task, so the platform is acknowledged as soon as the row exists. ``Bot.handle`` runs the intent's
-handler in one transaction together with the reply rows and the ``handled_at`` mark: a crash at any point
-leaves either nothing or everything, and ``recover`` picks up what was stored but not yet handled. Messages
-waiting together are handled in one transaction, each in a savepoint of its own, so a burst costs one commit
-per batch rather than one per message while a failing handler still rolls back only its own changes.
+tracked task, so the platform is acknowledged as soon as the row exists. The intent's handler runs in one
+transaction together with the reply rows and the ``handled_at`` mark: a crash at any point leaves either nothing
+or everything, and ``recover`` picks up what was stored but not yet handled. Messages waiting together share that
+transaction, each in a savepoint of its own, so a burst costs one commit per batch rather than one per message
+while a failing handler still rolls back only its own changes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bot.archive import payload_of
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
-from bot.db import compact_json
+from bot.db import compact_json, postgres_placeholders
 from bot.intents import Context, IntentRegistry, IntentRouter, as_replies
 from bot.router import Parsed, Understanding, pick_choice
 from bot.types import IncomingMessage, Reply
@@ -131,7 +131,7 @@ class Bot:
             self._handler = self.tasks.spawn(self._handle_forever())
 
     async def _handle_forever(self) -> None:
-        # Cancelled (shutting down), what is left stays stored and unhandled, for ``recover`` after a restart.
+        # Whatever is still queued if the process dies stays stored and unhandled, for ``recover`` after a restart.
         while self._to_handle:
             await self.inbox.yield_to_ingest()
             ids = [self._to_handle.popleft() for _ in range(min(HANDLING_BATCH, len(self._to_handle)))]
@@ -318,9 +318,9 @@ class Inbox:
 
 # Who sent a message addressed to the bot, resolved by the database inside the insert (registered, active staff).
 _SENDER_STAFF = {
-    "wecom": "(SELECT id FROM staff WHERE wecom_userid = {p} AND active)",
-    "dingtalk": "(SELECT id FROM staff WHERE dingtalk_userid = {p} AND active)",
-    "console": "(SELECT id FROM staff WHERE id = {p} AND active)",
+    "wecom": "(SELECT id FROM staff WHERE wecom_userid = ? AND active)",
+    "dingtalk": "(SELECT id FROM staff WHERE dingtalk_userid = ? AND active)",
+    "console": "(SELECT id FROM staff WHERE id = ? AND active)",
 }
 _BOT_MESSAGE_COLUMNS = (
     "platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, sent_at, received_at, staff_id"
@@ -337,16 +337,9 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None
     fresh: dict[tuple[str, str], IncomingMessage] = {}
     for msg in messages:
         fresh.setdefault((msg.platform, msg.msgid), msg)
-    conn = connections.get("default")
-    postgres = conn.capabilities.dialect == "postgres"
     now = datetime.now(UTC)
     params: list[Any] = []
     rows: list[str] = []
-
-    def mark(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}" if postgres else "?"
-
     for m in fresh.values():
         sender: Any = m.sender
         if m.platform == "console":
@@ -364,13 +357,15 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None
             m.sent_at.astimezone(UTC),
             now,
         ]
-        fields = [mark(v) for v in values]
-        fields.append(_SENDER_STAFF[m.platform].format(p=mark(sender)))
-        rows.append(f"({', '.join(fields)})")
+        params += [*values, sender]
+        rows.append(f"({', '.join('?' * len(values))}, {_SENDER_STAFF[m.platform]})")
     sql = (
         f"INSERT INTO message ({_BOT_MESSAGE_COLUMNS}) VALUES {', '.join(rows)}"
         " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, platform, msgid"
     )
+    conn = connections.get("default")
+    if conn.capabilities.dialect == "postgres":
+        sql = postgres_placeholders(sql)
     new = {(str(r["platform"]), str(r["msgid"])): int(r["id"]) for r in await conn.execute_query_dict(sql, params)}
     results: list[int | None] = []
     for msg in messages:
