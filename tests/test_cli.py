@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.test_wecom_callback import PUSH_BODY, PUSH_QUERY, VERIFY
 
 VENV_SCRIPT = Path(sys.executable).with_name("crmbot")
 CRMBOT = [str(VENV_SCRIPT)] if VENV_SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
@@ -106,3 +113,50 @@ def test_parse_prints_one_json_line_per_text(workdir: Path, config: Path) -> Non
     assert len(lines) == 1
     assert json.loads(lines[0]) == {"text": "帮助", "intent": "help", "slots": {}}
     assert not (workdir / "crmbot.sqlite3").exists()  # --config was honoured
+
+
+def test_serve_answers_the_official_wecom_vectors(workdir: Path, tmp_path: Path, database_url: str) -> None:
+    """`crmbot serve` as deployed (its own event loop, the real database): Tencent's sample requests (PROTOCOLS.md
+    §1 vector B) are answered, a retry is recognised and a forged signature refused, as /metrics then shows."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\nurl = "{database_url}"\n'
+        '[wecom]\ncorp_id = "ww1436e0e65a779aee"\nagent_id = 1000002\nsecret = "s"\n'
+        'token = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"\nencoding_aes_key = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"\n'
+        'api_base = "http://127.0.0.1:9"\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRMBOT_")}
+    server = subprocess.Popen([*CRMBOT, "serve", "--config", str(config)], cwd=workdir, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path: str, query: dict[str, str], body: str | None = None) -> tuple[int, str]:
+        url = f"{base}{path}?{urllib.parse.urlencode(query)}"
+        data = body.encode() if body is not None else None
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    try:
+        for _ in range(300):
+            try:
+                if call("/healthz", {})[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert call("/wecom/callback", VERIFY) == (200, "1288432023552776189")
+        assert call("/wecom/callback", PUSH_QUERY, PUSH_BODY) == (200, "")
+        assert call("/wecom/callback", PUSH_QUERY, PUSH_BODY) == (200, "")  # WeCom's retry
+        assert call("/wecom/callback", {**PUSH_QUERY, "msg_signature": "f" * 40}, PUSH_BODY)[0] == 403
+        metrics = call("/metrics", {})[1]
+        assert 'crmbot_callbacks_total{platform="wecom",result="ok"} 1.0' in metrics
+        assert 'crmbot_callbacks_total{platform="wecom",result="duplicate"} 1.0' in metrics
+        assert 'crmbot_callbacks_total{platform="wecom",result="403"} 1.0' in metrics
+    finally:
+        server.send_signal(2)  # SIGINT, as Ctrl-C: a clean shutdown
+        assert server.wait(timeout=60) == 0
