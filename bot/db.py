@@ -53,11 +53,16 @@ def is_postgres(url: str) -> bool:
     return normalize_url(url).startswith("asyncpg://")
 
 
+async def migrate_database(url: str) -> None:
+    """Apply pending migrations to the database at ``url`` (in a context of their own, closed afterwards)."""
+    async with TortoiseContext():
+        await migrate(config=tortoise_config(url))
+
+
 async def open_database(url: str) -> TortoiseContext:
     """Apply pending migrations, then open the connections the models use; returns the context to close."""
     config = tortoise_config(url)
-    async with TortoiseContext():
-        await migrate(config=config)
+    await migrate_database(url)
     context = TortoiseContext()
     context.__enter__()  # current in this task, so that init can register the models
     # The global fallback makes the models usable from every task of the process (request handlers,

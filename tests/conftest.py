@@ -19,13 +19,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from tortoise.context import TortoiseContext
-from tortoise.migrations.api import migrate
 
 from bot.app import create_app
 from bot.clock import Clock
 from bot.config import Settings, load_settings
-from bot.db import tortoise_config
+from bot.db import migrate_database
 from integrations.wecom.simulator import WeComSimulator
 from tests.helpers import WECOM
 
@@ -39,11 +37,6 @@ def _with_database(url: str, name: str) -> str:
 
 def _admin_url() -> str:
     return PG_URL.replace("asyncpg://", "postgresql://").replace("postgres://", "postgresql://")
-
-
-async def _migrate(url: str) -> None:
-    async with TortoiseContext():
-        await migrate(config=tortoise_config(url))
 
 
 async def _admin(sql: str) -> None:
@@ -75,13 +68,13 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """An empty database with every migration applied: an SQLite file, or a PostgreSQL template's name."""
     if not PG_URL:
         path = tmp_path_factory.mktemp("template") / "crmbot.sqlite3"
-        _run(_migrate(f"sqlite://{path}"))
+        _run(migrate_database(f"sqlite://{path}"))
         yield str(path)
         return
     name = f"crmbot_tpl_{uuid.uuid4().hex[:12]}"
     _run(_admin(f'CREATE DATABASE "{name}"'))
     try:
-        _run(_migrate(_with_database(PG_URL, name)))
+        _run(migrate_database(_with_database(PG_URL, name)))
         yield name
     finally:
         _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
