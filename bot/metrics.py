@@ -9,13 +9,15 @@ being committed) of messages handled since the previous scrape.
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
@@ -53,21 +55,54 @@ class _OutboxCollector(Collector):
         )
 
 
+class _RequestCollector(Collector):
+    """Callbacks and HTTP responses, counted on every request.
+
+    Plain counts read at scrape time: everything runs on the event loop's thread, so the per-update locks of
+    ``prometheus_client``'s own metric types, paid several times on every callback, buy nothing here.
+    """
+
+    def __init__(self) -> None:
+        self.callbacks: Counter[tuple[str, str]] = Counter()
+        self.callback_buckets: dict[str, list[int]] = {}  # per platform: one count per bucket, then +Inf
+        self.callback_sum: dict[str, float] = {}
+        self.http: Counter[tuple[str, str]] = Counter()
+
+    def observe_callback(self, platform: str, seconds: float) -> None:
+        buckets = self.callback_buckets.get(platform)
+        if buckets is None:
+            buckets = self.callback_buckets[platform] = [0] * (len(LATENCY_BUCKETS) + 1)
+        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.callback_sum[platform] = self.callback_sum.get(platform, 0.0) + seconds
+
+    def collect(self) -> Iterator[Metric]:
+        callbacks = CounterMetricFamily(
+            "crmbot_callbacks", "Platform callbacks received", labels=["platform", "result"]
+        )
+        for labels, n in sorted(self.callbacks.items()):
+            callbacks.add_metric(labels, n)
+        yield callbacks
+        seconds = HistogramMetricFamily(
+            "crmbot_callback_seconds", "Time to verify, decrypt, store and acknowledge a callback", labels=["platform"]
+        )
+        bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
+        for platform, counts in sorted(self.callback_buckets.items()):
+            cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+            seconds.add_metric([platform], list(zip(bounds, cumulative, strict=True)), self.callback_sum[platform])
+        yield seconds
+        http = CounterMetricFamily("crmbot_http_requests", "HTTP requests served", labels=["route", "status"])
+        for labels, n in sorted(self.http.items()):
+            http.add_metric(labels, n)
+        yield http
+
+
 class Metrics:
     """The app's metrics; ``app[METRICS]``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.callbacks = Counter(
-            "crmbot_callbacks", "Platform callbacks received", ["platform", "result"], registry=self.registry
-        )
-        self.callback_seconds = Histogram(
-            "crmbot_callback_seconds",
-            "Time to verify, decrypt, store and acknowledge a callback",
-            ["platform"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._requests = _RequestCollector()
+        self.registry.register(self._requests)
         self.handling_seconds = Histogram(
             "crmbot_handling_seconds",
             "From a message being stored to its handling being committed",
@@ -75,31 +110,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.http_requests = Counter(
-            "crmbot_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
-        )
         self._outbox = _OutboxCollector()
         self.registry.register(self._outbox)
         self._watermark: int | None = None  # messages up to this id have been observed
         self._observed: set[int] = set()  # handled messages above the watermark already observed
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def callback(self, platform: str, result: str, seconds: float | None = None) -> None:
-        self._child(self.callbacks, platform, result).inc()
+        self._requests.callbacks[platform, result] += 1
         if seconds is not None:
-            self._child(self.callback_seconds, platform).observe(seconds)
+            self._requests.observe_callback(platform, seconds)
 
     def http_request(self, route: str, status: int) -> None:
-        self._child(self.http_requests, route, str(status)).inc()
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: every request counts, and the lookup costs more than the
-        count."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self._requests.http[route, str(status)] += 1
 
     async def start(self) -> None:
         """Only messages stored from now on count towards the handling latency."""
