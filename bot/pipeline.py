@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
@@ -256,26 +255,24 @@ class Inbox:
     MAX_BATCH = 200
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[int | None]]] = asyncio.Queue()
+        self._waiting: collections.deque[tuple[IncomingMessage, asyncio.Future[int | None]]] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
-        self._pending = 0  # submitted, not yet written
         self._last_submit = float("-inf")  # loop time of the latest callback
         self._handling_until = float("-inf")  # handling has its turn until this loop time
 
     async def submit(self, msg: IncomingMessage) -> int | None:
         loop = asyncio.get_running_loop()
         self._last_submit = loop.time()
-        self._pending += 1
         future: asyncio.Future[int | None] = loop.create_future()
-        self._queue.put_nowait((msg, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        self._waiting.append((msg, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_all())
         return await future
 
     def busy(self) -> bool:
         """Callbacks are waiting to be written, or one arrived within the last ``INGEST_QUIET`` seconds."""
         loop = asyncio.get_running_loop()
-        return self._pending > 0 or loop.time() - self._last_submit < INGEST_QUIET
+        return self._writer is not None or loop.time() - self._last_submit < INGEST_QUIET
 
     async def yield_to_ingest(self) -> None:
         """Wait while callbacks are arriving (at most ``INGEST_PRIORITY_MAX_WAIT``, then handling gets a turn)."""
@@ -290,30 +287,28 @@ class Inbox:
             await asyncio.sleep(INGEST_QUIET)
 
     async def close(self) -> None:
+        """Wait until everything submitted is written."""
         if self._writer is not None:
-            await self._queue.join()  # everything submitted is written first
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            await asyncio.shield(self._writer)
 
-    async def _write_forever(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                rows = await store_bot_messages([msg for msg, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for (_, future), row in zip(batch, rows, strict=True):
-                    if not future.done():
-                        future.set_result(row)
-            self._pending -= len(batch)
-            for _ in batch:
-                self._queue.task_done()
+    async def _write_all(self) -> None:
+        """Write what is waiting, a batch at a time, until nothing is; callbacks arriving meanwhile join the next
+        batch."""
+        try:
+            while self._waiting:
+                batch = [self._waiting.popleft() for _ in range(min(self.MAX_BATCH, len(self._waiting)))]
+                try:
+                    rows = await store_bot_messages([msg for msg, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future), row in zip(batch, rows, strict=True):
+                        if not future.done():
+                            future.set_result(row)
+        finally:
+            self._writer = None
 
 
 # Who sent a message addressed to the bot, resolved by the database inside the insert (registered, active staff).
@@ -322,6 +317,8 @@ _SENDER_STAFF = {
     "dingtalk": "(SELECT id FROM staff WHERE dingtalk_userid = ? AND active)",
     "console": "(SELECT id FROM staff WHERE id = ? AND active)",
 }
+# One row of the insert below per platform: eleven values, then the sender's staff row.
+_BOT_MESSAGE_ROW = {platform: f"({', '.join('?' * 11)}, {staff})" for platform, staff in _SENDER_STAFF.items()}
 _BOT_MESSAGE_COLUMNS = (
     "platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, sent_at, received_at, staff_id"
 )
@@ -344,21 +341,21 @@ async def store_bot_messages(messages: list[IncomingMessage]) -> list[int | None
         sender: Any = m.sender
         if m.platform == "console":
             sender = int(m.sender[6:]) if m.sender.startswith("staff:") and m.sender[6:].isdigit() else None
-        values = [
+        params += (
             m.platform,
             m.msgid,
             True,
             m.sender,
-            compact_json(list(m.receivers)),
+            compact_json(list(m.receivers)) if m.receivers else "[]",
             m.conversation_id,
             m.msgtype,
             m.text,
             compact_json(payload_of(m)),
             m.sent_at.astimezone(UTC),
             now,
-        ]
-        params += [*values, sender]
-        rows.append(f"({', '.join('?' * len(values))}, {_SENDER_STAFF[m.platform]})")
+            sender,
+        )
+        rows.append(_BOT_MESSAGE_ROW[m.platform])
     sql = (
         f"INSERT INTO message ({_BOT_MESSAGE_COLUMNS}) VALUES {', '.join(rows)}"
         " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, platform, msgid"

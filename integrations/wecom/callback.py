@@ -50,7 +50,7 @@ async def receive(request: web.Request) -> web.Response:
     with CallbackTimer(request.app, "wecom") as timer:
         new = await _receive(request)
         timer.result = "ok" if new else "duplicate"
-    return web.Response(text="")
+    return web.Response()  # 200 with an empty body: received
 
 
 async def _receive(request: web.Request) -> bool:
