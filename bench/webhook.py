@@ -1,9 +1,10 @@
 """Webhook benchmark: encrypted WeCom text callbacks through the real app vs an aiohttp hello-world endpoint.
 
-Both servers run, one after the other, in a subprocess pinned to one core (``--server-cpu``). The load comes from
-``wrk`` (a C load generator: a Python client would be slower than the hello-world server and measure itself)
-pinned with the WeCom API simulator, which receives the bot's replies, to the remaining cores. Traffic stays on
-loopback; each wrk run lasts ``--duration`` seconds after ``--warmup`` seconds of warm-up.
+Both servers run, taking turns (``--rounds`` app runs, each between two hello-world runs), in a subprocess
+pinned to one core (``--server-cpu``). The load comes from ``wrk`` (a C load generator: a Python client would be
+slower than the hello-world server and measure itself) pinned with the WeCom API simulator, which receives the
+bot's replies, to the remaining cores. Traffic stays on loopback; each wrk run lasts ``--duration`` seconds after
+``--warmup`` seconds of warm-up.
 
 The app is the real ``create_app`` (SQLite in a temporary directory, scheduler and outbox dispatcher on), with the
 senders registered as reps; each callback is a signed, encrypted text message with a unique MsgId, generated
@@ -13,7 +14,7 @@ ack), the time until every message was handled and its reply delivered to the si
 requests per second at the same concurrency with request bodies of the same size::
 
     apt-get install wrk
-    .venv/bin/python -m bench.webhook --duration 10 --concurrency 32
+    .venv/bin/python -m bench.webhook --duration 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -318,11 +320,12 @@ async def bench_hello(load: Load) -> Result:
 
 
 async def bench_app(
-    load: Load, ceiling: float, profile: str = "", db_options: str = "", settle_timeout: float = 600.0
+    load: Load, run: int, ceiling: float, profile: str = "", db_options: str = "", settle_timeout: float = 600.0
 ) -> tuple[Result, float]:
-    """Drive the app; ``ceiling`` (requests/s no server here exceeds: the hello world's) sizes the callback set."""
+    """Drive a new app with a database of its own; ``ceiling`` (requests/s no server here exceeds: the hello
+    world's) sizes the callback set."""
     sim_port, app_port = _free_port(), _free_port()
-    db_path = load.workdir / "bench.sqlite3"
+    db_path = load.workdir / f"bench-{run}.sqlite3"
     sim = _start(["--_serve", "simulator", "--_port", str(sim_port)], load.other_cpus)
     app = _start(
         [
@@ -358,11 +361,12 @@ async def bench_app(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each timed run")
+    parser.add_argument("--rounds", type=int, default=3, help="app runs, each between two hello-world runs")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each timed run")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the results")
-    parser.add_argument("--profile", default="", help="record the app server with py-spy into this file")
+    parser.add_argument("--profile", default="", help="record the first app run with py-spy into this file")
     parser.add_argument(
         "--sqlite-synchronous",
         default="",
@@ -395,52 +399,66 @@ def main(argv: list[str] | None = None) -> None:
     server_cpus = {args.server_cpu} if args.server_cpu in available else set()
     other_cpus = (available - server_cpus) or available
     _pin(other_cpus)
+    db_options = f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else ""
     with tempfile.TemporaryDirectory(prefix="crmbot-bench-") as tmp:
         load = Load(args.duration, args.warmup, args.concurrency, server_cpus, other_cpus, Path(tmp))
-        # The machine's speed drifts (shared host): the baseline is measured before and after the app, and the
-        # ratio is taken against their mean.
-        before = asyncio.run(bench_hello(load))
-        app, end_to_end = asyncio.run(
-            bench_app(
-                load,
-                before.rate,
-                args.profile,
-                f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else "",
-                args.settle_timeout,
-            )
-        )
-        after = asyncio.run(bench_hello(load))
-    baseline = (before.rate + after.rate) / 2
-    ratio = app.rate / baseline
+        # The machine's speed drifts (shared host): the app and the hello world take turns, hello world first and
+        # last, and each app run is compared with the mean of the hello-world runs on either side of it.
+        hellos = [asyncio.run(bench_hello(load))]
+        rounds: list[Round] = []
+        for i in range(args.rounds):
+            profile = args.profile if i == 0 else ""
+            app, end_to_end = asyncio.run(bench_app(load, i, hellos[-1].rate, profile, db_options, args.settle_timeout))
+            hellos.append(asyncio.run(bench_hello(load)))
+            rounds.append(Round(hellos[-2], app, end_to_end, hellos[-1]))
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
-    print(before.line())
-    print(app.line())
+    print(hellos[0].line())
+    for r in rounds:
+        print(r.app.line())
+        print(
+            f"{'':<22} all {r.app.requests} messages handled and replies delivered {r.end_to_end:.2f} s after the "
+            f"timed run started ({r.end_to_end_rate:.0f} msg/s end to end); {r.ratio:.1%} of the hello world"
+        )
+        print(r.after.line())
+    ratios = sorted(r.ratio for r in rounds)
+    median = statistics.median(ratios)
     print(
-        f"{'':<22} all {app.requests} messages handled and replies delivered "
-        f"{end_to_end:.2f} s after the timed run started ({app.requests / end_to_end:.0f} msg/s end to end)"
-    )
-    print(after.line())
-    print(
-        f"callbacks acknowledged at {ratio:.0%} of the hello-world rate (mean of {before.rate:.0f} before and "
-        f"{after.rate:.0f} after; goal: at least 20%)"
+        f"callbacks acknowledged at {median:.1%} of the hello-world rate (median of {len(rounds)} rounds: "
+        f"{', '.join(f'{x:.1%}' for x in ratios)}; goal: at least 20%)"
     )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "hello_rps_before": round(before.rate),
-                    "hello_rps_after": round(after.rate),
-                    "hello_server_cpu": round(min(before.server_cpu, after.server_cpu), 2),
-                    "callback_rps": round(app.rate),
-                    "callback_p50_ms": round(app.p50_ms, 2),
-                    "callback_p99_ms": round(app.p99_ms, 2),
-                    "callback_server_cpu": round(app.server_cpu, 2),
-                    "end_to_end_msg_per_s": round(app.requests / end_to_end),
-                    "ratio": round(ratio, 3),
-                    "errors": app.errors + before.errors + after.errors,
-                }
-            )
-        )
+        print(json.dumps({"ratio_median": round(median, 3), "rounds": [r.summary() for r in rounds]}))
+
+
+@dataclass
+class Round:
+    """One app run between two hello-world runs."""
+
+    before: Result
+    app: Result
+    end_to_end: float  # seconds from the start of the timed run until every message was handled and answered
+    after: Result
+
+    @property
+    def ratio(self) -> float:
+        return self.app.rate / ((self.before.rate + self.after.rate) / 2)
+
+    @property
+    def end_to_end_rate(self) -> float:
+        return self.app.requests / self.end_to_end
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "hello_rps_before": round(self.before.rate),
+            "hello_rps_after": round(self.after.rate),
+            "callback_rps": round(self.app.rate),
+            "callback_p50_ms": round(self.app.p50_ms, 2),
+            "callback_p99_ms": round(self.app.p99_ms, 2),
+            "callback_server_cpu": round(self.app.server_cpu, 2),
+            "end_to_end_msg_per_s": None if math.isnan(self.end_to_end) else round(self.end_to_end_rate),
+            "ratio": round(self.ratio, 3),
+            "errors": self.app.errors + self.before.errors + self.after.errors,
+        }
 
 
 if __name__ == "__main__":
