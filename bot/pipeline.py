@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,12 +43,14 @@ RECOVERY_WINDOW = timedelta(days=2)
 # burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
 # inserts acknowledging new callbacks do not wait long behind it.
 HANDLING_BATCH = 32
-# Acknowledgements come first: while callbacks keep arriving, handling waits (each handling transaction would hold
-# the connection the acknowledgement inserts need), but never longer than INGEST_PRIORITY_MAX_WAIT in a row, after
-# which handling runs for INGEST_PRIORITY_HANDLING_SLICE without yielding, so a sustained burst cannot starve it.
+# Acknowledgements come first when they need the CPU. While callbacks keep arriving, each handling batch and each
+# outbox drain first waits and watches how busy the event loop's thread is meanwhile: under INGEST_SATURATED of its
+# time after INGEST_PROBE, there is room for both and it goes ahead; otherwise it waits until callbacks stop, but
+# never longer than INGEST_PRIORITY_MAX_WAIT, so a sustained burst cannot starve handling (one batch a second).
 INGEST_QUIET = 0.01  # seconds without a new callback after which the ingest counts as idle
+INGEST_PROBE = 0.05
+INGEST_SATURATED = 0.7
 INGEST_PRIORITY_MAX_WAIT = 1.0
-INGEST_PRIORITY_HANDLING_SLICE = 0.2
 SYSTEM_EVENTS = {"msgaudit_notify"}  # platform events without a staff sender that still have a handler
 
 
@@ -258,7 +261,6 @@ class Inbox:
         self._waiting: collections.deque[tuple[IncomingMessage, asyncio.Future[int | None]]] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
         self._last_submit = float("-inf")  # loop time of the latest callback
-        self._handling_until = float("-inf")  # handling has its turn until this loop time
 
     async def submit(self, msg: IncomingMessage) -> int | None:
         loop = asyncio.get_running_loop()
@@ -275,16 +277,17 @@ class Inbox:
         return self._writer is not None or loop.time() - self._last_submit < INGEST_QUIET
 
     async def yield_to_ingest(self) -> None:
-        """Wait while callbacks are arriving (at most ``INGEST_PRIORITY_MAX_WAIT``, then handling gets a turn)."""
+        """Wait while callbacks are arriving and acknowledging them keeps the event loop busy (see
+        ``INGEST_SATURATED``); at most ``INGEST_PRIORITY_MAX_WAIT``."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        if started < self._handling_until:
-            return
+        started, cpu_started = loop.time(), time.thread_time()
         while self.busy():
-            if loop.time() - started >= INGEST_PRIORITY_MAX_WAIT:
-                self._handling_until = loop.time() + INGEST_PRIORITY_HANDLING_SLICE
-                return
             await asyncio.sleep(INGEST_QUIET)
+            waited = loop.time() - started
+            if waited >= INGEST_PRIORITY_MAX_WAIT:
+                return
+            if waited >= INGEST_PROBE and (time.thread_time() - cpu_started) / waited < INGEST_SATURATED:
+                return
 
     async def close(self) -> None:
         """Wait until everything submitted is written."""
