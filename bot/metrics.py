@@ -10,6 +10,7 @@ being committed) of messages handled since the previous scrape.
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ class _RequestCollector(Collector):
         )
         bounds = [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]
         for platform, counts in sorted(self.callback_buckets.items()):
-            cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+            cumulative = itertools.accumulate(counts)
             seconds.add_metric([platform], list(zip(bounds, cumulative, strict=True)), self.callback_sum[platform])
         yield seconds
         http = CounterMetricFamily("crmbot_http_requests", "HTTP requests served", labels=["route", "status"])
