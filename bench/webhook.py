@@ -129,6 +129,37 @@ class Result:
         )
 
 
+@dataclass
+class Round:
+    """One app run between two hello-world runs."""
+
+    before: Result
+    app: Result
+    end_to_end: float  # seconds from the start of the timed run until every message was handled and answered
+    after: Result
+
+    @property
+    def ratio(self) -> float:
+        return self.app.rate / ((self.before.rate + self.after.rate) / 2)
+
+    @property
+    def end_to_end_rate(self) -> float:
+        return self.app.requests / self.end_to_end
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "hello_rps_before": round(self.before.rate),
+            "hello_rps_after": round(self.after.rate),
+            "callback_rps": round(self.app.rate),
+            "callback_p50_ms": round(self.app.p50_ms, 2),
+            "callback_p99_ms": round(self.app.p99_ms, 2),
+            "callback_server_cpu": round(self.app.server_cpu, 2),
+            "end_to_end_msg_per_s": None if math.isnan(self.end_to_end) else round(self.end_to_end_rate),
+            "ratio": round(self.ratio, 3),
+            "errors": self.app.errors + self.before.errors + self.after.errors,
+        }
+
+
 def make_callbacks(count: int, first_msgid: int) -> list[tuple[str, bytes]]:
     """Signed, encrypted WeCom text callbacks (query string, body), each with its own MsgId."""
     from urllib.parse import urlencode
@@ -428,37 +459,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.json:
         print(json.dumps({"ratio_median": round(median, 3), "rounds": [r.summary() for r in rounds]}))
-
-
-@dataclass
-class Round:
-    """One app run between two hello-world runs."""
-
-    before: Result
-    app: Result
-    end_to_end: float  # seconds from the start of the timed run until every message was handled and answered
-    after: Result
-
-    @property
-    def ratio(self) -> float:
-        return self.app.rate / ((self.before.rate + self.after.rate) / 2)
-
-    @property
-    def end_to_end_rate(self) -> float:
-        return self.app.requests / self.end_to_end
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "hello_rps_before": round(self.before.rate),
-            "hello_rps_after": round(self.after.rate),
-            "callback_rps": round(self.app.rate),
-            "callback_p50_ms": round(self.app.p50_ms, 2),
-            "callback_p99_ms": round(self.app.p99_ms, 2),
-            "callback_server_cpu": round(self.app.server_cpu, 2),
-            "end_to_end_msg_per_s": None if math.isnan(self.end_to_end) else round(self.end_to_end_rate),
-            "ratio": round(self.ratio, 3),
-            "errors": self.app.errors + self.before.errors + self.after.errors,
-        }
 
 
 if __name__ == "__main__":
