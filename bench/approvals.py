@@ -26,12 +26,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import BOT, create_app
-from bot.config import load_settings
-from integrations.wecom.simulator import WeComSimulator
+from bot.app import create_app, load_settings
+from bot.keys import BOT
 from models.customers import Customer
-from models.staff import Role, Staff
-from tests.helpers import WECOM, post_wecom, text_xml
+from models.staff import Role
+from tests.helpers import WECOM, post_wecom, staff_member, text_xml
+from tests.simulators.wecom import WeComSimulator
 
 
 def click_xml(userid: str, key: str, task_id: str, response_code: str, created: int) -> str:
@@ -79,9 +79,9 @@ async def run(database: str, requests: int) -> None:
     client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, run_scheduler=False)))
     await client.start_server()
     try:
-        director = await Staff.create(name="赵总", wecom_userid="zhaozong", role=Role.DIRECTOR)
-        manager = await Staff.create(name="王经理", wecom_userid="wangjl", role=Role.MANAGER, manager_id=director.id)
-        rep = await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP, manager_id=manager.id)
+        director = await staff_member(name="赵总", wecom="zhaozong", role=Role.DIRECTOR)
+        manager = await staff_member(name="王经理", wecom="wangjl", role=Role.MANAGER, manager_id=director.id)
+        rep = await staff_member(name="张三", wecom="zhangsan", role=Role.REP, manager_id=manager.id)
         await Customer.create(name="华为技术有限公司", aliases=["华为"], owner_id=rep.id)
         await client.app[BOT].understanding.refresh()
         told_ms: list[float] = []

@@ -101,10 +101,13 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
-    from bot.router import Understanding
+    from bot.capability import Registry
+    from bot.understanding import Understanding
+    from handlers import CAPABILITIES
 
     customers, staff = vocabulary(args.customers, rng)
-    understanding = Understanding(ZoneInfo("Asia/Shanghai"))
+    registry = Registry(CAPABILITIES)
+    understanding = Understanding(ZoneInfo("Asia/Shanghai"), registry.commands, registry.phrases)
     started = time.perf_counter()
     understanding.load(customers, staff)
     build_ms = (time.perf_counter() - started) * 1000

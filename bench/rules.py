@@ -77,18 +77,18 @@ def _day(dialect: str, days_expr: str) -> str:
 async def generate(conn: Any, dialect: str, customers: int, tickets: int) -> None:
     day = 1440
     await conn.execute_script(
-        "INSERT INTO staff (id, name, wecom_userid, role, manager_id, active, created_at) VALUES "
+        "INSERT INTO staff (id, name, role, manager_id, active, created_at) VALUES "
         + ", ".join(
-            f"({i}, '经理{i}', 'mgr{i}', 'manager', NULL, {'TRUE' if dialect == 'postgres' else 1}, "
-            f"{_ts(dialect, '0')})"
+            f"({i}, '经理{i}', 'manager', NULL, {'TRUE' if dialect == 'postgres' else 1}, {_ts(dialect, '0')})"
             for i in range(1, 6)
         )
-        + "; INSERT INTO staff (id, name, wecom_userid, role, manager_id, active, created_at) VALUES "
+        + "; INSERT INTO staff (id, name, role, manager_id, active, created_at) VALUES "
         + ", ".join(
-            f"({i}, '销售{i}', 'rep{i}', 'rep', {1 + i % 5}, {'TRUE' if dialect == 'postgres' else 1}, "
-            f"{_ts(dialect, '0')})"
+            f"({i}, '销售{i}', 'rep', {1 + i % 5}, {'TRUE' if dialect == 'postgres' else 1}, {_ts(dialect, '0')})"
             for i in range(6, 61)
         )
+        + "; INSERT INTO staff_account (staff_id, platform, user_id, created_at) VALUES "
+        + ", ".join(f"({i}, 'wecom', '{'mgr' if i < 6 else 'rep'}{i}', {_ts(dialect, '0')})" for i in range(1, 61))
     )
     cte, src = _seq(dialect, customers)
     stage = (
@@ -153,12 +153,12 @@ async def generate(conn: Any, dialect: str, customers: int, tickets: int) -> Non
 
 
 async def bench_rules(url: str, customers: int, tickets: int) -> None:
-    from bot.app import BOT
+    from bot.app import load_settings
     from bot.cli import running_app
     from bot.clock import Clock
-    from bot.config import load_settings
-    from bot.db import db
-    from bot.rules import run_rules
+    from bot.keys import BOT
+    from bot.scheduled import run_rules
+    from bot.sql import default as db
 
     settings = load_settings(os.devnull, database={"url": url})
     async with running_app(settings, clock=Clock(NOW)) as app:
@@ -200,12 +200,11 @@ async def bench_rules(url: str, customers: int, tickets: int) -> None:
 
 
 async def _per_rule(bot: Any, now: datetime, since: datetime | None) -> None:
-    from bot.rules import RuleContext
-    from handlers import RULES
+    from bot.context import RuleContext
 
     ctx = RuleContext(now=now, settings=bot.settings, bot=bot, since=since)
     parts = []
-    for rule in RULES:
+    for rule in bot.scheduled_rules:
         started = time.perf_counter()
         await rule(ctx)
         parts.append(f"{rule.__name__} {(time.perf_counter() - started) * 1000:.0f}")
@@ -213,16 +212,16 @@ async def _per_rule(bot: Any, now: datetime, since: datetime | None) -> None:
 
 
 async def bench_outbox(url: str, pushes: int) -> None:
-    from bot.app import OUTBOX
+    from bot.app import load_settings
     from bot.cli import running_app
     from bot.clock import Clock
-    from bot.config import load_settings
+    from bot.keys import OUTBOX
     from bot.types import Reply
-    from models.staff import Staff
+    from tests.helpers import staff_member
 
     port = _free_port()
     sim = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "integrations.wecom.simulator", "--port", str(port), "--secret", CORP["secret"]],
+        *[sys.executable, "-m", "tests.simulators.wecom", "--port", str(port), "--secret", CORP["secret"]],
         cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -234,7 +233,7 @@ async def bench_outbox(url: str, pushes: int) -> None:
         )
         async with running_app(settings, clock=Clock(NOW)) as app:
             outbox = app[OUTBOX]
-            staff = [await Staff.create(name=f"推送{i}", wecom_userid=f"push{i}") for i in range(200)]
+            staff = [await staff_member(name=f"推送{i}", wecom=f"push{i}") for i in range(200)]
             for i in range(pushes):
                 person = staff[i % len(staff)]
                 await outbox.push(

@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tortoise import connections
 
 from bot import search
-from bot.app import create_app
-from bot.archive import import_jsonl
-from bot.config import load_settings
+from bot.app import create_app, load_settings
+from bot.keys import BOT
+from integrations.wecom.archive_file import import_jsonl
 from models.customers import Contact, Customer
-from models.staff import Role, Staff
+from models.staff import Role
+from tests.helpers import staff_member, staff_with_account
 
 CUSTOMERS = 900
 REPS = 60
@@ -165,16 +166,17 @@ def generate(path: Path, n: int, seed: int = 1) -> None:
 
 async def seed_people() -> None:
     managers = [
-        await Staff.create(name=f"经理{t}", wecom_userid=f"mgr{t:02d}", role=Role.MANAGER) for t in range(REPS // TEAM)
+        await staff_member(name=f"经理{t}", wecom=f"mgr{t:02d}", role=Role.MANAGER) for t in range(REPS // TEAM)
     ]
-    await Staff.create(name="管理员", wecom_userid="admin", role=Role.ADMIN)
-    await Staff.bulk_create(
-        [
-            Staff(name=f"销售{r:03d}", wecom_userid=f"rep{r:03d}", role=Role.REP, manager_id=managers[r // TEAM].id)
-            for r in range(REPS)
-        ]
-    )
-    reps = {s.wecom_userid: s.id for s in await Staff.filter(role=Role.REP)}
+    await staff_member(name="管理员", wecom="admin", role=Role.ADMIN)
+    reps = {
+        f"rep{r:03d}": (
+            await staff_member(
+                name=f"销售{r:03d}", wecom=f"rep{r:03d}", role=Role.REP, manager_id=managers[r // TEAM].id
+            )
+        ).id
+        for r in range(REPS)
+    }
     await Customer.bulk_create(
         [Customer(name=f"客户{c:04d}有限公司", owner_id=reps[f"rep{c % REPS:03d}"]) for c in range(CUSTOMERS)]
     )
@@ -226,6 +228,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = f"sqlite://{workdir}/bench.sqlite3"
     settings = load_settings(os.devnull, database={"url": url})
     app = create_app(settings, run_dispatcher=False, run_scheduler=False)
+    if args.without_keyword_rules:
+        from handlers.keywords import on_archived
+
+        app[BOT].archive_hooks.remove(on_archived)
     from aiohttp import web
 
     runner = web.AppRunner(app, handle_signals=False)
@@ -249,7 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await conn.execute_script("ANALYZE")
         else:
             await conn.execute_script("VACUUM ANALYZE")
-        rep = await Staff.get(wecom_userid="rep007")
+        rep = await staff_with_account("wecom", "rep007")
         result["latency_ms"] = {}
         for kind, queries in QUERIES.items():
             for who, staff in (("admin", None), ("rep", rep)):
@@ -327,16 +333,9 @@ def main() -> None:
     parser.add_argument(
         "--without-keyword-rules",
         action="store_true",
-        help="time the archive path alone: the keyword-rules hook (bot.keyword_rules) is replaced by a no-op",
+        help="time the archive path without the keyword-rules hook (handlers.keywords.on_archived)",
     )
     args = parser.parse_args()
-    if args.without_keyword_rules:
-        import bot.keyword_rules
-
-        async def no_rules(bot: Any, messages: Any) -> None:
-            return None
-
-        bot.keyword_rules.on_archived = no_rules  # type: ignore[assignment]
     result = asyncio.run(run(args))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, ensure_ascii=False, indent=1))

@@ -75,9 +75,9 @@ def serve_hello(port: int) -> None:
 def serve_app(port: int, database: str, api_base: str) -> None:
     from aiohttp import web
 
-    from bot.app import create_app
-    from bot.config import load_settings
+    from bot.app import create_app, load_settings
     from models.staff import Role, Staff
+    from tests.helpers import staff_member
 
     settings = load_settings(
         os.devnull,
@@ -88,8 +88,9 @@ def serve_app(port: int, database: str, api_base: str) -> None:
     app = create_app(settings)
 
     async def seed(app: web.Application) -> None:
-        staff = [Staff(name=f"销售{i:03d}", wecom_userid=f"rep{i:03d}", role=Role.REP) for i in range(SENDERS)]
-        await Staff.bulk_create(staff, ignore_conflicts=True)
+        for i in range(SENDERS):
+            if not await Staff.filter(name=f"销售{i:03d}").exists():
+                await staff_member(name=f"销售{i:03d}", wecom=f"rep{i:03d}", role=Role.REP)
 
     app.on_startup.append(seed)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())
@@ -98,7 +99,7 @@ def serve_app(port: int, database: str, api_base: str) -> None:
 def serve_simulator(port: int) -> None:
     from aiohttp import web
 
-    from integrations.wecom.simulator import WeComSimulator
+    from tests.simulators.wecom import WeComSimulator
 
     sim = WeComSimulator(CORP_ID, SECRET, AGENT_ID)
     web.run_app(sim.app(), host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())

@@ -1,37 +1,49 @@
-"""The app factory: ``create_app(settings)`` wires the database, the HTTP client session, the bot core, the
-outbox dispatcher and the scheduler as cleanup contexts, and mounts each integration's routes.
+"""The composition root: ``create_app(settings)`` wires the database, the HTTP client session, the bot core, the
+outbox dispatcher and the scheduler as cleanup contexts, with every capability (``handlers.CAPABILITIES``) and
+every platform (``integrations.PLATFORMS``) registered. ``load_settings`` reads the configuration with every
+platform's section.
 
-Every resource lives on the app under a typed ``web.AppKey``; nothing is global.
+Every resource lives on the app under a typed ``web.AppKey`` (``bot.keys``); nothing is global.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from bot import survey
+from bot import config, sql
+from bot.capability import Capability, Registry
 from bot.channels import Outbox
 from bot.clock import Clock
 from bot.config import Settings
 from bot.db import close_database, open_database
+from bot.identity import Directory
+from bot.inbox import Inbox
+from bot.integration import Integration, settings_sections
+from bot.keys import BOT, CLOCK, HTTP, OUTBOX, SERVING, SETTINGS
 from bot.metrics import METRICS, Metrics, count_response, metrics_view
-from bot.pipeline import Bot, Inbox
+from bot.pipeline import Bot
+from bot.scheduler import scheduler_context
+from handlers import CAPABILITIES
+from integrations import PLATFORMS
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-CLOCK = web.AppKey("clock", Clock)
-OUTBOX = web.AppKey("outbox", Outbox)
-BOT = web.AppKey("bot", Bot)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-SERVICES = web.AppKey("services", dict)  # integration-owned objects (API clients), by name
 
-Setup = Callable[[web.Application], None]
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """``bot.config.load_settings`` with every platform's section."""
+    return config.load_settings(path, sections=settings_sections(PLATFORMS), **overrides)
+
+
+def settings_class() -> type[Settings]:
+    """The settings schema with every platform's section."""
+    return config.settings_class(settings_sections(PLATFORMS))
 
 
 def create_app(
@@ -40,38 +52,38 @@ def create_app(
     clock: Clock | None = None,
     run_dispatcher: bool = True,
     run_scheduler: bool = True,
+    capabilities: Sequence[Capability] = CAPABILITIES,
+    platforms: Sequence[Integration] = PLATFORMS,
 ) -> web.Application:
     """Build the web application. ``run_dispatcher``/``run_scheduler`` are off for one-shot CLI commands."""
-    from handlers import ROUTERS
-    from integrations import console, dingtalk, wecom
-
     clock = clock or Clock()
+    registry = Registry(capabilities)
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app.on_response_prepare.append(count_response)
+    directory = Directory()
     # Acknowledging callbacks comes first: handling and sending wait while a burst arrives (never for long).
-    inbox = Inbox()
-    outbox = Outbox(settings.outbox, clock, pace=inbox.yield_to_ingest)
+    inbox = Inbox(directory)
+    outbox = Outbox(settings.outbox, clock, directory, pace=inbox.yield_to_ingest)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[OUTBOX] = outbox
-    app[BOT] = Bot(settings, clock, outbox, ROUTERS, inbox)
-    app[SERVICES] = {}
+    app[BOT] = Bot(settings, clock, outbox, registry, inbox)
     app[METRICS] = Metrics()
+    app[SERVING] = run_dispatcher
 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_session)
-    for integration in (wecom, dingtalk, console):
-        integration.setup(app)
+    for platform in platforms:
+        platform.setup(app)
     app.cleanup_ctx.append(_bot)
     if run_dispatcher:
         app.cleanup_ctx.append(_dispatcher)
     if run_scheduler:
-        from bot.scheduler import scheduler_context
-
         app.cleanup_ctx.append(scheduler_context)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
-    survey.setup(app)  # GET|POST /nps/{token}: the NPS survey page
+    for route in registry.routes:
+        app.router.add_route(route.method, route.path, route.view)
     return app
 
 
@@ -108,16 +120,12 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    from bot.db import db
-
-    status: dict[str, Any] = {"status": "ok"}
     try:
-        await db().execute_query("SELECT 1")
+        await sql.default().execute_query("SELECT 1")
     except Exception as exc:  # the database being down is what this endpoint reports
         log.warning("health check: database unavailable: %s", exc)
         return web.json_response({"status": "error", "database": "unavailable"}, status=503)
-    status["database"] = "ok"
-    return web.json_response(status)
+    return web.json_response({"status": "ok", "database": "ok"})
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -1,53 +1,39 @@
 """The one archive path: every customer conversation message, from every source, enters the database here.
 
-Callbacks (``Bot.archive``), the WeCom chat-archive puller and ``crmbot import messages`` all hand batches of
-normalized ``IncomingMessage`` to ``archive_batch``. In one transaction it links each message to its customer
-(an external contact among sender and receivers, else the room's customer), the staff member and the room,
+Callbacks (``Bot.archive``), the platforms' chat-archive pullers and ``crmbot import messages`` all hand batches
+of normalized ``IncomingMessage`` to ``archive_batch``. In one transaction it links each message to its customer
+(a customer contact among sender and receivers, else the room's customer), the staff member and the room,
 inserts the rows idempotently on (platform, msgid), indexes their text for search, applies recalls, counts a
 rep's reply as contact on the profile, records per-item failures and moves the source's cursor. After the
-commit the new rows go to the keyword-rules hook.
+commit the new rows go to the capabilities' archive hooks (keyword rules, NPS answers in the chat).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from bot import search
-from bot.db import compact_json
+from bot import search, sql
+from bot.context import Services
+from bot.identity import Directory
+from bot.messages import payload_of
+from bot.sql import compact_json
 from bot.types import IncomingMessage
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Contact, Customer
 from models.messages import Message
-from models.staff import Staff
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from bot.pipeline import Bot
 
 log = logging.getLogger(__name__)
 
-IMPORT_BATCH = 1000
-MAX_REJECTIONS_SHOWN = 20
 RECALL = "recall"
 # Serializes archive transactions on PostgreSQL so that "which rows are new" is exact under concurrency.
 _PG_LOCK = 7_316_220_001
-
-
-def is_external(user_id: str) -> bool:
-    """WeCom external contacts (customers) have ids starting with wm or wo."""
-    return user_id.startswith(("wm", "wo"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +55,7 @@ class BatchResult:
 
 
 async def archive_batch(
-    bot: Bot,
+    bot: Services,
     messages: Sequence[IncomingMessage],
     *,
     source: str | None = None,
@@ -84,16 +70,16 @@ async def archive_batch(
             result.duplicates += 1
         else:
             unique[(msg.platform, msg.msgid)] = msg
+    directory = bot.directory
     async with in_transaction() as conn:
-        if search.is_postgres(conn):
-            await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [_PG_LOCK])
+        await sql.xact_lock(conn, _PG_LOCK)
         if unique:
-            new = await _store(conn, list(unique.values()))
+            new = await _store(conn, directory, list(unique.values()))
             result.duplicates += len(unique) - len(new)
             result.new = new
             await _index(conn, new)
             await _apply_recalls(conn, new)
-            await _count_replies_as_contact(conn, new)
+            await _count_replies_as_contact(conn, directory, new)
         if failures:
             await ArchiveFailure.bulk_create(
                 [
@@ -131,13 +117,13 @@ async def _advance(conn: BaseDBAsyncClient, source: str, seq: int) -> None:
         await ArchiveCursor.filter(id=cursor.id).using_db(conn).update(seq=seq)
 
 
-async def _store(conn: BaseDBAsyncClient, msgs: list[IncomingMessage]) -> list[Message]:
+async def _store(conn: BaseDBAsyncClient, directory: Directory, msgs: list[IncomingMessage]) -> list[Message]:
     by_platform: dict[str, list[IncomingMessage]] = {}
     for msg in msgs:
         by_platform.setdefault(msg.platform, []).append(msg)
     stored: list[Message] = []
     for platform, group in by_platform.items():
-        postgres = search.is_postgres(conn)
+        postgres = sql.is_postgres(conn)
         if postgres:  # INSERT ... ON CONFLICT DO NOTHING RETURNING says which rows are new
             fresh = group
         else:
@@ -145,8 +131,8 @@ async def _store(conn: BaseDBAsyncClient, msgs: list[IncomingMessage]) -> list[M
             fresh = [m for m in group if m.msgid not in existing]
         if not fresh:
             continue
-        staff = await _staff_ids(conn, platform, {u for m in fresh for u in (m.sender, *m.receivers)})
-        customers = await _customer_ids(conn, fresh)
+        staff = await directory.staff_ids(platform, {u for m in fresh for u in (m.sender, *m.receivers)}, conn)
+        customers = await _customer_ids(conn, directory, fresh)
         now = datetime.now(UTC)
         rows: list[dict[str, Any]] = [
             {
@@ -200,15 +186,15 @@ async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]])
 
 
 async def _ids_of(conn: BaseDBAsyncClient, platform: str, msgids: list[str]) -> dict[str, int]:
-    if search.is_postgres(conn):
-        sql, params = (
+    if sql.is_postgres(conn):
+        query, params = (
             "SELECT msgid, id FROM message WHERE platform = $1 AND msgid = ANY($2::text[])",
             [platform, msgids],
         )
     else:
         marks = ",".join("?" * len(msgids))
-        sql, params = f"SELECT msgid, id FROM message WHERE platform = ? AND msgid IN ({marks})", [platform, *msgids]
-    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(sql, params)}
+        query, params = f"SELECT msgid, id FROM message WHERE platform = ? AND msgid IN ({marks})", [platform, *msgids]
+    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(query, params)}
 
 
 _COLUMNS = (
@@ -250,36 +236,17 @@ async def _insert(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> None:
         for r in rows
     ]
     columns = ", ".join(_COLUMNS)
-    if search.is_postgres(conn):
+    if sql.is_postgres(conn):
         marks = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-        sql = f"INSERT INTO message ({columns}) VALUES ({marks}) ON CONFLICT (platform, msgid) DO NOTHING"
+        insert = f"INSERT INTO message ({columns}) VALUES ({marks}) ON CONFLICT (platform, msgid) DO NOTHING"
     else:
-        sql = f"INSERT OR IGNORE INTO message ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    await conn.execute_many(sql, values)
+        insert = f"INSERT OR IGNORE INTO message ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    await conn.execute_many(insert, values)
 
 
-async def _staff_ids(conn: BaseDBAsyncClient, platform: str, users: set[str]) -> dict[str, int]:
-    users.discard("")
-    if not users:
-        return {}
-    if platform == "wecom":
-        pairs = await Staff.filter(wecom_userid__in=users, active=True).using_db(conn).values_list("wecom_userid", "id")
-    elif platform == "dingtalk":
-        pairs = (
-            await Staff.filter(dingtalk_userid__in=users, active=True)
-            .using_db(conn)
-            .values_list("dingtalk_userid", "id")
-        )
-    else:
-        numbers = {int(u[6:]): u for u in users if u.startswith("staff:") and u[6:].isdigit()}
-        ids = await Staff.filter(id__in=list(numbers), active=True).using_db(conn).values_list("id", flat=True)
-        return {numbers[int(str(i))]: int(str(i)) for i in ids}
-    return {str(user): int(str(sid)) for user, sid in pairs}
-
-
-async def _customer_ids(conn: BaseDBAsyncClient, msgs: list[IncomingMessage]) -> dict[str, int]:
-    """msgid → customer id: an external contact in the conversation, else the room's known customer."""
-    externals = {u for m in msgs for u in (m.sender, *m.receivers) if is_external(u)}
+async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: list[IncomingMessage]) -> dict[str, int]:
+    """msgid → customer id: a customer contact in the conversation, else the room's known customer."""
+    externals = {u for m in msgs for u in (m.sender, *m.receivers) if directory.is_external(m.platform, u)}
     contact_of: dict[str, int] = {}
     if externals:
         pairs = (
@@ -333,15 +300,16 @@ async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
         await search.hide_messages(conn, [r.id for r in recalled])
 
 
-async def _count_replies_as_contact(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Directory, rows: list[Message]) -> None:
     """A rep's own message to a customer is contact: last_followup_at moves forward, never back."""
     latest: dict[int, datetime] = {}
     for m in rows:
-        if m.customer_id is None or m.staff_id is None or is_external(m.sender):
+        identity = directory.get(m.platform)
+        if m.customer_id is None or m.staff_id is None or (identity and identity.is_external(m.sender)):
             continue
         if (m.payload or {}).get("event") or m.msgtype in ("event", "revoke"):
             continue
-        if not any(is_external(r) for r in m.receivers or ()) and not m.room_id:
+        if not (identity and any(identity.is_external(r) for r in m.receivers or ())) and not m.room_id:
             continue
         if m.customer_id not in latest or m.sent_at > latest[m.customer_id]:
             latest[m.customer_id] = m.sent_at
@@ -351,109 +319,23 @@ async def _count_replies_as_contact(conn: BaseDBAsyncClient, rows: list[Message]
     # reply, and the date never moves back.
     field = Customer._meta.fields_map["last_followup_at"]
     rows_ = [(field.to_db_value(at, Customer), cid) for cid, at in latest.items()]
-    if search.is_postgres(conn):
-        sql = (
+    if sql.is_postgres(conn):
+        update = (
             "UPDATE customer SET last_followup_at = $1 WHERE id = $2"
             " AND (last_followup_at IS NULL OR last_followup_at < $1)"
         )
     else:
-        sql = (
+        update = (
             "UPDATE customer SET last_followup_at = ?1 WHERE id = ?2"
             " AND (last_followup_at IS NULL OR last_followup_at < ?1)"
         )
-    await conn.execute_many(sql, [list(r) for r in rows_])
+    await conn.execute_many(update, [list(r) for r in rows_])
 
 
-async def _after_archived(bot: Bot, rows: list[Message]) -> None:
-    from bot.keyword_rules import on_archived
-
-    try:
-        await on_archived(bot, rows)
-    except Exception:  # the messages are safely stored; a rule failing must not undo or block that
-        log.exception("keyword rules failed on %d archived messages", len(rows))
-
-
-def payload_of(msg: IncomingMessage) -> dict[str, Any]:
-    """What a row keeps beyond its columns (read back by ``bot.pipeline``): the platform record and event fields."""
-    return {
-        "sender_name": msg.sender_name,
-        "is_group": msg.is_group,
-        "event": msg.event,
-        "event_key": msg.event_key,
-        "reply_to": msg.reply_to,
-        "raw": msg.raw,
-    }
-
-
-# -- bulk import ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ImportReport:
-    imported: int = 0
-    duplicates: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [
-            f"消息导入完成 messages imported: {self.imported}, "
-            f"重复 duplicates: {self.duplicates}, 拒绝 rejected: {len(self.rejected)}"
-        ]
-        for line_no, reason in self.rejected[:MAX_REJECTIONS_SHOWN]:
-            lines.append(f"  第 {line_no} 行 line {line_no}: {reason}")
-        if len(self.rejected) > MAX_REJECTIONS_SHOWN:
-            lines.append(f"  … 另有 {len(self.rejected) - MAX_REJECTIONS_SHOWN} 行被拒绝 more rejected lines")
-        return "\n".join(lines)
-
-
-def _read_lines(handle: IO[bytes], count: int) -> list[bytes]:
-    lines = []
-    for line in handle:
-        lines.append(line)
-        if len(lines) >= count:
-            break
-    return lines
-
-
-async def import_jsonl(app: web.Application, path: str | Path, batch_size: int = IMPORT_BATCH) -> str:
-    """``crmbot import messages FILE.jsonl``: the WeCom chat-archive decrypted format, streamed in batches."""
-    from tqdm import tqdm
-
-    from bot.app import BOT
-    from integrations.wecom.archive import NotArchivable, normalize_record
-
-    bot = app[BOT]
-    report = ImportReport()
-    file = Path(path)
-    size = (await asyncio.to_thread(file.stat)).st_size
-    handle = await asyncio.to_thread(file.open, "rb")
-    batch: list[IncomingMessage] = []
-    number = 0
-    interactive = sys.stderr.isatty()
-    with handle, tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar:
-        while lines := await asyncio.to_thread(_read_lines, handle, batch_size):
-            for raw in lines:
-                number += 1
-                bar.update(len(raw))
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                    if not isinstance(record, dict):
-                        raise NotArchivable("not a JSON object")
-                    batch.append(normalize_record(record))
-                except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
-                    reason = "invalid JSON" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else str(exc)
-                    report.rejected.append((number, reason))
-            if len(batch) >= batch_size:
-                await _flush(bot, batch, report)
-        await _flush(bot, batch, report)
-    return report.summary()
-
-
-async def _flush(bot: Bot, batch: list[IncomingMessage], report: ImportReport) -> None:
-    if batch:
-        result = await archive_batch(bot, batch)
-        report.imported += len(result.new)
-        report.duplicates += result.duplicates
-        batch.clear()
+async def _after_archived(bot: Services, rows: list[Message]) -> None:
+    for hook in bot.archive_hooks:
+        try:
+            await hook(bot, rows)
+        except Exception:  # the messages are safely stored; a hook failing must not undo or block that
+            log.exception("archive hook %s failed on %d archived messages", getattr(hook, "__name__", hook), len(rows))
+    bot.outbox.wake()

@@ -25,9 +25,11 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import sql
 from bot.clock import Clock
 from bot.config import OutboxSettings
-from bot.db import compact_json, postgres_placeholders
+from bot.identity import Directory, Identity, accounts_of
+from bot.sql import compact_json
 from bot.types import Platform, Reply
 from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Staff
@@ -51,10 +53,19 @@ class PermanentDeliveryError(Exception):
     """The platform will never take this message (bad recipient, malformed content): do not retry."""
 
 
+# What a channel adapter answers for a card it sent: the handle with which the card can be updated later.
+CARD_HANDLE = "card_handle"
+
+
 class ChannelAdapter(Protocol):
-    """Sends one outbox message on one platform; returns what the platform answered (message id, card handle)."""
+    """Sends one outbox message on one platform; returns what the platform answered (message id, ``CARD_HANDLE``).
+
+    ``live_for`` is None for a channel that serves everyone, or the staff ids it serves right now (a terminal
+    session): pushes to those people go there first, and only their rows are claimed for it.
+    """
 
     platform: Platform
+    live_for: set[int] | None
 
     async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -65,35 +76,43 @@ class Address:
     recipient: str
 
 
-def console_address(staff: Staff) -> Address:
-    return Address("console", f"staff:{staff.id}")
-
-
 class Outbox:
     def __init__(
-        self, settings: OutboxSettings, clock: Clock, pace: Callable[[], Awaitable[None]] | None = None
+        self,
+        settings: OutboxSettings,
+        clock: Clock,
+        directory: Directory | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.directory = directory or Directory()
         self._pace = pace  # awaited by the dispatcher before each drain (see ``run``)
         self.adapters: dict[str, ChannelAdapter] = {}
-        # Staff members whose pushes go to a live console session (``crmbot chat``) instead of their platform.
-        self.console_staff: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
 
     def register(self, adapter: ChannelAdapter) -> None:
         self.adapters[adapter.platform] = adapter
 
-    def address_of(self, staff: Staff) -> Address:
-        """Where a push to ``staff`` goes: a live console, else WeCom, else DingTalk, else a later console."""
-        if staff.id in self.console_staff:
-            return console_address(staff)
-        if staff.wecom_userid and "wecom" in self.adapters:
-            return Address("wecom", staff.wecom_userid)
-        if staff.dingtalk_userid and "dingtalk" in self.adapters:
-            return Address("dingtalk", staff.dingtalk_userid)
-        return console_address(staff)
+    async def address_of(self, staff: Staff, using_db: BaseDBAsyncClient | None = None) -> Address:
+        """Where a push to ``staff`` goes: a channel live for them right now, else the first platform (in
+        registration order) that reaches them and can send, else the platform that reaches everyone (where it
+        waits until they come)."""
+        accounts = await accounts_of(staff.id, using_db)
+
+        def reach(identity: Identity) -> Address | None:
+            recipient = identity.recipient(staff.id, accounts.get(identity.platform))
+            return Address(identity.platform, recipient) if recipient is not None else None
+
+        identities = self.directory.identities
+        live = [i for i in identities if (a := self.adapters.get(i.platform)) and a.live_for and staff.id in a.live_for]
+        sending = [i for i in identities if (a := self.adapters.get(i.platform)) and a.live_for is None]
+        waiting = [i for i in identities if i.fallback]
+        for identity in (*live, *sending, *waiting):
+            if (address := reach(identity)) is not None:
+                return address
+        raise LookupError(f"no platform reaches staff member {staff.id}")
 
     async def enqueue(
         self,
@@ -123,7 +142,7 @@ class Outbox:
             datetime.now(UTC),
         ]
         # Every reply and push passes here: one plain statement, without the ORM's per-call query building.
-        await conn.execute_query(_ENQUEUE_SQL[conn.capabilities.dialect == "postgres"], values)
+        await conn.execute_query(_ENQUEUE_SQL[sql.is_postgres(conn)], values)
 
     async def push(
         self,
@@ -136,7 +155,7 @@ class Outbox:
     ) -> None:
         """Queue a push to a staff member on the platform they are reachable on."""
         await self.enqueue(
-            self.address_of(staff),
+            await self.address_of(staff, using_db),
             reply,
             dedupe_key,
             staff_id=staff.id,
@@ -201,12 +220,12 @@ class Outbox:
         at = now.astimezone(UTC)
         due = f"((status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)})"
         due += f" OR (status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}))"
-        platforms = [p for p in self.adapters if p != "console"]
+        platforms = [p for p, a in self.adapters.items() if a.live_for is None]
         where = [f"platform IN ({', '.join(ph(p) for p in platforms)})"] if platforms else []
-        if "console" in self.adapters and self.console_staff:
-            console = ph("console")
-            staff = ", ".join(ph(s) for s in sorted(self.console_staff))
-            where.append(f"(platform = {console} AND staff_id IN ({staff}))")
+        for platform, adapter in self.adapters.items():
+            if adapter.live_for:
+                staff = ", ".join(ph(s) for s in sorted(adapter.live_for))
+                where.append(f"(platform = {ph(platform)} AND staff_id IN ({staff}))")
         if not where:
             return "1 = 0"
         # Per-recipient order across instances: not while an earlier row to the same recipient is out on a lease.
@@ -229,7 +248,7 @@ class Outbox:
         if not self.adapters:
             return []
         conn = connections.get("default")
-        postgres = conn.capabilities.dialect == "postgres"
+        postgres = sql.is_postgres(conn)
         params: list[Any] = []
 
         def ph(value: Any) -> str:
@@ -244,7 +263,7 @@ class Outbox:
         lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
         # A materialized CTE is evaluated once: a plain IN (subquery) may be re-run by PostgreSQL's plan, and each
         # run would skip the rows the previous one locked and claim another batch.
-        sql = (
+        claim = (
             f"WITH batch AS MATERIALIZED (SELECT id FROM outbox WHERE {inner} ORDER BY id LIMIT {limit}{lock}) "
             f"UPDATE outbox SET status = {sending}, lease_until = {lease_until}, attempts = attempts + 1 "
             f"WHERE id IN (SELECT id FROM batch) AND {outer} RETURNING id"
@@ -253,10 +272,10 @@ class Outbox:
             async with in_transaction() as tx:
                 # Claims take turns (a short lock, released at commit), so that the check for an earlier row out
                 # on a lease sees every committed claim. SKIP LOCKED steps over rows whose outcome is being written.
-                await tx.execute_query("SELECT pg_advisory_xact_lock($1)", [CLAIM_LOCK_KEY])
-                rows = await tx.execute_query_dict(sql, params)
+                await sql.xact_lock(tx, CLAIM_LOCK_KEY)
+                rows = await tx.execute_query_dict(claim, params)
         else:
-            rows = await conn.execute_query_dict(sql, params)
+            rows = await conn.execute_query_dict(claim, params)
         if not rows:
             return []
         ids = [int(r["id"]) for r in rows]
@@ -302,7 +321,7 @@ class Outbox:
         retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
         settled = [o for o in outcomes if o.status != OutboxStatus.PENDING]
         async with in_transaction() as conn:
-            postgres = conn.capabilities.dialect == "postgres"
+            postgres = sql.is_postgres(conn)
             if retried:
                 await conn.execute_many(
                     _RETRY_SQL[postgres],
@@ -325,26 +344,21 @@ class Outbox:
                 )
 
 
-def _numbered(sql: str) -> tuple[str, str]:
-    """``sql`` for (SQLite, PostgreSQL): indexable by ``dialect == "postgres"``."""
-    return sql, postgres_placeholders(sql)
-
-
 def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None else None
 
 
-_ENQUEUE_SQL = _numbered(
+_ENQUEUE_SQL = sql.both(
     "INSERT INTO outbox (dedupe_key, platform, recipient, staff_id, kind, payload, status, not_before, created_at,"
     " attempts, last_error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
     " ON CONFLICT (dedupe_key) DO NOTHING"
 )
 # An outcome is written only while this claim still holds the row (same attempt, still sending).
-_RETRY_SQL = _numbered(
+_RETRY_SQL = sql.both(
     "UPDATE outbox SET status = ?, not_before = ?, lease_until = NULL, last_error = ?"
     " WHERE id = ? AND status = 'sending' AND attempts = ?"
 )
-_SETTLE_SQL = _numbered(
+_SETTLE_SQL = sql.both(
     "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ?, result = ?, sent_at = ?"
     " WHERE id = ? AND status = 'sending' AND attempts = ?"
 )

@@ -1,7 +1,8 @@
-"""``crmbot``: the command line (click). Every subcommand takes ``--config``; bad input exits 2 with one line.
+"""``crmbot``: the command line (click), a composition root like ``bot.app``. Every subcommand takes ``--config``;
+bad input exits 2 with one line.
 
 Commands that touch the database run the same app as the server (migrations, core, outbox) without listening
-on a port.
+on a port. Imports that only some commands need are made inside them, so every command starts fast.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 
-from bot.app import BOT, CLOCK, create_app, new_event_loop
+from bot.app import create_app, load_settings, new_event_loop
 from bot.clock import Clock
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings
+from bot.keys import BOT, CLOCK, OUTBOX
+from models.staff import Staff
 
 T = TypeVar("T")
 
@@ -131,19 +134,16 @@ async def _stdin_lines() -> AsyncIterator[str]:
         yield line
 
 
-async def find_staff(as_user: str | None) -> Any:
-    from tortoise.expressions import Q
-
-    from models.staff import Staff
+async def find_staff(as_user: str | None) -> Staff:
+    """The staff member ``--as`` names (a name or a platform user id), or the first one."""
+    from bot.identity import find_staff as lookup
 
     if as_user is None:
-        staff = await Staff.filter(active=True).order_by("id").first()
-        if staff is None:
+        first = await Staff.filter(active=True).order_by("id").first()
+        if first is None:
             raise BadInput("no staff yet: run `crmbot demo` or `crmbot import staff FILE` first")
-        return staff
-    staff = await Staff.filter(
-        Q(wecom_userid=as_user) | Q(dingtalk_userid=as_user) | Q(name=as_user), active=True
-    ).first()
+        return first
+    staff = await lookup(as_user)
     if staff is None:
         names = [str(n) for n in await Staff.filter(active=True).limit(10).values_list("name", flat=True)]
         raise BadInput(f"unknown staff member {as_user!r} (known: {', '.join(names) or 'none'})")
@@ -199,13 +199,20 @@ def demo(config: str | None) -> None:
 @click.argument("kind", type=click.Choice(["staff", "customers", "messages", "orders"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_(config: str | None, kind: str, file: Path) -> None:
-    """Import staff, customers (.csv/.xlsx) or messages (.jsonl) from FILE."""
-    from bot.importer import ImportFailed, run_import
+    """Import staff, customers, orders (.csv/.xlsx) or messages (.jsonl) from FILE."""
+    from bot.importer import run_import
+    from bot.spreadsheet import ImportFailed
+    from handlers.orders import import_orders
+    from integrations.wecom.archive_file import import_jsonl
 
     settings = _settings(config)
 
     async def go() -> str:
         async with running_app(settings) as app:
+            if kind == "messages":
+                return await import_jsonl(app, file)
+            if kind == "orders":
+                return await import_orders(app, file)
             return await run_import(app, kind, file)
 
     try:
@@ -290,8 +297,7 @@ def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
     A full sweep over every customer and ticket (at most 1000 subjects per rule: run it again for more). What
     fired once never fires again, so running it twice for the same moment prints nothing the second time.
     """
-    from bot.app import OUTBOX
-    from bot.rules import run_rules
+    from bot.scheduled import run_rules
 
     settings = _settings(config)
     moment = parse_now(now, settings)

@@ -1,23 +1,28 @@
 """Settings: a TOML file validated into typed sections, overridden by ``CRMBOT_<SECTION>__<KEY>`` variables.
 
-pydantic-settings does the validation and the environment overrides; this module owns the schema (every key
+pydantic-settings does the validation and the environment overrides; this module owns the core schema (every key
 documented in ``config.example.toml``), the defaults, and turning validation failures into one clear
-``ConfigError`` that names the offending keys.
+``ConfigError`` that names the offending keys. Each chat platform's section is defined by its
+integration as a ``PlatformSettings`` and joins the schema through ``settings_class``, which the composition
+root calls with every integration's section.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
+from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
+P = TypeVar("P", bound="PlatformSettings")
 
 
 class ConfigError(ValueError):
@@ -46,63 +51,16 @@ class DatabaseSettings(_Section):
         return value
 
 
-class WeComSettings(_Section):
-    corp_id: str = ""
-    agent_id: int = 0
-    secret: str = ""
-    token: str = ""
-    encoding_aes_key: str = ""
-    api_base: str = "https://qyapi.weixin.qq.com"
-    request_timeout_seconds: float = Field(10.0, gt=0)
-    request_retries: int = Field(2, ge=0)
-    retry_delay_seconds: float = Field(0.5, ge=0)
-    rate_limit_retry_seconds: float = Field(60.0, ge=0)
-    customer_contact: bool = False  # the app may call externalcontact/* (客户联系 permission granted to it)
-    # Chat archive (会话内容存档) through Tencent's Finance SDK; enabled when the library path and secret are set.
-    archive_sdk_path: str = ""
-    archive_secret: str = ""
-    archive_private_keys: dict[int, str] = Field(default_factory=dict)  # publickey_ver → PEM file path
-    archive_pull_interval_seconds: float = Field(300.0, ge=0)  # 0: pull only on the msgaudit_notify event
-    archive_batch_limit: int = Field(1000, ge=1, le=1000)
-    archive_timeout_seconds: int = Field(10, ge=1)
-    archive_retries: int = Field(3, ge=0)
-    archive_retry_backoff_seconds: float = Field(2.0, ge=0)
-    archive_proxy: str = ""
-    archive_proxy_password: str = ""
-
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _aes_key_length(cls, value: str) -> str:
-        if value and len(value) != 43:
-            raise ValueError("must be the 43-character EncodingAESKey from the WeCom admin console")
-        return value
+class PlatformSettings(_Section):
+    """A platform's own section, defined by its integration."""
 
     @property
     def enabled(self) -> bool:
-        return bool(self.corp_id and self.token and self.encoding_aes_key)
+        return False
 
-    @property
-    def archive_enabled(self) -> bool:
-        return bool(self.corp_id and self.archive_sdk_path and self.archive_secret)
-
-
-class DingTalkSettings(_Section):
-    app_key: str = ""
-    app_secret: str = ""
-    robot_code: str = ""
-    api_base: str = "https://api.dingtalk.com"
-    robot_name: str = ""
-    callback_window_seconds: int = Field(3600, ge=1)
-    webhook_margin_seconds: int = Field(60, ge=0)
-    token_refresh_margin_seconds: int = Field(300, ge=0)
-    request_timeout_seconds: float = Field(10.0, gt=0)
-    throttle_retry_seconds: float = Field(60.0, ge=0)
-    session_webhook_prefix: str = "https://oapi.dingtalk.com/"
-    stream: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.app_secret)
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values (in a fixed order) that keys derived from the configuration are made from."""
+        return ()
 
 
 class OutboxSettings(_Section):
@@ -139,7 +97,7 @@ class RulesSettings(_Section):
 
 class NpsSettings(_Section):
     link_expiry_days: int = Field(14, ge=1)
-    secret: str = ""  # signs survey tokens; empty: derived from the WeCom / DingTalk app secrets
+    secret: str = ""  # signs survey tokens; empty: derived from the platforms' app secrets
 
 
 class ApprovalSettings(_Section):
@@ -163,7 +121,7 @@ class TicketSettings(_Section):
     """Who gets a new ticket: the configured service engineers in turn (the one with the fewest open tickets,
     then the one assigned longest ago), else the customer's owner, else whoever opened it."""
 
-    service_engineers: list[str] = Field(default_factory=list)  # staff names or WeCom/DingTalk user ids
+    service_engineers: list[str] = Field(default_factory=list)  # staff names or platform user ids
 
 
 class KeywordSettings(_Section):
@@ -221,14 +179,13 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
-    wecom: WeComSettings = WeComSettings()
-    dingtalk: DingTalkSettings = DingTalkSettings()
     outbox: OutboxSettings = OutboxSettings()
     rules: RulesSettings = RulesSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     nps: NpsSettings = NpsSettings()
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
+    # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")
     @classmethod
@@ -242,6 +199,18 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def platform(self, name: str, kind: type[P]) -> P:
+        """The ``[name]`` platform section, as its integration defined it."""
+        section = getattr(self, name, None)
+        if not isinstance(section, kind):
+            raise ConfigError(f"no [{name}] section of type {kind.__name__} in these settings")
+        return section
+
+    def platforms(self) -> list[PlatformSettings]:
+        """Every platform section, in the order the integrations were registered."""
+        sections = (getattr(self, name) for name in type(self).model_fields)
+        return [section for section in sections if isinstance(section, PlatformSettings)]
 
     @classmethod
     def settings_customise_sources(
@@ -264,10 +233,29 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+@functools.cache
+def _settings_class(sections: tuple[tuple[str, type[PlatformSettings]], ...]) -> type[Settings]:
+    if not sections:
+        return Settings
+    fields: dict[str, Any] = {name: (kind, Field(default_factory=kind)) for name, kind in sections}
+    return create_model("Settings", __base__=Settings, **fields)
+
+
+def settings_class(sections: Mapping[str, type[PlatformSettings]]) -> type[Settings]:
+    """``Settings`` with these platform sections (by section name), built once per set of sections."""
+    return _settings_class(tuple(sections.items()))
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    sections: Mapping[str, type[PlatformSettings]] | None = None,
+    **overrides: Any,
+) -> Settings:
     """Load ``path`` (default ``./config.toml`` when present), apply env overrides, validate.
 
-    ``overrides`` are sections given as dicts (used by tests and the CLI) and are merged over the file.
+    ``sections`` are the platform sections to accept; ``overrides`` are sections given as dicts (used by tests and
+    the CLI) and are merged over the file.
     """
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
@@ -284,7 +272,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         else:
             data[section] = values
     try:
-        return Settings(**data)
+        return settings_class(sections or {})(**data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe(exc)}") from exc
     except SettingsError as exc:  # an environment variable that cannot be parsed, e.g. CRMBOT_WECOM=x

@@ -7,13 +7,10 @@ pending migration before the app serves, on SQLite and PostgreSQL alike. After c
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
 
-from tortoise import connections
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate
 
@@ -74,23 +71,3 @@ async def open_database(url: str) -> TortoiseContext:
 
 async def close_database(context: TortoiseContext) -> None:
     await context.close_connections()
-
-
-def db() -> BaseDBAsyncClient:
-    """The default connection, for raw SQL (search indexes, row locks)."""
-    client: BaseDBAsyncClient = connections.get("default")
-    return client
-
-
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def compact_json(value: Any) -> str:
-    """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is (one encoder, built once)."""
-    return _COMPACT.encode(value)
-
-
-def postgres_placeholders(sql: str) -> str:
-    """``sql`` written with ``?`` placeholders (SQLite's), numbered the way PostgreSQL spells them: ``$1, $2, …``."""
-    parts = sql.split("?")
-    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))

@@ -1,24 +1,29 @@
-"""Demo data for a first run: a small sales team, a handful of customers and some archived conversations."""
+"""Demo data for a first run: a small sales team, a handful of customers and some archived conversations.
+
+Each demo member has a login (``zhangsan``); every platform that wants demo accounts gives them the account
+``demo_prefix + login`` there, so ``crmbot chat --as zhangsan`` works and the demo conversations are linked.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from bot.app import BOT, CLOCK
+from bot.identity import Identity
+from bot.keys import BOT, CLOCK
 from bot.types import IncomingMessage
 from models.customers import Contact, Customer, Stage
-from models.staff import Role, Staff
+from models.staff import Role, Staff, StaffAccount
 
 STAFF = [
-    # name, wecom userid, dingtalk userid, role, manager
-    ("赵总", "zhaozong", "ding_zhaozong", Role.DIRECTOR, None),
-    ("王经理", "wangjl", "ding_wangjl", Role.MANAGER, "赵总"),
-    ("张三", "zhangsan", "ding_zhangsan", Role.REP, "王经理"),
-    ("李四", "lisi", "ding_lisi", Role.REP, "王经理"),
-    ("陈工", "chengong", "ding_chengong", Role.REP, "王经理"),
-    ("管理员", "admin", "ding_admin", Role.ADMIN, None),
+    # name, login, role, manager
+    ("赵总", "zhaozong", Role.DIRECTOR, None),
+    ("王经理", "wangjl", Role.MANAGER, "赵总"),
+    ("张三", "zhangsan", Role.REP, "王经理"),
+    ("李四", "lisi", Role.REP, "王经理"),
+    ("陈工", "chengong", Role.REP, "王经理"),
+    ("管理员", "admin", Role.ADMIN, None),
 ]
 
 CUSTOMERS = [
@@ -86,7 +91,7 @@ CUSTOMERS = [
 ]
 
 CONVERSATIONS = [
-    # days ago, from (external or staff userid), to, text
+    # days ago, from (a customer contact or a staff login), to, text; archived on the first platform with contacts
     (40, "wmHW001", "zhangsan", "你们的耐高温材料能到多少度？我们新产线需要"),
     (40, "zhangsan", "wmHW001", "常规型号可以到 600 度，耐高温材料样品下周寄给您"),
     (12, "wmHW001", "zhangsan", "样品测试不错，请报一下 2000 件的价格"),
@@ -96,12 +101,13 @@ CONVERSATIONS = [
 
 
 async def load_demo(app: web.Application) -> dict[str, int]:
+    identities = [i for i in app[BOT].directory.identities if i.demo_prefix is not None]
     by_name: dict[str, Staff] = {}
-    for name, wecom, ding, role, manager in STAFF:
-        staff, _ = await Staff.get_or_create(
-            name=name,
-            defaults={"wecom_userid": wecom, "dingtalk_userid": ding, "role": role},
-        )
+    for name, login, role, manager in STAFF:
+        staff, created = await Staff.get_or_create(name=name, defaults={"role": role})
+        if created:
+            for identity in identities:
+                await _account(staff, identity, login)
         if manager:
             staff.manager_id = by_name[manager].id
             await staff.save(update_fields=["manager_id"])
@@ -122,17 +128,31 @@ async def load_demo(app: web.Application) -> dict[str, int]:
         )
         if created:
             await Contact.create(customer=customer, name=contact, phone=phone, role="决策人", external_userid=external)
-    bot = app[BOT]
+    archive = next((i for i in identities if i.external_prefixes), None)  # a platform with customer contacts
+    if archive is not None:
+        await _conversations(app, archive, now)
+    return {"staff": await Staff.all().count(), "customers": await Customer.all().count()}
+
+
+async def _account(staff: Staff, identity: Identity, login: str) -> None:
+    user_id = f"{identity.demo_prefix}{login}"
+    if not await StaffAccount.filter(platform=identity.platform, user_id=user_id).exists():
+        await StaffAccount.create(staff_id=staff.id, platform=identity.platform, user_id=user_id)
+
+
+async def _conversations(app: web.Application, platform: Identity, now: datetime) -> None:
+    def user(login: str) -> str:
+        return login if platform.is_external(login) else f"{platform.demo_prefix or ''}{login}"
+
     for i, (days_ago, sender, receiver, text) in enumerate(CONVERSATIONS):
-        await bot.archive(
+        await app[BOT].archive(
             IncomingMessage(
-                platform="wecom",
+                platform=platform.platform,
                 msgid=f"demo-{i}",
-                sender=sender,
-                receivers=(receiver,),
+                sender=user(sender),
+                receivers=(user(receiver),),
                 text=text,
                 sent_at=now - timedelta(days=days_ago),
                 to_bot=False,
             )
         )
-    return {"staff": await Staff.all().count(), "customers": await Customer.all().count()}

@@ -1,9 +1,10 @@
-"""``crmbot import``: staff and customers from the spreadsheets admins already have (.csv or .xlsx).
+"""``crmbot import staff|customers FILE``: staff and customers from the spreadsheets admins already have (.csv or
+.xlsx, read by ``bot.spreadsheet``).
 
 A file is read whole, cleaned and checked before anything is written, then written in ONE transaction: either
 every accepted row lands or (on a fatal error) nothing does. Headers may be Chinese or English; unknown customer
-columns are kept as custom fields. Cleaning: whitespace (full-width too) is trimmed, ids and phone numbers are
-normalized to half-width, blank rows are skipped.
+columns are kept as custom fields; staff accounts come from one column per platform (the headers each platform's
+identity names, e.g. 企业微信账号).
 
 What an import never does is lose data that is already stored:
 
@@ -21,16 +22,13 @@ database failure while writing; either way the transaction leaves nothing behind
 from __future__ import annotations
 
 import asyncio
-import codecs
-import csv
-import io
 import os
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,38 +38,46 @@ from aiohttp import web
 from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
-from bot.app import BOT, CLOCK, SETTINGS
+from bot import audit
+from bot.identity import Directory, Identity
+from bot.keys import BOT, CLOCK, SETTINGS
+from bot.spreadsheet import (
+    Cell,
+    Columns,
+    ImportFailed,
+    Table,
+    cell_of,
+    clean_id,
+    clean_text,
+    parse_date,
+    parse_datetime,
+    read_table,
+    split_list,
+)
 from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
-from models.staff import Role, Staff
+from models.staff import Role, Staff, StaffAccount
 
 ACTOR = "import"
 AUDIT_PLATFORM = "cli"
-HEADER_SEARCH_ROWS = 10  # a title row or two above the header is common in templates
 CHUNK = 500  # ids per IN (...) query
 
-Cell = str | int | float | bool | datetime | date | time | None
 # Tortoise wraps most driver errors; a few (e.g. a PostgreSQL trigger's RAISE) arrive as the driver's own.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (BaseORMException, sqlite3.Error, asyncpg.PostgresError)
-
-
-class ImportFailed(Exception):
-    """The file cannot be imported at all; nothing was written. The message is one line for the admin."""
+ACCOUNT = "account:"  # field name prefix of a platform's account column: account:<platform>
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Columns
 
 
-STAFF_COLUMNS: dict[str, tuple[str, ...]] = {
+STAFF_COLUMNS: Columns = {
     "name": ("姓名", "name", "员工姓名", "名字"),
-    "wecom_userid": ("企业微信账号", "wecom_userid", "企业微信", "企微账号", "企业微信userid", "wecom"),
-    "dingtalk_userid": ("钉钉账号", "dingtalk_userid", "钉钉", "钉钉userid", "dingtalk"),
     "role": ("角色", "role"),
     "manager": ("上级", "manager", "直属上级", "汇报对象"),
 }
 
-CUSTOMER_COLUMNS: dict[str, tuple[str, ...]] = {
+CUSTOMER_COLUMNS: Columns = {
     "name": ("客户名称", "name", "客户", "客户全称", "公司名称"),
     "aliases": ("别名", "aliases", "alias", "简称"),
     "industry": ("行业", "industry"),
@@ -88,8 +94,6 @@ CUSTOMER_COLUMNS: dict[str, tuple[str, ...]] = {
     "next_followup_at": ("下次跟进", "next_followup_at", "下次跟进时间"),
     "won_at": ("成交日期", "won_at", "成交时间"),
 }
-
-COLUMN_LABELS = {"staff": "姓名/name", "customers": "客户名称/name"}
 
 ROLES: dict[str, Role] = {
     **{r.value: r for r in Role},
@@ -117,220 +121,14 @@ STAGES: dict[str, Stage] = {
 }
 
 GRADES = ("A", "B", "C")
-LIST_SEPARATORS = re.compile(r"[;；、,，|]")
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
-EXTERNAL_ID = re.compile(r"^w[mo][A-Za-z0-9_\-]{1,62}$")
+CONTACT_ID = re.compile(r"^[A-Za-z0-9_\-]{3,64}$")
 PHONE = re.compile(r"^\+?[0-9()\-]{5,24}$")
-ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
 
-def _header_key(header: str) -> str:
-    key = unicodedata.normalize("NFKC", header).translate(ZERO_WIDTH).casefold()
-    return re.sub(r"[\s*_\-]+", "", key)
-
-
-def _column_index(columns: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    return {_header_key(label): canonical for canonical, labels in columns.items() for label in labels}
-
-
-@dataclass
-class Table:
-    """A sheet: which column holds which field, unknown columns by header, and the data rows by row number."""
-
-    fields: dict[str, int]
-    extras: dict[str, int]
-    rows: list[tuple[int, list[Cell]]]
-
-
-def _map_header(row: Sequence[Cell], index: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
-    fields: dict[str, int] = {}
-    extras: dict[str, int] = {}
-    for i, cell in enumerate(row):
-        header = clean_text(cell)
-        if not header:
-            continue
-        key = _header_key(header)
-        # "合同到期(YYYY-MM-DD)": a hint in brackets after a known header
-        canonical = index.get(key) or index.get(re.sub(r"[(\[].*[)\]]$", "", key))
-        if canonical is None:
-            extras.setdefault(header, i)
-        elif canonical in fields:
-            raise ImportFailed(f"列「{header}」重复 duplicate column {canonical!r}")
-        else:
-            fields[canonical] = i
-    return fields, extras
-
-
-def _table(rows: Iterable[tuple[int, Sequence[Cell]]], index: dict[str, str]) -> Table | None:
-    """The table under the first row (of the first few non-blank ones) that has the name column, or None."""
-    it = iter(rows)
-    seen = 0
-    for _, row in it:
-        if _blank(row):
-            continue
-        fields, extras = _map_header(row, index)
-        if "name" in fields:
-            data = [(n, list(r)) for n, r in it if not _blank(r)]
-            return Table(fields, extras, data)
-        seen += 1
-        if seen >= HEADER_SEARCH_ROWS:
-            break
-    return None
-
-
-def _blank(row: Sequence[Cell]) -> bool:
-    return all(clean_text(c) == "" for c in row)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading files
-
-
-def read_table(path: Path, kind: str) -> Table:
-    columns = STAFF_COLUMNS if kind == "staff" else CUSTOMER_COLUMNS
-    index = _column_index(columns)
-    if not path.is_file():
-        raise ImportFailed(f"文件不存在 file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        table = _table(_csv_rows(path), index)
-    elif suffix in (".xlsx", ".xlsm"):
-        table = _xlsx_table(path, index)
-    elif suffix == ".xls":
-        raise ImportFailed(f"{path.name}: 不支持旧版 .xls，请在 Excel 中另存为 .xlsx 或 .csv (.xls is not supported)")
-    else:
-        raise ImportFailed(f"{path.name}: 只支持 .csv 和 .xlsx 文件 (expected .csv or .xlsx)")
-    if table is None:
-        raise ImportFailed(f"{path.name}: 缺少必填列「{COLUMN_LABELS[kind]}」 missing required column")
-    return table
-
-
-def _decode(data: bytes, name: str) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
-        return data.decode("utf-16")
-    for encoding in ("utf-8-sig", "gb18030"):  # Excel in China saves CSV as GBK
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise ImportFailed(f"{name}: 无法识别文件编码，请另存为 UTF-8 CSV (unknown text encoding)")
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, Sequence[Cell]]]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImportFailed(f"{path.name}: 无法读取文件 cannot read: {exc.strerror}") from exc
-    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ImportFailed(f"{path.name}: 不是文本 CSV 文件 (binary data)")
-    text = _decode(data, path.name)
-    first = text.split("\n", 1)[0]
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    try:
-        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as exc:
-        raise ImportFailed(f"{path.name}: CSV 格式错误 malformed CSV: {exc}") from exc
-    # Row numbers are records, which is what Excel shows when the CSV is opened there.
-    return iter([(n, list(r)) for n, r in enumerate(records, start=1)])
-
-
-def _xlsx_table(path: Path, index: dict[str, str]) -> Table | None:
-    import openpyxl
-
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # zipfile, XML and openpyxl errors all mean the same to the admin
-        raise ImportFailed(f"{path.name}: 无法读取 Excel 文件 unreadable xlsx ({type(exc).__name__})") from exc
-    try:
-        for sheet in workbook.worksheets:  # the first sheet that has the header (templates put 说明 first)
-            rows = ((n, list(r)) for n, r in enumerate(sheet.iter_rows(values_only=True), start=1))
-            table = _table(rows, index)
-            if table is not None:
-                return table
-        return None
-    except ImportFailed:
-        raise
-    except Exception as exc:
-        raise ImportFailed(f"{path.name}: 无法读取 Excel 文件 unreadable xlsx ({type(exc).__name__})") from exc
-    finally:
-        workbook.close()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Cleaning cells
-
-
-def clean_text(cell: Cell) -> str:
-    """A cell as trimmed text: whitespace (full-width too) and zero-width marks removed, runs of spaces single."""
-    if cell is None:
-        return ""
-    if isinstance(cell, float) and cell.is_integer():
-        cell = int(cell)
-    if isinstance(cell, datetime) and cell.time() == time(0):
-        cell = cell.date()
-    return " ".join(str(cell).translate(ZERO_WIDTH).split())
-
-
-def clean_id(cell: Cell) -> str:
-    """Ids and phone numbers: half-width (NFKC), no whitespace at all."""
-    return "".join(unicodedata.normalize("NFKC", clean_text(cell)).split())
-
-
-def split_list(cell: Cell) -> list[str]:
-    out: list[str] = []
-    for part in LIST_SEPARATORS.split(clean_text(cell)):
-        part = part.strip()
-        if part and part not in out:
-            out.append(part)
-    return out
-
-
-def _excel_serial(value: float) -> datetime | None:
-    if 1 <= value < 2958466:  # Excel's serial day numbers (1900 date system)
-        return datetime(1899, 12, 30) + timedelta(days=value)
-    return None
-
-
-_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
-_DATETIME = re.compile(
-    r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?(?:[\sT]*(\d{1,2})\s*[:时点]\s*(\d{1,2})"
-    r"(?:\s*[:分]\s*(\d{1,2})(?:\.\d+)?\s*秒?)?\s*分?)?$"
-)
-
-
-def parse_date(cell: Cell) -> date:
-    """2026-12-31, 2026/12/31, 2026.12.31, 2026年12月31日, 20261231, or an Excel date cell; ValueError else."""
-    if isinstance(cell, datetime):
-        return cell.date()
-    if isinstance(cell, date):
-        return cell
-    if isinstance(cell, int | float) and not isinstance(cell, bool) and (moment := _excel_serial(float(cell))):
-        return moment.date()
-    text = unicodedata.normalize("NFKC", clean_text(cell))
-    if m := _DATE.match(text):
-        return date(int(m[1]), int(m[2]), int(m[3]))
-    if re.fullmatch(r"\d{8}", text):
-        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    moment = parse_datetime(cell, ZoneInfo("UTC"))  # "2026-12-31 00:00" is a date too
-    return moment.date()
-
-
-def parse_datetime(cell: Cell, tz: ZoneInfo) -> datetime:
-    """A moment; without a zone it is local time in ``tz``; a bare date is local midnight. ValueError else."""
-    moment: datetime
-    if isinstance(cell, datetime):
-        moment = cell
-    elif isinstance(cell, date):
-        moment = datetime.combine(cell, time(0))
-    elif isinstance(cell, int | float) and not isinstance(cell, bool) and _excel_serial(float(cell)):
-        moment = _excel_serial(float(cell)) or datetime.min
-    else:
-        text = unicodedata.normalize("NFKC", clean_text(cell))
-        if m := _DATETIME.match(text):
-            moment = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4] or 0), int(m[5] or 0), int(m[6] or 0))
-        else:
-            moment = datetime.fromisoformat(text)  # ValueError for anything else
-    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+def staff_columns(directory: Directory) -> Columns:
+    """The staff columns, with one account column per platform that imports accounts."""
+    return {**STAFF_COLUMNS, **{ACCOUNT + i.platform: i.account_headers for i in directory.importable()}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -403,11 +201,6 @@ def _too_long(*checks: tuple[str, str, int]) -> list[str]:
     return [f"{label}超过 {limit} 个字 too long" for label, value, limit in checks if len(value) > limit]
 
 
-def _cell(row: list[Cell], table: Table, key: str) -> Cell:
-    i = table.fields.get(key)
-    return row[i] if i is not None and i < len(row) else None
-
-
 def _merge_by_name(records: list[Record], report: Report) -> dict[str, Record]:
     by_name: dict[str, Record] = {}
     for record in records:
@@ -422,16 +215,7 @@ def _merge_by_name(records: list[Record], report: Report) -> dict[str, Record]:
 def _audit(
     action: str, entity: str, entity_id: object, before: dict[str, Any] | None, after: dict[str, Any]
 ) -> AuditLog:
-    return AuditLog(
-        actor_id=None,
-        actor_name=ACTOR,
-        action=action,
-        entity=entity,
-        entity_id=str(entity_id),
-        before=before,
-        after=after,
-        platform=AUDIT_PLATFORM,
-    )
+    return audit.entry(action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM)
 
 
 def _described(values: dict[str, Any], staff_names: dict[int, str]) -> dict[str, Any]:
@@ -459,22 +243,28 @@ def _jsonable(value: Any) -> Any:
 # Staff
 
 
-def _staff_records(table: Table, report: Report) -> list[Record]:
+def _account_key(identity: Identity) -> str:
+    """How an account is named in messages and the audit log: its English header (e.g. ``xxx_userid``)."""
+    headers = identity.account_headers
+    return headers[1] if len(headers) > 1 else identity.platform
+
+
+def _staff_records(table: Table, report: Report, identities: Sequence[Identity]) -> list[Record]:
     records = []
     for number, row in table.rows:
-        name = clean_text(_cell(row, table, "name"))
+        name = clean_text(cell_of(row, table, "name"))
         if not name:
             report.reject(number, "缺少姓名 missing name")
             continue
         record = Record(name, [number])
         errors = _too_long(("姓名", name, 64))
-        for key, label in (("wecom_userid", "企业微信账号"), ("dingtalk_userid", "钉钉账号")):
-            if value := clean_id(_cell(row, table, key)):
+        for identity in identities:
+            if value := clean_id(cell_of(row, table, ACCOUNT + identity.platform)):
                 if ACCOUNT_ID.match(value):
-                    record.values[key] = value
+                    record.values[ACCOUNT + identity.platform] = value
                 else:
-                    errors.append(f"{label}「{value}」格式不正确 bad {key}")
-        if role_text := clean_text(_cell(row, table, "role")):
+                    errors.append(f"{identity.account_label}「{value}」格式不正确 bad {_account_key(identity)}")
+        if role_text := clean_text(cell_of(row, table, "role")):
             role = ROLES.get(unicodedata.normalize("NFKC", role_text).casefold())
             if role is None:
                 errors.append(
@@ -482,7 +272,7 @@ def _staff_records(table: Table, report: Report) -> list[Record]:
                 )
             else:
                 record.values["role"] = role
-        if manager := clean_text(_cell(row, table, "manager")):
+        if manager := clean_text(cell_of(row, table, "manager")):
             record.values["manager"] = manager
         if errors:
             report.reject(number, *errors)
@@ -503,33 +293,37 @@ def _manager_chain_loops(name: str, managers: dict[str, str | None]) -> bool:
 
 
 async def import_staff(app: web.Application, table: Table) -> Report:
+    identities = app[BOT].directory.importable()
     report = Report("staff", ignored_columns=list(table.extras))
-    records = _merge_by_name(_staff_records(table, report), report)
+    records = _merge_by_name(_staff_records(table, report, identities), report)
 
     async with in_transaction():
         existing = {s.name: s for s in await Staff.all()}
         names_by_id = {s.id: s.name for s in existing.values()}
+        accounts: dict[tuple[int, str], str] = {  # (staff id, platform) → user id
+            (int(str(sid)), str(p)): str(u)
+            for sid, p, u in await StaffAccount.all().values_list("staff_id", "platform", "user_id")
+        }
 
         # Accounts are unique: not held by someone else in the database, nor by an earlier record of the file.
-        holders: dict[tuple[str, str], str] = {}
-        for staff in existing.values():
-            for key in ("wecom_userid", "dingtalk_userid"):
-                if value := getattr(staff, key):
-                    holders[(key, value)] = staff.name
+        holders: dict[tuple[str, str], str] = {
+            (platform, user): names_by_id[sid] for (sid, platform), user in accounts.items() if sid in names_by_id
+        }
         for record in list(records.values()):
             errors = []
-            for key, label in (("wecom_userid", "企业微信账号"), ("dingtalk_userid", "钉钉账号")):
-                value = record.values.get(key)
-                holder = holders.get((key, value)) if value else None
+            for identity in identities:
+                value = record.values.get(ACCOUNT + identity.platform)
+                holder = holders.get((identity.platform, value)) if value else None
                 if holder is not None and holder != record.name:
-                    errors.append(f"{label}「{value}」已属于「{holder}」 {key} already used")
+                    key = _account_key(identity)
+                    errors.append(f"{identity.account_label}「{value}」已属于「{holder}」 {key} already used")
             if errors:
                 report.reject(record, *errors)
                 del records[record.name]
                 continue
-            for key in ("wecom_userid", "dingtalk_userid"):
-                if value := record.values.get(key):
-                    holders[(key, value)] = record.name
+            for identity in identities:
+                if value := record.values.get(ACCOUNT + identity.platform):
+                    holders[(identity.platform, value)] = record.name
 
         # Managers may be named by a later row: resolve against the whole file and the database, until stable.
         changed = True
@@ -561,20 +355,34 @@ async def import_staff(app: web.Application, table: Table) -> Report:
         created: set[str] = set()
         changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # name → (before, after)
         for record in records.values():
-            values: dict[str, Any] = {k: v for k, v in record.values.items() if k != "manager"}
+            values: dict[str, Any] = {
+                k: v for k, v in record.values.items() if k != "manager" and not k.startswith(ACCOUNT)
+            }
             current = existing.get(record.name)
             if current is None:
-                new = await Staff.create(name=record.name, **values)
-                saved[new.name] = new
-                created.add(new.name)
-                changes[new.name] = ({}, {"name": new.name, **values})
-                continue
-            fields = [k for k, v in values.items() if getattr(current, k) != v]
-            changes[record.name] = ({k: getattr(current, k) for k in fields}, {k: values[k] for k in fields})
-            if fields:
-                for key in fields:
-                    setattr(current, key, values[key])
-                await current.save(update_fields=fields)
+                staff = await Staff.create(name=record.name, **values)
+                saved[staff.name] = staff
+                created.add(staff.name)
+                before, after = {}, {"name": staff.name, **values}
+            else:
+                staff = current
+                fields = [k for k, v in values.items() if getattr(current, k) != v]
+                before, after = {k: getattr(current, k) for k in fields}, {k: values[k] for k in fields}
+                if fields:
+                    for key in fields:
+                        setattr(current, key, values[key])
+                    await current.save(update_fields=fields)
+            for identity in identities:
+                user = record.values.get(ACCOUNT + identity.platform)
+                held = accounts.get((staff.id, identity.platform))
+                if user is None or user == held:
+                    continue
+                if current is not None:
+                    before[_account_key(identity)] = held
+                after[_account_key(identity)] = user
+                await StaffAccount.filter(staff_id=staff.id, platform=identity.platform).delete()
+                await StaffAccount.create(staff_id=staff.id, platform=identity.platform, user_id=user)
+            changes[record.name] = (before, after)
 
         for record in records.values():
             staff = saved[record.name]
@@ -602,43 +410,43 @@ async def import_staff(app: web.Application, table: Table) -> Report:
 # Customers
 
 
-def _customer_records(table: Table, report: Report, tz: ZoneInfo, now: datetime) -> list[Record]:
+def _customer_records(table: Table, report: Report, tz: ZoneInfo, now: datetime, directory: Directory) -> list[Record]:
     records = []
     for number, row in table.rows:
-        name = clean_text(_cell(row, table, "name"))
+        name = clean_text(cell_of(row, table, "name"))
         if not name:
             report.reject(number, "缺少客户名称 missing name")
             continue
         record = Record(name, [number])
         errors = _too_long(("客户名称", name, 128))
-        if industry := clean_text(_cell(row, table, "industry")):
+        if industry := clean_text(cell_of(row, table, "industry")):
             record.values["industry"] = industry
-        if owner := clean_text(_cell(row, table, "owner")):
+        if owner := clean_text(cell_of(row, table, "owner")):
             record.values["owner"] = owner
-        if grade_text := clean_text(_cell(row, table, "grade")):
+        if grade_text := clean_text(cell_of(row, table, "grade")):
             grade = unicodedata.normalize("NFKC", grade_text).upper().removesuffix("级").removesuffix("类")
             if grade in GRADES:
                 record.values["grade"] = grade
             else:
                 errors.append(f"等级「{grade_text}」无效，应为 A/B/C bad grade")
-        if stage_text := clean_text(_cell(row, table, "stage")):
+        if stage_text := clean_text(cell_of(row, table, "stage")):
             stage = STAGES.get(unicodedata.normalize("NFKC", stage_text).casefold())
             if stage is None:
                 labels = "/".join(STAGE_LABELS.values())
                 errors.append(f"阶段「{stage_text}」无效，应为 {labels} 或 lead/intent/… bad stage")
             else:
                 record.values["stage"] = stage
-        aliases = [a for a in split_list(_cell(row, table, "aliases")) if a != name]
-        record.lists = {"aliases": aliases, "tags": split_list(_cell(row, table, "tags"))}
+        aliases = [a for a in split_list(cell_of(row, table, "aliases")) if a != name]
+        record.lists = {"aliases": aliases, "tags": split_list(cell_of(row, table, "tags"))}
 
-        cell = _cell(row, table, "contract_end")
+        cell = cell_of(row, table, "contract_end")
         if clean_text(cell):
             try:
                 record.values["contract_end"] = parse_date(cell)
             except ValueError:
                 errors.append(f"合同到期「{clean_text(cell)}」不是有效日期（如 2026-12-31） bad date")
         for key, label in (("last_followup_at", "最近跟进"), ("next_followup_at", "下次跟进"), ("won_at", "成交日期")):
-            cell = _cell(row, table, key)
+            cell = cell_of(row, table, key)
             if not clean_text(cell):
                 continue
             try:
@@ -652,20 +460,20 @@ def _customer_records(table: Table, report: Report, tz: ZoneInfo, now: datetime)
                 record.values[key] = moment
 
         contact = ContactRow(
-            name=clean_text(_cell(row, table, "contact")),
-            role=clean_text(_cell(row, table, "contact_role")),
+            name=clean_text(cell_of(row, table, "contact")),
+            role=clean_text(cell_of(row, table, "contact_role")),
         )
-        if phone := clean_id(_cell(row, table, "phone")):
+        if phone := clean_id(cell_of(row, table, "phone")):
             digits = sum(c.isdigit() for c in phone)
             if PHONE.match(phone) and 5 <= digits <= 20:
                 contact.phone = phone
             else:
-                errors.append(f"电话「{clean_text(_cell(row, table, 'phone'))}」格式不正确 bad phone")
-        if external := clean_id(_cell(row, table, "external_userid")):
-            if EXTERNAL_ID.match(external):
+                errors.append(f"电话「{clean_text(cell_of(row, table, 'phone'))}」格式不正确 bad phone")
+        if external := clean_id(cell_of(row, table, "external_userid")):
+            if CONTACT_ID.match(external) and directory.is_any_external(external):
                 contact.external_userid = external
             else:
-                errors.append(f"外部联系人ID「{external}」应以 wm 或 wo 开头 bad external_userid")
+                errors.append(f"外部联系人ID「{external}」{directory.external_hint()} bad external_userid")
         errors += _too_long(
             ("行业", record.values.get("industry", ""), 64),
             ("联系人", contact.name, 64),
@@ -705,16 +513,21 @@ async def _by_chunks(values: Sequence[Any], fetch: Any) -> list[Any]:
 async def import_customers(app: web.Application, table: Table) -> Report:
     settings = app[SETTINGS]
     report = Report("customers")
-    records = _merge_by_name(_customer_records(table, report, settings.tz, app[CLOCK].now()), report)
+    records = _merge_by_name(
+        _customer_records(table, report, settings.tz, app[CLOCK].now(), app[BOT].directory), report
+    )
 
     async with in_transaction():
         staff_by_key: dict[str, Staff] = {}
         all_staff = await Staff.all()
         staff_names = {s.id: s.name for s in all_staff}
+        by_id = {s.id: s for s in all_staff}
+        # Owners are named by name or by any platform account; a name wins over an account that looks the same.
+        for sid, user in await StaffAccount.all().order_by("-id").values_list("staff_id", "user_id"):
+            if int(str(sid)) in by_id:
+                staff_by_key[str(user)] = by_id[int(str(sid))]
         for staff in all_staff:
-            for key in (staff.dingtalk_userid, staff.wecom_userid, staff.name):
-                if key:
-                    staff_by_key[key] = staff
+            staff_by_key[staff.name] = staff
         names = list(records)
         existing = {
             c.name: c for c in await _by_chunks(names, lambda chunk: Customer.filter(name__in=chunk).order_by("id"))
@@ -862,19 +675,15 @@ async def _save_contacts(
 
 
 async def run_import(app: web.Application, kind: str, path: str | os.PathLike[str]) -> str:
-    """Import ``path`` as ``kind`` (staff, customers, messages, orders); the report for the admin."""
+    """Import ``path`` as ``kind`` (staff or customers); the report for the admin."""
     file = Path(path)
-    if kind == "messages":
-        from bot.archive import import_jsonl
-
-        return str(await import_jsonl(app, file))
-    if kind == "orders":
-        from bot.orders import import_orders
-
-        return str(await import_orders(app, file))
-    if kind not in ("staff", "customers"):
-        raise ImportFailed(f"不支持导入「{kind}」 unknown kind (staff, customers, messages, orders)")
-    table = await asyncio.to_thread(read_table, file, kind)
+    if kind == "staff":
+        columns, required = staff_columns(app[BOT].directory), "姓名/name"
+    elif kind == "customers":
+        columns, required = CUSTOMER_COLUMNS, "客户名称/name"
+    else:
+        raise ImportFailed(f"不支持导入「{kind}」 unknown kind (staff, customers)")
+    table = await asyncio.to_thread(read_table, file, columns, required)
     try:
         report = await (import_staff(app, table) if kind == "staff" else import_customers(app, table))
     except DATABASE_ERRORS as exc:  # the transaction rolled back: nothing was written

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
+from bot import sql
 from models.messages import Message
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -134,9 +135,7 @@ class Metrics:
         await self._observe_handling()
 
     async def _refresh_outbox(self) -> None:
-        from bot.db import db
-
-        rows = await db().execute_query_dict(
+        rows = await sql.default().execute_query_dict(
             "SELECT status, COUNT(*) AS n, COALESCE(SUM(attempts), 0) AS attempts FROM outbox GROUP BY status"
         )
         self._outbox.rows = dict.fromkeys(OUTBOX_STATUSES, 0)

@@ -1,10 +1,11 @@
-"""Scheduled jobs: APScheduler runs every rule from the database once a minute.
+"""Scheduled jobs: APScheduler runs every scheduled rule from the database once a minute, and pulls the chat
+archives their platforms registered at their own interval.
 
-Rules live in the handler modules that own their subject (``handlers.RULES``); ``bot.rules.run_rules`` evaluates
-them. This module owns the scheduler's lifecycle: one ``AsyncIOScheduler`` per app, one interval job that never
-overlaps itself (``max_instances=1``) and collapses missed runs into one (``coalesce``). Several instances may run
-it against one PostgreSQL database: the engine's advisory lock lets one of them do each pass, and the unique
-firing keys keep every push single whatever happens.
+The rules live in the capabilities that own their subjects; ``bot.scheduled.run_rules`` evaluates them. This
+module owns the scheduler's lifecycle: one ``AsyncIOScheduler`` per app, jobs that never overlap themselves
+(``max_instances=1``) and collapse missed runs into one (``coalesce``). Several instances may run it against one
+PostgreSQL database: the engine's advisory lock lets one of them do each pass, and the unique firing keys keep
+every push single whatever happens.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.clock import Clock
+from bot.context import Firing
+from bot.keys import BOT, CLOCK
 from bot.pipeline import Bot
-from bot.rules import Firing, run_rules
+from bot.scheduled import run_rules
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +53,19 @@ def make_scheduler(bot: Bot, clock: Clock) -> AsyncIOScheduler:
         coalesce=True,
         misfire_grace_time=interval,
     )
-    every = settings.wecom.archive_pull_interval_seconds  # chat-archive pulls registered by integrations
-    for i, pull in enumerate(bot.archive_pullers if every > 0 else []):
-        scheduler.add_job(pull, IntervalTrigger(seconds=every), id=f"archive_pull_{i}", max_instances=1, coalesce=True)
+    for i, source in enumerate(bot.archive_sources):
+        if source.every_seconds > 0:
+            scheduler.add_job(
+                source.pull,
+                IntervalTrigger(seconds=source.every_seconds),
+                id=f"archive_pull_{i}",
+                max_instances=1,
+                coalesce=True,
+            )
     return scheduler
 
 
 async def scheduler_context(app: web.Application) -> AsyncIterator[None]:
-    from bot.app import BOT, CLOCK
-
     scheduler = make_scheduler(app[BOT], app[CLOCK])
     app[SCHEDULER] = scheduler
     scheduler.start()

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from bot.sql import is_postgres
 from models.customers import Customer
 from models.staff import Role, Staff
 
@@ -32,10 +33,6 @@ KEY_LOW = (1 << KEY_SHIFT) - 1
 SNIPPET_CHARS = 40
 SNIPPET_BEFORE = 14
 WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the GIN index
-
-
-def is_postgres(conn: BaseDBAsyncClient) -> bool:
-    return str(conn.capabilities.dialect) == "postgres"
 
 
 def normalize(text: str) -> str:
@@ -396,8 +393,8 @@ async def _newest_window(
 
 HITS_SQL = (
     "SELECT m.id AS id, m.msgid AS msgid, m.sender AS sender, m.text AS text, c.name AS customer,"
-    " (SELECT s.name FROM staff s WHERE (m.platform = 'wecom' AND s.wecom_userid = m.sender)"
-    "  OR (m.platform = 'dingtalk' AND s.dingtalk_userid = m.sender) LIMIT 1) AS staff_name,"
+    " (SELECT s.name FROM staff_account a JOIN staff s ON s.id = a.staff_id"
+    "  WHERE a.platform = m.platform AND a.user_id = m.sender LIMIT 1) AS staff_name,"
     " (SELECT ct.name FROM contact ct WHERE ct.external_userid = m.sender LIMIT 1) AS contact_name"
     " FROM message m LEFT JOIN customer c ON c.id = m.customer_id WHERE m.id IN ({ids})"
 )

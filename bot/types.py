@@ -1,7 +1,8 @@
 """Platform-neutral values that cross the core: what came in, and what goes out.
 
-Integrations turn platform payloads into ``IncomingMessage`` and turn ``Reply`` / ``Card`` back into platform
-payloads; nothing in ``bot/`` or ``handlers/`` ever sees a platform field name.
+Integrations turn platform payloads into ``IncomingMessage`` (a tapped card button into a ``Click``) and turn
+``Reply`` / ``Card`` / ``CardUpdate`` back into platform payloads; nothing in ``bot/`` or ``handlers/`` ever sees a
+platform field name or event name.
 """
 
 from __future__ import annotations
@@ -10,17 +11,32 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Platform = Literal["wecom", "dingtalk", "console"]
+Platform = str  # the name an integration registers under
 ReplyKind = Literal["text", "markdown", "card", "card_update"]
+
+# The neutral event an integration reports when its chat archive has new messages to pull.
+ARCHIVE_READY = "archive_ready"
+# ``reply_to`` flag on an outbox row: deliver the text to these customer contacts (platform ids) on behalf of the
+# staff member the row is addressed to, through the platform's customer-contact API.
+TO_CUSTOMERS = "to_customers"
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A tap on a card button: the button's key (the text command it stands for), the card it was on, and the
+    single-use handle the platform gave for updating that card (empty when it gives none)."""
+
+    key: str
+    card_id: str = ""
+    handle: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """One message or event from a platform, normalized.
 
-    ``sender`` is the platform user id (WeCom UserID, DingTalk staffId, console user). ``reply_to`` carries
-    what the platform needs to answer in the same conversation (e.g. a DingTalk session webhook); it is opaque
-    to the core and handed back to the platform's channel adapter.
+    ``sender`` is the platform's user id for the sender. ``reply_to`` carries what the platform needs to answer
+    in the same conversation; it is opaque to the core and handed back to the platform's channel adapter.
     """
 
     platform: Platform
@@ -36,6 +52,7 @@ class IncomingMessage:
     receivers: tuple[str, ...] = ()
     event: str = ""
     event_key: str = ""
+    click: Click | None = None
     reply_to: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -51,14 +68,24 @@ class Button:
 class Card:
     """An interactive card (approval and the like): a title, labelled fields and up to six buttons.
 
-    ``task_id`` identifies the card so that a click can be matched and the card updated later.
+    ``card_id`` identifies the card so that a click can be matched and the card updated later.
     """
 
     title: str
-    task_id: str
+    card_id: str
     description: str = ""
     fields: tuple[tuple[str, str], ...] = ()
     buttons: tuple[Button, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CardUpdate:
+    """The new state of a card already sent: its buttons give way to ``label``. ``handle`` is the single-use update
+    handle the platform gave (with a click, or when the card was sent)."""
+
+    card_id: str
+    handle: str
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +95,29 @@ class Reply:
     text: str = ""
     kind: ReplyKind = "text"
     card: Card | None = None
-    # For card updates: the clicked card's update handle (WeCom response code) and the button's new label.
-    update: dict[str, Any] = field(default_factory=dict)
+    card_update: CardUpdate | None = None
 
     @staticmethod
     def markdown(text: str) -> Reply:
         return Reply(text=text, kind="markdown")
+
+    @staticmethod
+    def updating(update: CardUpdate) -> Reply:
+        return Reply(text=update.label, kind="card_update", card_update=update)
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": self.text}
         if self.card is not None:
             payload["card"] = {
                 "title": self.card.title,
-                "task_id": self.card.task_id,
+                "card_id": self.card.card_id,
                 "description": self.card.description,
                 "fields": [list(f) for f in self.card.fields],
                 "buttons": [{"key": b.key, "text": b.text, "style": b.style} for b in self.card.buttons],
             }
-        if self.update:
-            payload["update"] = dict(self.update)
+        if self.card_update is not None:
+            u = self.card_update
+            payload["card_update"] = {"card_id": u.card_id, "handle": u.handle, "label": u.label}
         return payload
 
     @staticmethod
@@ -95,9 +126,12 @@ class Reply:
         if (c := payload.get("card")) is not None:
             card = Card(
                 title=c["title"],
-                task_id=c["task_id"],
+                card_id=str(c.get("card_id", "")),
                 description=c.get("description", ""),
                 fields=tuple((str(k), str(v)) for k, v in c.get("fields", [])),
                 buttons=tuple(Button(b["key"], b["text"], int(b.get("style", 1))) for b in c.get("buttons", [])),
             )
-        return Reply(text=payload.get("text", ""), kind=kind, card=card, update=dict(payload.get("update", {})))
+        update = None
+        if (u := payload.get("card_update")) is not None:
+            update = CardUpdate(str(u.get("card_id", "")), str(u.get("handle", "")), str(u.get("label", "")))
+        return Reply(text=payload.get("text", ""), kind=kind, card=card, card_update=update)

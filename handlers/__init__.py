@@ -1,26 +1,37 @@
-"""Handlers, one module per capability; each module exposes ``router`` and ``ROUTERS`` lists them all.
+"""The capabilities, one module (or package) each; ``CAPABILITIES`` lists them for the app factory.
 
-A module that owns scheduled rules also exposes ``RULES: list[Rule]`` and is listed in ``RULE_MODULES``;
-``RULES`` is every rule of every such module, in order, for the engine in ``bot.rules``.
+Each exposes ``capability`` (a ``bot.capability.Capability``) with everything it brings registered on it: intents
+and how they are recognized, scheduled rules, archive hooks, web routes. Order here decides nothing: every
+registration carries its own priority.
 """
 
-from types import ModuleType
+from bot.capability import Capability
+from handlers import (
+    approvals,
+    archive,
+    customers,
+    followups,
+    help,
+    keywords,
+    ladder,
+    nps,
+    orders,
+    reminders,
+    search,
+    tickets,
+)
 
-from bot.intents import IntentRouter
-from bot.rules import Rule
-from handlers import approvals, customers, followups, help, nps, reminders, search, tickets
-
-ROUTERS: list[IntentRouter] = [
-    help.router,
-    customers.router,
-    nps.router,
-    approvals.router,
-    reminders.router,
-    search.router,
-    followups.router,
-    tickets.router,
+CAPABILITIES: list[Capability] = [
+    help.capability,
+    customers.capability,
+    followups.capability,
+    ladder.capability,
+    reminders.capability,
+    tickets.capability,
+    search.capability,
+    archive.capability,
+    keywords.capability,
+    approvals.capability,
+    nps.capability,
+    orders.capability,
 ]
-
-RULE_MODULES: list[ModuleType] = [reminders, nps, approvals]
-
-RULES: list[Rule] = [rule for module in RULE_MODULES for rule in module.RULES]

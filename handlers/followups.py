@@ -1,20 +1,27 @@
 """Follow-ups (跟进记录): what a rep did with a customer, by which channel, and when they will be in touch next.
 
 Logging one moves ``Customer.last_followup_at`` to now and ``next_followup_at`` to the time given; the reminder
-for the next follow-up is fired by the scheduled rules from ``next_followup_at`` (nothing is scheduled here).
+for the next follow-up is this capability's scheduled rule ``followup_due``, fired from ``next_followup_at``.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from bot.intents import Context, IntentRouter, Slots
+from bot.access import refusal
+from bot.capability import Capability
+from bot.context import Context, Firing, RuleContext, Slots
+from bot.display import local
+from bot.nlu.cues import CONTACT
+from bot.nlu.reading import Reading, Result
+from bot.nlu.text import clean
+from bot.rulekit import crossed, customers_by_id, follow_up_action, ids, iso, local_time, not_fired, select
 from bot.types import IncomingMessage, Reply
-from handlers.customers import local, refusal, resolve
+from handlers.customers.phrasing import show_leftover
 from models.followups import FollowUp
 
-router = IntentRouter()
+capability = Capability("followups")
 
 CHANNEL_LABELS = {"visit": "拜访", "phone": "电话", "wechat": "微信", "email": "邮件", "chat": "沟通"}
 _CHANNELS = (
@@ -43,16 +50,79 @@ def _moment(value: object) -> datetime | None:
     return moment.astimezone(UTC) if moment.tzinfo else None
 
 
-@router.intent(
-    "follow_up", examples=["跟进 华为 电话沟通了报价，下周三再联系", "跟进了比亚迪，明天下午3点再聊"], order=20
+# -- recognition -----------------------------------------------------------------------------------------------------
+
+
+@capability.command(
+    re.compile(
+        r"^(?:跟进记录|跟进|记录跟进|写跟进|follow(?:[\s_-]?up)?|fu)(?:了一下|了|一下|过)?(?:\s+|[:：]|(?=\S))", re.I
+    ),
+    order=90,
+)
+def follow_up_command(r: Reading, rest: str) -> Result:
+    slots, body = r.split_customer(rest)
+    content = clean(body)
+    if content:
+        slots["content"] = content
+    next_at, _ = r.next_at(content)
+    if next_at:
+        slots["next_at"] = next_at
+    return "follow_up", slots
+
+
+def follow_up_slots(r: Reading) -> Slots:
+    text = r.text
+    mentions = r.customers
+    guessed = None if mentions else r.guess_customer(text)
+    slots: Slots = r.customer_slot(text, guessed)
+    content = text
+    # "跟进了华为，下周三再聊报价": the lead-in is not part of the note.
+    lead = re.match(r"^(?:今天|刚才|刚刚|上午|下午|已经)?(?:跟进了?|跟进一下|跟进过|联系了|回访了?)\s*", text)
+    surface = mentions[0].surface if mentions else guessed
+    if lead and surface and text[lead.end() :].startswith(surface):
+        content = text[lead.end() + len(surface) :]
+    elif surface and text.startswith(surface):
+        tail = text[len(surface) :]
+        if re.match(r"^\s*[,，:：]", tail):
+            content = tail
+    content = clean(content)
+    if content:
+        slots["content"] = content
+    next_at, _ = r.next_at(text)
+    if next_at:
+        slots["next_at"] = next_at
+    return slots
+
+
+@capability.phrase(order=130)
+def contact_phrase(r: Reading) -> Result | None:
+    """A contact with a customer was described: 拜访了华为, 跟进了比亚迪，…"""
+    if CONTACT.search(r.text) and (r.customers or r.guess_customer(r.text)):
+        return "follow_up", follow_up_slots(r)
+    return None
+
+
+@capability.phrase(order=160)
+def note_phrase(r: Reading) -> Result | None:
+    """A customer and a note: the most useful reading is a follow-up note."""
+    if r.customers and len(show_leftover(r)) >= 4:
+        return "follow_up", follow_up_slots(r)
+    return None
+
+
+# -- the intent ------------------------------------------------------------------------------------------------------
+
+
+@capability.intent(
+    "follow_up",
+    examples=["跟进 华为 电话沟通了报价，下周三再联系", "跟进了比亚迪，明天下午3点再聊"],
+    order=20,
+    customer=True,
 )
 async def follow_up(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """记录跟进（内容、方式、下次跟进时间）"""
     now = ctx.now.astimezone(UTC)  # the database keeps UTC
-    found = await resolve(ctx, slots, "follow_up")
-    if isinstance(found, Reply):
-        return found
-    customer = found
+    customer = ctx.customer
     if (refused := await refusal(ctx.staff, customer)) is not None:
         return refused
     content = str(slots.get("content") or "").strip()
@@ -97,3 +167,38 @@ async def follow_up(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     else:
         lines.append("没有写下次跟进时间；可以说「下周三再联系」这样的话，我会按时提醒。")
     return Reply("\n".join(lines))
+
+
+# -- the next follow-up ------------------------------------------------------------------------------------------------
+
+
+@capability.rule(order=10)
+async def followup_due(ctx: RuleContext) -> list[Firing]:
+    """The next follow-up time a rep set has come (and no follow-up was logged since it was set)."""
+    due, params = crossed(ctx, "c.next_followup_at", timedelta(minutes=ctx.settings.rules.next_followup_grace_minutes))
+    rows = await select(
+        ctx,
+        f"SELECT c.id FROM customer c WHERE {due} AND c.owner_id IS NOT NULL "
+        "AND (c.last_followup_at IS NULL OR c.last_followup_at < c.next_followup_at) "
+        f"AND {not_fired('followup_due', 'c.id', 'c.next_followup_at')} ORDER BY c.next_followup_at LIMIT ?",
+        params,
+    )
+    firings = []
+    for c in (await customers_by_id(ids(rows))).values():
+        if c.owner is None or c.next_followup_at is None:
+            continue
+        text = (
+            f"**跟进提醒**\n> 客户：{c.name}\n> 约定的跟进时间：{local_time(c.next_followup_at, ctx)}\n"
+            f"现在该联系客户了。{follow_up_action(c)}"
+        )
+        firings.append(
+            Firing(
+                rule="followup_due",
+                key=f"followup_due:{c.id}:0:{iso(c.next_followup_at)}",
+                to=c.owner,
+                text=text,
+                customer=c,
+                period_at=c.next_followup_at,
+            )
+        )
+    return firings

@@ -1,14 +1,29 @@
-"""Help: what the bot can do, generated from the handlers' own help lines and examples."""
+"""Help: what the bot can do, generated from the capabilities' own help lines and examples."""
 
 from __future__ import annotations
 
-from bot.intents import Context, IntentRouter, Slots
+import re
+
+from bot.capability import Capability
+from bot.context import Context, Slots
+from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
 
-router = IntentRouter()
+capability = Capability("help")
+
+HELP_WORDS = re.compile(
+    r"^(?:帮助|help|菜单|menu|怎么用|使用说明|\?|？)(?:一下|吧|呢)?\s*[?？!！。]*\s*$"
+    r"|^(?:你|机器人|助手)?(?:能|可以|会)(?:做|干)?(?:什么|啥|哪些)|^(?:有)?(?:哪些|什么)(?:功能|命令|指令)|^(?:怎么|如何)(?:用|使用)",
+    re.I,
+)
 
 
-@router.intent("help", examples=["帮助"], order=0)
+@capability.command(HELP_WORDS, order=0)
+def help_command(r: Reading, rest: str) -> Result:
+    return "help", {}
+
+
+@capability.intent("help", examples=["帮助"], order=0)
 async def show_help(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """查看我能做什么"""
     lines = ["我是您的 CRM 助手，直接发消息就能更新客户资料。常用说法："]

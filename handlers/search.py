@@ -1,21 +1,80 @@
-"""Search: find any fragment of the archived customer conversations a staff member may see; and the archive's
-``msgaudit_notify`` event, which starts a pull of the WeCom chat archive."""
+"""Search: find any fragment of the archived customer conversations a staff member may see (搜 耐高温材料,
+搜 液压元件 客户:恒力液压 近3年, 谁提到过交期)."""
 
 from __future__ import annotations
 
-import contextvars
+import re
 from datetime import datetime
 
 from tortoise import connections
 
 from bot import search
-from bot.intents import Context, IntentRouter, Slots
+from bot.capability import Capability
+from bot.context import Context, Slots
+from bot.display import local
+from bot.nlu.reading import CUSTOMER_FILTER, Reading, Result
+from bot.nlu.text import clean, cut
+from bot.nlu.timeparse import iso
+from bot.resolution import find_customer, not_found
 from bot.types import IncomingMessage, Reply
-from handlers.customers import find_customer, local, not_found
 
-router = IntentRouter()
+capability = Capability("search")
 
 SHOWN = 5
+_SEARCH_CMD = re.compile(r"^(?:搜索|搜一下|搜搜|搜|查找|检索|search|grep|找聊天|查聊天记录|查记录)\s*[:：]?\s*", re.I)
+_SEARCH_FREE = re.compile(
+    r"(?:搜|查找|检索|找找|找一下|查一下|查查|翻一下|翻翻)(?:一下)?(?P<q>.+?)(?:的)?(?:聊天记录|聊天|消息|记录|对话)"
+    r"|(?:谁|哪些客户|哪个客户)(?:提到|说过|聊过|问过)(?:过)?(?P<q2>.+)"
+    r"|(?:聊天记录|聊天|消息|记录)(?:里|中)?(?:搜|找|查)(?:一下)?(?P<q3>.+)"
+)
+_SEARCH_TAIL = re.compile(r"(?:的|里的|中的)?(?:聊天记录|聊天|消息|记录|对话|内容)$")
+
+
+def _filters(r: Reading, body: str) -> tuple[Slots, str]:
+    """The customer (客户:名称) and time-range (近3年) filters of a search, and the text without them."""
+    slots: Slots = {}
+    m = CUSTOMER_FILTER.search(body)
+    if m:
+        slots["customer"] = r.vocabulary.stored_or_typed(m["c"])
+        body = cut(body, m.span())
+    since = r.times.find_since(body, r.now)
+    if since:
+        slots["since"] = iso(since.value)
+        body = cut(body, (since.start, since.end))
+    return slots, body
+
+
+@capability.command(_SEARCH_CMD, order=70)
+def search_command(r: Reading, rest: str) -> Result:
+    slots, body = _filters(r, rest)
+    query = clean(_SEARCH_TAIL.sub("", body.strip()))
+    if query:
+        slots["query"] = query
+    return "search", slots
+
+
+@capability.phrase(order=90)
+def search_phrase(r: Reading) -> Result | None:
+    text = r.text
+    if not (_SEARCH_FREE.search(text) or re.match(r"^(?:帮我|帮忙|请|麻烦)?(?:搜|搜索|查找|检索)", text)):
+        return None
+    slots, body = _filters(r, text)
+    mentions = r.vocabulary.customers_in(body)
+    if (
+        mentions
+        and "customer" not in slots
+        and re.search(re.escape(mentions[0].surface) + r"\s*(?:的|那边|聊|里|中|说)", body)
+    ):
+        slots.update(r.customer_slot(body))
+        body = cut(body, (mentions[0].start, mentions[0].end))
+    q = _SEARCH_FREE.search(body)
+    query = (q["q"] or q["q2"] or q["q3"] or "") if q else _SEARCH_CMD.sub("", body)
+    query = re.sub(r"(?:有关|关于|相关的?|提到|里的|里|中的?|的聊天记录|聊天记录|记录|包含|含有)", " ", query)
+    query = clean(re.sub(r"\s+", " ", query))
+    query = re.sub(r"^(?:的|聊过|说过|提过)", "", query).strip()
+    if query:
+        slots["query"] = query
+    return "search", slots
 
 
 def _since(value: object, ctx: Context) -> datetime | None:
@@ -28,7 +87,7 @@ def _since(value: object, ctx: Context) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=ctx.settings.tz)
 
 
-@router.intent("search", examples=["搜 耐高温材料", "搜 液压元件 客户:恒力液压 近3年"], order=40)
+@capability.intent("search", examples=["搜 耐高温材料", "搜 液压元件 客户:恒力液压 近3年"], order=40)
 async def search_messages(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """搜索客户聊天记录（任意关键词，可加 客户:名称、近3个月）"""
     query = str(slots.get("query") or "").strip()
@@ -58,12 +117,3 @@ async def search_messages(msg: IncomingMessage, slots: Slots, ctx: Context) -> R
     if result.total > len(result.hits):
         lines.append(f"还有 {result.total - len(result.hits)} 条，可加「客户:名称」或「近3个月」缩小范围。")
     return Reply("\n".join(lines))
-
-
-@router.intent("event:msgaudit_notify", order=900)
-async def archive_notify(msg: IncomingMessage, slots: Slots, ctx: Context) -> None:
-    """会话存档有新消息：拉取"""
-    for pull in ctx.bot.archive_pullers:
-        # In its own task with a fresh context, i.e. outside this event's transaction: the pull commits batch by
-        # batch on its own connections.
-        contextvars.Context().run(ctx.bot.tasks.spawn, pull())

@@ -4,8 +4,8 @@ An ``Approval`` is shown to people as ``AP<id>``. Its ``ApprovalStep`` rows are 
 ``pending`` (the current approver's) while the approval is pending, later ones wait. A decision flips a step from
 ``pending`` with a conditional update, so two clicks can never both win. An escalation closes the current step as
 ``escalated`` and moves the request up a level: to the next step of the chain, or to a new last step for the
-approver's superior. ``task_id`` is the handle of the card sent for a step: a click must carry the very task id
-of the step it decides.
+approver's superior. ``card_id`` identifies the card sent for a step: a click must carry the very card id of the
+step it decides.
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ class ApprovalStep(Model):
     activated_at = fields.DatetimeField(null=True)
     decided_at = fields.DatetimeField(null=True)
     comment = fields.TextField(default="")
-    task_id = fields.CharField(max_length=128, null=True, unique=True, description="handle of the card sent")
-    response_code = fields.CharField(max_length=256, default="", description="update handle of the deciding click")
+    card_id = fields.CharField(max_length=128, null=True, unique=True, description="handle of the card sent")
+    card_handle = fields.CharField(max_length=256, default="", description="update handle of the deciding click")
     decided_via = fields.CharField(max_length=16, default="", description="card, text or timeout")
 
     class Meta:

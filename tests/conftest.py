@@ -20,12 +20,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import create_app
+from bot.app import create_app, load_settings
 from bot.clock import Clock
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.db import migrate_database
-from integrations.wecom.simulator import WeComSimulator
 from tests.helpers import WECOM
+from tests.simulators.wecom import WeComSimulator
 
 PG_URL = os.environ.get("CRMBOT_TEST_DATABASE_URL", "")
 
@@ -161,7 +161,7 @@ async def dingtalk_sim(aiohttp_server: Callable[..., Any]) -> Any:
     reached users; ``fail``/``throttle``/``expire_tokens``/``invalid_staff_ids`` inject faults."""
     from datetime import UTC, datetime
 
-    from integrations.dingtalk.simulator import DingTalkSimulator
+    from tests.simulators.dingtalk import DingTalkSimulator
 
     sim = DingTalkSimulator(clock=Clock(datetime(2026, 3, 2, 2, 0, tzinfo=UTC)))
     server = await aiohttp_server(sim.app)

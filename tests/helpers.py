@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import BOT, OUTBOX
+from bot.keys import BOT, OUTBOX
 from integrations.wecom.crypto import WeComCrypto
 
 
@@ -113,3 +113,29 @@ def dingtalk_callback(body: Any, app_secret: str, timestamp_ms: int) -> tuple[di
 async def post_dingtalk(client: TestClient[Any, web.Application], body: Any, app_secret: str, timestamp_ms: int) -> Any:
     headers, data = dingtalk_callback(body, app_secret, timestamp_ms)
     return await client.post("/dingtalk/callback", data=data, headers=headers)
+
+
+async def staff_member(*, wecom: str | None = None, dingtalk: str | None = None, **fields: Any) -> Any:
+    """A staff member (``Staff`` fields as keywords) with the given platform accounts."""
+    from models.staff import Staff, StaffAccount
+
+    staff = await Staff.create(**fields)
+    for platform, user_id in (("wecom", wecom), ("dingtalk", dingtalk)):
+        if user_id:
+            await StaffAccount.create(staff_id=staff.id, platform=platform, user_id=user_id)
+    return staff
+
+
+async def account_of(staff: Any, platform: str) -> str | None:
+    """``staff``'s user id on ``platform``."""
+    from models.staff import StaffAccount
+
+    row = await StaffAccount.filter(staff_id=staff.id, platform=platform).first()
+    return row.user_id if row is not None else None
+
+
+async def staff_with_account(platform: str, user_id: str) -> Any:
+    """The staff member whose account on ``platform`` is ``user_id``."""
+    from models.staff import Staff
+
+    return await Staff.get(accounts__platform=platform, accounts__user_id=user_id)

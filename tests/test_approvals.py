@@ -14,17 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.app import BOT
-from bot.approval_routing import approval_chain, levels_needed
 from bot.clock import Clock
 from bot.config import ApprovalSettings
-from bot.rules import run_rules
+from bot.keys import BOT
+from bot.scheduled import run_rules
+from handlers.approvals.routing import approval_chain, levels_needed
 from integrations.console import chat
 from models.approvals import Approval, ApprovalStatus, ApprovalStep, StepStatus
 from models.audit import AuditLog
 from models.customers import Customer
 from models.staff import Role, Staff
-from tests.helpers import WECOM, post_wecom, settle, text_xml
+from tests.helpers import WECOM, post_wecom, settle, staff_member, text_xml
 
 # 10:00 in Shanghai on a Monday: inside working hours, so no push waits for the morning.
 MONDAY_10 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -32,11 +32,11 @@ MONDAY_10 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 async def team() -> dict[str, Staff]:
     """赵总 (director) ← 王经理 (manager) ← 张三, 李四 (reps); 管理员 (admin); 华为 belongs to 张三."""
-    zhao = await Staff.create(name="赵总", wecom_userid="zhaozong", role=Role.DIRECTOR)
-    wang = await Staff.create(name="王经理", wecom_userid="wangjl", role=Role.MANAGER, manager_id=zhao.id)
-    zhang = await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP, manager_id=wang.id)
-    li = await Staff.create(name="李四", wecom_userid="lisi", role=Role.REP, manager_id=wang.id)
-    admin = await Staff.create(name="管理员", wecom_userid="admin", role=Role.ADMIN)
+    zhao = await staff_member(name="赵总", wecom="zhaozong", role=Role.DIRECTOR)
+    wang = await staff_member(name="王经理", wecom="wangjl", role=Role.MANAGER, manager_id=zhao.id)
+    zhang = await staff_member(name="张三", wecom="zhangsan", role=Role.REP, manager_id=wang.id)
+    li = await staff_member(name="李四", wecom="lisi", role=Role.REP, manager_id=wang.id)
+    admin = await staff_member(name="管理员", wecom="admin", role=Role.ADMIN)
     await Customer.create(name="华为技术有限公司", aliases=["华为"], owner_id=zhang.id)
     await Customer.create(name="恒力液压有限公司", aliases=["恒力液压"], owner_id=wang.id)
     return {"zhao": zhao, "wang": wang, "zhang": zhang, "li": li, "admin": admin}
@@ -151,7 +151,7 @@ async def test_a_manager_approves_with_one_tap_in_wecom(make_settings: Any, star
     approval = await Approval.get(id=1)
     assert approval.status == ApprovalStatus.APPROVED
     step = await ApprovalStep.get(approval_id=1)
-    assert (step.status, step.decided_via, step.response_code) == (StepStatus.APPROVED, "card", code)
+    assert (step.status, step.decided_via, step.card_handle) == (StepStatus.APPROVED, "card", code)
     customer = await Customer.get(name="华为技术有限公司")
     assert customer.custom_fields["最近折扣审批"].startswith("AP1 92折 120万元 已同意（王经理")
     assert await audit_actions() == ["approval.request", "approval.approve"]

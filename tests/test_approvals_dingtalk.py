@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.app import BOT
+from bot.keys import BOT
 from models.approvals import Approval, ApprovalStatus, ApprovalStep, StepStatus
 from models.audit import AuditLog
 from models.customers import Customer
-from models.staff import Role, Staff
-from tests.helpers import settle
+from models.staff import Role
+from tests.helpers import settle, staff_member
 
 
 def tapped(url: str) -> str:
@@ -26,10 +26,10 @@ def tapped(url: str) -> str:
 async def started(make_settings: Any, start_app: Any, sim: Any) -> Any:
     settings = make_settings(dingtalk=sim.settings())
     client = await start_app(settings, clock=sim.clock, run_dispatcher=False, run_scheduler=False)
-    zhao = await Staff.create(name="赵总", dingtalk_userid="ding_zhaozong", role=Role.DIRECTOR)
-    wang = await Staff.create(name="王经理", dingtalk_userid="ding_wangjl", role=Role.MANAGER, manager_id=zhao.id)
-    zhang = await Staff.create(name="张三", dingtalk_userid="ding_zhangsan", role=Role.REP, manager_id=wang.id)
-    await Staff.create(name="李四", dingtalk_userid="ding_lisi", role=Role.REP, manager_id=wang.id)
+    zhao = await staff_member(name="赵总", dingtalk="ding_zhaozong", role=Role.DIRECTOR)
+    wang = await staff_member(name="王经理", dingtalk="ding_wangjl", role=Role.MANAGER, manager_id=zhao.id)
+    zhang = await staff_member(name="张三", dingtalk="ding_zhangsan", role=Role.REP, manager_id=wang.id)
+    await staff_member(name="李四", dingtalk="ding_lisi", role=Role.REP, manager_id=wang.id)
     await Customer.create(name="华为技术有限公司", aliases=["华为"], owner_id=zhang.id)
     await client.app[BOT].understanding.refresh()
     return client

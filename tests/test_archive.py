@@ -20,15 +20,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tortoise import connections
 
 from bot import search
-from bot.app import BOT, SERVICES
 from bot.demo import load_demo
+from bot.keys import BOT
+from integrations.wecom import WECOM_ARCHIVE
 from integrations.wecom.archive import ArchivePuller
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Customer
 from models.messages import Message
 from tests.helpers import WECOM, deliver_all, post_wecom
 
-STANDIN = Path(__file__).resolve().parent.parent / "integrations" / "wecom" / "finance_standin" / "finance_standin.c"
+STANDIN = Path(__file__).resolve().parent / "simulators" / "finance_standin.c"
 T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
 
 
@@ -139,7 +140,7 @@ def notify_xml() -> str:
 
 
 def puller(app: Any) -> ArchivePuller:
-    found: ArchivePuller = app[SERVICES]["wecom_archive"]
+    found: ArchivePuller = app[WECOM_ARCHIVE]
     return found
 
 

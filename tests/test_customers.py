@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.app import BOT
 from bot.clock import Clock
 from bot.demo import load_demo
+from bot.keys import BOT
 from integrations.console import chat
-from integrations.wecom.simulator import WeComSimulator
 from models.audit import AuditLog
 from models.customers import Customer, Stage
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority
 from tests.helpers import deliver_all, post_wecom, text_xml
+from tests.simulators.wecom import WeComSimulator
 
 NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
 

@@ -7,9 +7,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bot.demo import load_demo
-from integrations.dingtalk.simulator import Delivery, DingTalkSimulator
 from models.approvals import Approval, ApprovalStatus
 from tests.helpers import settle
+from tests.simulators.dingtalk import Delivery, DingTalkSimulator
 
 
 def tapped(url: str) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 
 from bot.clock import Clock
 from integrations.dingtalk.callback import sign
-from integrations.dingtalk.simulator import BATCH_SEND, WEBHOOK
 from models.messages import Message
 from models.staff import Role, Staff
-from tests.helpers import dingtalk_sign, post_dingtalk, settle
+from tests.helpers import dingtalk_sign, post_dingtalk, settle, staff_member
+from tests.simulators.dingtalk import BATCH_SEND, WEBHOOK
 
 # PROTOCOLS.md §7: the official header example timestamp with two secrets
 VECTOR_TS = 1577262236757
@@ -28,7 +28,7 @@ async def start(make_settings: Any, start_app: Any, sim: Any, **overrides: Any) 
 
 
 async def rep(staff_id: str = "ding_zhangsan", name: str = "张三") -> Staff:
-    return await Staff.create(name=name, dingtalk_userid=staff_id, role=Role.REP)
+    return await staff_member(name=name, dingtalk=staff_id, role=Role.REP)
 
 
 def test_the_sign_matches_the_published_vectors() -> None:

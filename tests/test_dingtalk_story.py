@@ -8,15 +8,15 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.app import BOT, OUTBOX
 from bot.channels import Address
-from bot.pipeline import NOT_REGISTERED
-from bot.types import Button, Card, Reply
-from integrations.dingtalk.simulator import BATCH_SEND, TOKEN, WEBHOOK
+from bot.dispatch import NOT_REGISTERED
+from bot.keys import BOT, OUTBOX
+from bot.types import Button, Card, CardUpdate, Reply
 from models.messages import Message
 from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Role, Staff
-from tests.helpers import settle
+from tests.helpers import account_of, settle, staff_member
+from tests.simulators.dingtalk import BATCH_SEND, TOKEN, WEBHOOK
 
 
 async def start(make_settings: Any, start_app: Any, sim: Any, **dingtalk: Any) -> Any:
@@ -25,7 +25,7 @@ async def start(make_settings: Any, start_app: Any, sim: Any, **dingtalk: Any) -
 
 
 async def staff(*pairs: tuple[str, str], role: Role = Role.REP) -> list[Staff]:
-    return [await Staff.create(name=name, dingtalk_userid=uid, role=role) for uid, name in pairs]
+    return [await staff_member(name=name, dingtalk=uid, role=role) for uid, name in pairs]
 
 
 async def deliver_everything(app: Any, sim: Any, step: timedelta = timedelta(minutes=2), rounds: int = 20) -> None:
@@ -117,7 +117,7 @@ async def test_pushes_go_by_batch_send_with_one_token_for_many_concurrent_sends(
     await settle(client.app)
 
     for person in people:
-        assert f"{person.name}，华为该跟进了" in dingtalk_sim.texts_to(person.dingtalk_userid)
+        assert f"{person.name}，华为该跟进了" in dingtalk_sim.texts_to(await account_of(person, "dingtalk"))
     digest = [d for d in dingtalk_sim.delivered_to("ding_rep0") if d.msgtype == "sampleMarkdown"]
     assert [(d.content["title"], d.content["text"]) for d in digest] == [("本周待办", "### 本周待办\n- 跟进 华为")]
     assert endpoints(dingtalk_sim).count(TOKEN) == 1  # the cached token is shared behind the lock
@@ -161,12 +161,12 @@ async def test_the_platform_fails_for_a_while_then_every_reply_arrives_once(
     dingtalk_sim.throttle(BATCH_SEND, 1, style="qps")
     dingtalk_sim.throttle(BATCH_SEND, 1, style="429")
     for person in people:
-        await dingtalk_sim.deliver(client, person.dingtalk_userid, "帮助")
+        await dingtalk_sim.deliver(client, await account_of(person, "dingtalk"), "帮助")
         await client.app[OUTBOX].push(person, Reply(f"提醒{person.name}"), f"remind:{person.id}")
     await deliver_everything(client.app, dingtalk_sim)
 
     for person in people:
-        texts = dingtalk_sim.texts_to(person.dingtalk_userid)
+        texts = dingtalk_sim.texts_to(await account_of(person, "dingtalk"))
         assert len(texts) == 2, texts
         assert texts.count(f"提醒{person.name}") == 1
     assert not any(dingtalk_sim.faults.values())  # every fault was met
@@ -200,7 +200,7 @@ async def test_an_unknown_staff_id_fails_for_good_and_a_flow_controlled_one_is_r
 
 APPROVAL = Card(
     title="折扣审批 AP12",
-    task_id="AP12",
+    card_id="AP12",
     description="张三申请华为项目 85 折",
     fields=(("客户", "华为技术有限公司"), ("合同金额", "120万")),
     buttons=(Button("同意 #AP12", "同意"), Button("驳回 #AP12", "驳回", style=2)),
@@ -246,7 +246,7 @@ async def test_an_approval_card_is_an_action_card_and_a_tap_is_routed_like_typin
 async def test_a_card_tap_on_help_gets_the_help_answer(make_settings: Any, start_app: Any, dingtalk_sim: Any) -> None:
     client = await start(make_settings, start_app, dingtalk_sim)
     [rep] = await staff(("ding_zhangsan", "张三"))
-    menu = Card(title="快捷菜单", task_id="menu1", buttons=(Button("帮助", "查看帮助"),))
+    menu = Card(title="快捷菜单", card_id="menu1", buttons=(Button("帮助", "查看帮助"),))
     await client.app[OUTBOX].push(rep, Reply(kind="card", card=menu), "menu")
     await settle(client.app)
     [card] = dingtalk_sim.delivered_to("ding_zhangsan")
@@ -264,7 +264,7 @@ async def test_a_card_answering_a_fresh_message_uses_the_webhook_action_card(
     await dingtalk_sim.deliver(client, "ding_zhangsan", "帮助", msgid="msgASK")
     await settle(client.app)
     asked = await Message.get(msgid="msgASK")
-    six = Card(title="选择", task_id="six", buttons=tuple(Button(f"选 {i}", f"选项{i}") for i in range(1, 7)))
+    six = Card(title="选择", card_id="six", buttons=tuple(Button(f"选 {i}", f"选项{i}") for i in range(1, 7)))
     await client.app[OUTBOX].enqueue(
         Address("dingtalk", "ding_zhangsan"),
         Reply(kind="card", card=six),
@@ -282,7 +282,7 @@ async def test_a_card_answering_a_fresh_message_uses_the_webhook_action_card(
 async def test_a_card_update_becomes_a_text_notice(make_settings: Any, start_app: Any, dingtalk_sim: Any) -> None:
     client = await start(make_settings, start_app, dingtalk_sim)
     [manager] = await staff(("ding_wangjl", "王经理"), role=Role.MANAGER)
-    update = Reply(kind="card_update", update={"response_code": "", "replace_name": "已同意", "task_id": "AP12"})
+    update = Reply.updating(CardUpdate("AP12", "", "已同意"))
     await client.app[OUTBOX].push(manager, update, "update:AP12")
     await settle(client.app)
     [notice] = dingtalk_sim.delivered_to("ding_wangjl")

@@ -10,15 +10,14 @@ from typing import Any
 
 import pytest
 
-from bot.app import SERVICES
 from models.messages import Message
-from models.staff import Role, Staff
-from tests.helpers import deliver_all, settle
+from models.staff import Role
+from tests.helpers import deliver_all, settle, staff_member
 
 dingtalk_stream = pytest.importorskip("dingtalk_stream")
 
-from integrations.dingtalk.simulator import STREAM_OPEN  # noqa: E402
-from integrations.dingtalk.stream import RUNNING, TOPIC  # noqa: E402
+from integrations.dingtalk.stream import RUNNING, STREAM, TOPIC  # noqa: E402
+from tests.simulators.dingtalk import STREAM_OPEN  # noqa: E402
 
 
 class SentFrames:
@@ -50,7 +49,7 @@ def frame(data: Any, message_id: str) -> dict[str, Any]:
 async def start(make_settings: Any, start_app: Any, sim: Any) -> tuple[Any, Any, SentFrames]:
     settings = make_settings(dingtalk={**sim.settings(), "stream": True})
     client = await start_app(settings, clock=sim.clock, run_dispatcher=False, run_scheduler=False)
-    stream = client.app[SERVICES]["dingtalk_stream"]
+    stream = client.app[STREAM]
     socket = SentFrames()
     stream.websocket = socket
     return client, stream, socket
@@ -61,7 +60,7 @@ async def test_a_stream_message_is_stored_once_acked_and_answered(
 ) -> None:
     client, stream, socket = await start(make_settings, start_app, dingtalk_sim)
     assert RUNNING not in client.app  # a test app (no dispatcher) never connects
-    await Staff.create(name="张三", dingtalk_userid="ding_zhangsan", role=Role.REP)
+    await staff_member(name="张三", dingtalk="ding_zhangsan", role=Role.REP)
     body = dingtalk_sim.message("ding_zhangsan", "帮助", msgid="msgSTREAM1")
 
     await stream.route_message(frame(body, "frame-1"))
@@ -109,7 +108,7 @@ async def test_a_running_server_connects_to_the_stream_and_answers_what_arrives(
     settings = make_settings(dingtalk={**dingtalk_sim.settings(), "stream": True})
     client = await start_app(settings, clock=dingtalk_sim.clock, run_scheduler=False)
     assert RUNNING in client.app
-    await Staff.create(name="张三", dingtalk_userid="ding_zhangsan", role=Role.REP)
+    await staff_member(name="张三", dingtalk="ding_zhangsan", role=Role.REP)
     body = dingtalk_sim.message("ding_zhangsan", "帮助", msgid="msgWS1")
     ack = await asyncio.wait_for(dingtalk_sim.stream_push(body, "frame-ws-1"), timeout=30)
     assert ack["code"] == 200

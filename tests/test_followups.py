@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.app import BOT
-from bot.rules import run_rules
-from integrations.wecom.simulator import WeComSimulator
+from bot.keys import BOT
+from bot.scheduled import run_rules
 from models.audit import AuditLog
 from models.customers import Customer
 from models.followups import FollowUp
 from models.staff import Staff
+from tests.simulators.wecom import WeComSimulator
 from tests.test_customers import NOW, demo, say, wecom_says
 
 

@@ -17,14 +17,15 @@ import openpyxl
 import pytest
 from click.testing import CliRunner, Result
 
-from bot.app import BOT
+from bot.app import load_settings
 from bot.cli import main, running_app
-from bot.config import load_settings
-from bot.db import db
 from bot.importer import run_import
+from bot.keys import BOT
+from bot.sql import default as db
 from models.audit import AuditLog
 from models.customers import Contact, Customer, Stage
 from models.staff import Role, Staff
+from tests.helpers import account_of
 
 DATA = Path(__file__).parent / "data"
 T = TypeVar("T")
@@ -88,7 +89,7 @@ def assert_bad_input(result: Result) -> str:
 async def staff_table() -> dict[str, tuple[str | None, str, str | None]]:
     """name → (wecom userid, role, manager's name)"""
     rows = await Staff.all().prefetch_related("manager")
-    return {s.name: (s.wecom_userid, s.role.value, s.manager.name if s.manager else None) for s in rows}
+    return {s.name: (await account_of(s, "wecom"), s.role.value, s.manager.name if s.manager else None) for s in rows}
 
 
 async def customer(name: str) -> Customer | None:
@@ -139,7 +140,11 @@ def test_english_headers_in_xlsx(config: Path, tmp_path: Path) -> None:
     out = assert_ok(crmbot(config, "import", "staff", str(path)))
 
     assert "新增 2" in out and "拒绝 0" in out
-    staff = query(config, lambda: Staff.all().order_by("name").values_list("name", "dingtalk_userid", "role"))
+
+    async def accounts() -> list[tuple[str, str | None, Role]]:
+        return [(s.name, await account_of(s, "dingtalk"), s.role) for s in await Staff.all().order_by("name")]
+
+    staff = query(config, accounts)
     assert staff == [("Alice Wang", "10086", Role.REP), ("Bob Li", "ding_bob", Role.MANAGER)]
 
 

@@ -8,16 +8,16 @@ from datetime import timedelta
 from itertools import count
 from typing import Any
 
-from bot.app import BOT
 from bot.config import KeywordSettings
-from bot.keyword_rules import KeywordMatcher
+from bot.keys import BOT
 from bot.types import IncomingMessage
-from integrations.wecom.simulator import WeComSimulator
+from handlers.keywords import KeywordMatcher
 from models.audit import AuditLog
 from models.customers import Customer
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
 from tests.helpers import deliver_all
+from tests.simulators.wecom import WeComSimulator
 from tests.test_customers import NOW, demo, say
 
 _ids = count(1)

@@ -6,8 +6,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.staff import Role, Staff
-from tests.helpers import deliver_all, post_wecom, text_xml
+from models.staff import Role
+from tests.helpers import deliver_all, post_wecom, staff_member, text_xml
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -22,7 +22,7 @@ async def test_metrics_count_callbacks_outbox_outcomes_and_handling_latency(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
     client = await start_app(make_settings())
-    await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP)
+    await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
     wecom_sim.known_users = {"zhangsan"}
     wecom_sim.fail_next(1, errcode=45009, endpoint="message/send")
 

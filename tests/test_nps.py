@@ -15,19 +15,20 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import BOT, SETTINGS
-from bot.archive import import_jsonl
 from bot.clock import Clock
 from bot.demo import load_demo
-from bot.rules import run_rules
-from handlers.nps import parse_chat_score, resolve_period
+from bot.keys import BOT, SETTINGS
+from bot.scheduled import run_rules
+from handlers.nps.answers import parse_chat_score
+from handlers.nps.report import resolve_period
+from integrations.wecom.archive_file import import_jsonl
 from models.audit import AuditLog
 from models.customers import Contact, Customer, Stage
 from models.nps import Survey, SurveyChannel, SurveyTrigger
 from models.outbox import OutboxMessage
 from models.staff import Role, Staff
 from models.tickets import Ticket, TicketStatus
-from tests.helpers import deliver_all, post_wecom, text_xml
+from tests.helpers import deliver_all, post_wecom, staff_member, text_xml
 
 SH = ZoneInfo("Asia/Shanghai")
 # A Monday morning, outside quiet hours. Stored datetimes are UTC (SQLite compares them as text).
@@ -173,7 +174,7 @@ async def test_a_rep_on_dingtalk_only_gets_the_ready_to_forward_message(
         wecom={"customer_contact": True},
         dingtalk=dingtalk_sim.settings(),
     )
-    rep = await Staff.create(name="钉钉销售", dingtalk_userid="ding_rep9", role=Role.REP)
+    rep = await staff_member(name="钉钉销售", dingtalk="ding_rep9", role=Role.REP)
     customer = await Customer.create(name="远景能源有限公司", owner=rep, won_at=DAY0, stage=Stage.WON)
     await Contact.create(customer=customer, name="冯总", external_userid="wmYJ001")
 

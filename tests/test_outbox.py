@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bot.app import BOT, OUTBOX
 from bot.channels import CLAIM_BATCH, Outbox
+from bot.keys import BOT, OUTBOX
 from bot.types import Reply
 from models.outbox import OutboxMessage, OutboxStatus
-from models.staff import Role, Staff
-from tests.helpers import post_wecom, text_xml
+from models.staff import Role
+from tests.helpers import account_of, post_wecom, staff_member, text_xml
 
 
 async def wait_for(condition: Any, patience: float = 15.0) -> None:
@@ -27,8 +27,8 @@ async def test_a_reply_ready_while_the_dispatcher_is_busy_leaves_without_waiting
 ) -> None:
     # The dispatcher only polls once an hour here: every delivery below must come from a wake-up.
     client = await start_app(make_settings(outbox={"poll_seconds": 3600}))
-    await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP)
-    await Staff.create(name="李四", wecom_userid="lisi", role=Role.REP)
+    await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
+    await staff_member(name="李四", wecom="lisi", role=Role.REP)
     wecom_sim.slow_next(1, seconds=2.0, endpoint="message/send")  # WeCom takes its time with the first reply
 
     await post_wecom(client, text_xml("zhangsan", "帮助", 8001))
@@ -48,11 +48,11 @@ async def test_two_dispatchers_on_one_database_send_every_push_once_and_in_order
     # Two instances of the bot share one database; each runs its own dispatcher over the same outbox.
     client = await start_app(make_settings(), run_dispatcher=False)
     app_outbox = client.app[OUTBOX]
-    first = Outbox(app_outbox.settings, app_outbox.clock)
-    second = Outbox(app_outbox.settings, app_outbox.clock)
+    first = Outbox(app_outbox.settings, app_outbox.clock, app_outbox.directory)
+    second = Outbox(app_outbox.settings, app_outbox.clock, app_outbox.directory)
     for outbox in (first, second):
         outbox.register(app_outbox.adapters["wecom"])
-    people = [await Staff.create(name=f"销售{i}", wecom_userid=f"rep{i}", role=Role.REP) for i in range(7)]
+    people = [await staff_member(name=f"销售{i}", wecom=f"rep{i}", role=Role.REP) for i in range(7)]
     total = 3 * CLAIM_BATCH + 50  # several batches, so both instances claim several times
     for n in range(total):
         person = people[n % len(people)]
@@ -64,7 +64,7 @@ async def test_two_dispatchers_on_one_database_send_every_push_once_and_in_order
     assert sum(drained) == total - CLAIM_BATCH
     for i, person in enumerate(people):
         expected = [f"提醒 {n}" for n in range(i, total, len(people))]
-        assert wecom_sim.texts_to(person.wecom_userid) == expected
+        assert wecom_sim.texts_to(await account_of(person, "wecom")) == expected
     assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == total
     assert await OutboxMessage.filter(attempts__gt=1).count() == 0
 
@@ -75,8 +75,8 @@ async def test_a_failed_send_in_a_batch_is_retried_later_while_the_rest_of_the_b
     # No quick retries inside the WeCom client: a busy answer goes back to the outbox at once.
     client = await start_app(make_settings(wecom={"request_retries": 0}), run_dispatcher=False)
     outbox = client.app[OUTBOX]
-    zhang = await Staff.create(name="张三", wecom_userid="zhangsan", role=Role.REP)
-    li = await Staff.create(name="李四", wecom_userid="lisi", role=Role.REP)
+    zhang = await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
+    li = await staff_member(name="李四", wecom="lisi", role=Role.REP)
     await outbox.push(zhang, Reply("第一条"), "test:1")
     await outbox.push(li, Reply("第二条"), "test:2")
     wecom_sim.fail_next(1, errcode=-1, endpoint="message/send")  # WeCom is busy for the first message

@@ -13,17 +13,18 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.app import BOT, OUTBOX
 from bot.clock import Clock
-from bot.orders import import_orders
-from bot.rules import Firing, run_rules
-from integrations.wecom.simulator import WeComSimulator
+from bot.context import Firing
+from bot.keys import BOT, OUTBOX
+from bot.scheduled import run_rules
+from handlers.orders import import_orders
 from models.audit import AuditLog
 from models.customers import Customer, Stage
 from models.reminders import Reminder, RuleFiring
 from models.staff import Role, Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
-from tests.helpers import post_wecom, settle, text_xml
+from tests.helpers import post_wecom, settle, staff_member, text_xml
+from tests.simulators.wecom import WeComSimulator
 
 # Day 0: Monday 2026-03-02 10:00 in Shanghai (02:00 UTC), inside the 09:00-20:00 window.
 DAY0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -39,10 +40,10 @@ class Team:
 
 async def make_team() -> Team:
     """王经理 manages 张三 and 李四; 陈工 is the service engineer."""
-    manager = await Staff.create(name="王经理", wecom_userid="wangjl", role=Role.MANAGER)
+    manager = await staff_member(name="王经理", wecom="wangjl", role=Role.MANAGER)
     staff = {"王经理": manager}
     for name, userid in (("张三", "zhangsan"), ("李四", "lisi"), ("陈工", "chengong")):
-        staff[name] = await Staff.create(name=name, wecom_userid=userid, role=Role.REP, manager=manager)
+        staff[name] = await staff_member(name=name, wecom=userid, role=Role.REP, manager=manager)
     return Team(staff)
 
 
@@ -482,8 +483,8 @@ async def test_a_dingtalk_rep_gets_the_warning_as_dingtalk_markdown(
     assert clock.now() == DAY0
     settings = make_settings(dingtalk=dingtalk_sim.settings(), wecom={"corp_id": ""})
     client = await start_app(settings, clock=clock, run_scheduler=False, run_dispatcher=False)
-    manager = await Staff.create(name="王经理", dingtalk_userid="ding_wangjl", role=Role.MANAGER)
-    rep = await Staff.create(name="李四", dingtalk_userid="ding_lisi", manager=manager)
+    manager = await staff_member(name="王经理", dingtalk="ding_wangjl", role=Role.MANAGER)
+    rep = await staff_member(name="李四", dingtalk="ding_lisi", manager=manager)
     await customer("恒力液压有限公司", rep, "恒力液压", last_followup_at=DAY0)
 
     clock.set(DAY0 + timedelta(days=7))

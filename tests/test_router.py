@@ -13,10 +13,10 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from bot.app import BOT, CLOCK
 from bot.cli import main
 from bot.clock import Clock
 from bot.demo import load_demo
+from bot.keys import BOT, CLOCK
 from integrations.console import chat
 from models.audit import AuditLog
 from models.customers import Customer, PendingChoice

@@ -10,15 +10,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.app import BOT, OUTBOX
 from bot.clock import Clock
 from bot.config import Settings
-from bot.rules import Firing, RuleContext, release_time, run_rules
+from bot.context import Firing, RuleContext
+from bot.keys import BOT, OUTBOX
+from bot.scheduled import release_time, run_rules
 from models.customers import Customer, Stage
 from models.nps import Survey
 from models.outbox import OutboxMessage, OutboxStatus
 from models.reminders import RuleFiring
 from models.staff import Staff
+from tests.helpers import account_of
 from tests.test_reminders import DAY0, customer, make_team, rules_of, start, tick
 
 
@@ -109,7 +111,7 @@ async def test_a_failing_side_effect_sends_nothing_and_fires_on_the_next_pass(
     assert await run_rules(app[BOT], clock.now(), [rule]) == []
     assert await Customer.filter(name="副作用客户").count() == 1
     await app[OUTBOX].drain(clock.now())
-    assert wecom_sim.texts_to(team["张三"].wecom_userid) == ["**自定义**"]
+    assert wecom_sim.texts_to(await account_of(team["张三"], "wecom")) == ["**自定义**"]
 
 
 async def test_a_push_is_retried_while_wecom_fails_and_arrives_once(

@@ -12,9 +12,9 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.app import BOT, CLOCK, OUTBOX
 from bot.clock import Clock
-from bot.rules import run_rules
+from bot.keys import BOT, CLOCK, OUTBOX
+from bot.scheduled import run_rules
 from bot.scheduler import RULES_JOB, SCHEDULER, make_scheduler
 from models.outbox import OutboxMessage
 from models.reminders import RuleFiring

@@ -11,13 +11,13 @@ from typing import Any
 from tortoise import connections
 
 from bot import search
-from bot.app import BOT
-from bot.archive import import_jsonl
 from bot.demo import load_demo
+from bot.keys import BOT
 from bot.types import IncomingMessage
+from integrations.wecom.archive_file import import_jsonl
 from models.messages import Message
 from models.staff import Staff
-from tests.helpers import deliver_all, post_wecom, text_xml
+from tests.helpers import deliver_all, post_wecom, staff_with_account, text_xml
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -123,15 +123,15 @@ async def test_a_rep_sees_own_customers_a_manager_the_team_an_admin_everything(
     client = await start_app(make_settings())
     await load_demo(client.app)
     await archive_lines(client.app, tmp_path)
-    zhangsan, lisi = await Staff.get(wecom_userid="zhangsan"), await Staff.get(wecom_userid="lisi")
-    manager, admin = await Staff.get(wecom_userid="wangjl"), await Staff.get(wecom_userid="admin")
+    zhangsan, lisi = await staff_with_account("wecom", "zhangsan"), await staff_with_account("wecom", "lisi")
+    manager, admin = await staff_with_account("wecom", "wangjl"), await staff_with_account("wecom", "admin")
 
     assert await hit_ids("液压元件", zhangsan, until=BEFORE_DEMO) == ["m0002"]
     assert await hit_ids("液压元件", lisi, until=BEFORE_DEMO) == ["m0003"]
     assert await hit_ids("液压元件", manager, until=BEFORE_DEMO) == ["m0003", "m0002"]
     assert await hit_ids("液压元件", admin, until=BEFORE_DEMO) == ["m0003", "m0002"]
     assert await hit_ids("HX-3000", zhangsan) == ["m0006"]
-    chengong = await Staff.get(wecom_userid="chengong")  # a rep with no customers
+    chengong = await staff_with_account("wecom", "chengong")  # a rep with no customers
     assert await hit_ids("的", chengong) == []
 
 

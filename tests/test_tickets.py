@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from integrations.wecom.simulator import WeComSimulator
 from models.audit import AuditLog
 from models.customers import Customer
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
+from tests.simulators.wecom import WeComSimulator
 from tests.test_customers import NOW, demo, say, wecom_says
 
 

@@ -11,12 +11,12 @@ import aiohttp
 import pytest
 
 from bot.channels import DeliveryError, PermanentDeliveryError
-from bot.config import WeComSettings
-from bot.types import Button, Card, Reply
+from bot.types import Button, Card, CardUpdate, Reply
 from integrations.wecom.channel import CUT_NOTE, MAX_PARTS, WeComChannel, split_content
 from integrations.wecom.client import WeComClient, WeComConfigError
-from integrations.wecom.simulator import WeComSimulator
+from integrations.wecom.settings import WeComSettings
 from tests.helpers import WECOM
+from tests.simulators.wecom import WeComSimulator
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ async def test_a_card_is_a_button_interaction_template_card_and_can_be_updated_o
     channel = WeComChannel(make_client(wecom_sim, session))
     card = Card(
         title="折扣审批 #AP12",
-        task_id="AP12",
+        card_id="AP12",
         description="张三 申请 华为 85折",
         fields=(("客户", "华为技术有限公司"), ("折扣", "85折"), ("金额", "120万")),
         buttons=(Button("同意 #AP12", "同意", 1), Button("驳回 #AP12", "驳回", 2)),
@@ -143,18 +143,15 @@ async def test_a_card_is_a_button_interaction_template_card_and_can_be_updated_o
         (0, "同意 #AP12", "同意", 1),
         (0, "驳回 #AP12", "驳回", 2),
     ]
-    assert result["response_code"] == sent["response_code"]
+    assert result["card_handle"] == sent["response_code"]
 
-    update = Reply(
-        kind="card_update",
-        update={"response_code": result["response_code"], "replace_name": "已同意", "task_id": "AP12"},
-    )
+    update = Reply.updating(CardUpdate("AP12", result["card_handle"], "已同意"))
     await channel.send("wangjl", update, {})
     assert wecom_sim.card_updates() == [
         {
             "userids": ["wangjl"],
             "agentid": WECOM.agent_id,
-            "response_code": result["response_code"],
+            "response_code": result["card_handle"],
             "button": {"replace_name": "已同意"},
         }
     ]

@@ -8,17 +8,18 @@ import asyncio
 import time
 from typing import Any
 
-from bot.app import BOT, OUTBOX, SERVICES
-from bot.pipeline import NOT_REGISTERED
+from bot.dispatch import NOT_REGISTERED
+from bot.keys import BOT, OUTBOX
 from bot.types import IncomingMessage
+from integrations.wecom import WECOM_CLIENT
 from models.messages import Message
 from models.outbox import OutboxMessage, OutboxStatus
 from models.staff import Role, Staff
-from tests.helpers import WECOM, deliver_all, post_wecom, settle, text_xml
+from tests.helpers import WECOM, deliver_all, post_wecom, settle, staff_member, text_xml
 
 
 async def reps(*userids: str) -> list[Staff]:
-    return [await Staff.create(name=f"销售{u}", wecom_userid=u, role=Role.REP) for u in userids]
+    return [await staff_member(name=f"销售{u}", wecom=u, role=Role.REP) for u in userids]
 
 
 async def test_a_rep_types_help_and_the_answer_arrives_in_wecom(
@@ -107,7 +108,7 @@ async def test_an_expired_token_is_refreshed_once_and_no_message_is_lost(
 
     assert wecom_sim.tokens_issued == 2  # the concurrent senders waited for one refresh
     assert [len(wecom_sim.texts_to(u)) for u in users] == [2, 1, 1, 1, 1, 1]
-    assert client.app[SERVICES]["wecom"].token_fetches == 2
+    assert client.app[WECOM_CLIENT].token_fetches == 2
 
 
 async def test_undelivered_replies_leave_after_a_restart_on_the_same_database(

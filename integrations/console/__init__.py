@@ -1,6 +1,8 @@
 """The console channel behind ``crmbot chat``: stdin lines in as one staff member, replies and pushes out.
 
-It goes through the same pipeline and outbox as WeCom and DingTalk; only the adapter at the end differs.
+It goes through the same pipeline and outbox as every other platform; only the adapter at the end differs. Its
+user ids are ``staff:<id>``, so it needs no accounts, and it reaches everyone: a push to somebody no other
+platform reaches waits here until they open a console.
 """
 
 from __future__ import annotations
@@ -8,13 +10,34 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import AsyncIterable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from aiohttp import web
 
-from bot.app import BOT, CLOCK, OUTBOX
+from bot.identity import Identity
+from bot.integration import Integration
+from bot.keys import BOT, CLOCK, OUTBOX
 from bot.types import IncomingMessage, Platform, Reply
 from models.staff import Staff
+
+PLATFORM = "console"
+
+
+@dataclass
+class ConsoleIdentity(Identity):
+    """User ids are ``staff:<id>``."""
+
+    def own_staff_id(self, user_id: str) -> int | None:
+        number = user_id.removeprefix("staff:")
+        return int(number) if user_id.startswith("staff:") and number.isdigit() else None
+
+    def recipient(self, staff_id: int, account: str | None) -> str | None:
+        return user_of(staff_id)
+
+
+def user_of(staff_id: int) -> str:
+    return f"staff:{staff_id}"
 
 
 def render(reply: Reply) -> str:
@@ -32,10 +55,13 @@ def render(reply: Reply) -> str:
 
 
 class ConsoleChannel:
-    platform: Platform = "console"
+    """Prints what is sent to the staff members at this terminal (``live_for``)."""
 
-    def __init__(self, out: TextIO) -> None:
+    platform: Platform = PLATFORM
+
+    def __init__(self, out: TextIO, live_for: set[int]) -> None:
         self.out = out
+        self.live_for: set[int] | None = live_for
 
     async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
         self.out.write(render(reply).rstrip() + "\n")
@@ -44,14 +70,16 @@ class ConsoleChannel:
 
 
 def setup(app: web.Application) -> None:
-    """Nothing to mount: the console adapter is registered by ``chat`` for the member at the terminal."""
+    """The identity only: the console adapter is registered by ``chat`` for the member at the terminal."""
+    app[BOT].directory.register(ConsoleIdentity(PLATFORM, fallback=True))
 
 
 async def chat(app: web.Application, staff: Staff, lines: AsyncIterable[str], out: TextIO = sys.stdout) -> int:
     """Feed each line to the bot as ``staff``; print replies (and pushes to ``staff``) before the next line."""
     bot, outbox = app[BOT], app[OUTBOX]
-    outbox.register(ConsoleChannel(out))
-    outbox.console_staff.add(staff.id)
+    earlier = outbox.adapters.get(PLATFORM)
+    live = {staff.id, *(earlier.live_for or ())} if earlier is not None else {staff.id}
+    outbox.register(ConsoleChannel(out, live))
     await outbox.drain()  # pushes that waited for this member
     count = 0
     async for line in lines:
@@ -61,9 +89,9 @@ async def chat(app: web.Application, staff: Staff, lines: AsyncIterable[str], ou
         count += 1
         await bot.receive(
             IncomingMessage(
-                platform="console",
+                platform=PLATFORM,
                 msgid=uuid.uuid4().hex,
-                sender=f"staff:{staff.id}",
+                sender=user_of(staff.id),
                 sender_name=staff.name,
                 text=text,
                 sent_at=app[CLOCK].now(),
@@ -72,3 +100,6 @@ async def chat(app: web.Application, staff: Staff, lines: AsyncIterable[str], ou
         await bot.tasks.idle()
         await outbox.drain()
     return count
+
+
+INTEGRATION = Integration(PLATFORM, setup)

@@ -22,8 +22,9 @@ import logging
 
 from aiohttp import web
 
-from bot.app import BOT, CLOCK, SETTINGS
+from bot.keys import BOT, CLOCK
 from integrations.dingtalk.normalize import NotAMessage, normalize
+from integrations.dingtalk.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def verify(timestamp: str, signature: str, secret: str, now_ms: int, window_ms: 
 
 
 async def receive(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS].dingtalk
+    settings = settings_of(request.app)
     now_ms = int(request.app[CLOCK].now().timestamp() * 1000)
     try:
         verify(

@@ -27,10 +27,10 @@ from urllib.parse import quote
 
 from bot.channels import DeliveryError, PermanentDeliveryError
 from bot.clock import Clock
-from bot.config import DingTalkSettings
 from bot.types import Button, Card, Platform, Reply
 from integrations.dingtalk.client import DingTalkClient, WebhookGone
 from integrations.dingtalk.normalize import AT_USER, CONVERSATION_TYPE, GROUP, WEBHOOK, WEBHOOK_EXPIRES_MS
+from integrations.dingtalk.settings import DingTalkSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def card_markdown(card: Card) -> str:
 
 def update_notice(reply: Reply) -> str:
     """The text that stands in for a card update (an ActionCard cannot be edited once sent)."""
-    if label := str(reply.update.get("replace_name") or ""):
+    if reply.card_update is not None and (label := reply.card_update.label):
         return f"审批卡片状态已更新：{label}"
     return reply.text or "审批卡片状态已更新"
 
@@ -129,6 +129,7 @@ def batch_message(reply: Reply) -> tuple[str, dict[str, Any]]:
 
 class DingTalkChannel:
     platform: Platform = "dingtalk"
+    live_for: set[int] | None = None
 
     def __init__(self, client: DingTalkClient, settings: DingTalkSettings, clock: Clock) -> None:
         self.client = client

@@ -23,7 +23,7 @@ import aiohttp
 
 from bot.channels import DeliveryError, PermanentDeliveryError
 from bot.clock import Clock
-from bot.config import DingTalkSettings
+from integrations.dingtalk.settings import DingTalkSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import websockets
 from aiohttp import web
 from dingtalk_stream import AckMessage, CallbackMessage, ChatbotMessage, Credential, DingTalkStreamClient
 
-from bot.app import BOT, SETTINGS
-from bot.config import DingTalkSettings
+from bot.keys import BOT, SERVING
 from integrations.dingtalk.normalize import NotAMessage, normalize
+from integrations.dingtalk.settings import DingTalkSettings, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RobotMessages(dingtalk_stream.CallbackHandler):  # type: ignore[misc]
         self.app = app
 
     async def process(self, callback: CallbackMessage) -> tuple[int, str]:
-        settings = self.app[SETTINGS].dingtalk
+        settings = settings_of(self.app)
         try:
             msg = normalize(callback.data, settings.robot_name, settings.session_webhook_prefix)
         except NotAMessage as exc:
@@ -132,8 +132,11 @@ class StreamClient(DingTalkStreamClient):  # type: ignore[misc]
         return connection
 
 
+STREAM = web.AppKey("dingtalk_stream", StreamClient)
+
+
 def build(app: web.Application) -> StreamClient:
-    client = StreamClient(app[SETTINGS].dingtalk)
+    client = StreamClient(settings_of(app))
     client.register_callback_handler(TOPIC, RobotMessages(app))
     return client
 
@@ -145,9 +148,7 @@ def install(app: web.Application, client: StreamClient) -> None:
     """Run ``client`` while a server runs: started after every resource is up, stopped before they go down."""
 
     async def start(app: web.Application) -> None:
-        from bot.app import _dispatcher  # the app runs as a server exactly when its dispatcher runs
-
-        if _dispatcher in app.cleanup_ctx:
+        if app[SERVING]:
             app[RUNNING] = asyncio.get_running_loop().create_task(client.start())
 
     async def stop(app: web.Application) -> None:

@@ -1,8 +1,10 @@
-"""WeCom (企业微信): callback verification and decryption, normalization, the API client and the channel.
+"""WeCom (企业微信): callback verification and decryption, normalization, the API client, the channel, who is who
+(staff accounts are WeCom UserIDs, customer contacts are external ids starting ``wm``/``wo``) and the chat archive.
 
-``setup`` mounts ``GET|POST /wecom/callback`` when the callback is configured (corp id, token, AES key) and, when
-the app's agent id and secret are set too, puts the API client in ``app[SERVICES]["wecom"]`` and registers the
-WeCom channel on the outbox.
+``setup`` registers the WeCom identity, mounts ``GET|POST /wecom/callback`` when the callback is configured (corp
+id, token, AES key) and, when the app's agent id and secret are set too, keeps the API client under
+``WECOM_CLIENT`` and registers the WeCom channel on the outbox; with the archive configured it registers the
+chat-archive puller (``WECOM_ARCHIVE``) as an archive source.
 """
 
 from __future__ import annotations
@@ -12,42 +14,67 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bot.app import BOT, HTTP, OUTBOX, SERVICES, SETTINGS
+from bot.context import ArchiveSource
+from bot.identity import Identity
+from bot.integration import Integration
+from bot.keys import BOT, HTTP, OUTBOX
+from integrations.wecom.archive import ArchivePuller
 from integrations.wecom.callback import CRYPTO, receive, verify_url
 from integrations.wecom.channel import WeComChannel
 from integrations.wecom.client import WeComClient
 from integrations.wecom.crypto import WeComCrypto
+from integrations.wecom.settings import PLATFORM, WeComSettings, settings_of
 
 log = logging.getLogger(__name__)
 
+WECOM_CLIENT = web.AppKey("wecom_client", WeComClient)
+WECOM_ARCHIVE = web.AppKey("wecom_archive", ArchivePuller)
+ACCOUNT_HEADERS = ("企业微信账号", "wecom_userid", "企业微信", "企微账号", "企业微信userid", "wecom")
+EXTERNAL_PREFIXES = ("wm", "wo")  # external contacts (customers): wm… for WeChat users, wo… for WeCom users
+
+
+def identity(settings: WeComSettings) -> Identity:
+    return Identity(
+        PLATFORM,
+        account_headers=ACCOUNT_HEADERS,
+        external_prefixes=EXTERNAL_PREFIXES,
+        external_hint="应以 wm 或 wo 开头",
+        messages_customers=settings.customer_contact and settings.can_send,
+        confirm_hint="请在企业微信「客户联系 → 群发助手」中确认发送",
+        label="企业微信",
+        demo_prefix="",
+    )
+
 
 def setup(app: web.Application) -> None:
-    settings = app[SETTINGS].wecom
+    settings = settings_of(app)
+    app[BOT].directory.register(identity(settings))
     if settings.archive_enabled:
-        _setup_archive(app)
+        _setup_archive(app, settings)
     if not settings.enabled:
         return
     app[CRYPTO] = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
     app.router.add_get("/wecom/callback", verify_url)
     app.router.add_post("/wecom/callback", receive)
-    if not (settings.secret and settings.agent_id):
+    if not settings.can_send:
         log.warning("wecom: agent_id or secret not set; messages are received but replies cannot be sent")
         return
     client = WeComClient(settings, lambda: app[HTTP])
-    app[SERVICES]["wecom"] = client
+    app[WECOM_CLIENT] = client
     app[OUTBOX].register(WeComChannel(client))
 
 
-def _setup_archive(app: web.Application) -> None:
-    """The chat-archive puller: pulled on the msgaudit_notify event and by the scheduler's periodic job."""
-    from integrations.wecom.archive import ArchivePuller
-
-    puller = ArchivePuller(app[BOT], app[SETTINGS].wecom)
-    app[SERVICES]["wecom_archive"] = puller
-    app[BOT].archive_pullers.append(puller.pull)
+def _setup_archive(app: web.Application, settings: WeComSettings) -> None:
+    """The chat-archive puller: pulled on the archive-ready event and every ``archive_pull_interval_seconds``."""
+    puller = ArchivePuller(app[BOT], settings)
+    app[WECOM_ARCHIVE] = puller
+    app[BOT].archive_sources.append(ArchiveSource(puller.pull, settings.archive_pull_interval_seconds))
 
     async def close_sdk(app: web.Application) -> AsyncIterator[None]:
         yield
         puller.close()
 
     app.cleanup_ctx.append(close_sdk)
+
+
+INTEGRATION = Integration(PLATFORM, setup, WeComSettings)

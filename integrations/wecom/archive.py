@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bot.archive import Failure, archive_batch, cursor_of
-from bot.config import WeComSettings
-from bot.pipeline import Bot
+from bot.context import Services
 from bot.types import IncomingMessage, Reply
+from integrations.wecom.settings import WeComSettings
 from models.staff import Role, Staff
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ class ArchivePuller:
 
     def __init__(
         self,
-        bot: Bot,
+        bot: Services,
         settings: WeComSettings,
         *,
         sdk: FinanceSdk | None = None,
@@ -406,13 +406,3 @@ class _ItemFailed(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.reason)
         self.failure = failure
-
-
-async def run_periodically(puller: ArchivePuller, interval: float) -> None:
-    """The periodic pull (besides the one triggered by the msgaudit_notify event)."""
-    while True:
-        try:
-            await puller.pull()
-        except Exception:  # a database outage must not end the loop
-            log.exception("wecom archive: periodic pull failed")
-        await asyncio.sleep(interval)

@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from bot.app import BOT
+from bot.keys import BOT
 from bot.metrics import CallbackTimer
 from integrations.wecom.crypto import CorpIdError, MalformedError, SignatureError, WeComCrypto
 from integrations.wecom.normalize import NotAMessage, normalize, parse_xml

@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from bot.channels import PermanentDeliveryError
+from bot.channels import CARD_HANDLE, PermanentDeliveryError
 from bot.types import Card, Platform, Reply
 from integrations.wecom.client import WeComClient
 from integrations.wecom.customer_message import customer_recipients, send_customer_message
@@ -75,7 +75,7 @@ def card_body(recipient: str, card: Card) -> dict[str, Any]:
     template: dict[str, Any] = {
         "card_type": "button_interaction",
         "main_title": {"title": card.title},
-        "task_id": safe_task_id(card.task_id),
+        "task_id": safe_task_id(card.card_id),
         "button_list": [
             {"type": 0, "text": b.text, "style": b.style if 1 <= b.style <= 4 else 1, "key": b.key}
             for b in card.buttons[:MAX_BUTTONS]
@@ -100,6 +100,7 @@ class WeComChannel:
     """``ChannelAdapter`` for WeCom: recipients are WeCom UserIDs."""
 
     platform: Platform = "wecom"
+    live_for: set[int] | None = None
 
     def __init__(self, client: WeComClient) -> None:
         self.client = client
@@ -113,7 +114,7 @@ class WeComChannel:
             return await self._update_card(recipient, reply)
         if reply.kind == "card" and reply.card is not None:
             answer = await self.client.send_message(card_body(recipient, reply.card))
-            return {"msgid": answer.get("msgid", ""), "response_code": answer.get("response_code", "")}
+            return {"msgid": answer.get("msgid", ""), CARD_HANDLE: answer.get("response_code", "")}
         msgtype = "markdown" if reply.kind == "markdown" else "text"
         text = reply.text  # a "card" without a card is plain text
         if not text.strip():
@@ -149,11 +150,8 @@ class WeComChannel:
             self._delivered.popitem(last=False)
 
     async def _update_card(self, recipient: str, reply: Reply) -> dict[str, Any]:
-        update = reply.update
-        response_code = str(update.get("response_code") or "")
-        if not response_code:
-            raise PermanentDeliveryError("card update without response_code")
-        userids = [str(u) for u in update.get("userids") or [recipient]]
-        replace_name = str(update.get("replace_name") or reply.text or "已处理")
-        await self.client.update_template_card(userids, response_code, replace_name)
-        return {"updated": response_code}
+        update = reply.card_update
+        if update is None or not update.handle:
+            raise PermanentDeliveryError("card update without a response code")
+        await self.client.update_template_card([recipient], update.handle, update.label or reply.text or "已处理")
+        return {"updated": update.handle}

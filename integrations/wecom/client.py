@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from bot.channels import DeliveryError, PermanentDeliveryError
-from bot.config import WeComSettings
+from integrations.wecom.settings import WeComSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """WeCom customer-contact messages (客户联系): text sent to external contacts on a rep's behalf.
 
-An outbox row addressed to a rep's WeCom UserID whose ``reply_to`` carries ``bot.survey.TO_CUSTOMERS`` (a list of
+An outbox row addressed to a rep's WeCom UserID whose ``reply_to`` carries ``bot.types.TO_CUSTOMERS`` (a list of
 external contact ids) is not an app message to the rep: it becomes ``externalcontact/add_msg_template``
 (``chat_type`` single, ``sender`` the rep). WeCom then asks the rep to confirm the message in their client, and it
 reaches the customer from the rep's own account. Needs the app to hold the customer-contact permission
@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from bot.channels import PermanentDeliveryError
-from bot.survey import TO_CUSTOMERS
+from bot.types import TO_CUSTOMERS
 from integrations.wecom.client import WeComClient
 
 log = logging.getLogger(__name__)

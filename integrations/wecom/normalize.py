@@ -1,4 +1,9 @@
-"""WeCom callback XML → ``IncomingMessage``: the only place that reads WeCom message field names."""
+"""WeCom callback XML → ``IncomingMessage``: the only place that reads WeCom message field names.
+
+A tap on a template card's button (``template_card_event``) becomes a neutral ``Click`` carrying the button's key,
+the card's task id and the single-use response code that updates it; the chat archive's ``msgaudit_notify``
+becomes the neutral ``ARCHIVE_READY`` event. Other events keep their WeCom name.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 import xmltodict
 
-from bot.types import IncomingMessage
+from bot.types import ARCHIVE_READY, Click, IncomingMessage
 
 
 class NotAMessage(ValueError):
@@ -99,6 +104,10 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
         event_key = str(fields.get("EventKey") or "")
         task_id = str(fields.get("TaskId") or "")
         msgid = f"ev:{sender}:{created}:{event}:{task_id}:{event_key}"[:128]
+        click = None
+        if event == CARD_CLICK:
+            click = Click(event_key, task_id, str(fields.get("ResponseCode") or ""))
+            event = event_key = ""
         return IncomingMessage(
             platform="wecom",
             msgid=msgid,
@@ -106,8 +115,9 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
             text="",
             sent_at=sent_at,
             msgtype="event",
-            event=event,
+            event=NEUTRAL_EVENTS.get(event, event),
             event_key=event_key,
+            click=click,
             raw=_event_raw(fields),
         )
     msgid = str(fields.get("MsgId") or "")
@@ -125,6 +135,8 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
     )
 
 
+CARD_CLICK = "template_card_event"
+NEUTRAL_EVENTS = {"msgaudit_notify": ARCHIVE_READY}
 _KEPT_FIELDS = {"MediaId", "PicUrl", "Format", "ThumbMediaId", "Title", "Description", "Url", "Label", "AgentID"}
 
 

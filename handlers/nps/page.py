@@ -4,7 +4,7 @@ The page is plain HTML with inline CSS and no script or external asset, so it wo
 on any phone. The token in the link is random; only its HMAC under the survey key is stored, and the key is
 ``[nps] secret`` or, when that is empty, derived from the configured app secrets. A forged token, an expired
 survey, a second submission or a bad score changes nothing and gets a friendly page. What an answer sets off
-(ticket, tag, pushes) is ``handlers.nps.record_answer``.
+(ticket, tag, pushes) is ``answers.record_answer``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from bot.config import Settings
+from bot.keys import BOT, CLOCK, SETTINGS
+from handlers.nps.answers import record_answer
+from handlers.nps.capability import capability
 from models.nps import Survey, token_hash
 
 log = logging.getLogger(__name__)
-
-# ``reply_to`` flag on an outbox row: deliver the text to these customer contacts (platform ids) on behalf of the
-# staff member the row is addressed to, through the platform's customer-contact API.
-TO_CUSTOMERS = "to_customers"
 
 QUESTION = "您有多大可能向同行推荐我们？"
 TOKEN_BYTES = 24
@@ -45,13 +44,12 @@ SECURITY_HEADERS = {
 
 
 def survey_key(settings: Settings) -> bytes:
-    """The HMAC key for survey tokens: ``[nps] secret``, else derived from the app secrets (never used raw)."""
+    """The HMAC key for survey tokens: ``[nps] secret``, else derived from the platforms' secrets (never used
+    raw)."""
     if settings.nps.secret:
         material = "nps\0" + settings.nps.secret
     else:
-        material = "\0".join(
-            ("crmbot-nps-v1", settings.wecom.corp_id, settings.wecom.secret, settings.dingtalk.app_secret)
-        )
+        material = "\0".join(("crmbot-nps-v1", *(part for p in settings.platforms() for part in p.secrets())))
     return hashlib.sha256(material.encode()).digest()
 
 
@@ -86,8 +84,6 @@ def parse_score(value: object) -> int | None:
 
 
 async def show_survey(request: web.Request) -> web.Response:
-    from bot.app import CLOCK, SETTINGS
-
     survey = await find_survey(request.app[SETTINGS], request.match_info["token"])
     if survey is None:
         return _page(NOT_FOUND, status=404)
@@ -99,9 +95,6 @@ async def show_survey(request: web.Request) -> web.Response:
 
 
 async def submit_survey(request: web.Request) -> web.Response:
-    from bot.app import BOT, CLOCK, SETTINGS
-    from handlers.nps import record_answer
-
     survey = await find_survey(request.app[SETTINGS], request.match_info["token"])
     if survey is None:
         log.info("nps: submission with an unknown token from %s", request.remote)
@@ -123,9 +116,8 @@ async def submit_survey(request: web.Request) -> web.Response:
     return _page(THANKS)
 
 
-def setup(app: web.Application) -> None:
-    app.router.add_get("/nps/{token}", show_survey)
-    app.router.add_post("/nps/{token}", submit_survey)
+capability.route("GET", "/nps/{token}", show_survey)
+capability.route("POST", "/nps/{token}", submit_survey)
 
 
 # -- the page ----------------------------------------------------------------------------------------------------

@@ -1,38 +1,38 @@
 """Keyword rules on archived customer messages: service words open (or suggest) a ticket, buying words mark a
 buying signal on the profile.
 
-The archive path calls ``on_archived`` once with the NEW rows of every batch, after they are committed, whatever
-the source (callbacks, the chat archive, an import). Only messages a customer sent count (external sender,
-linked customer). All words of ``[keywords]`` are found in one pass with an Aho-Corasick automaton; a negation
-just before a word ("没有故障", "不是坏了") cancels it. Each message is handled in its own transaction and every
-push has a per-message dedupe key, so a repeated call changes nothing twice.
+The archive path calls ``on_archived`` (an archive hook) once with the NEW rows of every batch, after they are
+committed, whatever the source (callbacks, the chat archive, an import). Only messages a customer sent count (a
+customer contact as sender, a linked customer). All words of ``[keywords]`` are found in one pass with an
+Aho-Corasick automaton; a negation just before a word ("没有故障", "不是坏了") cancels it. Each message is handled
+in its own transaction and every push has a per-message dedupe key, so a repeated call changes nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import ahocorasick
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import audit
+from bot.capability import Capability
 from bot.config import KeywordSettings
+from bot.context import Services
 from bot.types import Reply
-from models.audit import AuditLog
+from handlers.tickets.service import open_ticket
 from models.customers import Customer
 from models.messages import Message
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
 
-if TYPE_CHECKING:
-    from bot.pipeline import Bot
-
 log = logging.getLogger(__name__)
 
+capability = Capability("keywords")
+
 NEGATION_WINDOW = 3  # characters between a negation and the word it cancels
-SYSTEM = "系统"
 
 
 @dataclass
@@ -81,21 +81,22 @@ class KeywordMatcher:
         return hits
 
 
-def _is_customer_message(message: Message) -> bool:
+def _is_customer_message(bot: Services, message: Message) -> bool:
     return (
         message.customer_id is not None
         and not message.to_bot
-        and message.sender.startswith(("wm", "wo"))
+        and bot.directory.is_external(message.platform, message.sender)
         and bool(message.text.strip())
     )
 
 
-async def on_archived(bot: Bot, messages: list[Message]) -> None:
+@capability.on_archived(order=10)
+async def on_archived(bot: Services, messages: list[Message]) -> None:
     """Called once with the NEW rows of every archived batch, after they are committed."""
     config: KeywordSettings = bot.settings.keywords
     matcher = KeywordMatcher(config)
     for message in messages:
-        if not _is_customer_message(message):
+        if not _is_customer_message(bot, message):
             continue
         hits = matcher.match(message.text)
         if not hits.ticket and not hits.buying:
@@ -111,18 +112,10 @@ async def on_archived(bot: Bot, messages: list[Message]) -> None:
                     await _service_request(bot, customer, message, hits, conn)
         except Exception:
             log.exception("keyword rules failed on message %s", message.id)
-    # -- NPS: a customer's chat reply that is a score ("9分") answers their open survey (handlers/nps.py) --
-    from handlers.nps import capture_replies
-
-    try:
-        await capture_replies(bot, messages)
-    except Exception:
-        log.exception("nps capture failed on %d archived messages", len(messages))
-    bot.outbox.wake()
 
 
 async def _mark_buying_signal(
-    bot: Bot, customer: Customer, message: Message, hits: Hits, conn: BaseDBAsyncClient
+    bot: Services, customer: Customer, message: Message, hits: Hits, conn: BaseDBAsyncClient
 ) -> None:
     config = bot.settings.keywords
     fields = dict(customer.custom_fields or {})
@@ -146,23 +139,16 @@ async def _mark_buying_signal(
         customer.tags = [*(customer.tags or []), config.buying_signal_tag]
         update.append("tags")
     await customer.save(using_db=conn, update_fields=update)
-    await AuditLog.create(
-        actor_id=None,
-        actor_name=SYSTEM,
-        action="buying_signal",
-        entity="customer",
-        entity_id=str(customer.id),
-        before=before,
-        after={
-            "custom_fields": {config.buying_signal_field: fields[config.buying_signal_field]},
-            "tags": list(customer.tags or []),
-        },
-        platform=message.platform,
-        using_db=conn,
-    )
+    after = {
+        "custom_fields": {config.buying_signal_field: fields[config.buying_signal_field]},
+        "tags": list(customer.tags or []),
+    }
+    await audit.record("buying_signal", "customer", customer.id, before, after, platform=message.platform, conn=conn)
 
 
-async def _service_request(bot: Bot, customer: Customer, message: Message, hits: Hits, conn: BaseDBAsyncClient) -> None:
+async def _service_request(
+    bot: Services, customer: Customer, message: Message, hits: Hits, conn: BaseDBAsyncClient
+) -> None:
     config = bot.settings.keywords
     owner = await Staff.filter(id=customer.owner_id, active=True).using_db(conn).first() if customer.owner_id else None
     words = "、".join(hits.ticket)
@@ -182,8 +168,6 @@ async def _service_request(bot: Bot, customer: Customer, message: Message, hits:
             using_db=conn,
         )
         return
-    from handlers.tickets import open_ticket  # the ticket rules (SLA, assignee) live with the ticket handlers
-
     existing = (
         await Ticket.filter(
             customer_id=customer.id, source="keyword", status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS]
@@ -204,23 +188,14 @@ async def _service_request(bot: Bot, customer: Customer, message: Message, hits:
     ticket = await open_ticket(
         customer, message.text, priority, None, message.sent_at, bot.settings, source="keyword", conn=conn
     )
-    await AuditLog.create(
-        actor_id=None,
-        actor_name=SYSTEM,
-        action="create_ticket",
-        entity="ticket",
-        entity_id=str(ticket.id),
-        before=None,
-        after={
-            "customer": customer.name,
-            "source": "keyword",
-            "words": words,
-            "priority": str(priority),
-            "msgid": message.msgid,
-        },
-        platform=message.platform,
-        using_db=conn,
-    )
+    after = {
+        "customer": customer.name,
+        "source": "keyword",
+        "words": words,
+        "priority": str(priority),
+        "msgid": message.msgid,
+    }
+    await audit.record("create_ticket", "ticket", ticket.id, None, after, platform=message.platform, conn=conn)
     told: set[int] = set()
     for person_id in (ticket.assignee_id, customer.owner_id):
         if person_id is None or person_id in told:

@@ -1,7 +1,9 @@
-"""Scheduled rules: each rule is a database query that yields ``Firing`` objects; the engine pushes them once.
+"""The scheduled-rules engine: each rule is a database query that yields ``Firing`` objects; the engine pushes them
+once.
 
-A rule lives in the handler module that owns its subject and is listed in that module's ``RULES``;
-``handlers.RULES`` gathers them all. ``run_rules(bot, now)`` evaluates every rule once for ``now`` in one
+A rule lives in the capability that owns its subject, registered with ``@capability.rule(order=...)``; the
+registry lists them in order (``Services.scheduled_rules``). ``run_rules(bot, now)`` evaluates every rule once for
+``now`` in one
 transaction: it records each firing by its unique key (insert-ignore, so a key fires once however often a rule
 yields it, across restarts and instances), runs the side effect of the keys that are new, holds pushes during
 quiet hours (except urgent ones), digests several pushes for one person into one message, and queues them in
@@ -13,23 +15,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import sql
 from bot.config import Settings
+from bot.context import Firing, Rule, RuleContext, Services
 from bot.types import Reply
-from models.customers import Customer
 from models.outbox import OutboxMessage, OutboxStatus
 from models.reminders import RuleCursor, RuleFiring
 from models.staff import Staff
-
-if TYPE_CHECKING:
-    from bot.pipeline import Bot
 
 log = logging.getLogger(__name__)
 
@@ -37,38 +36,6 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x63726D72756C6573
 KEY_MAX = 191
 INSERT_BATCH = 500
-
-
-@dataclass
-class Firing:
-    """One push a rule wants to make; ``key`` is unique forever, so the push happens at most once."""
-
-    rule: str  # e.g. "ladder_warn", "approval_remind", "nps_survey"
-    key: str  # idempotency key: f"{rule}:{subject_id}:{threshold}:{period}"
-    to: Staff  # who is told
-    text: str  # Chinese markdown, including the action to take (e.g. `跟进 华为 …`)
-    customer: Customer | None = None
-    urgent: bool = False  # True bypasses quiet hours (urgent ticket escalation)
-    apply: Callable[[], Awaitable[None]] | None = None  # side effect run once, in the same transaction
-    # Optional: the period as a moment (e.g. the last_followup_at the key was built from). Stored with the
-    # firing so that a rule can skip subjects that already fired in SQL (see ``models.reminders.RuleFiring``).
-    period_at: datetime | None = None
-
-
-@dataclass
-class RuleContext:
-    now: datetime
-    settings: Settings
-    bot: Bot
-    # None: a full sweep, consider every subject. A moment: thresholds crossed up to it were already handled by
-    # an earlier pass, so a rule may look only at subjects whose threshold lies after it (an indexed range).
-    # Rules may ignore it: the unique firing key keeps pushes single either way.
-    since: datetime | None = None
-    # A rule that left subjects for later (a batch limit in a sweep) sets this: the next pass sweeps again.
-    more: bool = False
-
-
-Rule = Callable[[RuleContext], Awaitable[list[Firing]]]
 
 
 CURSOR = "rules"
@@ -155,7 +122,7 @@ def sweep_due(last: datetime | None, now: datetime, settings: Settings) -> bool:
 
 
 async def run_rules(
-    bot: Bot, now: datetime, rules: Sequence[Rule] | None = None, *, full: bool = False
+    bot: Services, now: datetime, rules: Sequence[Rule] | None = None, *, full: bool = False
 ) -> list[Firing]:
     """Evaluate every rule once as of ``now``; return the firings that were new (before digesting).
 
@@ -164,11 +131,9 @@ async def run_rules(
     Returns an empty list without doing anything when another instance holds the pass (PostgreSQL).
     """
     if rules is None:
-        from handlers import RULES
-
-        rules = RULES
+        rules = bot.scheduled_rules
     async with in_transaction() as conn:
-        if not await _try_lock(conn):
+        if not await sql.try_xact_lock(conn, ADVISORY_LOCK_KEY):
             log.info("rules: another instance is running this pass")
             return []
         cursor = await RuleCursor.filter(name=CURSOR).using_db(conn).first()
@@ -191,13 +156,6 @@ async def run_rules(
         log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
         bot.outbox.wake()
     return fresh
-
-
-async def _try_lock(conn: BaseDBAsyncClient) -> bool:
-    if conn.capabilities.dialect != "postgres":
-        return True  # SQLite: one writer at a time anyway, and the unique key keeps firings single
-    rows = await conn.execute_query_dict("SELECT pg_try_advisory_xact_lock($1) AS locked", [ADVISORY_LOCK_KEY])
-    return bool(rows[0]["locked"])
 
 
 async def _evaluate(rules: Sequence[Rule], ctx: RuleContext) -> list[Firing]:
@@ -259,7 +217,7 @@ async def _apply(firings: list[Firing], conn: BaseDBAsyncClient) -> list[Firing]
     return kept
 
 
-async def _deliver(bot: Bot, firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> None:
+async def _deliver(bot: Services, firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> None:
     groups: dict[tuple[int, bool, datetime], list[Firing]] = {}
     for firing in firings:
         release = now if firing.urgent else release_time(now, bot.settings)
@@ -278,7 +236,7 @@ async def _deliver(bot: Bot, firings: list[Firing], now: datetime, conn: BaseDBA
         await bot.outbox.push(staff, Reply.markdown(digest_text(texts)), dedupe, not_before=now, using_db=conn)
 
 
-async def _hold(bot: Bot, staff: Staff, texts: list[str], release: datetime, conn: BaseDBAsyncClient) -> None:
+async def _hold(bot: Services, staff: Staff, texts: list[str], release: datetime, conn: BaseDBAsyncClient) -> None:
     """Pushes made during quiet hours join one morning digest per person."""
     dedupe = f"rules-held:{staff.id}:{release.strftime('%Y%m%dT%H%M')}"
     held = await OutboxMessage.filter(dedupe_key=dedupe, status=OutboxStatus.PENDING).using_db(conn).first()

@@ -1,8 +1,10 @@
 """Understanding: text → (intent, slots), without side effects.
 
-Commands are tried first (a command word at the start of the line, Chinese or English), then free phrasing
-(``bot.nlu.intents``). The vocabulary of customer and staff names is loaded from the database by ``refresh`` so
-that parsing itself is synchronous and fast; ``parse`` never writes anything.
+The matchers come from the capabilities (``bot.capability``): commands are tried first (a command word at the
+start of the line, Chinese or English; the first command whose word matches decides, or hands the line on to
+free phrasing), then the phrase matchers in order of priority; a line no matcher takes is ``unknown``. The
+vocabulary of customer and staff names is loaded from the database by ``refresh`` so that reading itself is
+synchronous and fast; ``parse`` never writes anything.
 
 Intents and slots (the contract of ``crmbot parse``):
 
@@ -32,7 +34,7 @@ Value formats:
 
 - ``customer`` is the customer's name as stored when what was typed means exactly one customer (exact name,
   alias, short form such as 恒力液压 for 恒力液压有限公司, or a unique prefix); otherwise the text as typed,
-  which the handler resolves further (fuzzy match, numbered choices).
+  which the customer-resolving step resolves further (fuzzy match, numbered choices).
 - ``next_at``, ``at`` and ``since`` are ISO 8601 in the configured timezone with its offset, to the second,
   e.g. ``2026-11-25T09:00:00+08:00``. A day without a time of day means 09:00; ``since`` starts at 00:00.
 - ``period`` is a string for calendar periods — ``"2026-11"`` (a month: 本月, 上个月, 10月), ``"2026-Q3"``
@@ -43,15 +45,17 @@ Value formats:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.nlu.intents import PhrasingRules
+from bot.nlu.reading import Command, Phrase, Reading, Result
+from bot.nlu.text import normalize
 from bot.nlu.timeparse import TimeParser
 from bot.nlu.vocabulary import Vocabulary
-from models.customers import Customer, PendingChoice
+from models.customers import Customer
 from models.staff import Staff
 
 
@@ -68,11 +72,12 @@ UNKNOWN = Parsed("unknown")
 
 
 class Understanding:
-    def __init__(self, tz: ZoneInfo) -> None:
+    def __init__(self, tz: ZoneInfo, commands: Iterable[Command] = (), phrases: Iterable[Phrase] = ()) -> None:
         self.tz = tz
         self.times = TimeParser(tz)
         self.vocabulary = Vocabulary.build([], [])
-        self.rules = PhrasingRules(self.vocabulary, self.times)
+        self.commands = sorted(commands, key=lambda c: c.order)
+        self.phrases = sorted(phrases, key=lambda p: p.order)
         self._stamp: tuple[Any, ...] | None = None
 
     async def refresh(self) -> None:
@@ -85,7 +90,6 @@ class Understanding:
     def load(self, customers: list[tuple[str, list[str]]], staff: list[str]) -> None:
         """Use these customer names (with aliases) and staff names."""
         self.vocabulary = Vocabulary.build(customers, staff)
-        self.rules = PhrasingRules(self.vocabulary, self.times)
 
     async def _current_stamp(self) -> tuple[Any, ...]:
         latest = await Customer.all().order_by("-updated_at").first().values_list("updated_at", flat=True)
@@ -109,34 +113,30 @@ class Understanding:
         """The stored name for an exact name, alias, short form or unique prefix, else the text as typed."""
         return self.vocabulary.stored_or_typed(text)
 
-    def candidates(self, text: str) -> tuple[str, ...]:
-        """Every stored name ``text`` may mean (exact, alias, short form, prefix)."""
-        return self.vocabulary.resolve(text)
-
     def parse(self, text: str, now: datetime) -> Parsed:
         try:
-            intent, slots = self.rules.parse(text, now)
+            intent, slots = self.read(text, now)
         except (ValueError, IndexError, KeyError, OverflowError):
             # Odd input must never take the bot down; it is simply not understood.
             return UNKNOWN
         return Parsed(intent, slots)
 
+    def read(self, raw: str, now: datetime) -> Result:
+        """The matchers' verdict on ``raw``, without the guard ``parse`` puts around it."""
+        text = normalize(raw)
+        if not text:
+            return "unknown", {}
+        reading = Reading(text, now, self.vocabulary, self.times, self._phrased)
+        for command in self.commands:
+            if m := command.pattern.match(text):
+                found = command.match(reading, text[m.end() :].strip())
+                if found is not None:
+                    return found
+                break
+        return self._phrased(reading)
 
-async def pick_choice(staff_id: int, text: str, now: datetime, conn: Any = None) -> Parsed | None:
-    """A reply such as "2" to a numbered question the bot asked this staff member (stored in ``PendingChoice``):
-    the original intent with the chosen option filled in. None when the text is not such an answer."""
-    text = text.strip()
-    if not text.isdigit() or len(text) > 2:
-        return None
-    row = await PendingChoice.filter(staff_id=staff_id).using_db(conn).first()
-    if row is None:
-        return None
-    if row.expires_at <= now:
-        await PendingChoice.filter(id=row.id).using_db(conn).delete()
-        return None
-    index = int(text) - 1
-    options = list(row.options or [])
-    if not 0 <= index < len(options):
-        return None
-    await PendingChoice.filter(id=row.id).using_db(conn).delete()
-    return Parsed(row.intent, {**(row.slots or {}), row.slot: options[index]})
+    def _phrased(self, reading: Reading) -> Result:
+        for phrase in self.phrases:
+            if (found := phrase.match(reading)) is not None:
+                return found
+        return "unknown", {}

@@ -8,7 +8,7 @@ for the next N calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP statu
 
 Used by the tests (fixture ``wecom_sim``) and for a local demo::
 
-    python -m integrations.wecom.simulator --port 9100 --corp-id ww... --secret ... --agent-id 1000002
+    python -m tests.simulators.wecom --port 9100 --corp-id ww... --secret ... --agent-id 1000002
 
 then set ``[wecom] api_base = "http://127.0.0.1:9100"``; each message the bot sends is printed.
 """

@@ -1,4 +1,5 @@
-"""``crmbot import orders FILE``: orders from the ERP export (.csv or .xlsx), and each customer's reorder rhythm.
+"""Orders: ``crmbot import orders FILE`` from the ERP export (.csv or .xlsx), each customer's reorder rhythm, and the
+scheduled rule that tells the owner a few days before the next order is due.
 
 Columns (Chinese or English headers): 客户名称/customer (a customer's name or alias), 下单日期/order_date,
 金额/amount (yuan, ``12,000``, ``1.2万``), 订单号/order_no (unique: re-importing a file adds nothing twice).
@@ -22,22 +23,16 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from tortoise.transactions import in_transaction
 
-from bot.app import SETTINGS
-from bot.importer import (
-    Cell,
-    ImportFailed,
-    Table,
-    _column_index,
-    _csv_rows,
-    _table,
-    _xlsx_table,
-    clean_id,
-    clean_text,
-    parse_date,
-)
-from models.audit import AuditLog
+from bot import audit
+from bot.capability import Capability
+from bot.context import Firing, RuleContext
+from bot.keys import SETTINGS
+from bot.rulekit import crossed, follow_up_action, ids, not_fired, select
+from bot.spreadsheet import Cell, ImportFailed, Table, cell_of, clean_id, clean_text, parse_date, read_table
 from models.customers import Customer
 from models.orders import Order, Repurchase
+
+capability = Capability("orders")
 
 ORDER_COLUMNS: dict[str, tuple[str, ...]] = {
     "name": ("客户名称", "客户", "customer", "name", "公司名称", "客户全称"),
@@ -66,18 +61,7 @@ class OrderReport:
 
 
 def read_orders(path: Path) -> Table:
-    index = _column_index(ORDER_COLUMNS)
-    if not path.is_file():
-        raise ImportFailed(f"文件不存在 file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        table = _table(_csv_rows(path), index)
-    elif suffix in (".xlsx", ".xlsm"):
-        table = _xlsx_table(path, index)
-    else:
-        raise ImportFailed(f"{path.name}: 只支持 .csv 和 .xlsx 文件 (expected .csv or .xlsx)")
-    if table is None:
-        raise ImportFailed(f"{path.name}: 缺少必填列「客户名称/customer」 missing required column")
+    table = read_table(path, ORDER_COLUMNS, "客户名称/customer")
     missing = [
         label
         for key, label in (("order_date", "下单日期/order_date"), ("external_no", "订单号/order_no"))
@@ -124,8 +108,7 @@ async def import_orders(app: web.Application, path: Path | str) -> str:
     orders: dict[str, Order] = {}
 
     def cell(row: list[Cell], key: str) -> Cell:
-        i = table.fields.get(key)
-        return row[i] if i is not None and i < len(row) else None
+        return cell_of(row, table, key)
 
     for n, row in table.rows:
         name = clean_text(cell(row, "name"))
@@ -172,14 +155,9 @@ async def import_orders(app: web.Application, path: Path | str) -> str:
         affected = sorted({o.customer_id for o in new})
         report.customers = len(affected)
         await refresh_repurchase(affected, settings.tz, settings.rules.repurchase_min_orders)
-        await AuditLog.create(
-            actor_name="import",
-            action="orders.import",
-            entity="order",
-            entity_id=path.name[:64],
-            after={"added": report.added, "existing": report.existing, "rejected": len(report.rejected)},
-            platform="cli",
-            using_db=conn,
+        after = {"added": report.added, "existing": report.existing, "rejected": len(report.rejected)}
+        await audit.record(
+            "orders.import", "order", path.name[:64], None, after, actor="import", platform="cli", conn=conn
         )
     return report.summary()
 
@@ -213,3 +191,41 @@ async def refresh_repurchase(customer_ids: list[int], tz: ZoneInfo, min_orders: 
                 )
             )
         await Repurchase.bulk_create(rows, batch_size=CHUNK)
+
+
+@capability.rule(order=60)
+async def repurchase_due(ctx: RuleContext) -> list[Firing]:
+    """The next order is due (the customer's average reorder interval): tell the owner a few days ahead."""
+    lead = ctx.settings.rules.repurchase_lead_days
+    reached, params = crossed(ctx, "r.due_at", -timedelta(days=lead))
+    rows = await select(
+        ctx,
+        "SELECT r.id FROM repurchase r JOIN customer c ON c.id = r.customer_id "
+        f"WHERE {reached} AND c.owner_id IS NOT NULL AND c.stage <> 'lost' "
+        f"AND {not_fired('repurchase_due', 'r.customer_id', 'r.due_at')} ORDER BY r.due_at LIMIT ?",
+        params,
+    )
+    firings = []
+    for r in (
+        await Repurchase.filter(id__in=ids(rows)).select_related("customer", "customer__owner").order_by("customer_id")
+    ):
+        c = r.customer
+        if c.owner is None:
+            continue
+        due = r.due_at.astimezone(ctx.settings.tz).date()
+        text = (
+            f"**复购提醒**\n> 客户：{c.name}\n"
+            f"> 平均 {r.interval_days} 天下一次单，上次下单 {r.last_order_date.isoformat()}，"
+            f"预计 {due.isoformat()} 该复购了\n请联系客户了解需求，{follow_up_action(c)}"
+        )
+        firings.append(
+            Firing(
+                "repurchase_due",
+                f"repurchase_due:{c.id}:{r.interval_days}d:{due.isoformat()}",
+                c.owner,
+                text,
+                c,
+                period_at=r.due_at,
+            )
+        )
+    return firings
