@@ -132,7 +132,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """The server's event loop: uvloop where it is installed (Linux, macOS), which makes every request cheaper;
     asyncio's own loop elsewhere."""
     try:
-        import uvloop
+        import uvloop  # optional: not on every platform
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()

@@ -2,7 +2,7 @@
 bad input exits 2 with one line.
 
 Commands that touch the database run the same app as the server (migrations, core, outbox) without listening
-on a port. Imports that only some commands need are made inside them, so every command starts fast.
+on a port.
 """
 
 from __future__ import annotations
@@ -19,11 +19,22 @@ from typing import Any, TypeVar
 
 import click
 from aiohttp import web
+from tortoise import connections
 
+from bot import search as search_index
 from bot.app import create_app, load_settings, new_event_loop
 from bot.clock import Clock
 from bot.config import ConfigError, Settings
+from bot.demo import load_demo
+from bot.identity import find_staff as lookup
+from bot.importer import run_import
 from bot.keys import BOT, CLOCK, OUTBOX
+from bot.scheduled import run_rules
+from bot.spreadsheet import ImportFailed
+from handlers.orders import import_orders
+from integrations.console import chat as console_chat
+from integrations.wecom.archive_file import import_jsonl
+from models.customers import Customer
 from models.staff import Staff
 
 T = TypeVar("T")
@@ -107,7 +118,6 @@ def serve(config: str | None) -> None:
 @click.option("--as", "as_user", default=None, help="Staff member: WeCom/DingTalk user id or name.")
 def chat(config: str | None, as_user: str | None) -> None:
     """Talk to the bot in the terminal; each line is one message."""
-    from integrations.console import chat as console_chat
 
     settings = _settings(config)
 
@@ -136,8 +146,6 @@ async def _stdin_lines() -> AsyncIterator[str]:
 
 async def find_staff(as_user: str | None) -> Staff:
     """The staff member ``--as`` names (a name or a platform user id), or the first one."""
-    from bot.identity import find_staff as lookup
-
     if as_user is None:
         first = await Staff.filter(active=True).order_by("id").first()
         if first is None:
@@ -179,8 +187,6 @@ def parse(config: str | None, texts: tuple[str, ...], as_user: str | None, now: 
 @config_option
 def demo(config: str | None) -> None:
     """Load demo staff, customers and conversations (idempotent)."""
-    from bot.demo import load_demo
-
     settings = _settings(config)
 
     async def go() -> dict[str, int]:
@@ -200,11 +206,6 @@ def demo(config: str | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_(config: str | None, kind: str, file: Path) -> None:
     """Import staff, customers, orders (.csv/.xlsx) or messages (.jsonl) from FILE."""
-    from bot.importer import run_import
-    from bot.spreadsheet import ImportFailed
-    from handlers.orders import import_orders
-    from integrations.wecom.archive_file import import_jsonl
-
     settings = _settings(config)
 
     async def go() -> str:
@@ -239,11 +240,6 @@ def search(
     as_json: bool,
 ) -> None:
     """Search archived customer conversations (substring match, newest first)."""
-    from tortoise import connections
-
-    from bot import search as search_index
-    from models.customers import Customer
-
     settings = _settings(config)
     moment = parse_now(since, settings)
     if any(not q.strip() for q in queries):
@@ -297,8 +293,6 @@ def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
     A full sweep over every customer and ticket (at most 1000 subjects per rule: run it again for more). What
     fired once never fires again, so running it twice for the same moment prints nothing the second time.
     """
-    from bot.scheduled import run_rules
-
     settings = _settings(config)
     moment = parse_now(now, settings)
 

@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any
 
+from tortoise import connections
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate
 
@@ -51,9 +52,23 @@ def is_postgres(url: str) -> bool:
 
 
 async def migrate_database(url: str) -> None:
-    """Apply pending migrations to the database at ``url`` (in a context of their own, closed afterwards)."""
+    """Apply pending migrations to the database at ``url`` (in a context of their own, closed afterwards).
+
+    SQLite changes a table's columns by rebuilding the table, and dropping the old one would set off every
+    ``ON DELETE`` of the tables that refer to it. As SQLite prescribes, its migrations therefore run with foreign
+    keys off, and the references are checked once they are done.
+    """
+    sqlite = not is_postgres(url)
     async with TortoiseContext():
-        await migrate(config=tortoise_config(url))
+        await migrate(config=tortoise_config(_with_pragma(url, "foreign_keys", "OFF") if sqlite else url))
+        if sqlite:
+            broken = await connections.get("default").execute_query_dict("PRAGMA foreign_key_check")
+            if broken:
+                raise RuntimeError(f"migrations left {len(broken)} broken references, e.g. {dict(broken[0])}")
+
+
+def _with_pragma(url: str, name: str, value: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
 
 
 async def open_database(url: str) -> TortoiseContext:

@@ -6,7 +6,8 @@ exists. Handling (``bot.dispatch``: the ordered steps from understanding to the 
 together with the reply rows and the ``handled_at`` mark: a crash at any point leaves either nothing or
 everything, and ``recover`` picks up what was stored but not yet handled. Messages waiting together share that
 transaction, each in a savepoint of its own, so a burst costs one commit per batch rather than one per message
-while a failing handler still rolls back only its own changes. Customer conversations (not addressed to the bot)
+while a failing handler still rolls back only its own changes. Waiting messages are taken in turns by sender, so
+one person sending many cannot hold up everyone else's answers. Customer conversations (not addressed to the bot)
 take the archive path (``bot.archive``).
 """
 
@@ -71,7 +72,7 @@ class Bot:
         self.dispatcher = Dispatcher(self, registry)
         self.tasks = TaskTracker()
         self.inbox = inbox or Inbox(self.directory)
-        self._to_handle: collections.deque[int] = collections.deque()
+        self._to_handle = TakenInTurns()
         self._handler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -87,7 +88,7 @@ class Bot:
         if message_id is None:
             return False
         if msg.to_bot:
-            self.schedule(message_id)
+            self.schedule(message_id, f"{msg.platform}:{msg.sender}")
         return True
 
     async def archive(self, msg: IncomingMessage) -> bool:
@@ -101,9 +102,9 @@ class Bot:
             return stored[0].id if stored else None
         return (await store_bot_messages(self.directory, [msg]))[0]
 
-    def schedule(self, message_id: int) -> None:
-        """Queue a stored message for handling (together with whatever else is waiting), in a tracked task."""
-        self._to_handle.append(message_id)
+    def schedule(self, message_id: int, sender: str) -> None:
+        """Queue a stored message from ``sender`` for handling (with whatever else is waiting), in a tracked task."""
+        self._to_handle.put(sender, message_id)
         if self._handler is None or self._handler.done():
             self._handler = self.tasks.spawn(self._handle_forever())
 
@@ -111,7 +112,7 @@ class Bot:
         # Whatever is still queued if the process dies stays stored and unhandled, for ``recover`` after a restart.
         while self._to_handle:
             await self.inbox.yield_to_ingest()
-            ids = [self._to_handle.popleft() for _ in range(min(HANDLING_BATCH, len(self._to_handle)))]
+            ids = self._to_handle.take(HANDLING_BATCH)
             try:
                 await self._handle_batch(ids)
             except Exception:
@@ -182,11 +183,38 @@ class Bot:
     async def recover(self) -> int:
         """Handle messages that were stored (and acknowledged) but not handled, e.g. before a crash."""
         since = self.clock.now() - RECOVERY_WINDOW
-        ids = (
+        rows = (
             await Message.filter(to_bot=True, handled_at=None, received_at__gte=since)
             .order_by("id")
-            .values_list("id", flat=True)
+            .values_list("id", "platform", "sender")
         )
-        for message_id in ids:
-            self.schedule(int(str(message_id)))
-        return len(ids)
+        for message_id, platform, sender in rows:
+            self.schedule(int(str(message_id)), f"{platform}:{sender}")
+        return len(rows)
+
+
+class TakenInTurns:
+    """Message ids waiting to be handled, a queue per sender; ``take`` goes round the senders, one message each
+    turn, so each sender's messages stay in order and nobody waits behind another sender's flood."""
+
+    def __init__(self) -> None:
+        self._queues: collections.OrderedDict[str, collections.deque[int]] = collections.OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, sender: str, message_id: int) -> None:
+        self._queues.setdefault(sender, collections.deque()).append(message_id)
+        self._size += 1
+
+    def take(self, count: int) -> list[int]:
+        taken: list[int] = []
+        while self._queues and len(taken) < count:
+            sender, queue = next(iter(self._queues.items()))
+            taken.append(queue.popleft())
+            del self._queues[sender]
+            if queue:  # back of the line
+                self._queues[sender] = queue
+        self._size -= len(taken)
+        return taken

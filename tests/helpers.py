@@ -139,3 +139,17 @@ async def staff_with_account(platform: str, user_id: str) -> Any:
     from models.staff import Staff
 
     return await Staff.get(accounts__platform=platform, accounts__user_id=user_id)
+
+
+def require_tool(path: str | None, missing: str) -> str:
+    """``path`` of an optional system tool a test needs. Without it the test is skipped with ``missing`` as the
+    reason, except where ``CRMBOT_REQUIRE_TOOLS`` is set (CI installs every tool and refuses the skip)."""
+    import os
+
+    import pytest
+
+    if path is not None:
+        return path
+    if os.environ.get("CRMBOT_REQUIRE_TOOLS"):
+        pytest.fail(f"{missing} (CRMBOT_REQUIRE_TOOLS is set: this test must run here)")
+    pytest.skip(missing)

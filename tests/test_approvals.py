@@ -5,26 +5,21 @@ two-level chains, forged / replayed / foreign / double clicks, text fallback, wi
 from __future__ import annotations
 
 import asyncio
-import io
-import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-
-from aiohttp import web
 
 from bot.clock import Clock
 from bot.config import ApprovalSettings
 from bot.keys import BOT
 from bot.scheduled import run_rules
 from handlers.approvals.routing import approval_chain, levels_needed
-from integrations.console import chat
 from models.approvals import Approval, ApprovalStatus, ApprovalStep, StepStatus
 from models.audit import AuditLog
 from models.customers import Customer
 from models.staff import Role, Staff
-from tests.helpers import WECOM, post_wecom, settle, staff_member, text_xml
+from tests.driver import ConsoleChat, WeComChat, click_xml
+from tests.helpers import post_wecom, settle, staff_member
 
 # 10:00 in Shanghai on a Monday: inside working hours, so no push waits for the morning.
 MONDAY_10 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -42,44 +37,14 @@ async def team() -> dict[str, Staff]:
     return {"zhao": zhao, "wang": wang, "zhang": zhang, "li": li, "admin": admin}
 
 
-async def started(make_settings: Any, start_app: Any, clock: Clock | None = None, **sections: Any) -> Any:
-    # No background dispatcher: ``settle`` sends everything due, so what reached WeCom is known at each step.
+async def started(
+    make_settings: Any, start_app: Any, sim: Any, clock: Clock | None = None, **sections: Any
+) -> tuple[WeComChat, dict[str, Staff]]:
+    # No background dispatcher: each ``say`` / ``tap`` sends everything due, so what reached WeCom is known.
     client = await start_app(make_settings(**sections), clock=clock or Clock(MONDAY_10), run_dispatcher=False)
     people = await team()
     await client.app[BOT].understanding.refresh()
-    return client, people
-
-
-_msgids = iter(range(9_000_000, 10_000_000))
-
-
-async def say(client: Any, userid: str, text: str) -> None:
-    """``userid`` types ``text`` to the bot in WeCom; wait until it is handled and the answers have left."""
-    resp = await post_wecom(client, text_xml(userid, text, next(_msgids)))
-    assert resp.status == 200
-    await settle(client.app)
-
-
-def click_xml(userid: str, key: str, task_id: str, response_code: str, created: int | None = None) -> str:
-    """The decrypted ``template_card_event`` WeCom posts when ``userid`` taps a button (WxJava fixture shape)."""
-    created = created or int(MONDAY_10.timestamp()) + secrets.randbelow(10**6)
-    return (
-        f"<xml><ToUserName><![CDATA[{WECOM.corp_id}]]></ToUserName><FromUserName><![CDATA[{userid}]]></FromUserName>"
-        f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-        f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[{key}]]></EventKey>"
-        f"<TaskId><![CDATA[{task_id}]]></TaskId><CardType><![CDATA[button_interaction]]></CardType>"
-        f"<ResponseCode><![CDATA[{response_code}]]></ResponseCode><AgentID>{WECOM.agent_id}</AgentID></xml>"
-    )
-
-
-async def tap(client: Any, sim: Any, userid: str, card: dict[str, Any], button: int = 0, **kw: Any) -> str:
-    """``userid`` taps button ``button`` of ``card``; returns the response code WeCom put in the event."""
-    code = sim.issue_response_code(userid, card["task_id"])
-    xml = click_xml(userid, card["button_list"][button]["key"], card["task_id"], code, **kw)
-    resp = await post_wecom(client, xml)
-    assert resp.status == 200
-    await settle(client.app)
-    return code
+    return WeComChat(client, sim), people
 
 
 def fields_of(card: dict[str, Any]) -> dict[str, str]:
@@ -106,8 +71,8 @@ async def test_routing_follows_the_configured_thresholds() -> None:
     assert levels_needed(Decimal("0.96"), Decimal("2500000"), stricter) == 3
 
 
-async def test_nobody_approves_their_own_request(make_settings: Any, start_app: Any) -> None:
-    _, people = await started(make_settings, start_app)
+async def test_nobody_approves_their_own_request(make_settings: Any, start_app: Any, wecom_sim: Any) -> None:
+    _, people = await started(make_settings, start_app, wecom_sim)
     by_rep = await approval_chain(people["zhang"], 3)
     assert [link.approver.name for link in by_rep] == ["王经理", "赵总", "管理员"]
     by_manager = await approval_chain(people["wang"], 2)  # the manager's own request starts one level up
@@ -122,8 +87,8 @@ async def test_nobody_approves_their_own_request(make_settings: Any, start_app: 
 
 
 async def test_a_manager_approves_with_one_tap_in_wecom(make_settings: Any, start_app: Any, wecom_sim: Any) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
 
     [card] = wecom_sim.cards_to("wangjl")
     assert card["card_type"] == "button_interaction"
@@ -141,7 +106,7 @@ async def test_a_manager_approves_with_one_tap_in_wecom(make_settings: Any, star
     [ack] = wecom_sim.texts_to("zhangsan")
     assert "已提交折扣申请 AP1" in ack and "王经理（主管）" in ack
 
-    code = await tap(client, wecom_sim, "wangjl", card)
+    code = await wecom.tap("wangjl", card)
 
     [update] = wecom_sim.card_updates()
     assert update["response_code"] == code
@@ -157,7 +122,7 @@ async def test_a_manager_approves_with_one_tap_in_wecom(make_settings: Any, star
     assert await audit_actions() == ["approval.request", "approval.approve"]
 
     # the next request for the same customer shows this one on its card
-    await say(client, "zhangsan", "申请折扣 华为 9折 合同金额80万 追加订单")
+    await wecom.say("zhangsan", "申请折扣 华为 9折 合同金额80万 追加订单")
     newest = wecom_sim.cards_to("wangjl")[-1]
     assert fields_of(newest)["近期折扣"] == "AP1 92折 已同意 11-23"
 
@@ -165,13 +130,13 @@ async def test_a_manager_approves_with_one_tap_in_wecom(make_settings: Any, star
 async def test_a_two_level_chain_goes_from_the_manager_to_the_director(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 85折 合同金额120万 年度框架协议")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 85折 合同金额120万 年度框架协议")
     [first] = wecom_sim.cards_to("wangjl")
     assert "第1/2级" in first["main_title"]["title"]
     assert wecom_sim.cards_to("zhaozong") == []  # the director only sees it once the manager agreed
 
-    await tap(client, wecom_sim, "wangjl", first)
+    await wecom.tap("wangjl", first)
     [second] = wecom_sim.cards_to("zhaozong")
     assert "第2/2级" in second["main_title"]["title"]
     assert second["task_id"].startswith("ap1-s2-") and second["task_id"] != first["task_id"]
@@ -179,11 +144,11 @@ async def test_a_two_level_chain_goes_from_the_manager_to_the_director(
     assert (await Approval.get(id=1)).status == ApprovalStatus.PENDING
 
     # 王经理 taps his (now stale) card again: nothing changes, he is told it was handled
-    await tap(client, wecom_sim, "wangjl", first)
+    await wecom.tap("wangjl", first)
     assert any("已处理过" in t for t in wecom_sim.texts_to("wangjl"))
     assert (await ApprovalStep.get(approval_id=1, level=2)).status == StepStatus.PENDING
 
-    await tap(client, wecom_sim, "zhaozong", second, button=1)  # 驳回
+    await wecom.tap("zhaozong", second, button=1)  # 驳回
     approval = await Approval.get(id=1)
     assert approval.status == ApprovalStatus.REJECTED
     assert any("赵总驳回了您的折扣申请 AP1" in t for t in wecom_sim.texts_to("zhangsan"))
@@ -194,22 +159,22 @@ async def test_a_two_level_chain_goes_from_the_manager_to_the_director(
 async def test_forged_replayed_and_foreign_clicks_change_nothing(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
-    await say(client, "lisi", "申请折扣 华为 95折 合同金额10万 小单")  # 李四 cannot see 张三's customer
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
+    await wecom.say("lisi", "申请折扣 华为 95折 合同金额10万 小单")  # 李四 cannot see 张三's customer
     assert "不是您或您团队的客户" in wecom_sim.texts_to("lisi")[-1]
-    await say(client, "wangjl", "申请折扣 恒力液压 95折 合同金额10万 小单")  # AP2, decided by 赵总
+    await wecom.say("wangjl", "申请折扣 恒力液压 95折 合同金额10万 小单")  # AP2, decided by 赵总
     [card] = wecom_sim.cards_to("wangjl")
     [other] = wecom_sim.cards_to("zhaozong")
 
     # a forged task id, and a real task id of another approval, carrying AP1's key
-    await post_wecom(client, click_xml("wangjl", "同意 #AP1", "ap1-s1-deadbeef", "forged-code"))
-    await post_wecom(client, click_xml("wangjl", "同意 #AP1", other["task_id"], "forged-code-2"))
-    await settle(client.app)
+    await post_wecom(wecom.client, click_xml("wangjl", "同意 #AP1", "ap1-s1-deadbeef", "forged-code"))
+    await post_wecom(wecom.client, click_xml("wangjl", "同意 #AP1", other["task_id"], "forged-code-2"))
+    await settle(wecom.client.app)
     # somebody else taps the manager's card (forwarded or forged)
-    await tap(client, wecom_sim, "lisi", card)
+    await wecom.tap("lisi", card)
     # the requester taps the card meant for his manager
-    await tap(client, wecom_sim, "zhangsan", card)
+    await wecom.tap("zhangsan", card)
 
     assert (await ApprovalStep.get(approval_id=1)).status == StepStatus.PENDING
     assert wecom_sim.card_updates() == []
@@ -221,8 +186,8 @@ async def test_forged_replayed_and_foreign_clicks_change_nothing(
     code = wecom_sim.issue_response_code("wangjl", card["task_id"])
     event = click_xml("wangjl", "同意 #AP1", card["task_id"], code, created=int(MONDAY_10.timestamp()) + 77)
     for _ in range(3):
-        assert (await post_wecom(client, event)).status == 200
-    await settle(client.app)
+        assert (await post_wecom(wecom.client, event)).status == 200
+    await settle(wecom.client.app)
     assert len(wecom_sim.card_updates()) == 1
     assert (await Approval.get(id=1)).status == ApprovalStatus.APPROVED
     assert sum("已审批通过" in t for t in wecom_sim.texts_to("zhangsan")) == 1
@@ -233,8 +198,8 @@ async def test_forged_replayed_and_foreign_clicks_change_nothing(
 async def test_a_double_click_at_the_same_moment_approves_once(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
     [card] = wecom_sim.cards_to("wangjl")
     base = int(MONDAY_10.timestamp())
     events = [
@@ -248,9 +213,9 @@ async def test_a_double_click_at_the_same_moment_approves_once(
             "wangjl", "驳回 #AP1", card["task_id"], wecom_sim.issue_response_code("wangjl", card["task_id"]), base + 3
         )
     )
-    answers = await asyncio.gather(*(post_wecom(client, e) for e in events))
+    answers = await asyncio.gather(*(post_wecom(wecom.client, e) for e in events))
     assert [a.status for a in answers] == [200, 200, 200]
-    await settle(client.app)
+    await settle(wecom.client.app)
 
     step = await ApprovalStep.get(approval_id=1)
     assert step.status in (StepStatus.APPROVED, StepStatus.REJECTED)
@@ -265,16 +230,16 @@ async def test_a_double_click_at_the_same_moment_approves_once(
 async def test_typed_commands_work_on_wecom_and_update_the_card_sent(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
     [card] = wecom_sim.cards_to("wangjl")
 
-    await say(client, "lisi", "同意 #AP1")
+    await wecom.say("lisi", "同意 #AP1")
     assert "您不是 AP1 的当前审批人" in wecom_sim.texts_to("lisi")[-1]
-    await say(client, "wangjl", "驳回 #AP9 价格太低")
+    await wecom.say("wangjl", "驳回 #AP9 价格太低")
     assert "没有找到审批单 AP9" in wecom_sim.texts_to("wangjl")[-1]
 
-    await say(client, "wangjl", "驳回 #AP1 价格太低")
+    await wecom.say("wangjl", "驳回 #AP1 价格太低")
     assert (await Approval.get(id=1)).status == ApprovalStatus.REJECTED
     step = await ApprovalStep.get(approval_id=1)
     assert (step.comment, step.decided_via) == ("价格太低", "text")
@@ -283,7 +248,7 @@ async def test_typed_commands_work_on_wecom_and_update_the_card_sent(
     assert update["response_code"] == card["response_code"]
     assert update["button"]["replace_name"].startswith("已驳回 · 王经理")
 
-    await say(client, "wangjl", "同意 #AP1")
+    await wecom.say("wangjl", "同意 #AP1")
     assert "AP1 已处理过（已驳回" in wecom_sim.texts_to("wangjl")[-1]
     assert (await Approval.get(id=1)).status == ApprovalStatus.REJECTED
 
@@ -291,26 +256,26 @@ async def test_typed_commands_work_on_wecom_and_update_the_card_sent(
 async def test_a_manager_asking_for_himself_goes_to_his_director(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "wangjl", "申请折扣 恒力液压 93折 合同金额30万 老客户续约")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("wangjl", "申请折扣 恒力液压 93折 合同金额30万 老客户续约")
     assert wecom_sim.cards_to("wangjl") == []
     [card] = wecom_sim.cards_to("zhaozong")
-    await say(client, "wangjl", "同意 #AP1")
+    await wecom.say("wangjl", "同意 #AP1")
     assert "不能自己审批" in wecom_sim.texts_to("wangjl")[-1]
-    await tap(client, wecom_sim, "zhaozong", card)
+    await wecom.tap("zhaozong", card)
     assert (await Approval.get(id=1)).status == ApprovalStatus.APPROVED
 
 
 async def test_the_requester_withdraws_and_the_approver_is_told(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华为 85折 合同金额120万 年度框架协议")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华为 85折 合同金额120万 年度框架协议")
     [card] = wecom_sim.cards_to("wangjl")
 
-    await say(client, "lisi", "撤回 #AP1")
+    await wecom.say("lisi", "撤回 #AP1")
     assert "只有申请人可以撤回" in wecom_sim.texts_to("lisi")[-1]
-    await say(client, "zhangsan", "撤回 #AP1")
+    await wecom.say("zhangsan", "撤回 #AP1")
     assert "已撤回折扣申请 AP1" in wecom_sim.texts_to("zhangsan")[-1]
     assert any("张三已撤回折扣申请 AP1" in t for t in wecom_sim.texts_to("wangjl"))
     [update] = wecom_sim.card_updates()
@@ -320,10 +285,10 @@ async def test_the_requester_withdraws_and_the_approver_is_told(
     assert approval.status == ApprovalStatus.WITHDRAWN
     assert {s.status for s in await ApprovalStep.filter(approval_id=1)} == {StepStatus.CANCELLED}
 
-    await tap(client, wecom_sim, "wangjl", card)  # too late: nothing changes
+    await wecom.tap("wangjl", card)  # too late: nothing changes
     assert "已处理过（已撤回" in wecom_sim.texts_to("wangjl")[-1]
     assert (await Approval.get(id=1)).status == ApprovalStatus.WITHDRAWN
-    await say(client, "zhangsan", "撤回 #AP1")
+    await wecom.say("zhangsan", "撤回 #AP1")
     assert "AP1 已结束（已撤回），无法撤回" in wecom_sim.texts_to("zhangsan")[-1]
     assert (await audit_actions())[:2] == ["approval.request", "approval.withdraw"]
 
@@ -335,9 +300,9 @@ async def test_a_silent_approver_is_reminded_once_then_the_request_escalates_onc
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
     clock = Clock(MONDAY_10)
-    client, people = await started(make_settings, start_app, clock=clock, rules={"approval_remind_hours": 4})
-    bot = client.app[BOT]
-    await say(client, "zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
+    wecom, people = await started(make_settings, start_app, wecom_sim, clock=clock, rules={"approval_remind_hours": 4})
+    bot = wecom.client.app[BOT]
+    await wecom.say("zhangsan", "申请折扣 华为 92折 合同金额120万 年度框架协议")
     [card] = wecom_sim.cards_to("wangjl")
 
     assert await run_rules(bot, MONDAY_10 + timedelta(hours=3)) == []
@@ -347,7 +312,7 @@ async def test_a_silent_approver_is_reminded_once_then_the_request_escalates_onc
     assert (remind.rule, remind.to.name) == ("approval_remind", "王经理")
     assert "同意 #AP1" in remind.text
     assert [f for f in await run_rules(bot, later + timedelta(minutes=5)) if f.rule.startswith("approval")] == []
-    await settle(client.app)
+    await settle(wecom.client.app)
     assert sum("已等待您审批超过 4 小时" in t for t in wecom_sim.texts_to("wangjl")) == 1
 
     day_later = MONDAY_10 + timedelta(hours=25)  # Tuesday 11:00
@@ -355,7 +320,7 @@ async def test_a_silent_approver_is_reminded_once_then_the_request_escalates_onc
     [escalation] = [f for f in await run_rules(bot, day_later) if f.rule.startswith("approval")]
     assert (escalation.rule, escalation.to.name) == ("approval_escalate", "赵总")
     assert [f for f in await run_rules(bot, day_later + timedelta(minutes=1)) if f.rule == "approval_escalate"] == []
-    await settle(client.app)
+    await settle(wecom.client.app)
 
     [new_card] = wecom_sim.cards_to("zhaozong")
     assert "AP1" in new_card["main_title"]["title"] and "第2/2级" in new_card["main_title"]["title"]
@@ -369,9 +334,9 @@ async def test_a_silent_approver_is_reminded_once_then_the_request_escalates_onc
         (2, StepStatus.PENDING, people["zhao"].id),
     ]
 
-    await tap(client, wecom_sim, "wangjl", card)  # the old card no longer decides anything
+    await wecom.tap("wangjl", card)  # the old card no longer decides anything
     assert "因超时已转交赵总审批" in wecom_sim.texts_to("wangjl")[-1]
-    await tap(client, wecom_sim, "zhaozong", new_card)
+    await wecom.tap("zhaozong", new_card)
     assert (await Approval.get(id=1)).status == ApprovalStatus.APPROVED
     assert (await audit_actions()) == [
         "approval.request",
@@ -385,12 +350,12 @@ async def test_escalation_moves_to_the_next_level_of_a_chain(
     make_settings: Any, start_app: Any, wecom_sim: Any
 ) -> None:
     clock = Clock(MONDAY_10)
-    client, _ = await started(make_settings, start_app, clock=clock)
-    await say(client, "zhangsan", "申请折扣 华为 75折 合同金额120万 战略合作")  # 王经理 → 赵总 → 管理员
+    wecom, _ = await started(make_settings, start_app, wecom_sim, clock=clock)
+    await wecom.say("zhangsan", "申请折扣 华为 75折 合同金额120万 战略合作")  # 王经理 → 赵总 → 管理员
     later = MONDAY_10 + timedelta(hours=25)
     clock.set(later)
-    await run_rules(client.app[BOT], later)
-    await settle(client.app)
+    await run_rules(wecom.client.app[BOT], later)
+    await settle(wecom.client.app)
     [card] = wecom_sim.cards_to("zhaozong")
     assert "第2/3级" in card["main_title"]["title"]
     assert [s.status for s in await ApprovalStep.filter(approval_id=1).order_by("level")] == [
@@ -403,21 +368,13 @@ async def test_escalation_moves_to_the_next_level_of_a_chain(
 # ---------------------------------------------------------------- console
 
 
-async def lines(*texts: str) -> AsyncIterator[str]:
-    for text in texts:
-        yield text
+async def test_the_console_works_with_typed_commands(make_settings: Any, start_app: Any, wecom_sim: Any) -> None:
+    wecom, people = await started(make_settings, start_app, wecom_sim, wecom={"corp_id": ""})  # console only
+    console = ConsoleChat(wecom.client.app)
 
+    assert "已提交折扣申请 AP1" in await console.say(people["zhang"], "申请折扣 华为 92折 合同金额120万 年度框架协议")
 
-async def test_the_console_works_with_typed_commands(make_settings: Any, start_app: Any) -> None:
-    client, people = await started(make_settings, start_app, wecom={"corp_id": ""})  # WeCom off: console only
-    app: web.Application = client.app
-    rep_out, manager_out = io.StringIO(), io.StringIO()
-
-    await chat(app, people["zhang"], lines("申请折扣 华为 92折 合同金额120万 年度框架协议"), rep_out)
-    assert "已提交折扣申请 AP1" in rep_out.getvalue()
-
-    await chat(app, people["wang"], lines("同意 #AP1"), manager_out)
-    shown = manager_out.getvalue()
+    shown = await console.say(people["wang"], "同意 #AP1")
     assert "折扣审批 AP1" in shown and "回复「同意 #AP1」" in shown  # the card, rendered as text, waited for him
     assert "已同意 AP1" in shown
     # the console is one terminal: pushes to 张三 (still registered there) print on it too
@@ -426,14 +383,14 @@ async def test_the_console_works_with_typed_commands(make_settings: Any, start_a
 
 
 async def test_free_phrasing_and_incomplete_requests(make_settings: Any, start_app: Any, wecom_sim: Any) -> None:
-    client, _ = await started(make_settings, start_app)
-    await say(client, "zhangsan", "申请折扣 华伟 9折 合同金额10万")
+    wecom, _ = await started(make_settings, start_app, wecom_sim)
+    await wecom.say("zhangsan", "申请折扣 华伟 9折 合同金额10万")
     assert "没有找到客户「华伟」" in wecom_sim.texts_to("zhangsan")[-1]
-    await say(client, "zhangsan", "申请折扣 华为 合同金额10万")
+    await wecom.say("zhangsan", "申请折扣 华为 合同金额10万")
     assert "请告诉我申请的折扣" in wecom_sim.texts_to("zhangsan")[-1]
     assert await Approval.all().count() == 0 and wecom_sim.cards_to("wangjl") == []
 
-    await say(client, "zhangsan", "华为想要85折，合同120万，帮我申请一下")
+    await wecom.say("zhangsan", "华为想要85折，合同120万，帮我申请一下")
     [card] = wecom_sim.cards_to("wangjl")
     assert fields_of(card)["折扣"] == "85折（优惠15%）" and fields_of(card)["合同金额"] == "120万元"
     approval = await Approval.get(id=1)

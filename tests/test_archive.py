@@ -8,6 +8,7 @@ import base64
 import ctypes
 import json
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from integrations.wecom.archive import ArchivePuller
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Customer
 from models.messages import Message
-from tests.helpers import WECOM, deliver_all, post_wecom
+from tests.helpers import WECOM, deliver_all, post_wecom, require_tool
 
 STANDIN = Path(__file__).resolve().parent / "simulators" / "finance_standin.c"
 T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
@@ -36,8 +37,9 @@ T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
 @pytest.fixture(scope="session")
 def standin_lib(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The stand-in libWeWorkFinanceSdk_C.so, compiled for this test session."""
+    gcc = require_tool(shutil.which("gcc"), "gcc is not installed: it builds the stand-in of Tencent's Finance SDK")
     out = tmp_path_factory.mktemp("sdk") / "libWeWorkFinanceSdk_C.so"
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(STANDIN)], check=True)
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(out), str(STANDIN)], check=True)
     return str(out)
 
 

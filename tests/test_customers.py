@@ -4,35 +4,20 @@ console and through WeCom."""
 
 from __future__ import annotations
 
-import io
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
 from bot.demo import load_demo
 from bot.keys import BOT
-from integrations.console import chat
 from models.audit import AuditLog
 from models.customers import Customer, Stage
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority
-from tests.helpers import deliver_all, post_wecom, text_xml
+from tests.driver import ConsoleChat, WeComChat
 from tests.simulators.wecom import WeComSimulator
 
 NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
-
-
-async def _lines(*texts: str) -> AsyncIterator[str]:
-    for text in texts:
-        yield text
-
-
-async def say(app: Any, staff: Staff, *texts: str) -> str:
-    """``staff`` types ``texts`` in the console; what the bot printed back to them."""
-    out = io.StringIO()
-    await chat(app, staff, _lines(*texts), out)
-    return out.getvalue()
 
 
 async def demo(start_app: Any, make_settings: Any, **sections: Any) -> Any:
@@ -46,11 +31,6 @@ async def demo(start_app: Any, make_settings: Any, **sections: Any) -> Any:
     return client
 
 
-async def wecom_says(client: Any, userid: str, text: str, msgid: int) -> None:
-    assert (await post_wecom(client, text_xml(userid, text, msgid))).status == 200
-    await deliver_all(client.app)
-
-
 async def test_a_rep_reads_the_profile_card_of_an_own_customer(start_app: Any, make_settings: Any) -> None:
     client = await demo(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
@@ -58,7 +38,7 @@ async def test_a_rep_reads_the_profile_card_of_an_own_customer(start_app: Any, m
     await Ticket.create(
         customer=huawei, title="液压站漏油", priority=TicketPriority.URGENT, first_response_due=NOW, created_at=NOW
     )
-    out = await say(client.app, zhangsan, "华为怎么样了")
+    out = await ConsoleChat(client.app).say(zhangsan, "华为怎么样了")
     assert "【华为技术有限公司】（华为）" in out
     assert "负责人：张三" in out
     assert "阶段：谈判　等级：A" in out
@@ -79,7 +59,7 @@ async def test_the_card_shows_the_latest_nps_answer(start_app: Any, make_setting
         channel=next(iter(SurveyChannel)), sent_at=NOW - timedelta(days=3), expires_at=NOW,
         answered_at=NOW - timedelta(days=2), score=9,
     )  # fmt: skip
-    out = await say(client.app, await Staff.get(name="张三"), "客户 华为")
+    out = await ConsoleChat(client.app).say(await Staff.get(name="张三"), "客户 华为")
     assert "最近 NPS：9 分" in out
 
 
@@ -89,7 +69,9 @@ async def test_a_rep_cannot_see_or_change_a_colleagues_customer_and_is_told_why(
     client = await demo(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
     audits = await AuditLog.all().count()
-    out = await say(client.app, zhangsan, "客户 恒力液压", "恒力液压赢单了", "等级 金风 A", "标签 恒力 +军工")
+    out = await ConsoleChat(client.app).say(
+        zhangsan, "客户 恒力液压", "恒力液压赢单了", "等级 金风 A", "标签 恒力 +军工"
+    )
     assert "「恒力液压有限公司」不是您或您团队的客户，无法查看。" in out
     assert out.count("由李四负责，销售只能操作自己名下的客户") == 3
     hengli = await Customer.get(name="恒力液压有限公司")
@@ -100,8 +82,8 @@ async def test_a_rep_cannot_see_or_change_a_colleagues_customer_and_is_told_why(
 async def test_stage_grade_and_tags_change_and_are_audited(start_app: Any, make_settings: Any) -> None:
     client = await demo(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
-    out = await say(
-        client.app, zhangsan, "比亚迪 赢单了", "把三一重工评为B级", "标签 华为 +重点 -战略客户", "阶段 华为 谈判"
+    out = await ConsoleChat(client.app).say(
+        zhangsan, "比亚迪 赢单了", "把三一重工评为B级", "标签 华为 +重点 -战略客户", "阶段 华为 谈判"
     )
     assert "「比亚迪股份有限公司」阶段：报价 → 成交，恭喜赢单" in out
     assert "「三一重工股份有限公司」等级：C → B。" in out
@@ -119,14 +101,14 @@ async def test_stage_grade_and_tags_change_and_are_audited(start_app: Any, make_
 
 async def test_a_manager_changes_a_team_customer(start_app: Any, make_settings: Any) -> None:
     client = await demo(start_app, make_settings)
-    out = await say(client.app, await Staff.get(name="王经理"), "阶段 恒力液压 报价")
+    out = await ConsoleChat(client.app).say(await Staff.get(name="王经理"), "阶段 恒力液压 报价")
     assert "「恒力液压有限公司」阶段：意向 → 报价" in out
 
 
 async def test_a_rep_creates_a_customer_once(start_app: Any, make_settings: Any) -> None:
     client = await demo(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
-    out = await say(client.app, zhangsan, "新建客户 宁德时代", "新建客户 宁德时代", "新建客户 华为")
+    out = await ConsoleChat(client.app).say(zhangsan, "新建客户 宁德时代", "新建客户 宁德时代", "新建客户 华为")
     assert out.count("已为您建档「宁德时代」") == 1
     assert "「宁德时代」已经建过档了" in out
     assert "「华为技术有限公司」已经建过档了" in out
@@ -139,7 +121,7 @@ async def test_a_transfer_in_wecom_tells_both_reps(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
     client = await demo(start_app, make_settings)
-    await wecom_says(client, "wangjl", "把金风科技转给张三跟进", 9101)
+    await WeComChat(client, deliver=True).say("wangjl", "把金风科技转给张三跟进", 9101)
     assert wecom_sim.texts_to("wangjl") == ["已把「金风科技股份有限公司」从李四转给张三。"]
     [to_new] = wecom_sim.texts_to("zhangsan")
     assert "王经理 把客户「金风科技股份有限公司」转给了您负责" in to_new
@@ -156,11 +138,11 @@ async def test_only_the_owner_or_a_manager_may_transfer(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
     client = await demo(start_app, make_settings)
-    await wecom_says(client, "zhangsan", "把恒力液压转给张三", 9201)
+    await WeComChat(client, deliver=True).say("zhangsan", "把恒力液压转给张三", 9201)
     assert wecom_sim.texts_to("zhangsan") == ["「恒力液压有限公司」的负责人是李四，只有负责人本人或其主管可以转交。"]
-    await wecom_says(client, "zhangsan", "把华为转给小明", 9202)
+    await WeComChat(client, deliver=True).say("zhangsan", "把华为转给小明", 9202)
     assert "没有找到同事「小明」" in wecom_sim.texts_to("zhangsan")[-1]
-    await wecom_says(client, "zhangsan", "transfer 华为 李四", 9203)
+    await WeComChat(client, deliver=True).say("zhangsan", "transfer 华为 李四", 9203)
     assert wecom_sim.texts_to("zhangsan")[-1] == "已把「华为技术有限公司」从张三转给李四。"
     assert "张三 把客户「华为技术有限公司」转给了您负责" in wecom_sim.texts_to("lisi")[-1]
     assert not await Customer.filter(name="恒力液压有限公司", owner__name="张三").exists()
@@ -170,7 +152,7 @@ async def test_stage_change_through_wecom_is_audited_with_the_platform(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
     client = await demo(start_app, make_settings)
-    await wecom_says(client, "zhangsan", "三一重工丢单了，被竞争对手抢了", 9301)
+    await WeComChat(client, deliver=True).say("zhangsan", "三一重工丢单了，被竞争对手抢了", 9301)
     assert wecom_sim.texts_to("zhangsan") == ["「三一重工股份有限公司」阶段：潜在 → 流失。"]
     log = await AuditLog.get(action="set_stage")
     assert log.platform == "wecom" and log.after["stage"] == "lost"
@@ -189,7 +171,7 @@ async def test_a_rep_runs_the_customer_commands_in_wecom(
         "客户 宁德时代",
     ]
     for i, text in enumerate(said):
-        await wecom_says(client, "zhangsan", text, 9700 + i)
+        await WeComChat(client, deliver=True).say("zhangsan", text, 9700 + i)
     help_text, created, graded, tagged, staged, card = wecom_sim.texts_to("zhangsan")
     assert "记录跟进" in help_text and "开工单" in help_text and "「把金风科技转给李四跟进」" in help_text
     assert created.startswith("已为您建档「宁德时代」")
@@ -205,6 +187,6 @@ async def test_a_transfer_in_the_console_tells_the_new_owner(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
     client = await demo(start_app, make_settings)
-    out = await say(client.app, await Staff.get(name="张三"), "三一重工以后交给李四负责")
+    out = await ConsoleChat(client.app).say(await Staff.get(name="张三"), "三一重工以后交给李四负责")
     assert out.strip() == "已把「三一重工股份有限公司」从张三转给李四。"
     assert "张三 把客户「三一重工股份有限公司」转给了您负责" in wecom_sim.texts_to("lisi")[0]

@@ -16,9 +16,10 @@ from models.audit import AuditLog
 from models.customers import Customer
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
+from tests.driver import ConsoleChat
 from tests.helpers import deliver_all
 from tests.simulators.wecom import WeComSimulator
-from tests.test_customers import NOW, demo, say
+from tests.test_customers import NOW, demo
 
 _ids = count(1)
 
@@ -77,7 +78,7 @@ async def test_a_breakdown_opens_an_urgent_ticket_once_per_problem(
     assert "补充一下：漏油的是2号机" in ticket.description
 
     # Once that ticket is resolved, a new breakdown is a new ticket.
-    out = await say(app, await Staff.get(name="陈工"), f"工单 #{ticket.id} 已解决 更换了密封圈")
+    out = await ConsoleChat(app).say(await Staff.get(name="陈工"), f"工单 #{ticket.id} 已解决 更换了密封圈")
     assert "已解决" in out
     await customer_writes(app, "wmHW001", "zhangsan", "控制柜又报警了")
     assert await Ticket.filter(customer=huawei, source="keyword").count() == 2
@@ -95,7 +96,9 @@ async def test_in_suggest_mode_the_owner_is_asked_and_nothing_is_opened(
     assert "客户「恒力液压有限公司」的消息提到「不能用」" in suggestion
     assert "回复「工单 恒力液压有限公司 上次那台泵不能用了，怎么处理？」" in suggestion
     # The suggested command does what it says.
-    out = await say(client.app, await Staff.get(name="李四"), "工单 恒力液压有限公司 上次那台泵不能用了，怎么处理？")
+    out = await ConsoleChat(client.app).say(
+        await Staff.get(name="李四"), "工单 恒力液压有限公司 上次那台泵不能用了，怎么处理？"
+    )
     assert "已开工单" in out
 
 
@@ -126,5 +129,5 @@ async def test_a_price_question_marks_a_buying_signal(start_app: Any, make_setti
     assert "有购买信号" in jinfeng.tags
     log = await AuditLog.get(action="buying_signal", entity_id=str(jinfeng.id))
     assert log.platform == "wecom" and log.before["custom_fields"]["购买信号"] is None
-    out = await say(client.app, await Staff.get(name="李四"), "客户 金风")
+    out = await ConsoleChat(client.app).say(await Staff.get(name="李四"), "客户 金风")
     assert "购买信号：2026-11-18T10:" in out

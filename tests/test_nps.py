@@ -28,7 +28,8 @@ from models.nps import Survey, SurveyChannel, SurveyTrigger
 from models.outbox import OutboxMessage
 from models.staff import Role, Staff
 from models.tickets import Ticket, TicketStatus
-from tests.helpers import deliver_all, post_wecom, staff_member, text_xml
+from tests.driver import WeComChat
+from tests.helpers import deliver_all, staff_member
 
 SH = ZoneInfo("Asia/Shanghai")
 # A Monday morning, outside quiet hours. Stored datetimes are UTC (SQLite compares them as text).
@@ -75,16 +76,6 @@ def token_in(texts: list[str]) -> str:
         if m := LINK.search(text):
             return m[1]
     raise AssertionError(f"no survey link in {texts!r}")
-
-
-_msgid = iter(range(880_000, 890_000))
-
-
-async def say(client: Client, userid: str, text: str) -> None:
-    """A staff member types ``text`` to the bot in WeCom."""
-    resp = await post_wecom(client, text_xml(userid, text, next(_msgid)))
-    assert resp.status == 200
-    await deliver_all(client.app)
 
 
 # -- asking ---------------------------------------------------------------------------------------------------------
@@ -396,7 +387,7 @@ async def test_the_customer_answers_in_the_chat_and_the_manager_reads_the_month(
     await archive_chat(client, tmp_path, [chat_record("c7", "wmHW001", "zhangsan", "3分", t + timedelta(hours=5))])
     assert (await Survey.get(id=survey.id)).score == 9
 
-    await say(client, "wangjl", "本月NPS")
+    await WeComChat(client, deliver=True).say("wangjl", "本月NPS")
     report = wecom_sim.texts_to("wangjl")[-1]
     assert "王经理团队：NPS +100（推荐 1 · 中立 0 · 贬损 0，共 1 份答卷 / 发出 1 份）" in report
     assert "· 张三：NPS +100" in report
@@ -495,7 +486,7 @@ async def test_nps_per_rep_and_team_with_counts(make_settings: Any, start_app: A
     await deliver_all(client.app)
 
     # the manager reads the month: the team and each rep, with counts
-    await say(client, "wangjl", "本月NPS")
+    await WeComChat(client, deliver=True).say("wangjl", "本月NPS")
     report = wecom_sim.texts_to("wangjl")[-1]
     assert "2026年3月" in report
     assert "王经理团队：NPS +25（推荐 2 · 中立 1 · 贬损 1，共 4 份答卷 / 发出 5 份）" in report
@@ -503,13 +494,13 @@ async def test_nps_per_rep_and_team_with_counts(make_settings: Any, start_app: A
     assert "· 李四：NPS +100（推荐 1 · 中立 0 · 贬损 0，共 1 份答卷 / 发出 2 份）" in report
 
     # a rep sees their own customers only
-    await say(client, "lisi", "本月NPS")
+    await WeComChat(client, deliver=True).say("lisi", "本月NPS")
     own = wecom_sim.texts_to("lisi")[-1]
     assert "NPS +100（推荐 1 · 中立 0 · 贬损 0，共 1 份答卷 / 发出 2 份）" in own
     assert "张三" not in own
 
     # the director sees the company, per team and per rep
-    await say(client, "zhaozong", "本月NPS")
+    await WeComChat(client, deliver=True).say("zhaozong", "本月NPS")
     company = wecom_sim.texts_to("zhaozong")[-1]
     assert "全公司：NPS +25" in company and "王经理团队：NPS +25" in company and "· 张三：NPS +0" in company
 
@@ -521,12 +512,12 @@ async def test_nps_per_rep_and_team_with_counts(make_settings: Any, start_app: A
     assert ticket.customer_id == (await Customer.get(name="比亚迪股份有限公司")).id
 
     # last quarter had no answers; next month's report does not count March
-    await say(client, "wangjl", "NPS 上季度")
+    await WeComChat(client, deliver=True).say("wangjl", "NPS 上季度")
     assert "暂无答卷" in wecom_sim.texts_to("wangjl")[-1]
     clock.set(datetime(2026, 4, 2, 10, 0, tzinfo=SH))
-    await say(client, "wangjl", "本月NPS")
+    await WeComChat(client, deliver=True).say("wangjl", "本月NPS")
     assert "王经理团队：暂无答卷" in wecom_sim.texts_to("wangjl")[-1]
-    await say(client, "wangjl", "上月NPS")
+    await WeComChat(client, deliver=True).say("wangjl", "上月NPS")
     assert "王经理团队：NPS +25" in wecom_sim.texts_to("wangjl")[-1]
 
 

@@ -2,7 +2,8 @@
 the link on a phone-sized touch screen with WeCom's in-app user agent, taps 9, writes a comment, submits, sees the
 thanks page — and the manager's report counts the answer.
 
-Chromium is required (CI installs it): without it this test fails, it is never skipped.
+Without Chromium the test is skipped with the reason; CI installs it and sets ``CRMBOT_REQUIRE_TOOLS``, which turns
+that skip into a failure.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import aiohttp
 import pytest
 
 from models.nps import Survey
-from tests.test_nps import DAY0, HUAWEI, day, say, start, token_in, win
+from tests.driver import WeComChat
+from tests.helpers import require_tool
+from tests.test_nps import DAY0, HUAWEI, day, start, token_in, win
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -48,9 +51,9 @@ def chromium_path() -> str:
     path = os.environ.get("CRMBOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None and Path("/usr/bin/chromium").exists():
         path = "/usr/bin/chromium"
-    if path is None:
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the survey page needs a real browser)")
-    return path
+    return require_tool(
+        path, "chromium is not installed: `apt-get install -y chromium` (the survey page needs a real browser)"
+    )
 
 
 class DevTools:
@@ -256,7 +259,7 @@ async def test_a_customer_taps_9_on_a_phone_and_the_manager_sees_it(
 
     survey = await Survey.get()
     assert (survey.score, survey.comment, survey.answer_source) == (9, "响应很快，安装师傅很专业", "page")
-    await say(client, "wangjl", "本月NPS")
+    await WeComChat(client, deliver=True).say("wangjl", "本月NPS")
     report = wecom_sim.texts_to("wangjl")[-1]
     assert "王经理团队：NPS +100（推荐 1 · 中立 0 · 贬损 0，共 1 份答卷 / 发出 1 份）" in report
     assert "· 张三：NPS +100" in report

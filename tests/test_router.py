@@ -4,9 +4,7 @@ resolution a rep sees in chat: prefix, numbered choices answered with "2" (acros
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ from bot.cli import main
 from bot.clock import Clock
 from bot.demo import load_demo
 from bot.keys import BOT, CLOCK
-from integrations.console import chat
 from models.audit import AuditLog
 from models.customers import Customer, PendingChoice
 from models.followups import FollowUp
 from models.staff import Staff
+from tests.driver import ConsoleChat
 
 INTENTS = (
     "help", "create_customer", "show_customer", "follow_up", "create_ticket", "update_ticket", "search", "remind",
@@ -40,18 +38,6 @@ def table() -> list[tuple[str, str, dict[str, Any]]]:
         text, intent, slots = line.split("\t")
         rows.append((text, intent, json.loads(slots)))
     return rows
-
-
-async def lines(*texts: str) -> AsyncIterator[str]:
-    for text in texts:
-        yield text
-
-
-async def say(app: Any, staff: Staff, *texts: str) -> str:
-    """A staff member types ``texts`` into the console channel; everything printed back to them."""
-    out = io.StringIO()
-    await chat(app, staff, lines(*texts), out)
-    return out.getvalue()
 
 
 async def demo_app(start_app: Any, make_settings: Any, now: datetime = NOW) -> Any:
@@ -104,7 +90,9 @@ def test_crmbot_parse_prints_one_json_line_per_text_and_writes_nothing(tmp_path:
 async def test_a_customer_created_in_chat_is_understood_at_once(start_app: Any, make_settings: Any) -> None:
     app = await demo_app(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
-    out = await say(app, zhangsan, "新建客户 宁德时代新能源科技股份有限公司", "跟进了宁德时代，明天下午3点再聊技术方案")
+    out = await ConsoleChat(app).say(
+        zhangsan, "新建客户 宁德时代新能源科技股份有限公司", "跟进了宁德时代，明天下午3点再聊技术方案"
+    )
     assert "已为您建档「宁德时代新能源科技股份有限公司」" in out
     assert "已记录「宁德时代新能源科技股份有限公司」的跟进" in out
     record = await FollowUp.get(customer__name="宁德时代新能源科技股份有限公司")
@@ -118,7 +106,7 @@ async def test_a_customer_added_elsewhere_is_picked_up_before_the_next_message(
     zhangsan = await Staff.get(name="张三")
     # Another instance (or an import) adds a customer straight to the database.
     await Customer.create(name="徐州工程机械集团有限公司", aliases=["徐工"], owner_id=zhangsan.id)
-    out = await say(app, zhangsan, "徐工赢单了")
+    out = await ConsoleChat(app).say(zhangsan, "徐工赢单了")
     assert "「徐州工程机械集团有限公司」阶段：潜在 → 成交" in out
     assert app[BOT].understanding.parse("徐工", NOW).slots == {"customer": "徐州工程机械集团有限公司"}
 
@@ -126,7 +114,7 @@ async def test_a_customer_added_elsewhere_is_picked_up_before_the_next_message(
 async def test_a_prefix_finds_the_full_name(start_app: Any, make_settings: Any) -> None:
     app = await demo_app(start_app, make_settings)
     lisi = await Staff.get(name="李四")
-    out = await say(app, lisi, "客户 恒力液压有限")
+    out = await ConsoleChat(app).say(lisi, "客户 恒力液压有限")
     assert "【恒力液压有限公司】" in out
 
 
@@ -139,9 +127,9 @@ async def test_an_ambiguous_name_asks_and_a_reply_with_a_number_picks_even_after
     zhangsan = await Staff.get(name="张三")
     await Customer.create(name="华为终端有限公司", owner_id=zhangsan.id)
     await Customer.create(name="华为数字能源技术有限公司", owner_id=zhangsan.id)
-    out = await say(client.app, zhangsan, "跟进 华为终 演示了新方案")  # one match: no question
+    out = await ConsoleChat(client.app).say(zhangsan, "跟进 华为终 演示了新方案")  # one match: no question
     assert "已记录「华为终端有限公司」的跟进" in out
-    out = await say(client.app, zhangsan, "跟进 华为数字 演示了新方案", "跟进 华 寄了样品，下周三再联系")
+    out = await ConsoleChat(client.app).say(zhangsan, "跟进 华为数字 演示了新方案", "跟进 华 寄了样品，下周三再联系")
     assert "对应多个客户" in out
     assert "1. 华为技术有限公司" in out and "2. 华为数字能源技术有限公司" in out and "3. 华为终端有限公司" in out
     assert await PendingChoice.filter(staff_id=zhangsan.id).count() == 1
@@ -149,18 +137,18 @@ async def test_an_ambiguous_name_asks_and_a_reply_with_a_number_picks_even_after
     # The bot restarts before the rep answers.
     await client.close()
     client = await start_app(settings, clock=Clock(NOW), run_scheduler=False, run_dispatcher=False)
-    out = await say(client.app, zhangsan, "2")
+    out = await ConsoleChat(client.app).say(zhangsan, "2")
     assert "已记录「华为数字能源技术有限公司」的跟进（沟通）：寄了样品，下周三再联系" in out
     assert not await PendingChoice.filter(staff_id=zhangsan.id).exists()
     # A second "2" is no longer an answer.
-    assert "没听懂" in await say(client.app, zhangsan, "2")
+    assert "没听懂" in await ConsoleChat(client.app).say(zhangsan, "2")
 
 
 async def test_an_unknown_customer_gets_close_matches_and_nothing_changes(start_app: Any, make_settings: Any) -> None:
     app = await demo_app(start_app, make_settings)
     zhangsan = await Staff.get(name="张三")
     audits = await AuditLog.all().count()
-    out = await say(app, zhangsan, "跟进 华伟技术 电话沟通了价格")
+    out = await ConsoleChat(app).say(zhangsan, "跟进 华伟技术 电话沟通了价格")
     assert "没有找到客户「华伟技术」" in out and "华为技术有限公司" in out
     assert await AuditLog.all().count() == audits
     assert not await FollowUp.exists()

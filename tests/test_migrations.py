@@ -1,0 +1,86 @@
+"""An existing database moves to the current schema at start-up and keeps what it held: staff accounts that were
+columns of ``staff`` become ``staff_account`` rows, approval steps keep their card's id and handle, and nothing
+that refers to a staff member is lost (SQLite rebuilds ``staff`` to drop its columns)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tortoise import connections
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate
+
+from bot.db import migrate_database, tortoise_config
+from tests.conftest import PG_URL, _admin, _with_database
+
+BEFORE_ACCOUNTS = "models.0002_search"
+LEGACY_STAFF = (
+    "INSERT INTO staff (id, name, wecom_userid, dingtalk_userid, role, active, created_at) VALUES"
+    " (1, '王经理', 'wangjl', 'ding_wangjl', 'manager', {true}, {now}),"
+    " (2, '张三', 'zhangsan', NULL, 'rep', {true}, {now}),"
+    " (3, '李四', NULL, 'ding_lisi', 'rep', {false}, {now})"
+)
+LEGACY_APPROVAL = (
+    "INSERT INTO customer (id, name, aliases, industry, grade, stage, owner_id, tags, custom_fields, created_at,"
+    " updated_at) VALUES (1, '华为技术有限公司', '[]', '', '', 'quote', 2, '[]', '{{}}', {now}, {now});"
+    " INSERT INTO approval (id, customer_id, requester_id, discount, reason, status, level, levels, platform,"
+    " created_at, updated_at) VALUES (1, 1, 2, 0.85, '', 'approved', 1, 1, 'wecom', {now}, {now});"
+    " INSERT INTO approval_step (id, approval_id, level, role, approver_id, status, comment, task_id, response_code,"
+    " decided_via) VALUES (1, 1, 1, 'manager', 1, 'approved', '', 'ap1-s1-0a1b2c3d', 'code-1', 'card')"
+)
+
+
+async def _at(url: str, target: str) -> None:
+    async with TortoiseContext():
+        await migrate(config=tortoise_config(url), target=target)
+
+
+async def _query(url: str, sql: str) -> list[dict[str, Any]]:
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config(url))
+        return list(await connections.get("default").execute_query_dict(sql))
+
+
+async def _script(url: str, sql: str) -> None:
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config(url))
+        await connections.get("default").execute_script(sql)
+
+
+async def test_accounts_and_cards_survive_the_move_to_staff_accounts(tmp_path: Path) -> None:
+    if PG_URL:
+        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
+        await _admin(f'CREATE DATABASE "{name}"')
+        url, true, false, now = _with_database(PG_URL, name), "TRUE", "FALSE", "now()"
+    else:
+        url, true, false, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "0", "'2026-01-01 00:00:00+00:00'"
+    try:
+        await _at(url, BEFORE_ACCOUNTS)
+        await _script(url, LEGACY_STAFF.format(true=true, false=false, now=now))
+        await _script(url, LEGACY_APPROVAL.format(now=now))
+
+        await migrate_database(url)  # what every start does
+
+        accounts = await _query(
+            url,
+            "SELECT s.name, a.platform, a.user_id FROM staff_account a JOIN staff s ON s.id = a.staff_id"
+            " ORDER BY s.id, a.platform",
+        )
+        assert [(a["name"], a["platform"], a["user_id"]) for a in accounts] == [
+            ("王经理", "dingtalk", "ding_wangjl"),
+            ("王经理", "wecom", "wangjl"),
+            ("张三", "wecom", "zhangsan"),
+            ("李四", "dingtalk", "ding_lisi"),
+        ]
+        [step] = await _query(url, "SELECT card_id, card_handle, decided_via FROM approval_step")
+        assert (step["card_id"], step["card_handle"], step["decided_via"]) == ("ap1-s1-0a1b2c3d", "code-1", "card")
+        assert [s["name"] for s in await _query(url, "SELECT name FROM staff ORDER BY id")] == [
+            "王经理",
+            "张三",
+            "李四",
+        ]
+    finally:
+        if PG_URL:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
