@@ -30,18 +30,9 @@ from bot.app import create_app, load_settings
 from bot.keys import BOT
 from models.customers import Customer
 from models.staff import Role
+from tests.driver import click_xml
 from tests.helpers import WECOM, post_wecom, staff_member, text_xml
 from tests.simulators.wecom import WeComSimulator
-
-
-def click_xml(userid: str, key: str, task_id: str, response_code: str, created: int) -> str:
-    return (
-        f"<xml><ToUserName><![CDATA[{WECOM.corp_id}]]></ToUserName><FromUserName><![CDATA[{userid}]]></FromUserName>"
-        f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-        f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[{key}]]></EventKey>"
-        f"<TaskId><![CDATA[{task_id}]]></TaskId><CardType><![CDATA[button_interaction]]></CardType>"
-        f"<ResponseCode><![CDATA[{response_code}]]></ResponseCode><AgentID>{WECOM.agent_id}</AgentID></xml>"
-    )
 
 
 async def wait_for(check: Any, patience: float = 30.0) -> float:

@@ -29,7 +29,6 @@ from bot.integration import Integration, settings_sections
 from bot.keys import BOT, CLOCK, HTTP, OUTBOX, SERVING, SETTINGS
 from bot.metrics import METRICS, Metrics, count_response, metrics_view
 from bot.pipeline import Bot
-from bot.scheduler import scheduler_context
 from handlers import CAPABILITIES
 from integrations import PLATFORMS
 
@@ -79,6 +78,8 @@ def create_app(
     if run_dispatcher:
         app.cleanup_ctx.append(_dispatcher)
     if run_scheduler:
+        from bot.scheduler import scheduler_context  # start-up time: one-shot commands run no scheduler
+
         app.cleanup_ctx.append(scheduler_context)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)

@@ -2,7 +2,7 @@
 bad input exits 2 with one line.
 
 Commands that touch the database run the same app as the server (migrations, core, outbox) without listening
-on a port.
+on a port. What only one command needs is imported inside it (each so marked): every other command starts without.
 """
 
 from __future__ import annotations
@@ -25,15 +25,9 @@ from bot import search as search_index
 from bot.app import create_app, load_settings, new_event_loop
 from bot.clock import Clock
 from bot.config import ConfigError, Settings
-from bot.demo import load_demo
 from bot.identity import find_staff as lookup
-from bot.importer import run_import
 from bot.keys import BOT, CLOCK, OUTBOX
-from bot.scheduled import run_rules
-from bot.spreadsheet import ImportFailed
-from handlers.orders import import_orders
 from integrations.console import chat as console_chat
-from integrations.wecom.archive_file import import_jsonl
 from models.customers import Customer
 from models.staff import Staff
 
@@ -187,6 +181,8 @@ def parse(config: str | None, texts: tuple[str, ...], as_user: str | None, now: 
 @config_option
 def demo(config: str | None) -> None:
     """Load demo staff, customers and conversations (idempotent)."""
+    from bot.demo import load_demo  # start-up time: only this command
+
     settings = _settings(config)
 
     async def go() -> dict[str, int]:
@@ -206,6 +202,12 @@ def demo(config: str | None) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_(config: str | None, kind: str, file: Path) -> None:
     """Import staff, customers, orders (.csv/.xlsx) or messages (.jsonl) from FILE."""
+    # start-up time: the importers (and the spreadsheet and database-driver modules they load) only here
+    from bot.importer import run_import
+    from bot.spreadsheet import ImportFailed
+    from handlers.orders import import_orders
+    from integrations.wecom.archive_file import import_jsonl
+
     settings = _settings(config)
 
     async def go() -> str:
@@ -293,6 +295,8 @@ def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
     A full sweep over every customer and ticket (at most 1000 subjects per rule: run it again for more). What
     fired once never fires again, so running it twice for the same moment prints nothing the second time.
     """
+    from bot.scheduled import run_rules  # start-up time: only this command
+
     settings = _settings(config)
     moment = parse_now(now, settings)
 

@@ -125,7 +125,7 @@ class TicketSettings(_Section):
 
 
 class KeywordSettings(_Section):
-    """Keyword rules on archived customer messages (``bot.keyword_rules``)."""
+    """Keyword rules on archived customer messages (``handlers.keywords``)."""
 
     ticket_words: list[str] = Field(
         default_factory=lambda: [

@@ -63,7 +63,6 @@ class Bot:
         self.clock = clock
         self.outbox = outbox
         self.directory: Directory = outbox.directory
-        self.registry = registry
         self.intents = registry
         self.understanding = Understanding(settings.tz, registry.commands, registry.phrases)
         self.scheduled_rules: list[Rule] = list(registry.rules)

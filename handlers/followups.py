@@ -62,12 +62,17 @@ def _moment(value: object) -> datetime | None:
 def follow_up_command(r: Reading, rest: str) -> Result:
     slots, body = r.split_customer(rest)
     content = clean(body)
+    return "follow_up", _noted(r, slots, content, content)
+
+
+def _noted(r: Reading, slots: Slots, content: str, when_in: str) -> Slots:
+    """``slots`` with the note and the first future moment said in ``when_in`` (the next follow-up)."""
     if content:
         slots["content"] = content
-    next_at, _ = r.next_at(content)
+    next_at, _ = r.next_at(when_in)
     if next_at:
         slots["next_at"] = next_at
-    return "follow_up", slots
+    return slots
 
 
 def follow_up_slots(r: Reading) -> Slots:
@@ -85,13 +90,7 @@ def follow_up_slots(r: Reading) -> Slots:
         tail = text[len(surface) :]
         if re.match(r"^\s*[,，:：]", tail):
             content = tail
-    content = clean(content)
-    if content:
-        slots["content"] = content
-    next_at, _ = r.next_at(text)
-    if next_at:
-        slots["next_at"] = next_at
-    return slots
+    return _noted(r, slots, clean(content), text)
 
 
 @capability.phrase(order=130)

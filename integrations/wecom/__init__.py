@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,17 +19,19 @@ from bot.context import ArchiveSource
 from bot.identity import Identity
 from bot.integration import Integration
 from bot.keys import BOT, HTTP, OUTBOX
-from integrations.wecom.archive import ArchivePuller
 from integrations.wecom.callback import CRYPTO, receive, verify_url
 from integrations.wecom.channel import WeComChannel
 from integrations.wecom.client import WeComClient
 from integrations.wecom.crypto import WeComCrypto
 from integrations.wecom.settings import PLATFORM, WeComSettings, settings_of
 
+if TYPE_CHECKING:
+    from integrations.wecom.archive import ArchivePuller
+
 log = logging.getLogger(__name__)
 
 WECOM_CLIENT = web.AppKey("wecom_client", WeComClient)
-WECOM_ARCHIVE = web.AppKey("wecom_archive", ArchivePuller)
+WECOM_ARCHIVE: web.AppKey[ArchivePuller] = web.AppKey("wecom_archive")
 ACCOUNT_HEADERS = ("企业微信账号", "wecom_userid", "企业微信", "企微账号", "企业微信userid", "wecom")
 EXTERNAL_PREFIXES = ("wm", "wo")  # external contacts (customers): wm… for WeChat users, wo… for WeCom users
 
@@ -66,6 +69,8 @@ def setup(app: web.Application) -> None:
 
 def _setup_archive(app: web.Application, settings: WeComSettings) -> None:
     """The chat-archive puller: pulled on the archive-ready event and every ``archive_pull_interval_seconds``."""
+    from integrations.wecom.archive import ArchivePuller  # start-up time: only where the archive is configured
+
     puller = ArchivePuller(app[BOT], settings)
     app[WECOM_ARCHIVE] = puller
     app[BOT].archive_sources.append(ArchiveSource(puller.pull, settings.archive_pull_interval_seconds))
