@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.keys import BOT, OUTBOX
+from bot.keys import BOT, CLOCK, OUTBOX
 from integrations.wecom.crypto import WeComCrypto
 
 
@@ -46,11 +46,11 @@ def text_xml(sender: str, content: str, msgid: int | str, created: int | None = 
     )
 
 
-def signed_callback(xml: str, corp: WeComCorp = WECOM) -> tuple[dict[str, str], str]:
-    """The query string and body WeCom would POST for ``xml``."""
+def signed_callback(xml: str, corp: WeComCorp = WECOM, at: float | None = None) -> tuple[dict[str, str], str]:
+    """The query string and body WeCom would POST for ``xml``, signed at Unix time ``at`` (default: now)."""
     crypto = corp.crypto
     encrypt = crypto.encrypt(xml)
-    timestamp, nonce = str(int(time.time())), secrets.token_hex(5)
+    timestamp, nonce = str(int(time.time() if at is None else at)), secrets.token_hex(5)
     query = {"msg_signature": crypto.sign(timestamp, nonce, encrypt), "timestamp": timestamp, "nonce": nonce}
     body = (
         f"<xml><ToUserName><![CDATA[{corp.corp_id}]]></ToUserName><AgentID><![CDATA[{corp.agent_id}]]></AgentID>"
@@ -60,7 +60,8 @@ def signed_callback(xml: str, corp: WeComCorp = WECOM) -> tuple[dict[str, str], 
 
 
 async def post_wecom(client: TestClient[Any, web.Application], xml: str, corp: WeComCorp = WECOM) -> Any:
-    query, body = signed_callback(xml, corp)
+    """POST ``xml`` as WeCom would, signed at the app's "now" (its clock may be pinned)."""
+    query, body = signed_callback(xml, corp, client.app[CLOCK].now().timestamp())
     return await client.post("/wecom/callback", params=query, data=body.encode())
 
 

@@ -126,7 +126,8 @@ def test_serve_answers_the_official_wecom_vectors(workdir: Path, tmp_path: Path,
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\nurl = "{database_url}"\n'
         '[wecom]\ncorp_id = "ww1436e0e65a779aee"\nagent_id = 1000002\nsecret = "s"\n'
         'token = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"\nencoding_aes_key = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"\n'
-        'api_base = "http://127.0.0.1:9"\n',
+        'api_base = "http://127.0.0.1:9"\n'
+        "callback_window_seconds = 400000000\n",  # the vectors were signed in 2016
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRMBOT_")}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integrations.wecom.normalize import NotAMessage, _parse_flat, _parse_xml_tree, parse_xml
+from bot.clock import Clock
+from integrations.wecom.normalize import NotAMessage, _parse_flat, _parse_hardened, parse_xml
 from models.messages import Message
 from tests.helpers import WECOM, post_wecom, settle, signed_callback, text_xml
 
@@ -35,28 +37,33 @@ PUSH_BODY = (
 )
 
 
+def signed_at(query: dict[str, str], seconds_later: int = 10) -> Clock:
+    """A clock shortly after the moment a vector was signed: its timestamp is from 2016."""
+    return Clock(datetime.fromtimestamp(int(query["timestamp"]) + seconds_later, UTC))
+
+
 async def test_url_verification_answers_the_official_vector(make_settings: Any, start_app: Any) -> None:
-    client = await start_app(make_settings())
+    client = await start_app(make_settings(), clock=signed_at(VERIFY))
     resp = await client.get("/wecom/callback", params=VERIFY)
     assert resp.status == 200
     assert await resp.text() == "1288432023552776189"
 
 
 async def test_url_verification_with_a_raw_plus_in_echostr(make_settings: Any, start_app: Any) -> None:
-    client = await start_app(make_settings())
+    client = await start_app(make_settings(), clock=signed_at(VERIFY))
     raw = "&".join(f"{k}={v}" for k, v in VERIFY.items())  # '+' unescaped, as some proxies forward it
     resp = await client.get("/wecom/callback?" + raw)
     assert await resp.text() == "1288432023552776189"
 
 
 async def test_url_verification_with_a_wrong_signature_is_forbidden(make_settings: Any, start_app: Any) -> None:
-    client = await start_app(make_settings())
+    client = await start_app(make_settings(), clock=signed_at(VERIFY))
     resp = await client.get("/wecom/callback", params={**VERIFY, "msg_signature": "0" * 40})
     assert resp.status == 403
 
 
 async def test_the_official_push_vector_is_stored_once(make_settings: Any, start_app: Any) -> None:
-    client = await start_app(make_settings())
+    client = await start_app(make_settings(), clock=signed_at(PUSH_QUERY))
     for _ in range(2):  # WeCom retries the same message
         resp = await client.post("/wecom/callback", params=PUSH_QUERY, data=PUSH_BODY)
         assert resp.status == 200
@@ -67,7 +74,7 @@ async def test_the_official_push_vector_is_stored_once(make_settings: Any, start
 
 
 async def test_a_forged_signature_is_forbidden_and_writes_nothing(make_settings: Any, start_app: Any) -> None:
-    client = await start_app(make_settings())
+    client = await start_app(make_settings(), clock=signed_at(PUSH_QUERY))
     resp = await client.post("/wecom/callback", params={**PUSH_QUERY, "msg_signature": "f" * 40}, data=PUSH_BODY)
     assert resp.status == 403
     assert await Message.all().count() == 0
@@ -109,6 +116,14 @@ _TAGS = st.sampled_from(["ToUserName", "FromUserName", "Content", "MsgId", "A", 
 _TEXT = st.text(alphabet=st.sampled_from(list("ab 中文\t\n\r]>&<[!-;\x00\x0b\ufffe")), max_size=12)
 
 
+_PROLOGUES = [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<?xml version="1.0" encoding="GBK"?>',
+    "<!DOCTYPE xml>",
+    '<!DOCTYPE xml [<!ENTITY a "b">]>',
+]
+
+
 @st.composite
 def _documents(draw: st.DrawFn) -> str:
     """Documents around WeCom's flat shape: CDATA or plain fields, odd characters, repeats, stray markup."""
@@ -117,13 +132,14 @@ def _documents(draw: st.DrawFn) -> str:
         text = draw(_TEXT)
         parts.append(f"<{tag}><![CDATA[{text}]]></{tag}>" if draw(st.booleans()) else f"<{tag}>{text}</{tag}>")
     doc = draw(st.sampled_from(["", " ", "\n"])).join(parts)
-    before, after = draw(st.sampled_from(["", " ", "\ufeff"])), draw(st.sampled_from(["", "\n", "x"]))
+    before = draw(st.sampled_from(["", " ", "\ufeff", *_PROLOGUES]))
+    after = draw(st.sampled_from(["", "\n", "x"]))
     return f"{before}<xml>{doc}</xml>{after}"
 
 
 def _by_parser(doc: str) -> dict[str, Any] | str:
     try:
-        return _parse_xml_tree(doc)
+        return _parse_hardened(doc)
     except NotAMessage:
         return "malformed"
 
@@ -139,7 +155,7 @@ def test_the_flat_reader_takes_only_what_the_xml_parser_reads_the_same_way(doc: 
 
 
 def test_the_official_envelope_and_message_take_the_flat_reader() -> None:
-    assert _parse_flat(PUSH_BODY) == _parse_xml_tree(PUSH_BODY)
+    assert _parse_flat(PUSH_BODY) == _parse_hardened(PUSH_BODY)
     message = text_xml("zhangsan", "你好 ]]]> & <b>", 1)
     assert _parse_flat(message) is None  # CDATA cannot hold "]]>": the parser decides
     assert _parse_flat(text_xml("zhangsan", "漏油了，急！<>&", 2))["Content"] == "漏油了，急！<>&"

@@ -1,7 +1,10 @@
-"""WeCom callback crypto: signature check in constant time, AES decrypt and corp-id check via wechatpy.
+"""WeCom callback crypto: signature check in constant time, strict AES decrypt and corp-id check.
 
 WeCom signs ``sha1(sorted([token, timestamp, nonce, encrypt]))`` and encrypts
-``random(16) ‖ len(4, big-endian) ‖ msg ‖ corp_id`` with AES-256-CBC (PROTOCOLS.md §1).
+``random(16) ‖ len(4, big-endian) ‖ msg ‖ corp_id`` with AES-256-CBC, PKCS#7-padded to 32-byte blocks
+(PROTOCOLS.md §1). wechatpy signs and encrypts; decryption is done here with ``cryptography`` because wechatpy's
+neither checks the padding nor the length field, so a validly signed but malformed ciphertext would surface as an
+arbitrary exception (or as a corp-id mismatch) instead of a clean ``MalformedError``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,16 @@ import base64
 import binascii
 import hmac
 import secrets
+import struct
 import time
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from wechatpy.crypto import _get_signature
 from wechatpy.enterprise.crypto import PrpCrypto
-from wechatpy.enterprise.exceptions import InvalidCorpIdException
+
+BLOCK_BITS = 256  # WeCom pads to 32 bytes, not AES's 16
+_HEADER = 20  # random(16) ‖ len(4)
 
 
 class SignatureError(Exception):
@@ -34,23 +42,43 @@ class WeComCrypto:
         self.token = token
         self.corp_id = corp_id
         self._key = base64.b64decode(encoding_aes_key + "=")
-        self._prp = PrpCrypto(self._key)  # holds the AES cipher: built once, a decryptor per message
+        self._prp = PrpCrypto(self._key)  # encrypts passive replies (and test callbacks)
+        self._cipher = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16]))  # built once, a decryptor each
 
     def sign(self, timestamp: str, nonce: str, encrypt: str) -> str:
         return str(_get_signature(self.token, timestamp, nonce, encrypt))
 
     def verify(self, signature: str, timestamp: str, nonce: str, encrypt: str) -> None:
         expected = self.sign(timestamp, nonce, encrypt)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise SignatureError("bad msg_signature")
 
     def decrypt(self, encrypt: str) -> str:
+        """The message inside ``encrypt``; ``MalformedError`` for anything but a well-formed frame for our corp."""
         try:
-            return str(self._prp.decrypt(encrypt, self.corp_id))
-        except InvalidCorpIdException as exc:
-            raise CorpIdError("corp id mismatch") from exc
-        except (ValueError, binascii.Error, UnicodeDecodeError, IndexError, TypeError) as exc:
-            raise MalformedError(f"cannot decrypt: {type(exc).__name__}") from exc
+            data = base64.b64decode(encrypt, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise MalformedError("Encrypt is not base64") from exc
+        if not data or len(data) % (BLOCK_BITS // 8):
+            raise MalformedError("ciphertext is not whole 32-byte blocks")
+        decryptor = self._cipher.decryptor()
+        unpadder = padding.PKCS7(BLOCK_BITS).unpadder()
+        try:
+            plain = unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+        except ValueError as exc:
+            raise MalformedError("bad PKCS#7 padding") from exc
+        if len(plain) < _HEADER:
+            raise MalformedError("plaintext shorter than its header")
+        (length,) = struct.unpack(">I", plain[16:_HEADER])
+        if _HEADER + length > len(plain):
+            raise MalformedError("message length beyond the plaintext")
+        message, receiver = plain[_HEADER : _HEADER + length], plain[_HEADER + length :]
+        if not hmac.compare_digest(receiver, self.corp_id.encode()):
+            raise CorpIdError("corp id mismatch")
+        try:
+            return message.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedError("message is not UTF-8") from exc
 
     def encrypt(self, plaintext: str) -> str:
         return str(self._prp.encrypt(plaintext, self.corp_id).decode())

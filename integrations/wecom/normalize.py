@@ -7,24 +7,32 @@ becomes the neutral ``ARCHIVE_READY`` event. Other events keep their WeCom name.
 
 from __future__ import annotations
 
+import io
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
 
+import defusedxml.ElementTree as defused
 import xmltodict
 
 from bot.types import ARCHIVE_READY, Click, IncomingMessage
 
 
 class NotAMessage(ValueError):
-    """The decrypted XML is not a WeCom message."""
+    """The XML is not a WeCom message, or not one we are willing to read."""
 
+
+# Limits of what any WeCom document may be: a message's text is at most 2048 bytes and an envelope carries one
+# base64 ciphertext of such a message, so 128 KiB leaves room to spare; the deepest document is a card event's
+# answers, <xml><SelectedItems><SelectedItem><OptionIds><OptionId>, five levels.
+MAX_XML_CHARS = 128 * 1024
+MAX_DEPTH = 6
 
 # A flat document in the shape WeCom sends: <xml>, then elements each holding one CDATA section or plain text
 # (no markup, entity, '>', carriage return or character XML forbids in it), nothing else. Anything outside this
-# shape, however valid, takes the XML parser; whatever this shape accepts, the parser reads the same way
-# (tests/test_wecom_callback.py checks that on generated documents).
+# shape, however valid, takes the hardened XML parser; whatever this shape accepts, the parser reads the same way
+# (tests/test_wecom_callback.py checks that on generated documents), and it can hold no declaration, DTD or entity.
 _BAD = "\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff"
 _FLAT_OPEN = re.compile(r"[ \t\n]*<xml>")
 _FLAT_FIELD = re.compile(
@@ -32,16 +40,20 @@ _FLAT_FIELD = re.compile(
     rf"(?:<!\[CDATA\[([^\]{_BAD}]*(?:\](?!\]>)[^\]{_BAD}]*)*)\]\]>|([^<&>{_BAD}]*))</\1>"
 )
 _FLAT_CLOSE = re.compile(r"[ \t\n]*</xml>[ \t\n]*")
+_DECLARED_ENCODING = re.compile(r"\A\ufeff?\s*<\?xml\b[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
 
 
 def parse_xml(xml: str) -> dict[str, Any]:
     """``<xml>`` fields as a dict, shaped as ``xmltodict`` shapes them (text stripped, empty → None).
 
     Every callback envelope and ordinary message is flat and is read with regular expressions (the XML parser
-    costs several times more, on every callback); the rest, and anything malformed, goes through ``xml.etree``
-    and, for nested elements, repeated tags or attributes, ``xmltodict``.
+    costs several times more, on every callback); the rest goes through ``defusedxml`` (no DTD, no entities),
+    within ``MAX_XML_CHARS`` and ``MAX_DEPTH``, declared as UTF-8 if declared at all, and, for nested elements,
+    repeated tags or attributes, ``xmltodict``. Anything else raises ``NotAMessage``.
     """
-    return _parse_flat(xml) or _parse_xml_tree(xml)
+    if len(xml) > MAX_XML_CHARS:
+        raise NotAMessage(f"XML longer than {MAX_XML_CHARS} characters")
+    return _parse_flat(xml) or _parse_hardened(xml)
 
 
 def _parse_flat(xml: str) -> dict[str, Any] | None:
@@ -60,13 +72,8 @@ def _parse_flat(xml: str) -> dict[str, Any] | None:
     return fields if fields and _FLAT_CLOSE.fullmatch(xml, pos) else None
 
 
-def _parse_xml_tree(xml: str) -> dict[str, Any]:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
-    except Exception:  # e.g. an encoding declaration in a str: let the general parser decide
-        return _parse_xml_general(xml)
+def _parse_hardened(xml: str) -> dict[str, Any]:
+    root = _checked_root(xml)
     if root.tag == "xml" and not root.attrib and len(root):
         fields: dict[str, Any] = {}
         for child in root:
@@ -77,7 +84,33 @@ def _parse_xml_tree(xml: str) -> dict[str, Any]:
     return _parse_xml_general(xml)
 
 
+def _checked_root(xml: str) -> ET.Element:
+    """The root element, once ``defusedxml`` has read the whole document without a DTD or entity, and never
+    deeper than ``MAX_DEPTH`` (the parse stops at the first element too deep)."""
+    declared = _DECLARED_ENCODING.match(xml)
+    if declared is not None and declared.group(1).lower() != "utf-8":
+        raise NotAMessage("XML declares an encoding other than UTF-8")
+    root: ET.Element | None = None
+    depth = 0
+    try:
+        events = defused.iterparse(io.BytesIO(xml.encode()), events=("start", "end"), forbid_dtd=True)
+        for event, element in events:
+            if event == "end":
+                depth -= 1
+                continue
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NotAMessage(f"XML nested deeper than {MAX_DEPTH} levels")
+            root = element if root is None else root
+    except (ET.ParseError, ValueError, LookupError) as exc:  # DefusedXmlException is a ValueError
+        raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
+    if root is None:
+        raise NotAMessage("no root element")
+    return root
+
+
 def _parse_xml_general(xml: str) -> dict[str, Any]:
+    """``xmltodict``'s reading of a document ``_checked_root`` has already accepted (no DTD, shallow)."""
     try:
         doc = xmltodict.parse(xml)
     except Exception as exc:  # expat raises several types for malformed input
@@ -92,10 +125,7 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
     """Build the neutral message; events are de-duplicated by sender + time + event (+ card task)."""
     sender = str(fields.get("FromUserName") or "")
     msgtype = str(fields.get("MsgType") or "")
-    try:
-        created = int(fields.get("CreateTime") or 0)
-    except (TypeError, ValueError) as exc:
-        raise NotAMessage("bad CreateTime") from exc
+    created = _create_time(fields.get("CreateTime"))
     if not sender or not msgtype:
         raise NotAMessage("missing FromUserName or MsgType")
     sent_at = datetime.fromtimestamp(created, UTC)
@@ -135,6 +165,16 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
     )
 
 
+def _create_time(value: Any) -> int:
+    """``CreateTime``: Unix seconds WeCom writes as an unsigned 32-bit number; anything else is not a date."""
+    text = str(value or "0").strip()
+    if not _SECONDS.fullmatch(text) or int(text) > MAX_CREATE_TIME:
+        raise NotAMessage("CreateTime is not a Unix time")
+    return int(text)
+
+
+MAX_CREATE_TIME = 2**32 - 1
+_SECONDS = re.compile(r"[0-9]{1,10}")
 CARD_CLICK = "template_card_event"
 NEUTRAL_EVENTS = {"msgaudit_notify": ARCHIVE_READY}
 _KEPT_FIELDS = {"MediaId", "PicUrl", "Format", "ThumbMediaId", "Title", "Description", "Url", "Label", "AgentID"}

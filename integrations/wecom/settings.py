@@ -17,6 +17,9 @@ class WeComSettings(PlatformSettings):
     secret: str = ""
     token: str = ""
     encoding_aes_key: str = ""
+    # A callback whose signed timestamp is further than this from our clock is refused (403). WeCom re-sends an
+    # unanswered callback 3 times, 5 s apart: 300 s covers those retries with minutes of clock drift to spare.
+    callback_window_seconds: int = Field(300, ge=30)
     api_base: str = "https://qyapi.weixin.qq.com"
     request_timeout_seconds: float = Field(10.0, gt=0)
     request_retries: int = Field(2, ge=0)
