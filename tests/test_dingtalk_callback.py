@@ -129,7 +129,7 @@ async def test_malformed_bodies_are_rejected_and_write_nothing(
 async def test_an_oversized_body_is_rejected(make_settings: Any, start_app: Any, dingtalk_sim: Any) -> None:
     client = await start(make_settings, start_app, dingtalk_sim, server={"max_body_bytes": 4096})
     body = dingtalk_sim.message("ding_zhangsan", "跟进 华为 " + "很长的纪要" * 2000)
-    resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.now_ms())
+    resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.fresh_timestamp())
     assert resp.status == 413
     assert await Message.all().count() == 0
 
@@ -182,7 +182,7 @@ async def test_rich_text_and_pictures_are_stored(make_settings: Any, start_app: 
     }
     for body in (rich, picture):
         del body["text"]
-        resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.now_ms())
+        resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.fresh_timestamp())
         assert resp.status == 200
     await settle(client.app)
     stored = {m.msgid: m for m in await Message.all()}
@@ -199,7 +199,7 @@ async def test_a_session_webhook_on_a_foreign_host_is_never_called(
     await rep()
     body = dingtalk_sim.message("ding_zhangsan", "帮助")
     body["sessionWebhook"] = "http://127.0.0.1:9/steal"
-    resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.now_ms())
+    resp = await post_dingtalk(client, body, dingtalk_sim.app_secret, dingtalk_sim.fresh_timestamp())
     assert resp.status == 200
     await settle(client.app)
     [answer] = dingtalk_sim.delivered_to("ding_zhangsan")

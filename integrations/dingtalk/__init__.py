@@ -15,7 +15,7 @@ from bot.config import ConfigError
 from bot.identity import Identity
 from bot.integration import Integration
 from bot.keys import BOT, CLOCK, HTTP, OUTBOX
-from integrations.dingtalk.callback import receive
+from integrations.dingtalk.callback import REPLAY, ReplayGuard, receive
 from integrations.dingtalk.channel import DingTalkChannel
 from integrations.dingtalk.client import DingTalkClient
 from integrations.dingtalk.settings import PLATFORM, DingTalkSettings, settings_of
@@ -34,6 +34,7 @@ def setup(app: web.Application) -> None:
     client = DingTalkClient(settings, lambda: app[HTTP], app[CLOCK])
     app[DINGTALK_CLIENT] = client
     app[OUTBOX].register(DingTalkChannel(client, settings, app[CLOCK]))
+    app[REPLAY] = ReplayGuard(app[CLOCK], settings.callback_window_seconds)
     app.router.add_post("/dingtalk/callback", receive)
     if settings.stream:
         try:

@@ -3,13 +3,17 @@
 DingTalk signs the request headers, not the body: ``sign = base64(HMAC-SHA256(key=appSecret,
 msg=timestamp + "\\n" + appSecret))`` with ``timestamp`` in milliseconds, and the request is only valid within
 an hour of that timestamp (PROTOCOLS.md §6-7). Order of checks: the signature and the time window (403, compared
-in constant time, "now" from the app clock), the body size (413, aiohttp's ``client_max_size``), the JSON and its
-fields (400). Only then is the message stored, idempotently on ``msgId``, and the answer is an immediate
-``200 {}``: replies leave later through the outbox (sessionWebhook or batchSend), never in this response.
+in constant time, "now" from the app clock), the body size (413, aiohttp's ``client_max_size``), UTF-8, JSON no
+deeper than ``MAX_JSON_DEPTH`` and its fields (400), the body's robot against the configured one (403), and the
+header pair not seen before with another body (403). Only then is the message stored, idempotently on ``msgId``,
+and the answer is an immediate ``200 {}``: replies leave later through the outbox (sessionWebhook or batchSend),
+never in this response. Every refusal writes nothing and logs one warning line.
 
-Because the signature does not cover the body, a captured header pair could be replayed with another body
-within the window; the message id de-duplication and the sessionWebhook host check (``normalize``) limit what
-such a replay can do.
+Because the signature does not cover the body, a captured header pair could otherwise be replayed with another
+body within the window: ``ReplayGuard`` records every accepted pair in the database (``SeenSignature``, shared
+by every instance) with the digest of its body, so the pair is good for that body only. The same body again is a
+retry, which the ``msgId`` de-duplication absorbs; the ``sessionWebhook`` is only used when it is a plain URL on
+DingTalk's host (``normalize.safe_webhook``). Stream mode has none of this exposure (README.md).
 """
 
 from __future__ import annotations
@@ -19,14 +23,25 @@ import hashlib
 import hmac
 import json
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
+from bot.clock import Clock
 from bot.keys import BOT, CLOCK
-from integrations.dingtalk.normalize import NotAMessage, normalize
+from integrations.dingtalk.normalize import NotAMessage, NotOurRobot, check_robot, normalize
 from integrations.dingtalk.settings import settings_of
+from models.seen import SeenSignature
 
 log = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH = 8  # a robot message is at most four levels deep (body → content → richText → part)
+SCOPE = "dingtalk-callback"
+SWEEP_SECONDS = 60.0
+# Rows outlive the window by this much, for instances whose clocks disagree by up to as much.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class SignatureError(Exception):
@@ -49,28 +64,92 @@ def verify(timestamp: str, signature: str, secret: str, now_ms: int, window_ms: 
         raise SignatureError("bad sign")
 
 
+class ReplayGuard:
+    """Header pairs accepted once: a (timestamp, sign) pair authenticates the first body it came with, and no
+    other, until its window has passed; expired pairs are swept at most every ``SWEEP_SECONDS``."""
+
+    def __init__(self, clock: Clock, window_seconds: int) -> None:
+        self.clock = clock
+        self.window = timedelta(seconds=window_seconds)
+        self._next_sweep: datetime | None = None
+
+    async def admit(self, timestamp: str, signature: str, body: bytes) -> bool:
+        """True when the pair is new, or was first seen with this very body (a retry); False for another body."""
+        await self._sweep()
+        key, digest = f"{timestamp}:{signature}", hashlib.sha256(body).hexdigest()
+        expires_at = datetime.fromtimestamp(int(timestamp) / 1000, UTC) + self.window + CLOCK_SKEW
+        try:
+            await SeenSignature.create(scope=SCOPE, key=key, digest=digest, expires_at=expires_at)
+            return True
+        except IntegrityError:
+            seen = await SeenSignature.get_or_none(scope=SCOPE, key=key)
+            return seen is not None and hmac.compare_digest(seen.digest, digest)
+
+    async def _sweep(self) -> None:
+        now = self.clock.now()
+        if self._next_sweep is not None and now < self._next_sweep:
+            return
+        self._next_sweep = now + timedelta(seconds=SWEEP_SECONDS)
+        await SeenSignature.filter(scope=SCOPE, expires_at__lt=now).delete()
+
+
+REPLAY = web.AppKey("dingtalk_replay", ReplayGuard)
+
+
+def read_json(raw: bytes) -> Any:
+    """The JSON document in ``raw``: UTF-8, no deeper than ``MAX_JSON_DEPTH``; else ``NotAMessage``."""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise NotAMessage("body is not UTF-8") from None
+    except json.JSONDecodeError:
+        raise NotAMessage("body is not JSON") from None
+    except RecursionError:  # json gives up at the interpreter's recursion limit, long before memory runs out
+        raise NotAMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise NotAMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _refuse(request: web.Request, error: type[web.HTTPClientError], reason: str) -> web.HTTPClientError:
+    """The one warning line a refused callback leaves, and the HTTP error that answers it."""
+    log.warning("dingtalk callback from %s refused (%d): %s", request.remote, error.status_code, reason)
+    return error(text=reason)
+
+
 async def receive(request: web.Request) -> web.Response:
     settings = settings_of(request.app)
     now_ms = int(request.app[CLOCK].now().timestamp() * 1000)
+    timestamp, signature = request.headers.get("timestamp", "").strip(), request.headers.get("sign", "").strip()
     try:
-        verify(
-            request.headers.get("timestamp", "").strip(),
-            request.headers.get("sign", "").strip(),
-            settings.app_secret,
-            now_ms,
-            settings.callback_window_seconds * 1000,
-        )
+        verify(timestamp, signature, settings.app_secret, now_ms, settings.callback_window_seconds * 1000)
     except SignatureError as exc:
-        log.warning("dingtalk callback rejected from %s: %s", request.remote, exc)
-        raise web.HTTPForbidden(text="bad sign") from None
-    raw = await request.read()  # raises 413 beyond client_max_size
+        raise _refuse(request, web.HTTPForbidden, str(exc)) from None
     try:
-        body = json.loads(raw.decode("utf-8"))
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        log.warning("dingtalk callback from %s refused (413): body too large", request.remote)
+        raise
+    try:
+        body = read_json(raw)
         msg = normalize(body, settings.robot_name, settings.session_webhook_prefix)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise web.HTTPBadRequest(text="malformed JSON") from None
+        check_robot(body, settings.robot_code, settings.chatbot_user_id)
     except NotAMessage as exc:
-        log.warning("dingtalk callback rejected: %s", exc)
-        raise web.HTTPBadRequest(text=f"malformed message: {exc}") from None
+        raise _refuse(request, web.HTTPBadRequest, f"malformed message: {exc}") from None
+    except NotOurRobot as exc:
+        raise _refuse(request, web.HTTPForbidden, str(exc)) from None
+    if not await request.app[REPLAY].admit(timestamp, signature, raw):
+        raise _refuse(request, web.HTTPForbidden, "timestamp and sign already used for another body")
     await request.app[BOT].receive(msg)
     return web.json_response({})

@@ -29,7 +29,14 @@ from bot.channels import DeliveryError, PermanentDeliveryError
 from bot.clock import Clock
 from bot.types import Button, Card, Platform, Reply
 from integrations.dingtalk.client import DingTalkClient, WebhookGone
-from integrations.dingtalk.normalize import AT_USER, CONVERSATION_TYPE, GROUP, WEBHOOK, WEBHOOK_EXPIRES_MS
+from integrations.dingtalk.normalize import (
+    AT_USER,
+    CONVERSATION_TYPE,
+    GROUP,
+    WEBHOOK,
+    WEBHOOK_EXPIRES_MS,
+    safe_webhook,
+)
 from integrations.dingtalk.settings import DingTalkSettings
 
 log = logging.getLogger(__name__)
@@ -138,7 +145,11 @@ class DingTalkChannel:
 
     def _live_webhook(self, reply_to: dict[str, Any]) -> str:
         url, expires_ms = reply_to.get(WEBHOOK), reply_to.get(WEBHOOK_EXPIRES_MS)
-        if not isinstance(url, str) or not url or not isinstance(expires_ms, int):
+        if not isinstance(url, str) or not isinstance(expires_ms, int):
+            return ""
+        # Checked again on the way out: a reply queued before a stricter check still never leaves for elsewhere.
+        url = safe_webhook(url, self.settings.session_webhook_prefix)
+        if not url:
             return ""
         now_ms = int(self.clock.now().timestamp() * 1000)
         return url if now_ms + self.settings.webhook_margin_seconds * 1000 < expires_ms else ""

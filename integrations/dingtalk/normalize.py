@@ -13,6 +13,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.types import IncomingMessage
 
@@ -32,6 +33,42 @@ _LEADING_MENTION = re.compile(r"^\s*@\S+\s*")
 
 class NotAMessage(ValueError):
     """The body is not a DingTalk robot message we can read (HTTP 400)."""
+
+
+class NotOurRobot(ValueError):
+    """The body names another robot than the one configured (HTTP 403)."""
+
+
+def check_robot(body: dict[str, Any], robot_code: str, chatbot_user_id: str) -> None:
+    """The body's ``robotCode`` and ``chatbotUserId`` are ours, where configured; else ``NotOurRobot``."""
+    for field, ours in (("robotCode", robot_code), ("chatbotUserId", chatbot_user_id)):
+        if ours and body.get(field) != ours:
+            raise NotOurRobot(f"{field} is not this robot's")
+
+
+# A session webhook as DingTalk hands it out (https://oapi.dingtalk.com/robot/sendBySession?session=…): nothing in
+# its path or query that could lead the reply elsewhere once a client normalizes the URL.
+_WEBHOOK_PATH = re.compile(r"(/[A-Za-z0-9_\-.]+)+")
+_WEBHOOK_QUERY = re.compile(r"(?:[A-Za-z0-9_\-.=&+]|%[0-9A-Fa-f]{2})*")
+
+
+def safe_webhook(url: str, prefix: str) -> str:
+    """``url`` rebuilt from its parts when it is a plain URL under ``prefix``, else "".
+
+    Plain: printable ASCII; the scheme and the host (with its port, without userinfo) exactly the prefix's; a path
+    below the prefix's path made of plain segments (no dot segments, no percent-escapes, so no encoded slashes);
+    a query of ``key=value`` pairs (which cannot change the path); no fragment.
+    """
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return ""
+    parts, base = urlsplit(url), urlsplit(prefix)
+    if (parts.scheme, parts.netloc.lower(), parts.fragment) != (base.scheme, base.netloc.lower(), ""):
+        return ""
+    if not parts.path.startswith(base.path) or not _WEBHOOK_PATH.fullmatch(parts.path):
+        return ""
+    if any(segment in (".", "..") for segment in parts.path.split("/")) or not _WEBHOOK_QUERY.fullmatch(parts.query):
+        return ""
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
 
 def _str(body: dict[str, Any], key: str, *, required: bool = False) -> str:
@@ -94,8 +131,8 @@ def strip_mention(text: str, robot_name: str = "") -> str:
 def normalize(body: Any, robot_name: str = "", webhook_prefix: str = "https://oapi.dingtalk.com/") -> IncomingMessage:
     """Build the neutral message from a robot callback body; raises ``NotAMessage`` for anything unreadable.
 
-    A ``sessionWebhook`` outside ``webhook_prefix`` is dropped (the reply then goes by batchSend): the signature
-    covers only the headers, so the body's URL is not trusted blindly.
+    A ``sessionWebhook`` that is not a plain URL under ``webhook_prefix`` is dropped (the reply then goes by
+    batchSend): the signature covers only the headers, so the body's URL is not trusted blindly.
     """
     if not isinstance(body, dict):
         raise NotAMessage("body must be a JSON object")
@@ -123,9 +160,8 @@ def normalize(body: Any, robot_name: str = "", webhook_prefix: str = "https://oa
         raise NotAMessage("createAt out of range") from exc
 
     reply_to: dict[str, Any] = {CONVERSATION_TYPE: conversation_type, CONVERSATION_ID: conversation_id}
-    if webhook and not webhook.startswith(webhook_prefix):
-        log.warning("dingtalk message %s: sessionWebhook on an unexpected host ignored", msgid)
-        webhook = ""
+    if webhook and not (webhook := safe_webhook(webhook, webhook_prefix)):
+        log.warning("dingtalk message %s: sessionWebhook outside %s ignored", msgid[:64], webhook_prefix)
     if webhook and expires:
         reply_to[WEBHOOK] = webhook
         reply_to[WEBHOOK_EXPIRES_MS] = expires

@@ -17,6 +17,7 @@ class DingTalkSettings(PlatformSettings):
     robot_code: str = ""
     api_base: str = "https://api.dingtalk.com"
     robot_name: str = ""
+    chatbot_user_id: str = ""  # when set, a callback body naming another chatbotUserId is refused (403)
     callback_window_seconds: int = Field(3600, ge=1)
     webhook_margin_seconds: int = Field(60, ge=0)
     token_refresh_margin_seconds: int = Field(300, ge=0)

@@ -136,6 +136,7 @@ class DingTalkSimulator:
         self.invalid_staff_ids: set[str] = set()
         self.flow_controlled_staff_ids: set[str] = set()
         self._msgids = itertools.count(1)
+        self._last_timestamp = 0
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_post("/v1.0/oauth2/accessToken", self._access_token)
@@ -216,8 +217,14 @@ class DingTalkSimulator:
         ).digest()
         return base64.b64encode(digest).decode()
 
+    def fresh_timestamp(self) -> int:
+        """A signing timestamp no earlier request had: DingTalk signs every callback anew, and the bot accepts a
+        (timestamp, sign) pair for one body only, so calls on a pinned clock step on by a millisecond each."""
+        self._last_timestamp = max(self.now_ms(), self._last_timestamp + 1)
+        return self._last_timestamp
+
     def signed_headers(self, timestamp_ms: int | None = None) -> dict[str, str]:
-        ts = self.now_ms() if timestamp_ms is None else timestamp_ms
+        ts = self.fresh_timestamp() if timestamp_ms is None else timestamp_ms
         return {"timestamp": str(ts), "sign": self.sign(ts), "Content-Type": "application/json; charset=utf-8"}
 
     def open_session(self, user_id: str, conversation_id: str, group: bool = False, ttl: int | None = None) -> Session:
