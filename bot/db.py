@@ -7,14 +7,19 @@ pending migration before the app serves, on SQLite and PostgreSQL alike. After c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from tortoise import connections
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate
 
+from bot import sql
 from models import MODEL_MODULES
 
 log = logging.getLogger(__name__)
@@ -86,3 +91,33 @@ async def open_database(url: str) -> TortoiseContext:
 
 async def close_database(context: TortoiseContext) -> None:
     await context.close_connections()
+
+
+async def health(within: float) -> str:
+    """In a word, why the database cannot take a write now ("locked", "timeout", "unavailable"), or "ok".
+
+    Answers within ``within`` seconds whatever the database does. On SQLite the probe takes the write lock (and
+    releases it) on a connection of its own: the app's single connection may be queued behind a write that waits
+    for another process's lock, and a plain ``SELECT 1`` would pass while every write stalls.
+    """
+    conn = sql.default()
+    path = None if sql.is_postgres(conn) else getattr(conn, "filename", None)
+    try:
+        if isinstance(path, str) and path != ":memory:":
+            await asyncio.wait_for(asyncio.to_thread(_take_write_lock, path, within / 2), within)
+        else:
+            await asyncio.wait_for(conn.execute_query("SELECT 1"), within)
+    except TimeoutError:
+        return "timeout"
+    except sqlite3.OperationalError as exc:
+        return "locked" if "locked" in str(exc) else "unavailable"
+    except Exception:  # whatever the driver raises, the database is what does not answer
+        return "unavailable"
+    return "ok"
+
+
+def _take_write_lock(path: str, busy_timeout: float) -> None:
+    uri = Path(path).resolve().as_uri() + "?mode=rw"  # never creates a missing file
+    with closing(sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")

@@ -102,6 +102,8 @@ def _checked_root(xml: str) -> ET.Element:
             if depth > MAX_DEPTH:
                 raise NotAMessage(f"XML nested deeper than {MAX_DEPTH} levels")
             root = element if root is None else root
+    except NotAMessage:
+        raise
     except (ET.ParseError, ValueError, LookupError) as exc:  # DefusedXmlException is a ValueError
         raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
     if root is None:
