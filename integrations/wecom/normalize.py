@@ -7,7 +7,6 @@ becomes the neutral ``ARCHIVE_READY`` event. Other events keep their WeCom name.
 
 from __future__ import annotations
 
-import io
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -86,29 +85,38 @@ def _parse_hardened(xml: str) -> dict[str, Any]:
 
 def _checked_root(xml: str) -> ET.Element:
     """The root element, once ``defusedxml`` has read the whole document without a DTD or entity, and never
-    deeper than ``MAX_DEPTH`` (the parse stops at the first element too deep)."""
+    deeper than ``MAX_DEPTH``."""
     declared = _DECLARED_ENCODING.match(xml)
     if declared is not None and declared.group(1).lower() != "utf-8":
         raise NotAMessage("XML declares an encoding other than UTF-8")
-    root: ET.Element | None = None
-    depth = 0
+    parser = defused.XMLParser(target=_ShallowTree(), forbid_dtd=True)
     try:
-        events = defused.iterparse(io.BytesIO(xml.encode()), events=("start", "end"), forbid_dtd=True)
-        for event, element in events:
-            if event == "end":
-                depth -= 1
-                continue
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise NotAMessage(f"XML nested deeper than {MAX_DEPTH} levels")
-            root = element if root is None else root
+        parser.feed(xml.encode())
+        root: ET.Element = parser.close()
     except NotAMessage:
         raise
     except (ET.ParseError, ValueError, LookupError) as exc:  # DefusedXmlException is a ValueError
         raise NotAMessage(f"malformed XML: {type(exc).__name__}") from exc
-    if root is None:
-        raise NotAMessage("no root element")
     return root
+
+
+class _ShallowTree(ET.TreeBuilder):
+    """A tree builder that stops the parse at the first element deeper than ``MAX_DEPTH`` (the parser's per-element
+    work is Python code: a deep document would otherwise cost milliseconds before any check could run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+
+    def start(self, tag: Any, attrs: Any) -> ET.Element:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise NotAMessage(f"XML nested deeper than {MAX_DEPTH} levels")
+        return super().start(tag, attrs)
+
+    def end(self, tag: Any) -> ET.Element:
+        self.depth -= 1
+        return super().end(tag)
 
 
 def _parse_xml_general(xml: str) -> dict[str, Any]:
