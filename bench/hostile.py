@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.webhook import ROOT, _cpu_seconds, _free_port, _pin, _start, _stop, _wait_ready, make_callbacks
+from bench.webhook import ROOT, _cpu_seconds, _free_port, _start, _stop, _wait_ready, make_callbacks, split_cpus
 
 BOMB = (
     '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY a "lollollollollollollollollollol">'
@@ -180,10 +179,7 @@ def main() -> None:
     parser.add_argument("--bombers", type=int, default=10, help="clients posting bombs back to back")
     parser.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to")
     args = parser.parse_args()
-    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    server_cpus = {args.server_cpu} if args.server_cpu in available else set()
-    other_cpus = (available - server_cpus) or available
-    _pin(other_cpus)
+    server_cpus, other_cpus = split_cpus(args.server_cpu)
     with tempfile.TemporaryDirectory(prefix="crmbot-hostile-") as tmp:
         asyncio.run(run(args.each, args.duration, args.bombers, server_cpus, other_cpus, Path(tmp)))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.webhook import _free_port, _pin, _progress, _settle, _start, _stop, _wait_ready, make_callbacks
+from bench.webhook import _free_port, _progress, _settle, _start, _stop, _wait_ready, make_callbacks, split_cpus
 
 
 async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[int], workdir: Path) -> None:
@@ -84,10 +83,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of sending")
     parser.add_argument("--server-cpu", type=int, default=0, help="core the server is pinned to")
     args = parser.parse_args()
-    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    server_cpus = {args.server_cpu} if args.server_cpu in available else set()
-    other_cpus = (available - server_cpus) or available
-    _pin(other_cpus)
+    server_cpus, other_cpus = split_cpus(args.server_cpu)
     with tempfile.TemporaryDirectory(prefix="crmbot-steady-") as tmp:
         asyncio.run(run(args.rate, args.duration, server_cpus, other_cpus, Path(tmp)))
 

@@ -60,6 +60,15 @@ def _pin(cpus: set[int]) -> None:
         os.sched_setaffinity(0, cpus)
 
 
+def split_cpus(server_cpu: int) -> tuple[set[int], set[int]]:
+    """(the server's core, the others); this process, the load generator, moves to the others."""
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    server_cpus = {server_cpu} if server_cpu in available else set()
+    other_cpus = (available - server_cpus) or available
+    _pin(other_cpus)
+    return server_cpus, other_cpus
+
+
 def serve_hello(port: int) -> None:
     from aiohttp import web
 
@@ -429,10 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("wrk") is None:
         sys.exit("bench.webhook needs wrk (apt-get install wrk)")
 
-    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    server_cpus = {args.server_cpu} if args.server_cpu in available else set()
-    other_cpus = (available - server_cpus) or available
-    _pin(other_cpus)
+    server_cpus, other_cpus = split_cpus(args.server_cpu)
     db_options = f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else ""
     with tempfile.TemporaryDirectory(prefix="crmbot-bench-") as tmp:
         load = Load(args.duration, args.warmup, args.concurrency, server_cpus, other_cpus, Path(tmp))
