@@ -168,6 +168,22 @@ async def test_timestamps_outside_the_window_are_forbidden(
     await nothing_written()
 
 
+async def test_signatures_and_timestamps_that_are_not_ascii_are_forbidden(
+    make_settings: Any, start_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_app(make_settings())
+    query, body = signed_callback(text_xml("zhangsan", "帮助", 1))
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in query["timestamp"])  # digits, to str.isdigit
+    for raw in (f"msg_signature=签名&timestamp={query['timestamp']}", "msg_signature=%ff%fe&timestamp=1"):
+        resp = await client.post(f"/wecom/callback?{raw}&nonce={query['nonce']}", data=body.encode())
+        assert resp.status == 403, raw
+        refused_once(caplog)
+    resp = await client.post("/wecom/callback", params={**query, "timestamp": full_width}, data=body.encode())
+    assert resp.status == 403
+    refused_once(caplog, "timestamp")
+    await nothing_written()
+
+
 def _encrypt(body: str) -> str:
     return body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
 

@@ -62,6 +62,12 @@ async def test_url_verification_with_a_wrong_signature_is_forbidden(make_setting
     assert resp.status == 403
 
 
+async def test_url_verification_signed_long_ago_is_forbidden(make_settings: Any, start_app: Any) -> None:
+    client = await start_app(make_settings(), clock=signed_at(VERIFY, seconds_later=301))
+    resp = await client.get("/wecom/callback", params=VERIFY)
+    assert resp.status == 403
+
+
 async def test_the_official_push_vector_is_stored_once(make_settings: Any, start_app: Any) -> None:
     client = await start_app(make_settings(), clock=signed_at(PUSH_QUERY))
     for _ in range(2):  # WeCom retries the same message
