@@ -1,4 +1,5 @@
-"""The audit log: who changed what, before and after, when, and from which platform."""
+"""The audit log: who changed what, before and after, when, from which platform and message, about which customer,
+and which earlier row an undo (撤销) reverted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tortoise.models import Model
 
 class AuditLog(Model):
     id = fields.BigIntField(primary_key=True)
-    actor_id = fields.IntField(null=True)
+    actor_id = fields.IntField(null=True, db_index=True)
     actor_name = fields.CharField(max_length=64, default="")
     action = fields.CharField(max_length=64)
     entity = fields.CharField(max_length=32)
@@ -18,6 +19,9 @@ class AuditLog(Model):
     before: Any = fields.JSONField(null=True)
     after: Any = fields.JSONField(null=True)
     platform = fields.CharField(max_length=16, default="")
+    source = fields.CharField(max_length=191, default="", description="platform and message id of the request")
+    customer_id = fields.IntField(null=True, db_index=True, description="the customer the change is about")
+    undo_of = fields.BigIntField(null=True, db_index=True, description="the row this undo reverted")
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -1,0 +1,46 @@
+"""The audit log learns what undo (撤销) and the history need: the message a change came from (``source``), the
+customer it is about (``customer_id``, filled in for the customer rows already there), the row an undo reverted
+(``undo_of``), and an index to find one person's latest changes; contacts get a job title."""
+
+from tortoise import fields, migrations
+from tortoise.migrations import operations as ops
+
+BACKFILL = [
+    "UPDATE audit_log SET customer_id = CAST(entity_id AS INTEGER)"
+    " WHERE entity = 'customer' AND customer_id IS NULL AND entity_id <> ''"
+]
+
+
+class Migration(migrations.Migration):
+    dependencies = [("models", "0003_staff_accounts")]
+
+    initial = False
+
+    operations = [
+        ops.AlterField(
+            model_name="AuditLog",
+            name="actor_id",
+            field=fields.IntField(null=True, db_index=True),
+        ),
+        ops.AddField(
+            model_name="AuditLog",
+            name="customer_id",
+            field=fields.IntField(null=True, db_index=True, description="the customer the change is about"),
+        ),
+        ops.AddField(
+            model_name="AuditLog",
+            name="source",
+            field=fields.CharField(default="", description="platform and message id of the request", max_length=191),
+        ),
+        ops.AddField(
+            model_name="AuditLog",
+            name="undo_of",
+            field=fields.BigIntField(null=True, db_index=True, description="the row this undo reverted"),
+        ),
+        ops.AddField(
+            model_name="Contact",
+            name="title",
+            field=fields.CharField(default="", description="job title, e.g. 采购经理", max_length=64),
+        ),
+        ops.RunSQL(BACKFILL, reverse_sql=[]),
+    ]
