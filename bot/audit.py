@@ -61,7 +61,7 @@ def entry(
     person = actor if isinstance(actor, Staff) else None
     if customer_id is None and entity == "customer" and str(entity_id).isdigit():
         customer_id = int(str(entity_id))
-    return AuditLog(
+    row = AuditLog(
         actor_id=person.id if person is not None else None,
         actor_name=person.name if person is not None else str(actor),
         action=action,
@@ -73,8 +73,10 @@ def entry(
         source=source[:191],
         customer_id=customer_id,
         undo_of=undo_of,
-        created_at=at,
     )
+    if at is not None:
+        row.created_at = at
+    return row
 
 
 async def record(

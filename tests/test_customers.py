@@ -20,12 +20,13 @@ from tests.simulators.wecom import WeComSimulator
 NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
 
 
-async def demo(start_app: Any, make_settings: Any, **sections: Any) -> Any:
-    """The demo team and customers at NOW: 张三 owns 华为/比亚迪/三一, 李四 owns 恒力液压/金风科技,
-    王经理 manages both."""
+async def demo(start_app: Any, make_settings: Any, clock: Clock | None = None, **sections: Any) -> Any:
+    """The demo team and customers at NOW (or on ``clock``): 张三 owns 华为/比亚迪/三一, 李四 owns
+    恒力液压/金风科技, 王经理 manages both."""
     # The demo conversations would otherwise trigger keyword rules (tested in test_keyword_rules.py).
     sections.setdefault("keywords", {"buying_signal_tag": "", "ticket_mode": "off"})
-    client = await start_app(make_settings(**sections), clock=Clock(NOW), run_scheduler=False, run_dispatcher=False)
+    clock = clock or Clock(NOW)
+    client = await start_app(make_settings(**sections), clock=clock, run_scheduler=False, run_dispatcher=False)
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
     return client
