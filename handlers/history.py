@@ -134,9 +134,12 @@ async def last_change(staff: Staff, ctx: Context) -> AuditLog | None:
     return None
 
 
-@capability.intent("undo", examples=["撤销", "撤回上一步"], order=95)
+@capability.intent("undo", order=95)
 async def undo(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """撤销您自己的上一步修改（限时）"""
+    """撤销您自己的上一步修改（限时）
+
+    Not listed in the help on its own: every reply to a change says how, and the history's help line mentions it.
+    """
     row = await last_change(ctx.staff, ctx)
     if row is None:
         return Reply("没有可以撤销的操作。")
@@ -455,9 +458,9 @@ def touches(row: AuditLog, field: str) -> bool:
     return field in after and not same_value(before.get(field), after.get(field))
 
 
-@capability.intent("history", examples=["操作记录 华为", "谁改了华为的阶段"], order=96, customer=True)
+@capability.intent("history", examples=["操作记录 华为"], order=96, customer=True)
 async def history(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """查看客户的操作记录（谁、何时、改了什么）"""
+    """操作记录（发「撤销」撤回上一步）"""
     customer = ctx.customer
     if not await visible_to(ctx.staff, customer):
         return Reply(f"「{customer.name}」不是您或您团队的客户，无法查看操作记录。")

@@ -14,12 +14,7 @@ from models.customers import Contact, Customer
 from tests.driver import ConsoleChat, WeComChat
 from tests.simulators.wecom import WeComSimulator
 from tests.test_customers import demo
-
-HUAWEI = "华为技术有限公司"
-
-
-async def huawei() -> Customer:
-    return await Customer.get(name=HUAWEI)
+from tests.test_undo import huawei
 
 
 async def test_a_contact_is_added_changed_and_shown_on_the_card(start_app: Any, make_settings: Any) -> None:
@@ -55,7 +50,7 @@ async def test_a_contact_is_added_changed_and_shown_on_the_card(start_app: Any, 
         ("华为 合同到期 2027-02-30", "「2027-02-30」不是一个真实的日期，请写成 2027-03-31、2027年3月31日 或 2027/3/31"),
         ("华为 合同到期 下个月底", "没看懂日期「下个月底」"),
         ("华为 别名 比亚迪", "「比亚迪」已经是「比亚迪股份有限公司」的名称或别名了"),
-        ("华为 付款方式 月结60天", "还没有「付款方式」这个字段。要新建，请发「华为技术有限公司 字段 付款方式 月结60天」"),
+        ("华为 付款方式 月结60天", "还没有「付款方式」这个字段。要新建，请发「华为技术有限公司 字段 付款方式"),
         ("华为 字段 阶段 报价", "「阶段」不能作为自定义字段名"),
     ],
 )

@@ -115,7 +115,7 @@ async def test_a_ticket_is_cancelled_and_its_engineer_told(start_app: Any, make_
     opened = await chat.say("张三", "工单 华为 设备漏油 紧急")
     assert opened.rstrip().endswith(HINT)
     ticket = await Ticket.get(customer__name=HUAWEI)
-    assert "已撤销：工单 #%d（设备漏油），已取消" % ticket.id in await chat.say("张三", "撤销")
+    assert f"已撤销：工单 #{ticket.id}（设备漏油），已取消" in await chat.say("张三", "撤销")
     assert not await Ticket.filter(id=ticket.id).exists()
     chengong = await Staff.get(name="陈工")
     told = [m.payload["text"] for m in await OutboxMessage.filter(staff_id=chengong.id).order_by("id")]
