@@ -26,3 +26,5 @@ class AuditLog(Model):
 
     class Meta:
         table = "audit_log"
+        # The history of one ticket or contact (a customer's history takes its tickets' and contacts' rows too).
+        indexes = (("entity", "entity_id"),)

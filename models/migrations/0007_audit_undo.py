@@ -1,8 +1,10 @@
 """The audit log learns what undo (撤销) and the history need: the message a change came from (``source``), the
 customer it is about (``customer_id``, filled in for the customer rows already there), the row an undo reverted
-(``undo_of``), and an index to find one person's latest changes; contacts get a job title."""
+(``undo_of``), indexes to find one person's latest changes and one ticket's or contact's rows; contacts get a job
+title."""
 
 from tortoise import fields, migrations
+from tortoise.indexes import Index
 from tortoise.migrations import operations as ops
 
 BACKFILL = [
@@ -37,6 +39,7 @@ class Migration(migrations.Migration):
             name="undo_of",
             field=fields.BigIntField(null=True, db_index=True, description="the row this undo reverted"),
         ),
+        ops.AddIndex(model_name="AuditLog", index=Index(fields=["entity", "entity_id"])),
         ops.AddField(
             model_name="Contact",
             name="title",
