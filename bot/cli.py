@@ -303,7 +303,7 @@ def audit(config: str | None, customer: str | None, since: str | None, actor: st
             by = None
             if actor and (by := await lookup(actor, active=False)) is None:
                 raise BadInput(f"unknown staff member {actor!r}")
-            rows = await (await changes(about, moment, by))
+            rows = await changes(about, moment, by)
             book = await Book.load(app[BOT].directory, settings.tz, rows)
             names = {int(i): str(n) for i, n in await Customer.all().values_list("id", "name")}
             return [(book.as_json(row, names), book.platform(row)) for row in rows]

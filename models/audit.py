@@ -19,12 +19,12 @@ class AuditLog(Model):
     before: Any = fields.JSONField(null=True)
     after: Any = fields.JSONField(null=True)
     platform = fields.CharField(max_length=16, default="")
-    source = fields.CharField(max_length=191, default="", description="platform and message id of the request")
+    source = fields.CharField(
+        max_length=191, default="", db_default="", description="platform and message id of the request"
+    )
     customer_id = fields.IntField(null=True, db_index=True, description="the customer the change is about")
     undo_of = fields.BigIntField(null=True, db_index=True, description="the row this undo reverted")
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         table = "audit_log"
-        # The history of one ticket or contact (a customer's history takes its tickets' and contacts' rows too).
-        indexes = (("entity", "entity_id"),)
