@@ -11,7 +11,7 @@ from tortoise.models import Model
 
 class AuditLog(Model):
     id = fields.BigIntField(primary_key=True)
-    actor_id = fields.IntField(null=True, db_index=True)
+    actor_id = fields.IntField(null=True)
     actor_name = fields.CharField(max_length=64, default="")
     action = fields.CharField(max_length=64)
     entity = fields.CharField(max_length=32)
@@ -22,9 +22,11 @@ class AuditLog(Model):
     source = fields.CharField(
         max_length=191, default="", db_default="", description="platform and message id of the request"
     )
-    customer_id = fields.IntField(null=True, db_index=True, description="the customer the change is about")
-    undo_of = fields.BigIntField(null=True, db_index=True, description="the row this undo reverted")
+    customer_id = fields.IntField(null=True, description="the customer the change is about")
+    undo_of = fields.BigIntField(null=True, description="the row this undo reverted")
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         table = "audit_log"
+        # One person's latest changes (撤销), one customer's history (操作记录), newest first from the index.
+        indexes = (("actor_id", "id"), ("customer_id", "id"))

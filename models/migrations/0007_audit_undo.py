@@ -1,9 +1,11 @@
 """The audit log learns what undo (撤销) and the history need: the message a change came from (``source``), the
-customer it is about (``customer_id``, filled in for the customer rows already there), the row an undo reverted
-(``undo_of``), and an index to find one person's latest changes; contacts get a job title. Rows already there about
-a customer, or one of its contacts, tickets or approvals, get the customer filled in."""
+customer it is about (``customer_id``), the row an undo reverted (``undo_of``), and indexes to find one person's
+latest changes and one customer's history; contacts get a job title. Rows already there about a customer, or one
+of its contacts, tickets or approvals, get the customer filled in. New text columns carry a database default, so
+that tables with rows take them."""
 
 from tortoise import fields, migrations
+from tortoise.indexes import Index
 from tortoise.migrations import operations as ops
 
 BACKFILL = [
@@ -27,15 +29,10 @@ class Migration(migrations.Migration):
     initial = False
 
     operations = [
-        ops.AlterField(
-            model_name="AuditLog",
-            name="actor_id",
-            field=fields.IntField(null=True, db_index=True),
-        ),
         ops.AddField(
             model_name="AuditLog",
             name="customer_id",
-            field=fields.IntField(null=True, db_index=True, description="the customer the change is about"),
+            field=fields.IntField(null=True, description="the customer the change is about"),
         ),
         ops.AddField(
             model_name="AuditLog",
@@ -47,8 +44,10 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name="AuditLog",
             name="undo_of",
-            field=fields.BigIntField(null=True, db_index=True, description="the row this undo reverted"),
+            field=fields.BigIntField(null=True, description="the row this undo reverted"),
         ),
+        ops.AddIndex(model_name="AuditLog", index=Index(fields=["actor_id", "id"])),
+        ops.AddIndex(model_name="AuditLog", index=Index(fields=["customer_id", "id"])),
         ops.AddField(
             model_name="Contact",
             name="title",
