@@ -197,7 +197,8 @@ async def _undo_customer_fields(row: AuditLog, ctx: Context, book: Book) -> str:
     await _unchanged_since(row, customer, keys, book)
     await restore_fields(customer, {k: before.get(k) for k in keys}, ctx.conn)
     restored = "、".join(book.value(k, before.get(k)) for k in keys if book.label(k))
-    return f"{customer.name} {book.describe(row)}，已恢复为「{restored}」"
+    back = "已清空" if all(before.get(k) in (None, "", []) for k in keys) else f"已恢复为「{restored}」"
+    return f"{customer.name} {book.describe(row)}，{back}"
 
 
 async def _undo_follow_up(row: AuditLog, ctx: Context, book: Book) -> str:

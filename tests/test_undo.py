@@ -56,7 +56,7 @@ async def test_a_stage_change_is_undone_and_the_undo_is_audited(start_app: Any, 
         ("把华为转给李四", "负责人 张三 → 李四，已恢复为「张三」", "owner_id", "张三"),
         ("华为 行业 通信", "行业 通信设备 → 通信，已恢复为「通信设备」", "industry", "通信设备"),
         ("华为 别名 HW", "别名 华为 → 华为、HW，已恢复为「华为」", "aliases", ["华为"]),
-        ("华为 合同到期 2027-03-31", "合同到期 — → 2027-03-31，已恢复为「—」", "contract_end", None),
+        ("华为 合同到期 2027-03-31", "合同到期 — → 2027-03-31，已清空", "contract_end", None),
     ],
 )
 async def test_each_customer_change_is_undone(
@@ -78,7 +78,7 @@ async def test_a_custom_field_is_undone(start_app: Any, make_settings: Any) -> N
     chat = ConsoleChat(client.app)
     await chat.say("张三", "华为 字段 付款方式 月结60天")
     assert (await huawei()).custom_fields["付款方式"] == "月结60天"
-    assert "付款方式 — → 月结60天" in await chat.say("张三", "撤销")
+    assert "已撤销：华为技术有限公司 付款方式 — → 月结60天，已清空" in await chat.say("张三", "撤销")
     assert "付款方式" not in (await huawei()).custom_fields
 
 
