@@ -1,8 +1,11 @@
 """The audit log, written one way: by a person (the staff member whose message made the change) or by the system
-(a scheduled rule, a keyword rule, an import), always with before and after."""
+(a scheduled rule, a keyword rule, an import), always with before and after, the customer it is about and the
+message that asked for it. Which changes a person may take back with 撤销 is decided here, so that the reply to
+every such change can say so."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -11,6 +14,29 @@ from models.audit import AuditLog
 from models.staff import Staff
 
 SYSTEM = "系统"
+UNDO = "undo"
+# The changes 撤销 takes back (each has its way back in the history capability).
+UNDOABLE = frozenset(
+    {
+        "follow_up",
+        "create_customer",
+        "create_ticket",
+        "update_ticket",
+        "set_stage",
+        "set_grade",
+        "tag",
+        "transfer",
+        "reminder.create",
+        "approval.request",
+        "set_field",
+        "set_contact",
+    }
+)
+
+
+def undo_hint(minutes: int) -> str:
+    """The line that ends the reply to an undoable change."""
+    return f"（{minutes} 分钟内回复「撤销」可撤回）"
 
 
 def entry(
@@ -22,10 +48,20 @@ def entry(
     *,
     actor: Staff | str = SYSTEM,
     platform: str = "",
+    source: str = "",
+    customer_id: int | None = None,
+    undo_of: int | None = None,
+    at: datetime | None = None,
 ) -> AuditLog:
-    """An unsaved audit row (for ``bulk_create``). ``actor`` is a staff member, or the name of what acted."""
+    """An unsaved audit row (for ``bulk_create``). ``actor`` is a staff member, or the name of what acted.
+
+    A change of a customer row is about that customer unless ``customer_id`` says otherwise; ``at`` defaults to
+    the moment the row is saved.
+    """
     person = actor if isinstance(actor, Staff) else None
-    return AuditLog(
+    if customer_id is None and entity == "customer" and str(entity_id).isdigit():
+        customer_id = int(str(entity_id))
+    row = AuditLog(
         actor_id=person.id if person is not None else None,
         actor_name=person.name if person is not None else str(actor),
         action=action,
@@ -34,7 +70,13 @@ def entry(
         before=before,
         after=after,
         platform=platform,
+        source=source[:191],
+        customer_id=customer_id,
+        undo_of=undo_of,
     )
+    if at is not None:
+        row.created_at = at
+    return row
 
 
 async def record(
@@ -46,7 +88,25 @@ async def record(
     *,
     actor: Staff | str = SYSTEM,
     platform: str = "",
+    source: str = "",
+    customer_id: int | None = None,
+    undo_of: int | None = None,
+    at: datetime | None = None,
     conn: BaseDBAsyncClient | None = None,
-) -> None:
+) -> AuditLog:
     """Write one audit row (in ``conn``'s transaction when given)."""
-    await entry(action, entity, entity_id, before, after, actor=actor, platform=platform).save(using_db=conn)
+    row = entry(
+        action,
+        entity,
+        entity_id,
+        before,
+        after,
+        actor=actor,
+        platform=platform,
+        source=source,
+        customer_id=customer_id,
+        undo_of=undo_of,
+        at=at,
+    )
+    await row.save(using_db=conn)
+    return row

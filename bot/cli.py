@@ -68,13 +68,13 @@ async def running_app(settings: Settings, clock: Clock | None = None, **kwargs: 
         await runner.cleanup()
 
 
-def parse_now(value: str | None, settings: Settings) -> datetime | None:
+def parse_now(value: str | None, settings: Settings, option: str = "--now") -> datetime | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise BadInput(f"--now must be ISO 8601, got {value!r}") from exc
+        raise BadInput(f"{option} must be ISO 8601, got {value!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=settings.tz)
 
 
@@ -278,6 +278,42 @@ def search(
         click.echo(f"「{result['query']}」 {result['total']} 条 hits")
         for hit in result["hits"]:
             click.echo(f"  {hit['time'][:16]}  {hit['customer'] or '—'}  {hit['sender']}: {hit['snippet']}")
+
+
+@main.command()
+@config_option
+@click.option("--customer", "customer", default=None, help="Only changes about this customer (name or alias).")
+@click.option("--since", "since", default=None, help="Only changes since this ISO 8601 date or time (local).")
+@click.option("--actor", "actor", default=None, help="Only changes by this staff member (name or user id).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per change.")
+def audit(config: str | None, customer: str | None, since: str | None, actor: str | None, as_json: bool) -> None:
+    """Read the audit log, newest first: who changed what, before → after, when, from which platform."""
+    from handlers.history import Book, changes  # start-up time: only this command
+
+    settings = _settings(config)
+    moment = parse_now(since, settings, "--since")
+
+    async def go() -> list[tuple[dict[str, Any], str]]:
+        async with running_app(settings) as app:
+            about = None
+            if customer:
+                about = await Customer.get_or_none(name=app[BOT].understanding.resolve_customer(customer))
+                if about is None:
+                    raise BadInput(f"unknown customer {customer!r}")
+            by = None
+            if actor and (by := await lookup(actor, active=False)) is None:
+                raise BadInput(f"unknown staff member {actor!r}")
+            rows = await changes(about, moment, by)
+            book = await Book.load(app[BOT].directory, settings.tz, rows)
+            names = {int(i): str(n) for i, n in await Customer.all().values_list("id", "name")}
+            return [(book.as_json(row, names), book.platform(row)) for row in rows]
+
+    for line, platform in _run(go()):
+        if as_json:
+            click.echo(json.dumps(line, ensure_ascii=False))
+        else:
+            who = f"{line['actor']}（{platform}）"
+            click.echo(f"{line['time'][:16].replace('T', ' ')}  {who}  {line['customer'] or '—'}  {line['summary']}")
 
 
 @main.group()

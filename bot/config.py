@@ -93,6 +93,7 @@ class RulesSettings(_Section):
     repurchase_min_orders: int = Field(2, ge=2)
     engine_interval_seconds: int = Field(60, ge=5)
     full_sweep_at: time = time(8, 30)
+    undo_window_minutes: int = Field(10, ge=1)
 
 
 class NpsSettings(_Section):

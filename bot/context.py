@@ -102,6 +102,7 @@ class Context:
     pushes: int = field(default=0)
     found: Customer | None = None
     click: Click | None = None
+    audited: list[str] = field(default_factory=list)  # the actions this message's handling wrote to the audit log
 
     @property
     def settings(self) -> Settings:
@@ -129,10 +130,28 @@ class Context:
         entity_id: object,
         before: dict[str, Any] | None = None,
         after: dict[str, Any] | None = None,
+        *,
+        customer_id: int | None = None,
+        undo_of: int | None = None,
     ) -> None:
+        """Audit a change made for this message (about ``customer_id``, else the resolved customer, if any)."""
+        if customer_id is None and self.found is not None:
+            customer_id = self.found.id
         await audit.record(
-            action, entity, entity_id, before, after, actor=self.staff, platform=self.msg.platform, conn=self.conn
+            action,
+            entity,
+            entity_id,
+            before,
+            after,
+            actor=self.staff,
+            platform=self.msg.platform,
+            source=f"{self.msg.platform}:{self.msg.msgid}",
+            customer_id=customer_id,
+            undo_of=undo_of,
+            at=self.now,
+            conn=self.conn,
         )
+        self.audited.append(action)
 
 
 @dataclass

@@ -4,17 +4,19 @@ Each step looks at the ``Turn`` so far and either lets it go on (returns None) o
 The steps, in order: understand the text (or the tapped button, or the event); make sure the sender is a
 registered staff member (the platform itself may send events some intents accept); take "2" as the answer to a
 numbered question asked earlier; find the intent's handler; run its check; resolve the customer it is about; run
-it. A new cross-cutting step is one more entry in the list.
+it (a reply to a change that 撤销 can take back ends with how to do so). A new cross-cutting step is one more
+entry in the list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from bot.audit import UNDOABLE, undo_hint
 from bot.capability import Registry
 from bot.context import Context, HandlerResult, IntentSpec, Services
 from bot.resolution import pick_choice, resolve
@@ -137,4 +139,15 @@ class Dispatcher:
 
     async def run_handler(self, turn: Turn) -> list[Reply] | None:
         assert turn.spec is not None
-        return as_replies(await turn.spec.handler(turn.msg, turn.parsed.slots, turn.ctx))
+        replies = as_replies(await turn.spec.handler(turn.msg, turn.parsed.slots, turn.ctx))
+        if UNDOABLE.intersection(turn.ctx.audited):
+            return with_undo_hint(replies, self.services.settings.rules.undo_window_minutes)
+        return replies
+
+
+def with_undo_hint(replies: list[Reply], minutes: int) -> list[Reply]:
+    """The replies, the last written one ending with how to take the change back (撤销)."""
+    for i, reply in reversed(list(enumerate(replies))):
+        if reply.kind in ("text", "markdown") and reply.text:
+            return [*replies[:i], replace(reply, text=f"{reply.text}\n{undo_hint(minutes)}"), *replies[i + 1 :]]
+    return replies

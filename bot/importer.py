@@ -213,9 +213,16 @@ def _merge_by_name(records: list[Record], report: Report) -> dict[str, Record]:
 
 
 def _audit(
-    action: str, entity: str, entity_id: object, before: dict[str, Any] | None, after: dict[str, Any]
+    action: str,
+    entity: str,
+    entity_id: object,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    customer_id: int | None = None,
 ) -> AuditLog:
-    return audit.entry(action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM)
+    return audit.entry(
+        action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM, customer_id=customer_id
+    )
 
 
 def _described(values: dict[str, Any], staff_names: dict[int, str]) -> dict[str, Any]:
@@ -656,7 +663,8 @@ async def _save_contacts(
         if contact is None:
             contact = await Contact.create(customer_id=customer.id, **values)
             stored.append(contact)
-            audits.append(_audit("create", "contact", contact.id, None, {"customer": customer.name, **values}))
+            after = {"customer": customer.name, **values}
+            audits.append(_audit("create", "contact", contact.id, None, after, customer_id=customer.id))
             changed += 1
             continue
         after = {k: v for k, v in values.items() if getattr(contact, k) != v}
@@ -665,7 +673,8 @@ async def _save_contacts(
             for key, value in after.items():
                 setattr(contact, key, value)
             await contact.save(update_fields=list(after))
-            audits.append(_audit("update", "contact", contact.id, before, {"customer": customer.name, **after}))
+            after = {"customer": customer.name, **after}
+            audits.append(_audit("update", "contact", contact.id, before, after, customer_id=customer.id))
             changed += 1
     return changed
 

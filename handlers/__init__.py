@@ -12,6 +12,7 @@ from handlers import (
     customers,
     followups,
     help,
+    history,
     keywords,
     ladder,
     nps,
@@ -34,4 +35,5 @@ CAPABILITIES: list[Capability] = [
     approvals.capability,
     nps.capability,
     orders.capability,
+    history.capability,
 ]

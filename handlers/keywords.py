@@ -195,7 +195,9 @@ async def _service_request(
         "priority": str(priority),
         "msgid": message.msgid,
     }
-    await audit.record("create_ticket", "ticket", ticket.id, None, after, platform=message.platform, conn=conn)
+    await audit.record(
+        "create_ticket", "ticket", ticket.id, None, after, platform=message.platform, customer_id=customer.id, conn=conn
+    )
     told: set[int] = set()
     for person_id in (ticket.assignee_id, customer.owner_id):
         if person_id is None or person_id in told:

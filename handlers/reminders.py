@@ -116,6 +116,7 @@ async def remind(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
         source=f"{msg.platform}:{msg.msgid}"[:191],
         using_db=ctx.conn,
     )
-    await ctx.audit("reminder.create", "reminder", reminder.id, None, {"at": at.isoformat(), "content": content})
+    after = {"at": at.isoformat(), "content": content}
+    await ctx.audit("reminder.create", "reminder", reminder.id, None, after, customer_id=reminder.customer_id)
     when = at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     return Reply(f"好的，{when} 提醒您：{content}")

@@ -75,6 +75,7 @@ class Contact(Model):
     customer_id: int
     name = fields.CharField(max_length=64, default="")
     phone = fields.CharField(max_length=32, default="")
+    title = fields.CharField(max_length=64, default="", db_default="", description="job title, e.g. 采购经理")
     role = fields.CharField(max_length=32, default="", description="decision-chain role, e.g. 决策人/采购/技术")
     external_userid = fields.CharField(max_length=64, null=True, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)

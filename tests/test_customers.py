@@ -18,14 +18,16 @@ from tests.driver import ConsoleChat, WeComChat
 from tests.simulators.wecom import WeComSimulator
 
 NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
+HINT = "\n（10 分钟内回复「撤销」可撤回）"  # ends the reply to every change that can be undone
 
 
-async def demo(start_app: Any, make_settings: Any, **sections: Any) -> Any:
-    """The demo team and customers at NOW: 张三 owns 华为/比亚迪/三一, 李四 owns 恒力液压/金风科技,
-    王经理 manages both."""
+async def demo(start_app: Any, make_settings: Any, clock: Clock | None = None, **sections: Any) -> Any:
+    """The demo team and customers at NOW (or on ``clock``): 张三 owns 华为/比亚迪/三一, 李四 owns
+    恒力液压/金风科技, 王经理 manages both."""
     # The demo conversations would otherwise trigger keyword rules (tested in test_keyword_rules.py).
     sections.setdefault("keywords", {"buying_signal_tag": "", "ticket_mode": "off"})
-    client = await start_app(make_settings(**sections), clock=Clock(NOW), run_scheduler=False, run_dispatcher=False)
+    clock = clock or Clock(NOW)
+    client = await start_app(make_settings(**sections), clock=clock, run_scheduler=False, run_dispatcher=False)
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
     return client
@@ -122,7 +124,7 @@ async def test_a_transfer_in_wecom_tells_both_reps(
 ) -> None:
     client = await demo(start_app, make_settings)
     await WeComChat(client, deliver=True).say("wangjl", "把金风科技转给张三跟进", 9101)
-    assert wecom_sim.texts_to("wangjl") == ["已把「金风科技股份有限公司」从李四转给张三。"]
+    assert wecom_sim.texts_to("wangjl") == [f"已把「金风科技股份有限公司」从李四转给张三。{HINT}"]
     [to_new] = wecom_sim.texts_to("zhangsan")
     assert "王经理 把客户「金风科技股份有限公司」转给了您负责" in to_new
     [to_old] = wecom_sim.texts_to("lisi")
@@ -143,7 +145,7 @@ async def test_only_the_owner_or_a_manager_may_transfer(
     await WeComChat(client, deliver=True).say("zhangsan", "把华为转给小明", 9202)
     assert "没有找到同事「小明」" in wecom_sim.texts_to("zhangsan")[-1]
     await WeComChat(client, deliver=True).say("zhangsan", "transfer 华为 李四", 9203)
-    assert wecom_sim.texts_to("zhangsan")[-1] == "已把「华为技术有限公司」从张三转给李四。"
+    assert wecom_sim.texts_to("zhangsan")[-1] == f"已把「华为技术有限公司」从张三转给李四。{HINT}"
     assert "张三 把客户「华为技术有限公司」转给了您负责" in wecom_sim.texts_to("lisi")[-1]
     assert not await Customer.filter(name="恒力液压有限公司", owner__name="张三").exists()
 
@@ -153,7 +155,7 @@ async def test_stage_change_through_wecom_is_audited_with_the_platform(
 ) -> None:
     client = await demo(start_app, make_settings)
     await WeComChat(client, deliver=True).say("zhangsan", "三一重工丢单了，被竞争对手抢了", 9301)
-    assert wecom_sim.texts_to("zhangsan") == ["「三一重工股份有限公司」阶段：潜在 → 流失。"]
+    assert wecom_sim.texts_to("zhangsan") == [f"「三一重工股份有限公司」阶段：潜在 → 流失。{HINT}"]
     log = await AuditLog.get(action="set_stage")
     assert log.platform == "wecom" and log.after["stage"] == "lost"
 
@@ -175,9 +177,9 @@ async def test_a_rep_runs_the_customer_commands_in_wecom(
     help_text, created, graded, tagged, staged, card = wecom_sim.texts_to("zhangsan")
     assert "记录跟进" in help_text and "开工单" in help_text and "「把金风科技转给李四跟进」" in help_text
     assert created.startswith("已为您建档「宁德时代」")
-    assert graded == "「宁德时代」等级：— → A。"
-    assert tagged == "「宁德时代」的标签：电池。"
-    assert staged == "「宁德时代」阶段：潜在 → 方案。"
+    assert graded == f"「宁德时代」等级：— → A。{HINT}"
+    assert tagged == f"「宁德时代」的标签：电池。{HINT}"
+    assert staged == f"「宁德时代」阶段：潜在 → 方案。{HINT}"
     assert "【宁德时代】" in card and "等级：A" in card and "标签：电池" in card and "阶段：方案" in card
     actions = [a.action for a in await AuditLog.filter(platform="wecom", actor_name="张三").order_by("id")]
     assert actions == ["create_customer", "set_grade", "tag", "set_stage"]
@@ -188,5 +190,5 @@ async def test_a_transfer_in_the_console_tells_the_new_owner(
 ) -> None:
     client = await demo(start_app, make_settings)
     out = await ConsoleChat(client.app).say(await Staff.get(name="张三"), "三一重工以后交给李四负责")
-    assert out.strip() == "已把「三一重工股份有限公司」从张三转给李四。"
+    assert out.strip() == f"已把「三一重工股份有限公司」从张三转给李四。{HINT}"
     assert "张三 把客户「三一重工股份有限公司」转给了您负责" in wecom_sim.texts_to("lisi")[0]

@@ -84,3 +84,51 @@ async def test_accounts_and_cards_survive_the_move_to_staff_accounts(tmp_path: P
     finally:
         if PG_URL:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+BEFORE_UNDO = "models.0003_staff_accounts"
+LEGACY_AUDIT = (
+    "INSERT INTO staff (id, name, role, active, created_at) VALUES (2, '张三', 'rep', {true}, {now});"
+    " INSERT INTO customer (id, name, aliases, industry, grade, stage, owner_id, tags, custom_fields, created_at,"
+    " updated_at) VALUES (7, '华为技术有限公司', '[]', '', '', 'quote', 2, '[]', '{{}}', {now}, {now});"
+    " INSERT INTO contact (id, customer_id, name, phone, role, created_at) VALUES (3, 7, '刘工', '13800000001',"
+    " '决策人', {now});"
+    " INSERT INTO ticket (id, customer_id, title, description, priority, status, source, first_response_due,"
+    " resolution, created_at, updated_at) VALUES (5, 7, '漏油', '', 'normal', 'open', 'manual', {now}, '', {now},"
+    " {now});"
+    " INSERT INTO approval (id, customer_id, requester_id, discount, reason, status, level, levels, platform,"
+    " created_at, updated_at) VALUES (12, 7, 2, 0.85, '', 'pending', 1, 1, 'wecom', {now}, {now});"
+    " INSERT INTO audit_log (actor_name, action, entity, entity_id, platform, created_at) VALUES"
+    " ('张三', 'set_stage', 'customer', '7', 'wecom', {now}), ('导入', 'create', 'contact', '3', 'cli', {now}),"
+    " ('系统', 'ticket.escalate', 'ticket', '5', 'rules', {now}), ('张三', 'approval.request', 'approval', 'AP12',"
+    " 'wecom', {now}), ('导入', 'create', 'staff', '2', 'cli', {now})"
+)
+
+
+async def test_the_audit_rows_already_there_learn_their_customer(tmp_path: Path) -> None:
+    if PG_URL:
+        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
+        await _admin(f'CREATE DATABASE "{name}"')
+        url, true, now = _with_database(PG_URL, name), "TRUE", "now()"
+    else:
+        url, true, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "'2026-01-01 00:00:00+00:00'"
+    try:
+        await _at(url, BEFORE_UNDO)
+        await _script(url, LEGACY_AUDIT.format(true=true, now=now))
+
+        await migrate_database(url)
+
+        rows = await _query(url, "SELECT entity, customer_id, source, undo_of FROM audit_log ORDER BY id")
+        assert [(r["entity"], r["customer_id"]) for r in rows] == [
+            ("customer", 7),
+            ("contact", 7),
+            ("ticket", 7),
+            ("approval", 7),
+            ("staff", None),
+        ]
+        assert {(r["source"], r["undo_of"]) for r in rows} == {("", None)}
+        [contact] = await _query(url, "SELECT name, title FROM contact")
+        assert (contact["name"], contact["title"]) == ("刘工", "")
+    finally:
+        if PG_URL:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -96,7 +96,7 @@ async def test_resolving_in_wecom_tells_the_owner(
                                  assignee=await Staff.get(name="陈工"))  # fmt: skip
     await WeComChat(client, deliver=True).say("chengong", f"{ticket.id}号工单修好了，换了液压泵", 9601)
     assert wecom_sim.texts_to("chengong")[0].endswith(
-        "待处理 → 已解决\n说明：换了液压泵\n请在 2026-11-19 10:00 前回访客户确认。"
+        "待处理 → 已解决\n说明：换了液压泵\n请在 2026-11-19 10:00 前回访客户确认。\n（10 分钟内回复「撤销」可撤回）"
     )
     assert "已已解决" in wecom_sim.texts_to("zhangsan")[0] or "已解决" in wecom_sim.texts_to("zhangsan")[0]
 

@@ -397,5 +397,6 @@ async def escalate(bot: Services, step_id: int, target_id: int, now: datetime) -
         approval.code,
         before={"level": step.level, "approver": silent.name},
         after={"level": nxt.level, "approver": target.name, "hours": hours},
+        customer_id=approval.customer_id,
     )
     return True

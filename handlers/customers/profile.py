@@ -3,20 +3,39 @@ the latest messages."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.access import visible_to
 from bot.context import Context, Slots
 from bot.display import local
 from bot.types import IncomingMessage, Reply
 from handlers.customers.capability import capability
-from models.customers import STAGE_LABELS, Customer, Stage
+from models.customers import STAGE_LABELS, Contact, Customer, Stage
 from models.followups import FollowUp
 from models.messages import Message
 from models.nps import Survey
 from models.tickets import TICKET_STATUS_LABELS, Ticket, TicketStatus
 
 LATEST_MESSAGES = 3
+
+
+# A custom field (``Customer.custom_fields``) is named in audit rows as this prefix and its name.
+CUSTOM = "custom:"
+# The customer fields a person reads in the history, by their audit name (others, e.g. won_at, go unmentioned).
+FIELD_LABELS = {
+    "name": "名称",
+    "owner_id": "负责人",
+    "stage": "阶段",
+    "grade": "等级",
+    "tags": "标签",
+    "aliases": "别名",
+    "industry": "行业",
+    "contract_end": "合同到期",
+}
+_MOMENTS = ("won_at", "last_followup_at", "next_followup_at")
 
 
 def snapshot(customer: Customer) -> dict[str, Any]:
@@ -27,7 +46,66 @@ def snapshot(customer: Customer) -> dict[str, Any]:
         "stage": str(customer.stage),
         "grade": customer.grade,
         "tags": list(customer.tags or []),
+        "won_at": customer.won_at.isoformat() if customer.won_at else None,
     }
+
+
+def field_value(customer: Customer, key: str) -> Any:
+    """A customer field as the audit log keeps it (JSON): ``stage``, ``contract_end``, ``custom:付款方式``…"""
+    if key.startswith(CUSTOM):
+        return (customer.custom_fields or {}).get(key.removeprefix(CUSTOM))
+    value = getattr(customer, key)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return list(value)
+    return str(value) if key == "stage" else value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as the audit log keeps them; moments compare as moments (their text may differ in offset)."""
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        try:
+            return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+        except ValueError:
+            return False
+    return bool(a == b)
+
+
+async def restore_fields(customer: Customer, values: dict[str, Any], conn: BaseDBAsyncClient | None) -> None:
+    """Put these audit-log values back on ``customer`` and save them."""
+    update = {"updated_at"}
+    custom = dict(customer.custom_fields or {})
+    for key, value in values.items():
+        if key.startswith(CUSTOM):
+            if value is None:
+                custom.pop(key.removeprefix(CUSTOM), None)
+            else:
+                custom[key.removeprefix(CUSTOM)] = value
+            update.add("custom_fields")
+            continue
+        if key in _MOMENTS:
+            value = datetime.fromisoformat(value) if value else None
+        elif key == "contract_end":
+            value = date.fromisoformat(value) if value else None
+        elif key == "stage":
+            value = Stage(value)
+        setattr(customer, key, value)
+        update.add(key)
+    customer.custom_fields = custom
+    await customer.save(using_db=conn, update_fields=sorted(update))
+
+
+def contact_line(contact: Contact) -> str:
+    """联系人：刘强 采购经理 决策人 13800000001 (what is not known is left out)."""
+    parts = (contact.name, contact.title, contact.role, contact.phone)
+    return "联系人：" + " ".join(p for p in parts if p)
+
+
+def _custom_fields(customer: Customer) -> list[tuple[str, str]]:
+    """The custom fields people typed or imported (structured ones, such as the buying signal, have their line)."""
+    fields = customer.custom_fields or {}
+    return [(str(k), str(v)) for k, v in fields.items() if isinstance(v, (str, int, float)) and str(v)]
 
 
 async def _latest_nps(customer_id: int) -> str | None:
@@ -54,8 +132,11 @@ async def show_customer(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
     ]
     if customer.industry:
         lines.insert(2, f"行业：{customer.industry}")
+    if customer.contract_end:
+        lines.append(f"合同到期：{customer.contract_end.isoformat()}")
+    lines.extend(f"{name}：{value}" for name, value in _custom_fields(customer))
     for contact in customer.contacts:
-        lines.append(f"联系人：{contact.name} {contact.role} {contact.phone}".rstrip())
+        lines.append(contact_line(contact))
     open_tickets = (
         await Ticket.filter(customer_id=customer.id, status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS])
         .order_by("-created_at")

@@ -156,7 +156,15 @@ async def _act(bot: Services, survey: Survey, conn: Any) -> None:
     for i, (staff, text) in enumerate(pushes):
         await bot.outbox.push(staff, Reply(text), f"nps:answer:{survey.id}:{i}", using_db=conn)
     await audit.record(
-        "nps_answer", "survey", survey.id, None, after, actor=who, platform=survey.answer_source, conn=conn
+        "nps_answer",
+        "survey",
+        survey.id,
+        None,
+        after,
+        actor=who,
+        platform=survey.answer_source,
+        customer_id=survey.customer_id,
+        conn=conn,
     )
 
 

@@ -38,7 +38,8 @@ async def create_ticket(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
         return Reply(f"请描述一下问题，例如「工单 {customer.name} 液压站漏油 紧急」。")
     priority = TicketPriority.URGENT if slots.get("priority") == "urgent" else TicketPriority.NORMAL
     ticket = await open_ticket(customer, content, priority, ctx.staff, ctx.now, ctx.settings, "manual", ctx.conn)
-    await ctx.audit("create_ticket", "ticket", ticket.id, None, {"customer": customer.name, **ticket_state(ticket)})
+    after = {"customer": customer.name, "title": ticket.title, **ticket_state(ticket)}
+    await ctx.audit("create_ticket", "ticket", ticket.id, None, after)
     assignee = await Staff.get_or_none(id=ticket.assignee_id) if ticket.assignee_id else None
     tz = ctx.settings.tz
     due = local(ticket.first_response_due, tz)
@@ -80,7 +81,7 @@ async def update_ticket(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
         target = TicketStatus.IN_PROGRESS  # a note on an open ticket means someone is on it
     else:
         return Reply(f"工单 #{ticket.id} 当前「{TICKET_STATUS_LABELS[current]}」，请说明新状态：处理中、已解决或关闭。")
-    before = ticket_state(ticket)
+    before = {**ticket_state(ticket), "description": ticket.description}
     if target == current and target == TicketStatus.IN_PROGRESS and note:
         pass  # a progress note
     elif target == current:
@@ -113,7 +114,8 @@ async def update_ticket(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
         if note:
             ticket.description = (ticket.description + "\n" + stamp + note)[:8000]
     await ticket.save(using_db=ctx.conn)
-    await ctx.audit("update_ticket", "ticket", ticket.id, before, {**ticket_state(ticket), "note": note})
+    after = {**ticket_state(ticket), "description": ticket.description, "note": note}
+    await ctx.audit("update_ticket", "ticket", ticket.id, before, after, customer_id=customer.id)
     tz = ctx.settings.tz
     text = f"工单 #{ticket.id}（{customer.name}）：{TICKET_STATUS_LABELS[current]} → {TICKET_STATUS_LABELS[target]}"
     if note:

@@ -88,7 +88,9 @@ async def ticket_sla(ctx: RuleContext) -> list[Firing]:
 def _escalated(t: Ticket, manager: Staff) -> Callable[[], Awaitable[None]]:
     async def apply() -> None:
         before, after = {"assignee_id": t.assignee_id}, {"escalated_to": manager.name}
-        await audit.record("ticket.escalate", "ticket", t.id, before, after, platform=AUDIT_PLATFORM)
+        await audit.record(
+            "ticket.escalate", "ticket", t.id, before, after, platform=AUDIT_PLATFORM, customer_id=t.customer_id
+        )
 
     return apply
 
