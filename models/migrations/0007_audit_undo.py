@@ -24,7 +24,7 @@ BACKFILL = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0003_staff_accounts")]
+    dependencies = [("models", "0004_seen_signatures")]
 
     initial = False
 
