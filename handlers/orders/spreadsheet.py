@@ -29,7 +29,7 @@ from bot.orderflow import BadEvent, apply_events, customer_ids, parse_event, par
 from bot.spreadsheet import Cell, ImportFailed, Table, cell_of, clean_id, clean_text, parse_date, read_table
 
 ORDER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customer": ("客户名称", "客户", "customer", "name", "公司名称", "客户全称"),
+    "name": ("客户名称", "客户", "customer", "name", "公司名称", "客户全称"),
     "order_date": ("下单日期", "订单日期", "order_date", "date", "日期", "下单时间"),
     "total": ("金额", "订单金额", "总金额", "总额", "含税金额", "total", "amount"),
     "order_no": ("订单号", "订单编号", "order_no", "external_no", "单号", "erp单号"),
@@ -127,7 +127,7 @@ def _row_event(row: list[Cell], table: Table, tz: Any) -> dict[str, Any]:
     line = {"product": product, "quantity": amounts["quantity"] or "1", "amount": amounts["line_amount"] or "0"}
     return {
         "order_no": clean_id(cell("order_no")),
-        "customer": clean_text(cell("customer")),
+        "customer": clean_text(cell("name")),
         "status": clean_text(cell("status")) or "placed",
         "at": at.isoformat() if at else None,
         "order_date": day.isoformat() if day else None,
