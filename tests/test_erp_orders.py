@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from bot.clock import Clock
 from bot.keys import CLOCK
+from handlers.orders import import_orders
 from handlers.orders.webhook import sign
 from models.orders import Order, OrderEventSeen, OrderLine, OrderStatusChange, Repurchase
 from models.staff import Role
@@ -257,3 +259,35 @@ async def test_too_few_orders_make_no_prediction(start_app: Any, make_settings: 
     two = [event(f"o{i}", "下单", NOW - timedelta(days=300 * i), order_no=f"SO-{i}") for i in range(2)]
     assert (await post(client, {"events": two})).status == 200
     assert await Repurchase.all().count() == 0
+
+
+async def test_the_import_takes_the_webhook_fields_with_chinese_or_english_headers(
+    start_app: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    client = await start(start_app, make_settings, Clock(NOW))
+    english = tmp_path / "orders.csv"
+    english.write_text(
+        "order_no,customer,order_date,status,at,total,product,quantity,line_amount,carrier,tracking_no\n"
+        "SO-7,华为,2026-11-02,placed,,12000,液压缸 HC-80,10,9000,,\n"
+        "SO-7,华为,2026-11-02,placed,,12000,密封件,30,3000,,\n"
+        "SO-7,华为,2026-11-02,shipped,2026-11-20,,,,,顺丰速运,SF777\n"
+        "SO-8,华为,2026-11-03,placed,,-100,,,,,\n"
+        "SO-9,华为,2026-11-03,placed,,100,泵,1,90,,\n",
+        encoding="utf-8",
+    )
+    report = await import_orders(client.app, english)
+    assert "新增 added 1" in report and "拒绝 rejected 2" in report, report
+    assert "第 5 行" in report and "第 6 行" in report
+    order = await Order.get(order_no="SO-7")
+    assert (str(order.total), order.status, order.tracking_no) == ("12000.00", "shipped", "SF777")
+    assert await OrderLine.filter(order_id=order.id).count() == 2
+
+    chinese = tmp_path / "订单.csv"
+    chinese.write_text(
+        "订单号,客户名称,下单日期,状态,金额,发票号\nSO-7,华为技术有限公司,2026-11-02,已开票,12000,INV-7\n",
+        encoding="utf-8",
+    )
+    assert "已存在 already there 0" in await import_orders(client.app, chinese)
+    assert (await Order.get(order_no="SO-7")).invoice_no == "INV-7"
+    assert "新增 added 0，已存在 already there 1" in await import_orders(client.app, chinese)  # again: nothing new
+    assert await OrderStatusChange.filter(order__order_no="SO-7").count() == 3

@@ -146,7 +146,7 @@ def _gather(table: Table, tz: Any, report: OrderReport) -> list[_Event]:
     for n, row in table.rows:
         try:
             raw = _row_event(row, table, tz)
-            parse_event(raw, tz)  # every row on its own must be a valid event
+            parse_event({**raw, "lines": None}, tz)  # each row is a valid event; lines are summed per order below
             key = (raw["order_no"], parse_status(raw["status"]).value)
         except (ValueError, BadEvent) as exc:
             report.rejected.append(f"第 {n} 行 row {n}: {exc}")
