@@ -191,12 +191,11 @@ def parse_events(items: Sequence[object], tz: ZoneInfo) -> tuple[list[OrderEvent
     return events, rejected
 
 
-async def customer_ids(names: Iterable[str], conn: BaseDBAsyncClient | None = None) -> dict[str, int]:
+async def customer_ids(names: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, int]:
     """The customers these names (or aliases) mean; a name nobody has is left out."""
     wanted = set(names)
     found: dict[str, int] = {}
-    query = Customer.all().using_db(conn) if conn is not None else Customer.all()
-    for cid, name, aliases in await query.values_list("id", "name", "aliases"):
+    for cid, name, aliases in await Customer.all().using_db(conn).values_list("id", "name", "aliases"):
         for candidate in (str(name), *(str(a) for a in aliases or [])):
             if candidate in wanted:
                 found.setdefault(candidate, int(cid))
@@ -220,7 +219,11 @@ class Applied:
 
 
 async def apply_events(
-    events: Sequence[OrderEvent], customers: Mapping[str, int], settings: Settings, now: datetime, conn: Any
+    events: Sequence[OrderEvent],
+    customers: Mapping[str, int],
+    settings: Settings,
+    now: datetime,
+    conn: BaseDBAsyncClient,
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows."""
     applied = Applied()
@@ -262,14 +265,14 @@ def _take_details(order: Order, event: OrderEvent) -> None:
             setattr(order, name, value)
 
 
-async def _settle_status(order: Order, conn: Any) -> None:
+async def _settle_status(order: Order, conn: BaseDBAsyncClient) -> None:
     """The order's status is the latest step of its timeline (the later step when two share a moment)."""
     steps = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
     status, at = max(((OrderStatus(s), a) for s, a in steps), key=lambda step: (step[1], ORDER_STATUS_RANK[step[0]]))
     await Order.filter(id=order.id).using_db(conn).update(status=status, status_at=at)
 
 
-async def seen_event_ids(events: Iterable[OrderEvent], conn: Any = None) -> list[str]:
+async def seen_event_ids(events: Iterable[OrderEvent], conn: BaseDBAsyncClient) -> list[str]:
     """The ids among these events that were taken in before."""
     by_source: dict[str, list[str]] = {}
     for event in events:
@@ -277,12 +280,14 @@ async def seen_event_ids(events: Iterable[OrderEvent], conn: Any = None) -> list
             by_source.setdefault(event.source, []).append(event.event_id)
     seen: list[str] = []
     for source, event_ids in by_source.items():
-        query = OrderEventSeen.filter(source=source, event_id__in=event_ids)
-        seen.extend(str(x) for x in await (query.using_db(conn) if conn else query).values_list("event_id", flat=True))
+        query = OrderEventSeen.filter(source=source, event_id__in=event_ids).using_db(conn)
+        seen.extend(str(x) for x in await query.values_list("event_id", flat=True))
     return seen
 
 
-async def remember_events(events: Iterable[OrderEvent], now: datetime, conn: Any, *, strict: bool) -> None:
+async def remember_events(
+    events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
+) -> None:
     """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
     rows = [OrderEventSeen(source=e.source, event_id=e.event_id, received_at=now) for e in events if e.event_id]
     await OrderEventSeen.bulk_create(rows, batch_size=CHUNK, ignore_conflicts=not strict, using_db=conn)
@@ -323,7 +328,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: Any) -> None:
+async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
     """Recompute these customers' windows from their orders (cancelled ones aside)."""
     rules = settings.rules
     for i in range(0, len(customer_ids), CHUNK):
@@ -442,6 +447,9 @@ async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) ->
     except Exception as exc:  # reported to the admins and by `crmbot erp sync`; the cursor stays
         log.exception("order feed %s: sync stopped", feed.name)
         summary.error = str(exc) or type(exc).__name__
+    # Tried tonight, whatever came of it: the nightly check waits for tomorrow (the admin can run it again now).
+    async with in_transaction() as conn:
+        await _cursor(feed.name, conn, synced_at=bot.clock.now())
     await _tell_admins(bot, summary)
     return summary
 
@@ -457,11 +465,15 @@ async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSu
         usable = [e for e in events if e.customer in known]
         applied = await apply_events(usable, known, settings, now, conn)
         await remember_events(usable, now, conn, strict=False)
-        await OrderFeedCursor.bulk_create([OrderFeedCursor(feed=feed)], ignore_conflicts=True, using_db=conn)
-        await OrderFeedCursor.filter(feed=feed).using_db(conn).update(position=page.position, synced_at=now)
+        await _cursor(feed, conn, position=page.position)
     summary.pages += 1
     summary.applied.add(applied)
     summary.rejected.extend(rejected)
+
+
+async def _cursor(feed: str, conn: BaseDBAsyncClient, **values: Any) -> None:
+    await OrderFeedCursor.bulk_create([OrderFeedCursor(feed=feed)], ignore_conflicts=True, using_db=conn)
+    await OrderFeedCursor.filter(feed=feed).using_db(conn).update(**values)
 
 
 async def _tell_admins(bot: Services, summary: SyncSummary) -> None:

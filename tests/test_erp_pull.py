@@ -13,7 +13,7 @@ import pytest
 
 from bot import sql
 from bot.clock import Clock
-from bot.keys import BOT
+from bot.keys import BOT, OUTBOX
 from bot.orderflow import ORDER_FEEDS, nightly
 from models.orders import Order, OrderFeedCursor, OrderStatusChange
 from models.staff import Role
@@ -145,3 +145,7 @@ async def test_a_flaky_tplus_is_retried_and_the_night_pull_runs_once(
     summary = await nightly(app[BOT], feed)
     assert summary is not None and "503" in summary.error
     assert len(tplus.requests) == 3 + 2 + 3  # three pages; refused with the old token, then read; three failures
+    assert await nightly(app[BOT], feed) is None  # tried tonight: the admin hears, the next try is tomorrow
+    await app[OUTBOX].drain()
+    told = wecom_sim.texts_to("zhaoadmin")
+    assert len(told) == 3 and "新状态 5 条" in told[0] and "未完成" in told[-1] and "未完成" not in told[1]
