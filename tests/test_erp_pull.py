@@ -78,6 +78,11 @@ async def test_a_crash_while_a_page_is_written_loses_nothing_and_doubles_nothing
     env |= {"CRMBOT_TPLUS__APP_SECRET": tplus.app_secret, "CRMBOT_TPLUS__PAGE_SIZE": "2"}
     env |= {"CRMBOT_ERP__RETRY_BACKOFF_SECONDS": "0"}
 
+    code, _, err = await _crmbot("erp", "sync", env=cli_env(settings))  # no [tplus] configured
+    assert code == 2 and "no ERP feed configured" in err
+    code, _, err = await _crmbot("erp", "sync", "--since", "last week", env=env)
+    assert code == 2 and "ISO 8601" in err
+
     code, out, err = await _crmbot("erp", "sync", env=env)
     assert code == 1, err
     assert "未完成" in out and "disk gone" in out
