@@ -88,15 +88,14 @@ def _events(n: int, start: datetime) -> list[dict[str, Any]]:
     return events[:n]
 
 
-async def _drive(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
+async def _drive(port: int, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], dict[int, int]]:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     latencies: list[float] = []
-    errors = 0
+    errors: dict[int, int] = {}  # HTTP status → requests answered with it, 200 aside
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
         while not queue.empty():
             body = queue.get_nowait()
             ts = str(int(time.time()))
@@ -104,7 +103,8 @@ async def _drive(port: int, bodies: list[bytes], concurrency: int) -> tuple[floa
             began = time.perf_counter()
             async with session.post(f"http://127.0.0.1:{port}/erp/orders", data=body, headers=headers) as resp:
                 await resp.read()
-                errors += resp.status != 200
+                if resp.status != 200:
+                    errors[resp.status] = errors.get(resp.status, 0) + 1
             latencies.append(time.perf_counter() - began)
 
     async with aiohttp.ClientSession() as session:

@@ -15,6 +15,7 @@ cursor, retrying a failed fetch with backoff, and tells the admins what it did.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import statistics
@@ -29,6 +30,7 @@ from aiohttp import web
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import sql
 from bot.config import Settings
 from bot.context import Services
 from bot.types import Reply
@@ -226,34 +228,60 @@ async def apply_events(
     conn: BaseDBAsyncClient,
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows."""
+    await _lock(events, customers, conn)
     applied = Applied()
+    by_order: dict[tuple[str, str], list[OrderEvent]] = {}
     for event in events:
-        customer_id = customers[event.customer]
-        order = await Order.filter(source=event.source, order_no=event.order_no).using_db(conn).first()
-        if order is None:
-            order = Order(source=event.source, order_no=event.order_no, customer_id=customer_id)
-            order.order_date = event.order_date
-            applied.orders += 1
-        _take_details(order, event)
-        await order.save(using_db=conn)
-        if event.lines:
-            await OrderLine.filter(order_id=order.id).using_db(conn).delete()
-            lines = [
-                OrderLine(order_id=order.id, product=x.product, quantity=x.quantity, amount=x.amount)
-                for x in event.lines
-            ]
-            await OrderLine.bulk_create(lines, using_db=conn)
-        if await OrderStatusChange.filter(order_id=order.id, status=event.status).using_db(conn).exists():
-            applied.repeats += 1
-        else:
-            await OrderStatusChange.create(
-                order_id=order.id, status=event.status, at=event.at, recorded_at=now, using_db=conn
-            )
-            applied.statuses += 1
-            await _settle_status(order, conn)
-        applied.customers.add(order.customer_id)
+        by_order.setdefault((event.source, event.order_no), []).append(event)
+    for told in by_order.values():
+        customer_id, created, new = await _apply_to_order(told, customers, now, conn)
+        applied.orders += created
+        applied.statuses += new
+        applied.repeats += len(told) - new
+        applied.customers.add(customer_id)
     await refresh_repurchase(sorted(applied.customers), settings, conn)
     return applied
+
+
+async def _apply_to_order(
+    told: list[OrderEvent], customers: Mapping[str, int], now: datetime, conn: BaseDBAsyncClient
+) -> tuple[int, bool, int]:
+    """One order's events, in a handful of statements: its customer, whether it is new, how many steps of its
+    timeline are."""
+    first = told[0]
+    order = await Order.filter(source=first.source, order_no=first.order_no).using_db(conn).first()
+    steps: dict[OrderStatus, datetime] = {}
+    if order is None:
+        order = Order(source=first.source, order_no=first.order_no, customer_id=customers[first.customer])
+        order.order_date = first.order_date
+    else:
+        timeline = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
+        steps = {OrderStatus(s): a for s, a in timeline}
+    new: dict[OrderStatus, datetime] = {}
+    for event in told:
+        _take_details(order, event)
+        if event.status not in steps and event.status not in new:
+            new[event.status] = event.at
+    # The order's status is the latest step of its timeline (the later step when two share a moment).
+    order.status, order.status_at = max({**steps, **new}.items(), key=lambda s: (s[1], ORDER_STATUS_RANK[s[0]]))
+    created = order.id is None
+    await order.save(using_db=conn)
+    changes = [OrderStatusChange(order_id=order.id, status=s, at=at, recorded_at=now) for s, at in new.items()]
+    await OrderStatusChange.bulk_create(changes, using_db=conn)
+    if lines := next((e.lines for e in reversed(told) if e.lines), ()):
+        await OrderLine.filter(order_id=order.id).using_db(conn).delete()
+        rows = [OrderLine(order_id=order.id, product=x.product, quantity=x.quantity, amount=x.amount) for x in lines]
+        await OrderLine.bulk_create(rows, using_db=conn)
+    return order.customer_id, created, len(new)
+
+
+async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
+    """Hold the orders and customers these events touch until commit (PostgreSQL; SQLite has one writer), in one
+    order so that two batches never wait for each other: concurrent requests about one order or one customer
+    (its timeline, its repurchase window) take turns instead of failing on a unique key."""
+    names = {f"order:{e.source}:{e.order_no}" for e in events} | {f"customer:{customers[e.customer]}" for e in events}
+    for key in sorted(int.from_bytes(hashlib.sha1(n.encode()).digest()[:8], "big", signed=True) for n in names):
+        await sql.xact_lock(conn, key)
 
 
 def _take_details(order: Order, event: OrderEvent) -> None:
@@ -263,13 +291,6 @@ def _take_details(order: Order, event: OrderEvent) -> None:
     for name in ("carrier", "tracking_no", "invoice_no"):
         if value := getattr(event, name):
             setattr(order, name, value)
-
-
-async def _settle_status(order: Order, conn: BaseDBAsyncClient) -> None:
-    """The order's status is the latest step of its timeline (the later step when two share a moment)."""
-    steps = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
-    status, at = max(((OrderStatus(s), a) for s, a in steps), key=lambda step: (step[1], ORDER_STATUS_RANK[step[0]]))
-    await Order.filter(id=order.id).using_db(conn).update(status=status, status_at=at)
 
 
 async def seen_event_ids(events: Iterable[OrderEvent], conn: BaseDBAsyncClient) -> list[str]:

@@ -102,9 +102,9 @@ async def receive_orders(request: web.Request) -> web.Response:
         try:
             async with in_transaction():  # a savepoint: a concurrent replay loses here and writes nothing
                 await remember_events(events, now, conn, strict=True)
-                applied = await apply_events(events, known, settings, now, conn)
         except IntegrityError:
             return refused(409, "replayed events")
+        applied = await apply_events(events, known, settings, now, conn)
     log.info("erp webhook: %d event(s), %d new order(s), %d new step(s)", len(events), applied.orders, applied.statuses)
     app[BOT].outbox.wake()
     return web.json_response(
