@@ -80,7 +80,8 @@ class OrderEvent:
     customer: str
     status: OrderStatus
     at: datetime
-    order_date: date
+    day: date  # the local day of ``at``: the order day of an order no event gave one
+    order_date: date | None = None
     total: Decimal | None = None
     lines: tuple[Line, ...] = ()
     carrier: str = ""
@@ -155,7 +156,7 @@ def parse_event(raw: object, tz: ZoneInfo) -> OrderEvent:
     if not isinstance(raw, dict):
         raise BadEvent("事件应为 JSON 对象 an event must be a JSON object")
     at = _moment(raw.get("at"), "at", tz)
-    order_date = at.astimezone(tz).date()
+    order_date = None
     if raw.get("order_date") not in (None, ""):
         order_date = _moment(raw.get("order_date"), "order_date", tz).astimezone(tz).date()
     lines = _lines(raw.get("lines"))
@@ -172,6 +173,7 @@ def parse_event(raw: object, tz: ZoneInfo) -> OrderEvent:
         customer=_text(raw, "customer", required=True, limit=128),
         status=parse_status(raw.get("status")),
         at=at,
+        day=at.astimezone(tz).date(),
         order_date=order_date,
         total=total,
         lines=lines,
@@ -253,7 +255,7 @@ async def _apply_to_order(
     steps: dict[OrderStatus, datetime] = {}
     if order is None:
         order = Order(source=first.source, order_no=first.order_no, customer_id=customers[first.customer])
-        order.order_date = first.order_date
+        order.order_date = first.day
     else:
         timeline = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
         steps = {OrderStatus(s): a for s, a in timeline}
@@ -280,12 +282,24 @@ async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn
     order so that two batches never wait for each other: concurrent requests about one order or one customer
     (its timeline, its repurchase window) take turns instead of failing on a unique key."""
     names = {f"order:{e.source}:{e.order_no}" for e in events} | {f"customer:{customers[e.customer]}" for e in events}
-    for key in sorted(int.from_bytes(hashlib.sha1(n.encode()).digest()[:8], "big", signed=True) for n in names):
-        await sql.xact_lock(conn, key)
+    if not names or not sql.is_postgres(conn):
+        return
+    keys = ",".join(str(k) for k in sorted(map(_lock_key, names)))
+    # One round trip for all of them, taken in that order (the keys are integers made here, not input).
+    await conn.execute_script(
+        f"DO $$ DECLARE k bigint; BEGIN FOREACH k IN ARRAY ARRAY[{keys}]::bigint[] LOOP"
+        " PERFORM pg_advisory_xact_lock(k); END LOOP; END $$"
+    )
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _take_details(order: Order, event: OrderEvent) -> None:
     """What an event says about the order beyond its status; what it leaves out stays as it was."""
+    if event.order_date is not None:
+        order.order_date = event.order_date
     if event.total is not None:
         order.total = event.total
     for name in ("carrier", "tracking_no", "invoice_no"):

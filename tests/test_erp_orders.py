@@ -6,6 +6,7 @@ simulator)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -291,3 +292,15 @@ async def test_the_import_takes_the_webhook_fields_with_chinese_or_english_heade
     assert (await Order.get(order_no="SO-7")).invoice_no == "INV-7"
     assert "新增 added 0，已存在 already there 1" in await import_orders(client.app, chinese)  # again: nothing new
     assert await OrderStatusChange.filter(order__order_no="SO-7").count() == 3
+
+
+async def test_batches_about_the_same_order_at_the_same_time_both_land(start_app: Any, make_settings: Any) -> None:
+    client = await start(start_app, make_settings, Clock(NOW))
+    first = {"events": [PLACED, event("c1", "production", NOW - timedelta(days=3))]}
+    second = {"events": [event("c2", "packed", NOW - timedelta(days=1)), event("c3", "shipped", tracking_no="SF9")]}
+    answers = await asyncio.gather(*(post(client, body) for body in (first, second, first)))
+    assert sorted(a.status for a in answers) == [200, 200, 409]
+    order = await Order.get(order_no="SO-42")
+    assert (order.status, order.tracking_no, order.order_date) == ("shipped", "SF9", date(2026, 11, 21))
+    assert await OrderStatusChange.filter(order_id=order.id).count() == 4
+    assert await OrderEventSeen.all().count() == 4
