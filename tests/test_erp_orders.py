@@ -147,6 +147,11 @@ async def test_forged_stale_replayed_malformed_and_oversized_requests_write_noth
         assert await counts() == before, request
     unsigned = await client.post("/erp/orders", data=json.dumps(new).encode())
     assert unsigned.status == 401 and await counts() == before
+    ts = str(now)
+    for bad_ts, signature in ((ts, "签名" * 32), ("١٧٦٤" + ts[4:], sign(SECRET, ts, json.dumps(new).encode()))):
+        headers = {"X-Crmbot-Timestamp": bad_ts, "X-Crmbot-Signature": signature}
+        odd = await client.post("/erp/orders", data=json.dumps(new).encode(), headers=headers)
+        assert odd.status in (401, 403) and await counts() == before
     # The good one still goes through afterwards.
     assert (await post(client, new)).status == 200
     assert await OrderStatusChange.filter(status="production").count() == 1

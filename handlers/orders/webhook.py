@@ -53,11 +53,12 @@ def _credentials(request: web.Request, body: bytes, erp: ErpSettings, now: float
     signature = request.headers.get(SIGNATURE_HEADER, "")
     if not erp.webhook_secret:
         return refused(403, "webhook not configured")
-    if not timestamp.isdigit() or not signature:
+    if not (timestamp.isascii() and timestamp.isdigit()) or not signature:
         return refused(401, "missing credentials")
     if abs(now - int(timestamp)) > erp.timestamp_tolerance_seconds:
         return refused(401, "stale timestamp")
-    if not hmac.compare_digest(sign(erp.webhook_secret, timestamp, body), signature.strip().lower()):
+    # Bytes: compare_digest refuses str with characters beyond ASCII, and a header may carry any.
+    if not hmac.compare_digest(sign(erp.webhook_secret, timestamp, body).encode(), signature.strip().lower().encode()):
         return refused(403, "bad signature")
     return None
 
