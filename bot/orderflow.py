@@ -280,9 +280,9 @@ async def _apply_to_order(
 
 
 async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
-    """Hold the orders and customers these events touch until commit (PostgreSQL; SQLite has one writer), in one
-    order so that two batches never wait for each other: concurrent requests about one order or one customer
-    (its timeline, its repurchase window) take turns instead of failing on a unique key."""
+    """Hold the orders and customers these events touch until commit (PostgreSQL; SQLite has one writer), so that
+    concurrent requests about one order or one customer (its timeline, its repurchase window) take turns instead
+    of failing on a unique key; always taken in the same order, so two batches never deadlock."""
     names = {f"order:{e.source}:{e.order_no}" for e in events} | {f"customer:{customers[e.customer]}" for e in events}
     if not names or not sql.is_postgres(conn):
         return
