@@ -354,5 +354,40 @@ def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
             click.echo(f"{line['rule']}\t{line['to']}\t{line['customer'] or '—'}\t{first}")
 
 
+@main.group()
+def erp() -> None:
+    """Orders from the ERP."""
+
+
+@erp.command(name="sync")
+@config_option
+@click.option("--since", "since", default=None, help="Read changes since this ISO 8601 time instead of the cursor.")
+def erp_sync(config: str | None, since: str | None) -> None:
+    """Pull the order changes of every configured ERP feed now; exit 1 when a feed could not be read to its end."""
+    from bot.orderflow import ORDER_FEEDS, sync_feed  # start-up time: only this command
+
+    settings = _settings(config)
+    position = None
+    if since is not None:
+        moment = parse_now(since, settings)
+        assert moment is not None
+        position = moment.isoformat()
+
+    async def go() -> list[tuple[str, bool]]:
+        async with running_app(settings) as app:
+            feeds = app.get(ORDER_FEEDS, [])
+            if not feeds:
+                raise BadInput("no ERP feed configured (set [tplus] api_base, app_key and app_secret)")
+            summaries = [await sync_feed(app[BOT], feed, position) for feed in feeds]
+            await app[OUTBOX].drain()
+            return [(s.text(), bool(s.error)) for s in summaries]
+
+    results = _run(go())
+    for text, _ in results:
+        click.echo(text)
+    if any(failed for _, failed in results):
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # `python -m bot.cli`, same as the installed `crmbot` script
     main()

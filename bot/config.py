@@ -89,8 +89,8 @@ class RulesSettings(_Section):
     next_followup_grace_minutes: int = Field(0, ge=0)
     return_visit_staff: list[str] = Field(default_factory=list)
     return_visit_tag: str = "回访池"
-    repurchase_lead_days: int = Field(3, ge=0)
-    repurchase_min_orders: int = Field(2, ge=2)
+    repurchase_lead_days: int = Field(7, ge=0)
+    repurchase_min_orders: int = Field(3, ge=2)
     engine_interval_seconds: int = Field(60, ge=5)
     full_sweep_at: time = time(8, 30)
     undo_window_minutes: int = Field(10, ge=1)
@@ -170,6 +170,27 @@ class KeywordSettings(_Section):
     negations: list[str] = Field(default_factory=lambda: ["没有", "没", "不是", "已经好了", "修好了", "已解决"])
 
 
+OrderStatusCode = Literal["placed", "production", "packed", "shipped", "received", "invoiced", "paid", "cancelled"]
+NOTIFY_STATUSES: tuple[OrderStatusCode, ...] = ("packed", "shipped", "received")
+
+
+class ErpSettings(_Section):
+    """Orders from the ERP (``bot.orderflow``, ``handlers.orders``): the signed webhook, the nightly pull, status
+    notices and overdue payments."""
+
+    webhook_secret: str = ""  # HMAC-SHA256 key of POST /erp/orders; empty: the endpoint refuses everything
+    timestamp_tolerance_seconds: int = Field(300, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_events: int = Field(1000, ge=1)
+    notify_statuses: list[OrderStatusCode] = Field(default_factory=lambda: list(NOTIFY_STATUSES))
+    notice_max_age_days: int = Field(3, ge=1)  # older status changes (a first sync, an import) are not announced
+    payment_overdue_days: int = Field(30, ge=1)
+    sync_at: time = time(2, 0)  # local time of the nightly pull
+    sync_check_seconds: int = Field(300, ge=5)
+    fetch_attempts: int = Field(4, ge=1)
+    retry_backoff_seconds: float = Field(2.0, ge=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -186,6 +207,7 @@ class Settings(BaseSettings):
     nps: NpsSettings = NpsSettings()
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
+    erp: ErpSettings = ErpSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")

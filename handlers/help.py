@@ -12,24 +12,35 @@ from bot.types import IncomingMessage, Reply
 capability = Capability("help")
 
 HELP_WORDS = re.compile(
-    r"^(?:帮助|help|菜单|menu|怎么用|使用说明|\?|？)(?:一下|吧|呢)?\s*[?？!！。]*\s*$"
+    r"^(?:帮助|help|菜单|menu|怎么用|使用说明|\?|？)(?:一下|吧|呢)?\s*(?:全部|所有|all)?\s*[?？!！。]*\s*$"
     r"|^(?:你|机器人|助手)?(?:能|可以|会)(?:做|干)?(?:什么|啥|哪些)|^(?:有)?(?:哪些|什么)(?:功能|命令|指令)|^(?:怎么|如何)(?:用|使用)",
     re.I,
 )
 
 
+# One chat message carries 2,048 bytes (WeCom cuts the rest): the overview stays within this and points to the rest.
+OVERVIEW_BYTES = 1900
+ALL_WORDS = re.compile(r"全部|所有|all", re.I)
+
+
 @capability.command(HELP_WORDS, order=0)
 def help_command(r: Reading, rest: str) -> Result:
-    return "help", {}
+    return "help", ({"all": True} if ALL_WORDS.search(r.text) else {})
 
 
 @capability.intent("help", examples=["帮助"], order=0)
 async def show_help(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """查看我能做什么"""
+    everything = bool(slots.get("all"))
     lines = ["我是您的 CRM 助手，直接发消息就能更新客户资料。常用说法："]
+    more = 0
     for spec in ctx.bot.intents.ordered():
         if spec.name == "help" or not spec.examples:
             continue
-        lines.append(f"· {spec.help}：" + " / ".join(f"「{e}」" for e in spec.examples))
-    lines.append("发送「帮助」随时查看本说明。")
+        line = f"· {spec.help}：" + " / ".join(f"「{e}」" for e in spec.examples[: None if everything else 1])
+        if not everything and len("\n".join([*lines, line]).encode()) > OVERVIEW_BYTES:
+            more += 1
+            continue
+        lines.append(line)
+    lines.append(f"还有 {more} 项功能，发送「帮助 全部」查看。" if more else "发送「帮助」随时查看本说明。")
     return Reply("\n".join(lines))

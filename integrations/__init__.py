@@ -5,6 +5,6 @@
 """
 
 from bot.integration import Integration
-from integrations import console, dingtalk, wecom
+from integrations import console, dingtalk, tplus, wecom
 
-PLATFORMS: list[Integration] = [wecom.INTEGRATION, dingtalk.INTEGRATION, console.INTEGRATION]
+PLATFORMS: list[Integration] = [wecom.INTEGRATION, dingtalk.INTEGRATION, console.INTEGRATION, tplus.INTEGRATION]

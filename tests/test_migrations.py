@@ -132,3 +132,36 @@ async def test_the_audit_rows_already_there_learn_their_customer(tmp_path: Path)
     finally:
         if PG_URL:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+LEGACY_ORDERS = (
+    "INSERT INTO customer (id, name, aliases, industry, grade, stage, tags, custom_fields, created_at, updated_at)"
+    " VALUES (1, '三一重工股份有限公司', '[]', '', '', 'won', '[]', '{{}}', {now}, {now});"
+    " INSERT INTO customer_order (id, customer_id, order_date, amount, external_no, created_at) VALUES"
+    " (1, 1, '2026-01-05', '1200.50', 'SO-1', {now}), (2, 1, '2026-02-04', '800', 'SO-2', {now})"
+)
+
+
+async def test_existing_orders_keep_their_numbers_and_start_a_timeline(tmp_path: Path) -> None:
+    if PG_URL:
+        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
+        await _admin(f'CREATE DATABASE "{name}"')
+        url, now = _with_database(PG_URL, name), "now()"
+    else:
+        url, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "'2026-03-01 00:00:00+00:00'"
+    try:
+        await _at(url, "models.0003_staff_accounts")
+        await _script(url, LEGACY_ORDERS.format(now=now))
+
+        await migrate_database(url)
+
+        orders = await _query(url, "SELECT source, order_no, total, status FROM customer_order ORDER BY id")
+        assert [(o["source"], o["order_no"], str(o["total"]), o["status"]) for o in orders] == [
+            ("erp", "SO-1", "1200.50", "placed"),
+            ("erp", "SO-2", "800", "placed") if not PG_URL else ("erp", "SO-2", "800.00", "placed"),
+        ]
+        timeline = await _query(url, "SELECT order_id, status FROM order_status_change ORDER BY order_id")
+        assert [(t["order_id"], t["status"]) for t in timeline] == [(1, "placed"), (2, "placed")]
+    finally:
+        if PG_URL:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -319,7 +319,7 @@ async def test_a_resolved_ticket_not_revisited_within_24_hours_is_reminded(
     assert f"工单 #{ticket.id} 漏油" in text and "还没有回访" in text
 
 
-async def test_repurchase_is_due_from_the_average_reorder_interval(
+async def test_repurchase_is_due_from_the_reorder_rhythm(
     start_app: Any, make_settings: Any, wecom_sim: Any, tmp_path: Path
 ) -> None:
     clock = Clock(DAY0)
@@ -341,16 +341,16 @@ async def test_repurchase_is_due_from_the_average_reorder_interval(
     assert "第 5 行" in report and "第 6 行" in report
     assert "新增 added 0" in await import_orders(app, orders)  # the same file again adds nothing
 
-    # Orders every 30 days, the last on 03-02: due 04-01, told 3 days ahead (local midnight of 03-29).
-    clock.set(datetime(2026, 3, 28, 15, 59, tzinfo=UTC))
+    # Orders every 30 days (no spread), the last on 03-02: expected 04-01, told 7 days ahead (local midnight of 03-25).
+    clock.set(datetime(2026, 3, 24, 15, 59, tzinfo=UTC))
     await Customer.all().update(last_followup_at=clock.now())
     assert await tick(app, clock) == []
-    clock.set(datetime(2026, 3, 29, 2, 0, tzinfo=UTC))
+    clock.set(datetime(2026, 3, 25, 2, 0, tzinfo=UTC))
     assert rules_of(await tick(app, clock)) == [("repurchase_due", "张三", "三一重工股份有限公司")]
     clock.advance(timedelta(days=1))
     assert await tick(app, clock) == []
     [text] = wecom_sim.texts_to("zhangsan")
-    assert "复购提醒" in text and "平均 30 天" in text and "2026-04-01" in text
+    assert "复购提醒" in text and "每 30 天" in text and "预计 2026-04-01 复购，±0 天" in text
 
 
 async def test_tomorrow_3pm_remind_me_to_call_huawei(start_app: Any, make_settings: Any, wecom_sim: Any) -> None:
@@ -471,9 +471,7 @@ async def test_crmbot_import_orders_from_excel(make_settings: Any, start_app: An
     from models.orders import Order, Repurchase
 
     assert await Order.filter(customer_id=huawei.id).count() == 2
-    rhythm = await Repurchase.get(customer_id=huawei.id)
-    assert (rhythm.interval_days, rhythm.last_order_date) == (30, date(2026, 2, 4))
-    assert rhythm.due_at == datetime(2026, 3, 5, 16, 0, tzinfo=UTC)  # 03-06 00:00 in Shanghai
+    assert await Repurchase.get_or_none(customer_id=huawei.id) is None  # two orders are too few for a window
 
 
 async def test_a_dingtalk_rep_gets_the_warning_as_dingtalk_markdown(

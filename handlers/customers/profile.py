@@ -13,6 +13,7 @@ from bot.context import Context, Slots
 from bot.display import local
 from bot.types import IncomingMessage, Reply
 from handlers.customers.capability import capability
+from handlers.orders.chat import card_lines as order_lines
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
 from models.followups import FollowUp
 from models.messages import Message
@@ -151,6 +152,7 @@ async def show_customer(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
         )
     else:
         lines.append("未结工单：无")
+    lines.extend(await order_lines(customer.id, tz))
     if nps := await _latest_nps(customer.id):
         lines.append(f"最近 NPS：{nps}")
     signal = (customer.custom_fields or {}).get(ctx.settings.keywords.buying_signal_field)

@@ -1,0 +1,536 @@
+"""The one path of ERP order events into the database, whichever way they come (the signed webhook, a pulled
+order feed, a spreadsheet import): validation into ``OrderEvent``, writing each order, its lines and its status
+timeline once per (source, order no., status), and each affected customer's repurchase window.
+
+An event is a JSON object (the schema is in README.md, "Orders from the ERP"): ``order_no``, ``customer`` (name or
+alias), ``status`` (code or Chinese label), ``at``, and optionally ``event_id``, ``source``, ``order_date``,
+``total``, ``lines`` (``product``, ``quantity``, ``amount``), ``carrier``, ``tracking_no``, ``invoice_no``.
+Amounts are yuan: no negative total, quantity or amount, and lines sum to the total within a yuan.
+
+An order feed (``OrderFeed``: ``fetch_changes(since) -> FeedPage``) is what a pull integration registers under
+``ORDER_FEEDS``; ``sync_feed`` reads it from its cursor page by page, each page's rows committed together with the
+cursor, retrying a failed fetch with backoff, and tells the admins what it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from bot import sql
+from bot.config import Settings
+from bot.context import Services
+from bot.types import Reply
+from models.customers import Customer
+from models.orders import (
+    ORDER_STATUS_LABELS,
+    ORDER_STATUS_RANK,
+    Order,
+    OrderEventSeen,
+    OrderFeedCursor,
+    OrderLine,
+    OrderStatus,
+    OrderStatusChange,
+    Repurchase,
+)
+from models.staff import Role, Staff
+
+log = logging.getLogger(__name__)
+
+SOURCE = "erp"  # orders whose event names no source: one ERP, however they reached us
+LINE_TOLERANCE = Decimal(1)  # lines may differ from the total by rounding, up to a yuan
+TEXT_MAX = 64
+CHUNK = 500
+_STATUS_BY_NAME: dict[str, OrderStatus] = {
+    **{s.value: s for s in OrderStatus},
+    **{label: s for s, label in ORDER_STATUS_LABELS.items()},
+}
+
+
+class BadEvent(ValueError):
+    """An event that cannot be used; the message says why (Chinese and English)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    product: str
+    quantity: Decimal
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One validated change of an order: it reached ``status`` at ``at``."""
+
+    source: str
+    order_no: str
+    customer: str
+    status: OrderStatus
+    at: datetime
+    day: date  # the local day of ``at``: the order day of an order no event gave one
+    order_date: date | None = None
+    total: Decimal | None = None
+    lines: tuple[Line, ...] = ()
+    carrier: str = ""
+    tracking_no: str = ""
+    invoice_no: str = ""
+    event_id: str = ""
+
+
+def parse_status(value: object) -> OrderStatus:
+    status = _STATUS_BY_NAME.get(str(value).strip()) if value is not None else None
+    if status is None:
+        raise BadEvent(f"未知状态 unknown status {value!r}")
+    return status
+
+
+def _text(raw: Mapping[str, Any], key: str, *, required: bool = False, limit: int = TEXT_MAX) -> str:
+    value = raw.get(key)
+    if value is None or value == "":
+        if required:
+            raise BadEvent(f"缺少 {key} missing {key}")
+        return ""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise BadEvent(f"{key} 应为文本 must be text")
+    text = str(value).strip()
+    if len(text) > limit:
+        raise BadEvent(f"{key} 过长 too long")
+    if required and not text:
+        raise BadEvent(f"缺少 {key} missing {key}")
+    return text
+
+
+def _amount(value: object, key: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadEvent(f"{key} 应为数字 must be a number")
+    try:
+        number = Decimal(str(value).replace(",", "").strip())
+    except InvalidOperation as exc:
+        raise BadEvent(f"{key} 应为数字 must be a number") from exc
+    if not number.is_finite() or number.copy_abs() >= Decimal(10) ** 13:
+        raise BadEvent(f"{key} 超出范围 out of range")
+    if number < 0:
+        raise BadEvent(f"{key} 不能为负数 must not be negative")
+    return number
+
+
+def _moment(value: object, key: str, tz: ZoneInfo) -> datetime:
+    if not isinstance(value, str):
+        raise BadEvent(f"{key} 应为 ISO 8601 时间 must be an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise BadEvent(f"{key} 应为 ISO 8601 时间 must be an ISO 8601 time") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).astimezone(UTC)
+
+
+def _lines(value: object) -> tuple[Line, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadEvent("lines 应为数组 must be an array")
+    lines = []
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise BadEvent(f"lines[{i}] 应为对象 must be an object")
+        product = _text(item, "product", required=True, limit=128)
+        lines.append(Line(product, _amount(item.get("quantity"), "quantity"), _amount(item.get("amount"), "amount")))
+    return tuple(lines)
+
+
+def parse_event(raw: object, tz: ZoneInfo) -> OrderEvent:
+    """One event as JSON decoded it; ``BadEvent`` when anything in it is unusable."""
+    if not isinstance(raw, dict):
+        raise BadEvent("事件应为 JSON 对象 an event must be a JSON object")
+    at = _moment(raw.get("at"), "at", tz)
+    order_date = None
+    if raw.get("order_date") not in (None, ""):
+        order_date = _moment(raw.get("order_date"), "order_date", tz).astimezone(tz).date()
+    lines = _lines(raw.get("lines"))
+    total = _amount(raw["total"], "total") if raw.get("total") not in (None, "") else None
+    if lines:
+        summed = sum((line.amount for line in lines), Decimal(0))
+        if total is None:
+            total = summed
+        elif abs(summed - total) > LINE_TOLERANCE:
+            raise BadEvent(f"明细合计 {summed} 与总额 {total} 不符 lines do not sum to the total")
+    return OrderEvent(
+        source=_text(raw, "source", limit=32) or SOURCE,
+        order_no=_text(raw, "order_no", required=True),
+        customer=_text(raw, "customer", required=True, limit=128),
+        status=parse_status(raw.get("status")),
+        at=at,
+        day=at.astimezone(tz).date(),
+        order_date=order_date,
+        total=total,
+        lines=lines,
+        carrier=_text(raw, "carrier"),
+        tracking_no=_text(raw, "tracking_no"),
+        invoice_no=_text(raw, "invoice_no"),
+        event_id=_text(raw, "event_id", limit=128),
+    )
+
+
+def parse_events(items: Sequence[object], tz: ZoneInfo) -> tuple[list[OrderEvent], list[str]]:
+    """Every usable event, and one reason per unusable one (numbered from 1)."""
+    events, rejected = [], []
+    for i, raw in enumerate(items, 1):
+        try:
+            events.append(parse_event(raw, tz))
+        except BadEvent as exc:
+            rejected.append(f"事件 {i} event {i}: {exc}")
+    return events, rejected
+
+
+async def customer_ids(names: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, int]:
+    """The customers these names (or aliases) mean; a name nobody has is left out."""
+    wanted = set(names)
+    by_name = Customer.filter(name__in=sorted(wanted)).using_db(conn)
+    found = {str(name): int(cid) for cid, name in await by_name.values_list("id", "name")}
+    if wanted - set(found):  # aliases live in a JSON list: look through them only when a name was not found
+        for cid, name, aliases in await Customer.all().using_db(conn).values_list("id", "name", "aliases"):
+            for candidate in (str(name), *(str(a) for a in aliases or [])):
+                if candidate in wanted:
+                    found.setdefault(candidate, int(cid))
+    return found
+
+
+@dataclass
+class Applied:
+    """What writing a set of events changed."""
+
+    orders: int = 0  # new orders
+    statuses: int = 0  # new steps on timelines
+    repeats: int = 0  # events whose order and status were already known
+    customers: set[int] = field(default_factory=set)
+
+    def add(self, other: Applied) -> None:
+        self.orders += other.orders
+        self.statuses += other.statuses
+        self.repeats += other.repeats
+        self.customers |= other.customers
+
+
+async def apply_events(
+    events: Sequence[OrderEvent],
+    customers: Mapping[str, int],
+    settings: Settings,
+    now: datetime,
+    conn: BaseDBAsyncClient,
+) -> Applied:
+    """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows."""
+    await _lock(events, customers, conn)
+    applied = Applied()
+    by_order: dict[tuple[str, str], list[OrderEvent]] = {}
+    for event in events:
+        by_order.setdefault((event.source, event.order_no), []).append(event)
+    for told in by_order.values():
+        customer_id, created, new = await _apply_to_order(told, customers, now, conn)
+        applied.orders += created
+        applied.statuses += new
+        applied.repeats += len(told) - new
+        applied.customers.add(customer_id)
+    await refresh_repurchase(sorted(applied.customers), settings, conn)
+    return applied
+
+
+async def _apply_to_order(
+    told: list[OrderEvent], customers: Mapping[str, int], now: datetime, conn: BaseDBAsyncClient
+) -> tuple[int, bool, int]:
+    """One order's events, in a handful of statements: its customer, whether it is new, how many steps of its
+    timeline are."""
+    first = told[0]
+    order = await Order.filter(source=first.source, order_no=first.order_no).using_db(conn).first()
+    steps: dict[OrderStatus, datetime] = {}
+    if order is None:
+        order = Order(source=first.source, order_no=first.order_no, customer_id=customers[first.customer])
+        order.order_date = first.day
+    else:
+        timeline = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
+        steps = {OrderStatus(s): a for s, a in timeline}
+    new: dict[OrderStatus, datetime] = {}
+    for event in told:
+        _take_details(order, event)
+        if event.status not in steps and event.status not in new:
+            new[event.status] = event.at
+    # The order's status is the latest step of its timeline (the later step when two share a moment).
+    order.status, order.status_at = max({**steps, **new}.items(), key=lambda s: (s[1], ORDER_STATUS_RANK[s[0]]))
+    created = order.id is None
+    await order.save(using_db=conn)
+    changes = [OrderStatusChange(order_id=order.id, status=s, at=at, recorded_at=now) for s, at in new.items()]
+    await OrderStatusChange.bulk_create(changes, using_db=conn)
+    if lines := next((e.lines for e in reversed(told) if e.lines), ()):
+        await OrderLine.filter(order_id=order.id).using_db(conn).delete()
+        rows = [OrderLine(order_id=order.id, product=x.product, quantity=x.quantity, amount=x.amount) for x in lines]
+        await OrderLine.bulk_create(rows, using_db=conn)
+    return order.customer_id, created, len(new)
+
+
+async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
+    """Hold the orders and customers these events touch until commit (PostgreSQL; SQLite has one writer), so that
+    concurrent requests about one order or one customer (its timeline, its repurchase window) take turns instead
+    of failing on a unique key; always taken in the same order, so two batches never deadlock."""
+    names = {f"order:{e.source}:{e.order_no}" for e in events} | {f"customer:{customers[e.customer]}" for e in events}
+    if not names or not sql.is_postgres(conn):
+        return
+    keys = ",".join(str(k) for k in sorted(map(_lock_key, names)))
+    # One round trip for all of them, taken in that order (the keys are integers made here, not input).
+    await conn.execute_script(
+        f"DO $$ DECLARE k bigint; BEGIN FOREACH k IN ARRAY ARRAY[{keys}]::bigint[] LOOP"
+        " PERFORM pg_advisory_xact_lock(k); END LOOP; END $$"
+    )
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _take_details(order: Order, event: OrderEvent) -> None:
+    """What an event says about the order beyond its status; what it leaves out stays as it was."""
+    if event.order_date is not None:
+        order.order_date = event.order_date
+    if event.total is not None:
+        order.total = event.total
+    for name in ("carrier", "tracking_no", "invoice_no"):
+        if value := getattr(event, name):
+            setattr(order, name, value)
+
+
+async def seen_event_ids(events: Iterable[OrderEvent], conn: BaseDBAsyncClient) -> list[str]:
+    """The ids among these events that were taken in before."""
+    by_source: dict[str, list[str]] = {}
+    for event in events:
+        if event.event_id:
+            by_source.setdefault(event.source, []).append(event.event_id)
+    seen: list[str] = []
+    for source, event_ids in by_source.items():
+        query = OrderEventSeen.filter(source=source, event_id__in=event_ids).using_db(conn)
+        seen.extend(str(x) for x in await query.values_list("event_id", flat=True))
+    return seen
+
+
+async def remember_events(
+    events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
+) -> None:
+    """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
+    rows = [OrderEventSeen(source=e.source, event_id=e.event_id, received_at=now) for e in events if e.event_id]
+    await OrderEventSeen.bulk_create(rows, batch_size=CHUNK, ignore_conflicts=not strict, using_db=conn)
+
+
+# Repurchase windows
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """When a customer's next order is expected: the typical interval and its spread (days) after the last."""
+
+    last: date
+    interval: int
+    spread: int
+    orders: int
+
+    @property
+    def predicted(self) -> date:
+        return self.last + timedelta(days=self.interval)
+
+    def remind_on(self, lead_days: int) -> date:
+        return self.predicted - timedelta(days=self.spread + lead_days)
+
+
+def window_of(days: Iterable[date], min_orders: int) -> Window | None:
+    """The median interval between distinct order days and its median absolute deviation; None with too few."""
+    ordered = sorted(set(days))
+    if len(ordered) < max(2, min_orders):
+        return None
+    gaps = [(b - a).days for a, b in itertools.pairwise(ordered)]
+    interval = statistics.median(gaps)
+    spread = statistics.median(abs(g - interval) for g in gaps)
+    return Window(ordered[-1], max(1, round(interval)), round(spread), len(ordered))
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
+    """Recompute these customers' windows from their orders (cancelled ones aside)."""
+    rules = settings.rules
+    for i in range(0, len(customer_ids), CHUNK):
+        chunk = customer_ids[i : i + CHUNK]
+        days: dict[int, list[date]] = {}
+        rows = (
+            await Order.filter(customer_id__in=chunk)
+            .exclude(status=OrderStatus.CANCELLED)
+            .using_db(conn)
+            .values_list("customer_id", "order_date")
+        )
+        for cid, day in rows:
+            days.setdefault(int(cid), []).append(day)
+        await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
+        windows = {cid: w for cid in chunk if (w := window_of(days.get(cid, ()), rules.repurchase_min_orders))}
+        await Repurchase.bulk_create(
+            [
+                Repurchase(
+                    customer_id=cid,
+                    order_count=w.orders,
+                    last_order_date=w.last,
+                    interval_days=w.interval,
+                    spread_days=w.spread,
+                    predicted_on=w.predicted,
+                    remind_at=local_midnight(w.remind_on(rules.repurchase_lead_days), settings.tz),
+                )
+                for cid, w in windows.items()
+            ],
+            batch_size=CHUNK,
+            using_db=conn,
+        )
+
+
+# Pulled feeds
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """Events changed since a position, the position after them, and whether more follow."""
+
+    events: list[dict[str, Any]]
+    position: str
+    more: bool = False
+
+
+class OrderFeed(Protocol):
+    """An ERP the bot pulls order changes from; ``since`` is a position it gave before ("" at first)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def fetch_changes(self, since: str) -> FeedPage: ...
+
+
+ORDER_FEEDS = web.AppKey("order_feeds", list[OrderFeed])
+
+
+class FeedUnavailable(RuntimeError):
+    """The feed could not be read, retries included."""
+
+
+@dataclass
+class SyncSummary:
+    feed: str
+    pages: int = 0
+    applied: Applied = field(default_factory=Applied)
+    rejected: list[str] = field(default_factory=list)
+    position: str = ""
+    error: str = ""
+
+    def text(self) -> str:
+        head = f"ERP 订单同步（{self.feed}）" + ("未完成" if self.error else "完成")
+        parts = [
+            f"{head}：{self.pages} 页，新订单 {self.applied.orders} 个，新状态 {self.applied.statuses} 条，"
+            f"重复 {self.applied.repeats} 条，拒绝 {len(self.rejected)} 条"
+        ]
+        parts.extend(self.rejected[:10])
+        if self.error:
+            parts.append(f"出错：{self.error}，下次同步会从上次的位置继续")
+        return "\n".join(parts)
+
+
+async def fetch_with_retries(feed: OrderFeed, since: str, settings: Settings) -> FeedPage:
+    """One page; a failure is tried again after a doubling pause, ``erp.fetch_attempts`` times in all."""
+    erp = settings.erp
+    pause = erp.retry_backoff_seconds
+    for attempt in range(1, erp.fetch_attempts + 1):
+        try:
+            return await feed.fetch_changes(since)
+        except FeedUnavailable as exc:
+            if attempt == erp.fetch_attempts:
+                raise
+            log.warning("order feed %s: %s; trying again in %.1fs", feed.name, exc, pause)
+            await asyncio.sleep(pause)
+            pause *= 2
+    raise FeedUnavailable("no attempts configured")
+
+
+async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) -> SyncSummary:
+    """Read ``feed`` from ``since`` (default: its cursor) to its end; each page commits with the cursor.
+
+    A page whose writing fails leaves the cursor where it was, so the next sync reads it again; rows already
+    written are written once (by order and status), so nothing is lost and nothing doubles.
+    """
+    settings = bot.settings
+    cursor = await OrderFeedCursor.get_or_none(feed=feed.name)
+    position = since if since is not None else (cursor.position if cursor else "")
+    summary = SyncSummary(feed.name, position=position)
+    try:
+        while True:
+            page = await fetch_with_retries(feed, position, settings)
+            await _commit_page(bot, feed.name, page, summary)
+            position = summary.position = page.position
+            if not page.more or not page.events:
+                break
+    except Exception as exc:  # reported to the admins and by `crmbot erp sync`; the cursor stays
+        log.exception("order feed %s: sync stopped", feed.name)
+        summary.error = str(exc) or type(exc).__name__
+    # Tried tonight, whatever came of it: the nightly check waits for tomorrow (the admin can run it again now).
+    async with in_transaction() as conn:
+        await _cursor(feed.name, conn, synced_at=bot.clock.now())
+    await _tell_admins(bot, summary)
+    return summary
+
+
+async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSummary) -> None:
+    settings, now = bot.settings, bot.clock.now()
+    events, rejected = parse_events(page.events, settings.tz)
+    async with in_transaction() as conn:
+        known = await customer_ids((e.customer for e in events), conn)
+        for event in events:
+            if event.customer not in known:
+                rejected.append(f"订单 {event.order_no}：客户「{event.customer}」不存在 unknown customer")
+        usable = [e for e in events if e.customer in known]
+        applied = await apply_events(usable, known, settings, now, conn)
+        await remember_events(usable, now, conn, strict=False)
+        await _cursor(feed, conn, position=page.position)
+    summary.pages += 1
+    summary.applied.add(applied)
+    summary.rejected.extend(rejected)
+
+
+async def _cursor(feed: str, conn: BaseDBAsyncClient, **values: Any) -> None:
+    await OrderFeedCursor.bulk_create([OrderFeedCursor(feed=feed)], ignore_conflicts=True, using_db=conn)
+    await OrderFeedCursor.filter(feed=feed).using_db(conn).update(**values)
+
+
+async def _tell_admins(bot: Services, summary: SyncSummary) -> None:
+    stamp = bot.clock.now().strftime("%Y%m%dT%H%M%S")
+    for admin in await Staff.filter(role=Role.ADMIN, active=True):
+        await bot.outbox.push(admin, Reply(summary.text()), f"order_sync:{summary.feed}:{stamp}:{admin.id}")
+    bot.outbox.wake()
+
+
+def sync_due(last: datetime | None, now: datetime, settings: Settings) -> bool:
+    """Tonight's pull is due: the configured local time has passed since the last sync (or there was none)."""
+    tz = settings.tz
+    today = datetime.combine(now.astimezone(tz).date(), settings.erp.sync_at, tzinfo=tz)
+    moment = today if today <= now else today - timedelta(days=1)
+    return last is None or last < moment
+
+
+async def nightly(bot: Services, feed: OrderFeed) -> SyncSummary | None:
+    """The scheduled pull: sync ``feed`` when tonight's time has passed since its last sync (from the database)."""
+    cursor = await OrderFeedCursor.get_or_none(feed=feed.name)
+    if not sync_due(cursor.synced_at if cursor else None, bot.clock.now(), bot.settings):
+        return None
+    return await sync_feed(bot, feed)

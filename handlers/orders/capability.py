@@ -1,0 +1,5 @@
+"""The orders capability's registration object, shared by its modules."""
+
+from bot.capability import Capability
+
+capability = Capability("orders")
