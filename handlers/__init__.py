@@ -9,6 +9,7 @@ from bot.capability import Capability
 from handlers import (
     approvals,
     archive,
+    clarify,
     customers,
     followups,
     help,
@@ -34,4 +35,5 @@ CAPABILITIES: list[Capability] = [
     approvals.capability,
     nps.capability,
     orders.capability,
+    clarify.capability,
 ]

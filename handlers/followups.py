@@ -50,6 +50,14 @@ def _moment(value: object) -> datetime | None:
     return moment.astimezone(UTC) if moment.tzinfo else None
 
 
+# What makes a customer and some words a note rather than a question to ask: something happened, was said, or is
+# planned (华为那边回复说方案通过了, 金风科技这周五之前要给方案); a bare noun or time (华为 报价单) is not.
+NOTE = re.compile(
+    r"说|讲|表示|反馈|回复|答应|同意|拒绝|确认|要求|需要|希望|想要|觉得|认为|满意|准备|打算|计划|决定|已|寄|送|交|催|等|约"
+    r"|再(?:聊|谈|联系|约|去|跟|沟通|报|发|确认|见|来)|要给|要去|会给|会去|了|[通打聊谈见开]完|电话|视频|会议|邮件|微信"
+)
+
+
 # -- recognition -----------------------------------------------------------------------------------------------------
 
 
@@ -96,6 +104,8 @@ def follow_up_slots(r: Reading) -> Slots:
 @capability.phrase(order=130)
 def contact_phrase(r: Reading) -> Result | None:
     """A contact with a customer was described: 拜访了华为, 跟进了比亚迪，…"""
+    if r.question:
+        return None
     if CONTACT.search(r.text) and (r.customers or r.guess_customer(r.text)):
         return "follow_up", follow_up_slots(r)
     return None
@@ -104,7 +114,10 @@ def contact_phrase(r: Reading) -> Result | None:
 @capability.phrase(order=160)
 def note_phrase(r: Reading) -> Result | None:
     """A customer and a note: the most useful reading is a follow-up note."""
-    if r.customers and len(show_leftover(r)) >= 4:
+    if r.question or not r.customers:
+        return None
+    surface = re.escape(r.customers[0].surface)
+    if len(show_leftover(r)) >= 4 and (re.search(surface + r"\s*[:：]", r.text) or NOTE.search(show_leftover(r))):
         return "follow_up", follow_up_slots(r)
     return None
 

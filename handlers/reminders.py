@@ -47,6 +47,8 @@ def remind_command(r: Reading, rest: str) -> Result:
 
 @capability.phrase(order=30)
 def remind_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if (_REMIND.search(text) and "提醒我" in text) or re.search(r"^(?:.{0,12})提醒(?:我|一下)", text):
         return "remind", remind_slots(r)

@@ -1,7 +1,10 @@
-"""Cue words several capabilities' matchers look for: a fault or complaint, urgency, a contact with the customer.
+"""Cue words several capabilities' matchers look for: a fault or complaint, urgency, a contact with the customer, a
+question.
 
 They are vocabulary of the business rather than of one intent: a fault opens a ticket, but it also means a line
-about NPS is not an NPS question, and a contact cue decides between logging a visit and opening a ticket.
+about NPS is not an NPS question, and a contact cue decides between logging a visit and opening a ticket. A question
+is never evidence of a write: a line that asks (``asks``) is read, not recorded, unless it also states a contact or
+an explicit request.
 """
 
 from __future__ import annotations
@@ -18,3 +21,38 @@ CONTACT = re.compile(
     r"沟通|聊了|聊过|谈了|谈过|开会|开了会|发了|发过|去了|联系了|联系过|来访|参观|演示|交流|汇报|寄了|送了|拜会|"
     r"记录一下|记一下|记录|备注|答复|回复了|确认了|调试"
 )
+
+# A question: a question mark, 吗 or a question word. Declarative uses of the same words (没什么, 过几天, 有什么
+# 问题随时联系) and questions the line reports someone asked (客户问有没有现货) do not make a line a question.
+QUESTION = re.compile(
+    r"[?？]|吗|谁|什么|啥|哪|多少|有没有|有无|是不是|是否|怎么|怎样|为什么|为何|为啥|咋|可不可以|能不能|要不要"
+    r"|(?<![过这前近好十头])几(?![十百千万])|呢\s*$|么\s*$|(?:了|过)没(?:有)?\s*$"
+)
+_INDEFINITE = re.compile(
+    r"没(?:什么|啥|多少|有什么)|(?:有|需要)什么(?:问题|需要|事情?)?(?:随时|再|就|可以)|不管|无论|不知道|不清楚"
+    r"|(?:能不能|可不可以|要不要)(?=.{0,20}(?:申请|帮|批|给))"
+)
+_REPORTED = re.compile(r"问|询问|咨询|打听|想知道|确认一下|看看")
+_CLAUSES = re.compile(r"[^，,。.；;！!？?\n]+[？?]?")
+# What a line must state, outside its questions, for a question in it not to decide: a contact or an explicit request.
+WRITE_CUE = re.compile(
+    CONTACT.pattern + r"|申请|提醒我|工单|报修|建档|新建|转给|转交|移交|打上|加标签|改[为成]|设为|帮我|麻烦|请|理由"
+)
+
+
+def is_question(clause: str) -> bool:
+    """One clause asks something (its own question, not one it reports)."""
+    clause = clause.strip()
+    if re.search(r"(?:[?？]|吗|么)\s*$", clause):
+        return True
+    clause = _INDEFINITE.sub(" ", clause)
+    m = QUESTION.search(clause)
+    return m is not None and not _REPORTED.search(clause[: m.start()])
+
+
+def asks(text: str) -> bool:
+    """The line asks a question and states, besides, nothing a write could rest on."""
+    clauses = _CLAUSES.findall(text)
+    if not any(is_question(c) for c in clauses):
+        return False
+    return not WRITE_CUE.search(" ".join(c for c in clauses if not is_question(c)))

@@ -131,6 +131,8 @@ def approve_command(r: Reading, rest: str) -> Result | None:
 @capability.phrase(order=10)
 def decision_phrase(r: Reading) -> Result | None:
     """An approval id with a verb: 撤回/驳回/同意 #AP12 anywhere in the line."""
+    if r.question:
+        return None
     text = r.text
     if not _APPROVAL_ID.search(text):
         return None
@@ -145,6 +147,8 @@ def decision_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=40)
 def discount_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if _DISCOUNT_CUE.search(text) and (find_discount(text) or re.search(r"折扣|优惠", text)):
         if re.search(r"撤回|撤销|取消", text) and re.search(r"申请", text):

@@ -57,6 +57,8 @@ def ticket_command(r: Reading, rest: str) -> Result:
 
 @capability.phrase(order=50)
 def update_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if TICKET_ID.search(text) and (status_of(text) or ("工单" in text and not _TICKET_CREATE.search(text))):
         return "update_ticket", update_slots(text)
@@ -65,6 +67,8 @@ def update_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=80)
 def create_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     fault = FAULT.search(text) and (r.customers or URGENT.search(text))
     if (_TICKET_WORD.search(text) or fault) and (
@@ -77,6 +81,8 @@ def create_phrase(r: Reading) -> Result | None:
 @capability.phrase(order=150)
 def fault_phrase(r: Reading) -> Result | None:
     """A customer named with more than a profile question (the profile's phrase comes first), and a fault."""
+    if r.question:
+        return None
     if r.customers and FAULT.search(r.text):
         return "create_ticket", ticket_slots(r, r.text, command=False)
     return None
