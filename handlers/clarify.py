@@ -9,6 +9,7 @@ import re
 
 from bot.capability import Capability
 from bot.context import Context, Slots
+from bot.nlu.cues import QUESTION
 from bot.nlu.reading import Reading, Result, tidy
 from bot.nlu.text import cut
 from bot.resolution import ask_intent
@@ -28,10 +29,10 @@ _HISTORY = re.compile(
 )
 _FIELDS = (("stage", re.compile(r"阶段")), ("grade", re.compile(r"等级|评级|级别")), ("tags", re.compile(r"标签")),
            ("owner", re.compile(r"负责人|归属")))  # fmt: skip
-_SAID = re.compile(r"说了|说过|说的|提到|提过|提了|聊了|聊过|聊的|讲了|讲过|问了|问过|问的|反馈|回复|谈到|谈了|讨论")
+_SAID = re.compile(r"说|讲|提到|提过|提了|聊了|聊过|聊的|问了|问过|问的|反馈|回复|谈到|谈了|讨论")
 _NOT_TOPIC = re.compile(
-    _SAID.pattern + r"|有没有|是不是|什么|啥|吗|呢|上次|上回|最近|之前|以前|那边|这边|客户|聊天记录|聊天|记录"
-    r"|里面|里|跟我们|和我们|我们|跟我|和我|关于|有关|过|的|在|[?？]"
+    _SAID.pattern + "|" + QUESTION.pattern + r"|有没有|没有|没|上次|上回|最近|之前|以前|那边|这边|客户"
+    r"|聊天记录|聊天|记录|里面|里|跟我们|和我们|我们|跟我|和我|关于|有关|过|的|在|[?？]"
 )
 LABELS = {"follow_up": "记录跟进", "show_customer": "查看客户", "search": "搜索聊天记录"}
 

@@ -14,8 +14,7 @@ from bot.capability import Capability
 from bot.context import Context, Firing, RuleContext, Slots
 from bot.display import local
 from bot.nlu.cues import CONTACT
-from bot.nlu.reading import Reading, Result
-from bot.nlu.text import clean
+from bot.nlu.reading import Reading, Result, tidy
 from bot.rulekit import crossed, customers_by_id, follow_up_action, ids, iso, local_time, not_fired, select
 from bot.types import IncomingMessage, Reply
 from handlers.customers.phrasing import show_leftover
@@ -69,7 +68,7 @@ NOTE = re.compile(
 )
 def follow_up_command(r: Reading, rest: str) -> Result:
     slots, body = r.split_customer(rest)
-    content = clean(body)
+    content = tidy(body)
     return "follow_up", _noted(r, slots, content, content)
 
 
@@ -98,7 +97,7 @@ def follow_up_slots(r: Reading) -> Slots:
         tail = text[len(surface) :]
         if re.match(r"^\s*[,，:：]", tail):
             content = tail
-    return _noted(r, slots, clean(content), text)
+    return _noted(r, slots, tidy(content), text)
 
 
 @capability.phrase(order=130)

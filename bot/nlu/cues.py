@@ -33,7 +33,7 @@ _INDEFINITE = re.compile(
     r"|(?:能不能|可不可以|要不要)(?=.{0,20}(?:申请|帮|批|给))"
 )
 _REPORTED = re.compile(r"问|询问|咨询|打听|想知道|确认一下|看看")
-_CLAUSES = re.compile(r"[^，,。.；;！!？?\n]+[？?]?")
+_CLAUSES = re.compile(r"[^，,。；;！!？?\n]+[？?]?")
 # What a line must state, outside its questions, for a question in it not to decide: a contact or an explicit request.
 WRITE_CUE = re.compile(
     CONTACT.pattern + r"|申请|提醒我|工单|报修|建档|新建|转给|转交|移交|打上|加标签|改[为成]|设为|帮我|麻烦|请|理由"

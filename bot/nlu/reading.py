@@ -55,8 +55,11 @@ def tidy(text: str) -> str:
     """A slot as the rep wrote it, once the parsed parts are cut out: no doubled or orphaned punctuation, no
     particle left hanging at either end (``打个 ， ，竞争对手报价更低`` → ``竞争对手报价更低``)."""
     text = re.sub(r"\s*([，,。；;、：:！!？?])(?:[\s，,。；;、：:]*)", r"\1", text)
-    text = re.sub(_HANGING, "", text.strip())
-    return clean(re.sub(r"\s+", " ", text))
+    text = re.sub(r"[！!～~]+$", "", re.sub(_HANGING, "", text.strip()))
+    tidied = clean(re.sub(r"\s+", " ", text))
+    # 设备坏了 is not 设备坏: the 了 of a one-character result verb is part of the word.
+    kept = re.search(r"[坏停断丢黄漏掉完慢错](了)[\s，,。；;！!吧啊呀哈]*$", text)
+    return tidied + "了" if kept and tidied.endswith(text[kept.start(1) - 1]) else tidied
 
 
 class Reading:

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from bot.access import visible_to
 from bot.context import Context, Slots
 from bot.nlu.numbers import find_amount, find_discount, whole
-from bot.nlu.reading import Reading, Result
+from bot.nlu.reading import Reading, Result, tidy
 from bot.nlu.text import clean, cut
 from bot.types import IncomingMessage, Reply
 from handlers.approvals.capability import capability
@@ -44,7 +44,7 @@ def approval_slots(rest: str) -> Slots:
     reason = re.sub(r"^(?:撤回|撤销|撤掉|取消|驳回|拒绝|不同意|不批|同意|批准|通过|批了)", "", rest.strip())
     reason = re.sub(r"(?:折扣)?申请|审批|^(?:理由|原因|备注)\s*[:：]?", "", reason)
     reason = re.sub(r"^(?:理由|原因|因为|备注)\s*[:：]?\s*", "", clean(reason))
-    reason = clean(reason)
+    reason = tidy(reason)
     if reason:
         slots["reason"] = reason
     return slots
@@ -71,7 +71,9 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
     d = find_discount(body)
     if d:
         slots["discount"] = d.value
-        body = cut(body, (d.start, d.end))
+        # 打个85折: the verb belongs to the discount, not to the reason.
+        lead = re.search(r"(?:打个|打|要个|给个|申请个|来个)\s*$", body[: d.start])
+        body = cut(body, (lead.start() if lead else d.start, d.end))
     a = find_amount(body)
     if a:
         slots["amount"] = whole(a.value)
@@ -89,7 +91,7 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
                 and len(clean(cut(c, *[(m.start, m.end) for m in r.vocabulary.customers_in(c)]))) <= 2
             )
         ]
-        reason_text = "，".join(clean(c) for c in others)
+        reason_text = "，".join(clean(c) for c in others) if others else body
     elif not reason_text:
         reason_text = body
     reason_text = re.sub(
@@ -97,7 +99,7 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
         " ",
         reason_text,
     )
-    reason_text = clean(re.sub(r"\s+", " ", reason_text))
+    reason_text = tidy(re.sub(r"^\s*(?:给|帮|为|替)(?=\s)", "", reason_text))
     if reason_text and not reason_text.isdigit():
         slots["reason"] = reason_text
     return slots

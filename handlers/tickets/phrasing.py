@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from bot.nlu.cues import CONTACT, FAULT, URGENT
-from bot.nlu.reading import Reading, Result, Slots
-from bot.nlu.text import clean, cut
+from bot.nlu.reading import Reading, Result, Slots, tidy
+from bot.nlu.text import cut
 from handlers.tickets.capability import capability
 
 TICKET_ID = re.compile(
@@ -110,7 +110,7 @@ def update_slots(text: str) -> Slots:
             break
     note = re.sub(r"^(?:工单|的|了|已|已经|,|，|\s)+", "", note)
     note = re.sub(r"(?:原因|方案|处理|说明|备注)\s*[:：]\s*", "", note)
-    note = clean(note)
+    note = tidy(note)
     if note:
         slots["content"] = note
     return slots
@@ -142,9 +142,9 @@ def ticket_slots(r: Reading, text: str, *, command: bool) -> Slots:
         body,
         flags=re.I,
     )
-    content = clean(re.sub(r"\s+", " ", body))
+    content = tidy(body)
     content = re.sub(r"^(?:的|那边的|这边的|帮|给|替|为)\s*", "", content)
-    content = clean(content)
+    content = tidy(content)
     if content:
         slots["content"] = content
     return slots
