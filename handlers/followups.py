@@ -52,7 +52,8 @@ def _moment(value: object) -> datetime | None:
 # What makes a customer and some words a note rather than a question to ask: something happened, was said, or is
 # planned (华为那边回复说方案通过了, 金风科技这周五之前要给方案); a bare noun or time (华为 报价单) is not.
 NOTE = re.compile(
-    r"说|讲|表示|反馈|回复|答应|同意|拒绝|确认|要求|需要|希望|想要|觉得|认为|满意|准备|打算|计划|决定|已|寄|送|交|催|等|约"
+    r"说|讲|表示|反馈|回复|答应|同意|拒绝|确认|要求|需要|希望|想要|觉得|认为|满意|准备|打算|计划|决定|已|寄|送了|送去|交了|交给|交付"
+    r"|催|等(?:反馈|回复|通知|消息|他们|客户|对方)|约了|约好"
     r"|再(?:聊|谈|联系|约|去|跟|沟通|报|发|确认|见|来)|要给|要去|会给|会去|了|[通打聊谈见开]完|电话|视频|会议|邮件|微信"
 )
 
