@@ -98,7 +98,9 @@ def follow_up_slots(r: Reading) -> Slots:
         tail = text[len(surface) :]
         if re.match(r"^\s*[,，:：]", tail):
             content = tail
-    return _noted(r, slots, tidy(content), text)
+    # 上午拜访了…: the part of today it happened in is no next follow-up.
+    when_in = re.sub(r"^(?:今天|刚才|刚刚)?(?:上午|下午|早上|中午|晚上)", " ", text)
+    return _noted(r, slots, tidy(content), when_in)
 
 
 @capability.phrase(order=130)

@@ -47,6 +47,13 @@ def _filters(r: Reading, body: str) -> tuple[Slots, str]:
 @capability.command(_SEARCH_CMD, order=70)
 def search_command(r: Reading, rest: str) -> Result:
     slots, body = _filters(r, rest)
+    # 搜一下比亚迪的聊天记录 交期: the customer whose chats to search, named first.
+    mentions = r.vocabulary.customers_in(body)
+    if "customer" not in slots and mentions and mentions[0].start == 0:
+        after = re.match(r"\s*(?:的|那边的)?(?:聊天记录|聊天|消息|记录)(?:里|中)?", body[mentions[0].end :])
+        if after:
+            slots.update(r.customer_slot(body))
+            body = body[mentions[0].end + after.end() :]
     query = clean(_SEARCH_TAIL.sub("", body.strip()))
     if query:
         slots["query"] = query
