@@ -50,6 +50,11 @@ async def crm_state() -> list[Any]:
     return [customers, counts]
 
 
+async def wecom_team(start_app: Any, make_settings: Any, wecom_sim: WeComSimulator) -> WeComChat:
+    """The demo team in WeCom at NOW."""
+    return WeComChat(await demo(start_app, make_settings), wecom_sim, deliver=True)
+
+
 async def say(chat: WeComChat, user: str, text: str) -> str:
     """What the bot answered ``user`` (exactly one reply)."""
     before = len(chat.sent_to(user))
@@ -65,8 +70,7 @@ async def say(chat: WeComChat, user: str, text: str) -> str:
 async def test_questions_and_unsupported_actions_in_wecom_write_nothing(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo(start_app, make_settings)
-    chat = WeComChat(client, wecom_sim, deliver=True)
+    chat = await wecom_team(start_app, make_settings, wecom_sim)
     before = await crm_state()
 
     assert "联系人：刘工 决策人 13800000001" in await say(chat, "zhangsan", "华为的联系人是谁")
@@ -95,8 +99,7 @@ async def test_questions_and_unsupported_actions_in_wecom_write_nothing(
 async def test_a_manager_takes_a_customer_of_the_team_with_转给我(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo(start_app, make_settings)
-    chat = WeComChat(client, wecom_sim, deliver=True)
+    chat = await wecom_team(start_app, make_settings, wecom_sim)
     assert "已把「恒力液压有限公司」从李四转给王经理" in await say(chat, "wangjl", "把恒力液压转给我")
     manager = await Staff.get(name="王经理")
     assert (await Customer.get(name="恒力液压有限公司")).owner_id == manager.id
@@ -106,8 +109,7 @@ async def test_a_manager_takes_a_customer_of_the_team_with_转给我(
 async def test_a_discount_reaches_the_approver_with_the_reason_as_written(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo(start_app, make_settings)
-    chat = WeComChat(client, wecom_sim, deliver=True)
+    chat = await wecom_team(start_app, make_settings, wecom_sim)
     await chat.say("zhangsan", "给华为打个85折，竞争对手报价更低")
     await chat.say("zhangsan", "申请折扣 比亚迪 打个9折 合同金额80万 ，，批量采购！")
     reasons = await Approval.all().order_by("id").values_list("reason", flat=True)
@@ -122,8 +124,7 @@ async def test_a_discount_reaches_the_approver_with_the_reason_as_written(
 async def test_a_customer_with_a_few_words_is_asked_about_and_the_answer_picks(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo(start_app, make_settings)
-    chat = WeComChat(client, wecom_sim, deliver=True)
+    chat = await wecom_team(start_app, make_settings, wecom_sim)
     before = await crm_state()
     asked = await say(chat, "zhangsan", "华为 报价单")
     assert asked.startswith("您是想：")
@@ -149,8 +150,7 @@ async def test_a_customer_with_a_few_words_is_asked_about_and_the_answer_picks(
 async def test_answering_2_shows_the_profile_and_3_searches_the_chats(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo(start_app, make_settings)
-    chat = WeComChat(client, wecom_sim, deliver=True)
+    chat = await wecom_team(start_app, make_settings, wecom_sim)
     before = await crm_state()
     await say(chat, "zhangsan", "华为 下周三")
     assert "【华为技术有限公司】" in await say(chat, "zhangsan", "2")
