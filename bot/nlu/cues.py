@@ -13,7 +13,7 @@ import re
 
 URGENT = re.compile(r"紧急|加急|很急|十万火急|火急|急|urgent|马上|尽快|立刻|赶紧|赶快|停产|停机|停工|停线|严重", re.I)
 FAULT = re.compile(
-    r"故障|坏了|坏掉|损坏|不能用|用不了|不好用|漏油|漏水|渗油|异响|报警|停机|停产|失灵|卡死|不工作|不转|出问题|有问题|问题|报错|维修|修一下|投诉|售后|"
+    r"故障|坏了|坏掉|损坏|不能用|用不了|不好用|漏油|漏水|渗油|异响|报警|停机|停产|失灵|卡死|不工作|不转|出问题|(?<!没)有问题|(?<!什么)(?<!没有)(?<!没)问题|报错|维修|修一下|投诉|售后|"
     r"停了|停线|停工|破损|派工程师|派人|派个人|上门维修|来修"
 )
 CONTACT = re.compile(
@@ -36,7 +36,8 @@ _REPORTED = re.compile(r"问|询问|咨询|打听|想知道|确认一下|看看"
 _CLAUSES = re.compile(r"[^，,。；;！!？?\n]+[？?]?")
 # What a line must state, outside its questions, for a question in it not to decide: a contact or an explicit request.
 WRITE_CUE = re.compile(
-    CONTACT.pattern + r"|申请|提醒我|工单|报修|建档|新建|转给|转交|移交|打上|加标签|改[为成]|设为|帮我|麻烦|请|理由"
+    CONTACT.pattern + r"|申请|提醒我|工单|报修|派人|派个人|派工程师|上门|安排售后|建档|新建|转给|转交|移交|打上|加标签"
+    r"|改[为成]|设为|评为|升为|降为|定为|列为|帮我|麻烦|请|理由"
 )
 
 

@@ -94,11 +94,9 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
         reason_text = "，".join(clean(c) for c in others) if others else body
     elif not reason_text:
         reason_text = body
-    reason_text = re.sub(
-        r"申请折扣|折扣申请|申请|折扣|打折|帮忙|请批|给个|想要|要个|能不能|可否|合同|金额|要求|希望|,|。",
-        " ",
-        reason_text,
-    )
+    reason_text = re.sub(r"申请折扣|折扣申请|申请|折扣|打折|帮忙|请批|给个|想要|要个|,|。", " ", reason_text)
+    # The rep's own words keep 能不能 / 要求 (客户问能不能再低点); only a lead-in is not the reason.
+    reason_text = re.sub(r"^\s*(?:(?:能不能|可否|合同|金额|要求|希望)\s*)+", "", reason_text)
     reason_text = tidy(re.sub(r"^\s*(?:给|帮|为|替)(?=\s)", "", reason_text))
     if reason_text and not reason_text.isdigit():
         slots["reason"] = reason_text
