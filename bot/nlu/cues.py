@@ -37,7 +37,7 @@ _CLAUSES = re.compile(r"[^，,。；;！!？?\n]+[？?]?")
 # What a line must state, outside its questions, for a question in it not to decide: a contact or an explicit request.
 WRITE_CUE = re.compile(
     CONTACT.pattern + r"|申请|提醒我|工单|报修|派人|派个人|派工程师|上门|安排售后|建档|新建|转给|转交|移交|打上|加标签"
-    r"|改[为成]|设为|评为|升为|降为|定为|列为|帮我|麻烦|请|理由"
+    r"|改[为成]|设为|评为|升为|降为|定为|列为|理由"
 )
 
 

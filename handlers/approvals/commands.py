@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 
 from bot.access import visible_to
 from bot.context import Context, Slots
+from bot.nlu.cues import is_question
 from bot.nlu.numbers import find_amount, find_discount, whole
 from bot.nlu.reading import Reading, Result, tidy
 from bot.nlu.text import clean, cut
@@ -50,6 +51,11 @@ def approval_slots(rest: str) -> Slots:
     return slots
 
 
+def _statements(text: str) -> list[str]:
+    """The clauses of ``text`` that state something: a question beside a request (华为能打几折？) is no reason."""
+    return [c for c in re.split(r"[，,。；;！!？?]", text) if c.strip() and not is_question(c)]
+
+
 def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
     text = r.text
     slots: Slots = {}
@@ -80,7 +86,7 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
         body = cut(body, (a.start, a.end))
     if not reason_text and not command:
         # Free phrasing: the reason is whichever clause is not the customer, discount or amount.
-        clauses = [c for c in re.split(r"[，,。；;！!]", text) if c.strip()]
+        clauses = _statements(text)
         others = [
             c
             for c in clauses
@@ -91,10 +97,10 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
                 and len(clean(cut(c, *[(m.start, m.end) for m in r.vocabulary.customers_in(c)]))) <= 2
             )
         ]
-        reason_text = "，".join(clean(c) for c in others) if others else body
+        reason_text = "，".join(clean(c) for c in others) if others else " ".join(_statements(body))
     elif not reason_text:
         reason_text = body
-    reason_text = re.sub(r"申请折扣|折扣申请|申请|折扣|打折|帮忙|请批|给个|想要|要个|,|。", " ", reason_text)
+    reason_text = re.sub(r"申请折扣|折扣申请|申请|折扣|打折|帮忙|帮我|请批|给个|想要|要个|,|。", " ", reason_text)
     # The rep's own words keep 能不能 / 要求 (客户问能不能再低点); only a lead-in is not the reason.
     reason_text = re.sub(r"^\s*(?:(?:能不能|可否|合同|金额|要求|希望)\s*)+", "", reason_text)
     reason_text = tidy(re.sub(r"^\s*(?:给|帮|为|替)(?=\s)", "", reason_text))
