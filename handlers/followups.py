@@ -15,6 +15,7 @@ from bot.context import Context, Firing, RuleContext, Slots
 from bot.display import local
 from bot.nlu.cues import CONTACT
 from bot.nlu.reading import Reading, Result, tidy
+from bot.nlu.text import cut
 from bot.rulekit import crossed, customers_by_id, follow_up_action, ids, iso, local_time, not_fired, select
 from bot.types import IncomingMessage, Reply
 from handlers.customers.phrasing import show_leftover
@@ -53,7 +54,7 @@ def _moment(value: object) -> datetime | None:
 # planned (华为那边回复说方案通过了, 金风科技这周五之前要给方案); a bare noun or time (华为 报价单) is not.
 NOTE = re.compile(
     r"说|讲|表示|反馈|回复|答应|同意|拒绝|确认|要求|需要|希望|想要|觉得|认为|满意|准备|打算|计划|决定|已|寄|送了|送去|交了|交给|交付"
-    r"|催|等(?:反馈|回复|通知|消息|他们|客户|对方)|约了|约好"
+    r"|催|等(?:反馈|回复|通知|消息|他们|客户|对方)|约了|约好|要|下单|来电"
     r"|再(?:聊|谈|联系|约|去|跟|沟通|报|发|确认|见|来)|要给|要去|会给|会去|了|[通打聊谈见开]完|电话|视频|会议|邮件|微信"
 )
 
@@ -119,7 +120,9 @@ def note_phrase(r: Reading) -> Result | None:
     if r.question or not r.customers:
         return None
     surface = re.escape(r.customers[0].surface)
-    if len(show_leftover(r)) >= 4 and (re.search(surface + r"\s*[:：]", r.text) or NOTE.search(show_leftover(r))):
+    mention = r.customers[0]
+    said = cut(r.text, (mention.start, mention.end))
+    if len(show_leftover(r)) >= 4 and (re.search(surface + r"\s*[:：]", r.text) or NOTE.search(said)):
         return "follow_up", follow_up_slots(r)
     return None
 

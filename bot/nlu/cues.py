@@ -33,6 +33,8 @@ _INDEFINITE = re.compile(
     r"|(?:能不能|可不可以|要不要)(?=.{0,20}(?:申请|帮|批|给))"
 )
 _REPORTED = re.compile(r"问|询问|咨询|打听|想知道|确认一下|看看")
+# A clause that starts by saying someone asked (问上次的报价还有效吗) reports their question.
+_ASKED_OF_US = re.compile(r"^\s*(?:客户|对方|他们|他|她|老板|采购)?(?:问|询问|咨询|打听)")
 _CLAUSES = re.compile(r"[^，,。；;！!？?\n]+[？?]?")
 # What a line must state, outside its questions, for a question in it not to decide: a contact or an explicit request.
 WRITE_CUE = re.compile(
@@ -44,6 +46,8 @@ WRITE_CUE = re.compile(
 def is_question(clause: str) -> bool:
     """One clause asks something (its own question, not one it reports)."""
     clause = clause.strip()
+    if _ASKED_OF_US.match(clause):
+        return False
     if re.search(r"(?:[?？]|吗|么)\s*$", clause):
         return True
     clause = _INDEFINITE.sub(" ", clause)
