@@ -31,7 +31,7 @@ _FIELDS = (("stage", re.compile(r"阶段")), ("grade", re.compile(r"等级|评�
            ("owner", re.compile(r"负责人|归属")))  # fmt: skip
 _SAID = re.compile(r"说|讲|提到|提过|提了|聊了|聊过|聊的|问了|问过|问的|反馈|回复|谈到|谈了|讨论")
 _NOT_TOPIC = re.compile(
-    r"的事情|的事|事情|"
+    r"的事情|的事|事情|提没提|说没说|聊没聊|讲没讲|问没问|"
     + _SAID.pattern
     + "|"
     + QUESTION.pattern
