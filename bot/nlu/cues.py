@@ -26,7 +26,7 @@ CONTACT = re.compile(
 # 问题随时联系) and questions the line reports someone asked (客户问有没有现货) do not make a line a question.
 QUESTION = re.compile(
     r"[?？]|吗|谁|什么|啥|哪|多少|有没有|有无|是不是|是否|怎么|怎样|为什么|为何|为啥|咋|可不可以|能不能|要不要"
-    r"|(?<![过这前近好十头])几(?![十百千万])|呢\s*$|么\s*$|(?:了|过)没(?:有)?\s*$"
+    r"|(?<![过这前近好十头])几(?![十百千万])|呢\s*$|么(?=\s*(?:[，,。；;！!？?]|$))|(?:了|过)没(?:有)?\s*$"
 )
 _INDEFINITE = re.compile(
     r"没(?:什么|啥|多少|有什么)|(?:有|需要)什么(?:问题|需要|事情?)?(?:随时|再|就|可以)|不管|无论|不知道|不清楚"
@@ -57,7 +57,10 @@ def is_question(clause: str) -> bool:
 
 def asks(text: str) -> bool:
     """The line asks a question and states, besides, nothing a write could rest on."""
+    if not QUESTION.search(text):
+        return False  # most lines: one search and done
     clauses = _CLAUSES.findall(text)
-    if not any(is_question(c) for c in clauses):
+    asked = [is_question(c) for c in clauses]
+    if not any(asked):
         return False
-    return not WRITE_CUE.search(" ".join(c for c in clauses if not is_question(c)))
+    return not WRITE_CUE.search(" ".join(c for c, q in zip(clauses, asked, strict=True) if not q))
