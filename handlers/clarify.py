@@ -30,13 +30,14 @@ _HISTORY = re.compile(
 _FIELDS = (("stage", re.compile(r"阶段")), ("grade", re.compile(r"等级|评级|级别")), ("tags", re.compile(r"标签")),
            ("owner", re.compile(r"负责人|归属")))  # fmt: skip
 _SAID = re.compile(r"说|讲|提到|提过|提了|聊了|聊过|聊的|问了|问过|问的|反馈|回复|谈到|谈了|讨论")
+_CHATS = re.compile(r"聊天记录|聊天|消息|对话")
 _NOT_TOPIC = re.compile(
     r"的事情|的事|事情|提没提|说没说|聊没聊|讲没讲|问没问|"
     + _SAID.pattern
     + "|"
     + QUESTION.pattern
     + r"|有没有|没有|没|上次|上回|最近|之前|以前|那边|这边|客户"
-    r"|聊天记录|聊天|记录|里面|里|跟我们|和我们|我们|跟我|和我|关于|有关|过|的|在|[?？]"
+    r"|聊天记录|聊天|消息|对话|记录|帮我|帮忙|查查|查一下|查下|搜一下|搜|看看|里面|里|跟我们|和我们|我们|跟我|和我|关于|有关|过|的|在|[?？]"
     r"|上周|这周|本周|上个?月|这个?月|本月|昨天|前天|今天|近期|前几天|这几天"
 )
 LABELS = {"follow_up": "记录跟进", "show_customer": "查看客户", "search": "搜索聊天记录"}
@@ -64,9 +65,10 @@ def unsupported_phrase(r: Reading) -> Result | None:
     return "unsupported", slots
 
 
-@capability.phrase(order=95)
+@capability.phrase(order=25)
 def question_phrase(r: Reading) -> Result | None:
-    """A question about a customer, or its change history: read, never recorded."""
+    """A question about a customer, or its change history: read, never recorded. Early, so that no phrase that
+    edits a customer sees it (华为的联系人是谁 is no new contact called 谁)."""
     if not r.customers:
         return None
     customer = r.customer_slot(r.text)
@@ -75,7 +77,7 @@ def question_phrase(r: Reading) -> Result | None:
         return "history", {**customer, **({"field": fields[0]} if fields else {})}
     if not r.question:
         return None
-    if _SAID.search(r.text):
+    if _SAID.search(r.text) or _CHATS.search(r.text):
         mention = r.customers[0]
         topic = tidy(_NOT_TOPIC.sub(" ", cut(r.text, (mention.start, mention.end))))
         if topic:

@@ -154,7 +154,7 @@ async def test_answering_2_shows_the_profile_and_3_searches_the_chats(
     before = await crm_state()
     await say(chat, "zhangsan", "华为 下周三")
     assert "【华为技术有限公司】" in await say(chat, "zhangsan", "2")
-    asked = await say(chat, "lisi", "恒力液压 交期 月底")
+    asked = await say(chat, "lisi", "恒力液压 交期月底")
     assert "3. 搜索聊天记录：「交期」" in asked
     assert "找到 1 条包含「交期」的聊天记录（客户：恒力液压有限公司）" in await say(chat, "lisi", "3")
     assert await crm_state() == before

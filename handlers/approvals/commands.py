@@ -97,7 +97,9 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
                 and len(clean(cut(c, *[(m.start, m.end) for m in r.vocabulary.customers_in(c)]))) <= 2
             )
         ]
-        reason_text = "，".join(clean(c) for c in others) if others else " ".join(_statements(body))
+        # One clause (给华为打个85折 竞争对手报价更低): what is left of it once its parts are cut out.
+        rest = " ".join(_statements(body)) if len(clauses) == 1 else ""
+        reason_text = "，".join(clean(c) for c in others) if others else rest
     elif not reason_text:
         reason_text = body
     reason_text = re.sub(r"申请折扣|折扣申请|申请|折扣|打折|帮忙|帮我|请批|给个|想要|要个|,|。", " ", reason_text)
