@@ -27,7 +27,7 @@ request_discount   customer, discount (fraction paid: 85折 → 0.85, 优惠15% 
 approve / reject   approval_id ("AP12"), reason
 withdraw           approval_id
 nps_report         period
-history            customer, field (stage|grade|tags|owner, when named): who changed what (操作记录 华为,
+history            customer, field (stage|grade|tags|owner_id, when named): who changed what (操作记录 华为,
                    谁改了华为的阶段); read only
 clarify            customer, options: a list of ``{"intent": …, "slots": {…}}`` readings (follow_up, show_customer,
                    search) the bot asks the rep to choose from with a number; nothing is written until they do

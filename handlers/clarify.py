@@ -28,7 +28,7 @@ _HISTORY = re.compile(
     r"|谁(?:把.{0,12}?)?(?:改|动|修改|调整|变更|设置|设的|删|换|转|加|调)|(?:被)?(?:谁|什么时候|何时)(?:改|动)(?:了|过)?"
 )
 _FIELDS = (("stage", re.compile(r"阶段")), ("grade", re.compile(r"等级|评级|级别")), ("tags", re.compile(r"标签")),
-           ("owner", re.compile(r"负责人|归属")))  # fmt: skip
+           ("owner_id", re.compile(r"负责人|归属")))  # fmt: skip
 _SAID = re.compile(r"说|讲|提到|提过|提了|聊了|聊过|聊的|问了|问过|问的|反馈|回复|谈到|谈了|讨论")
 _CHATS = re.compile(r"聊天记录|聊天|消息|对话")
 _NOT_TOPIC = re.compile(
