@@ -19,7 +19,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from bot.audit import UNDOABLE, undo_hint
 from bot.capability import Registry
 from bot.context import Context, HandlerResult, IntentSpec, Services
-from bot.resolution import pick_choice, resolve
+from bot.resolution import as_sender, pick_choice, resolve
 from bot.types import IncomingMessage, Reply
 from bot.understanding import UNKNOWN, Parsed
 from models.staff import Role, Staff
@@ -94,7 +94,7 @@ class Dispatcher:
     # -- the steps -----------------------------------------------------------------------------------------------
 
     async def understand(self, turn: Turn) -> list[Reply] | None:
-        turn.parsed = self.understand_message(turn.msg, turn.ctx.now)
+        turn.parsed = as_sender(self.understand_message(turn.msg, turn.ctx.now), turn.staff)
         return None
 
     async def identify_sender(self, turn: Turn) -> list[Reply] | None:

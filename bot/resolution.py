@@ -2,7 +2,9 @@
 
 Resolution goes exact name → alias → prefix (恒力液压 → 恒力液压有限公司) → short form / contained → fuzzy.
 Several matches → a numbered question stored in the database (``PendingChoice``), answered by replying "2"
-(``pick_choice``, which hands the original intent back with the chosen option filled in).
+(``pick_choice``, which hands the original intent back with the chosen option filled in). The same question can
+choose an intent (``ask_intent``: record a follow-up, show the profile, search the chats, each with its slots),
+for a line that gave no evidence of what the rep wants; and "我" in a line means its sender (``as_sender``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from bot.nlu.vocabulary import short_forms
 from bot.types import Reply
 from bot.understanding import Parsed
 from models.customers import Customer, PendingChoice
+from models.staff import Staff
 
 CHOICE_TTL = timedelta(minutes=30)
+INTENT_SLOT = "intent"  # a question whose options are whole readings ({"intent", "slots"}), not customer names
+_SELF = {"我", "我自己", "自己", "本人"}
 
 
 async def _all_names() -> list[tuple[int, str, list[str]]]:
@@ -89,19 +94,45 @@ async def resolve(
         return customer
     if not several:
         return not_found(name, await close_names(name))
+    await _ask(staff_id, intent, dict(slots), "customer", several, now, conn)
+    lines = [f"「{name}」对应多个客户，您指的是哪一个？请回复序号："]
+    lines.extend(f"{i}. {option}" for i, option in enumerate(several, 1))
+    return Reply("\n".join(lines))
+
+
+async def _ask(
+    staff_id: int,
+    intent: str,
+    slots: dict[str, Any],
+    slot: str,
+    options: list[Any],
+    now: datetime,
+    conn: BaseDBAsyncClient | None,
+) -> None:
+    """Keep a numbered question for ``staff_id`` (replacing any earlier one) until it is answered or expires."""
     await PendingChoice.filter(staff_id=staff_id).using_db(conn).delete()
     await PendingChoice.create(
         staff_id=staff_id,
         intent=intent,
-        slots=dict(slots),
-        slot="customer",
-        options=several,
+        slots=slots,
+        slot=slot,
+        options=options,
         expires_at=now.astimezone(UTC) + CHOICE_TTL,
         using_db=conn,
     )
-    lines = [f"「{name}」对应多个客户，您指的是哪一个？请回复序号："]
-    lines.extend(f"{i}. {option}" for i, option in enumerate(several, 1))
-    return Reply("\n".join(lines))
+
+
+async def ask_intent(staff_id: int, options: list[Parsed], now: datetime, conn: BaseDBAsyncClient | None) -> None:
+    """Ask which of these readings was meant; the answer "2" hands back the second one, slots and all."""
+    readings = [{"intent": o.intent, "slots": o.slots} for o in options]
+    await _ask(staff_id, INTENT_SLOT, {}, INTENT_SLOT, readings, now, conn)
+
+
+def as_sender(parsed: Parsed, staff: Staff | None) -> Parsed:
+    """``parsed`` with "我" (把恒力液压转给我) replaced by the sender's name."""
+    if staff is None or str(parsed.slots.get("to_staff") or "").strip() not in _SELF:
+        return parsed
+    return Parsed(parsed.intent, {**parsed.slots, "to_staff": staff.name})
 
 
 async def pick_choice(staff_id: int, text: str, now: datetime, conn: BaseDBAsyncClient | None = None) -> Parsed | None:
@@ -121,4 +152,7 @@ async def pick_choice(staff_id: int, text: str, now: datetime, conn: BaseDBAsync
     if not 0 <= index < len(options):
         return None
     await PendingChoice.filter(id=row.id).using_db(conn).delete()
+    if row.slot == INTENT_SLOT:
+        chosen = options[index]
+        return Parsed(str(chosen["intent"]), dict(chosen["slots"]))
     return Parsed(row.intent, {**(row.slots or {}), row.slot: options[index]})

@@ -27,11 +27,22 @@ request_discount   customer, discount (fraction paid: 85折 → 0.85, 优惠15% 
 approve / reject   approval_id ("AP12"), reason
 withdraw           approval_id
 nps_report         period
+history            customer, field (stage|grade|tags|owner_id, when named): who changed what (操作记录 华为,
+                   谁改了华为的阶段); read only
+clarify            customer, options: a list of ``{"intent": …, "slots": {…}}`` readings (follow_up, show_customer,
+                   search) the bot asks the rep to choose from with a number; nothing is written until they do
+unsupported        action (删除客户|合并客户), customer: something the bot does not do; it says what it can do
 unknown            —
 =================  ==========================================================================================
 
+No write without evidence: a write intent (follow_up, create_ticket, set_stage, transfer, request_discount, remind
+…) needs a command word or a cue for it (跟进了, 拜访了, a fault, 申请, 提醒我 …), not just a customer's name. A
+question (谁, 什么, 吗, ？, 有没有 …) is never a write unless another clause of the line states one: it is read as
+show_customer, search (what was said in the chats), history, or a clarifying question.
+
 Value formats:
 
+- ``to_staff`` may be 我 (把恒力液压转给我): the dispatcher reads it as the sender.
 - ``customer`` is the customer's name as stored when what was typed means exactly one customer (exact name,
   alias, short form such as 恒力液压 for 恒力液压有限公司, or a unique prefix); otherwise the text as typed,
   which the customer-resolving step resolves further (fuzzy match, numbered choices).

@@ -9,6 +9,7 @@ from bot.capability import Capability
 from handlers import (
     approvals,
     archive,
+    clarify,
     customers,
     followups,
     help,
@@ -36,4 +37,5 @@ CAPABILITIES: list[Capability] = [
     nps.capability,
     orders.capability,
     history.capability,
+    clarify.capability,
 ]

@@ -14,8 +14,8 @@ from bot.capability import Capability
 from bot.context import Context, Firing, RuleContext, Slots
 from bot.display import local
 from bot.nlu.cues import CONTACT
-from bot.nlu.reading import Reading, Result
-from bot.nlu.text import clean
+from bot.nlu.reading import Reading, Result, tidy
+from bot.nlu.text import cut
 from bot.rulekit import crossed, customers_by_id, follow_up_action, ids, iso, local_time, not_fired, select
 from bot.types import IncomingMessage, Reply
 from handlers.customers.phrasing import show_leftover
@@ -50,6 +50,15 @@ def _moment(value: object) -> datetime | None:
     return moment.astimezone(UTC) if moment.tzinfo else None
 
 
+# What makes a customer and some words a note rather than a question to ask: something happened, was said, or is
+# planned (华为那边回复说方案通过了, 金风科技这周五之前要给方案); a bare noun or time (华为 报价单) is not.
+NOTE = re.compile(
+    r"说|讲|表示|反馈|回复|答应|同意|拒绝|确认|要求|需要|希望|想要|觉得|认为|满意|准备|打算|计划|决定|已|寄|送了|送去|交了|交给|交付"
+    r"|催|等(?:反馈|回复|通知|消息|他们|客户|对方)|约了|约好|要|下单|来电"
+    r"|再(?:聊|谈|联系|约|去|跟|沟通|报|发|确认|见|来)|要给|要去|会给|会去|了|[通打聊谈见开]完|电话|视频|会议|邮件|微信"
+)
+
+
 # -- recognition -----------------------------------------------------------------------------------------------------
 
 
@@ -61,7 +70,7 @@ def _moment(value: object) -> datetime | None:
 )
 def follow_up_command(r: Reading, rest: str) -> Result:
     slots, body = r.split_customer(rest)
-    content = clean(body)
+    content = tidy(body)
     return "follow_up", _noted(r, slots, content, content)
 
 
@@ -90,12 +99,16 @@ def follow_up_slots(r: Reading) -> Slots:
         tail = text[len(surface) :]
         if re.match(r"^\s*[,，:：]", tail):
             content = tail
-    return _noted(r, slots, clean(content), text)
+    # 上午拜访了…: the part of today it happened in is no next follow-up.
+    when_in = re.sub(r"^(?:今天|刚才|刚刚)?(?:上午|下午|早上|中午|晚上)", " ", text)
+    return _noted(r, slots, tidy(content), when_in)
 
 
 @capability.phrase(order=130)
 def contact_phrase(r: Reading) -> Result | None:
     """A contact with a customer was described: 拜访了华为, 跟进了比亚迪，…"""
+    if r.question:
+        return None
     if CONTACT.search(r.text) and (r.customers or r.guess_customer(r.text)):
         return "follow_up", follow_up_slots(r)
     return None
@@ -104,7 +117,12 @@ def contact_phrase(r: Reading) -> Result | None:
 @capability.phrase(order=160)
 def note_phrase(r: Reading) -> Result | None:
     """A customer and a note: the most useful reading is a follow-up note."""
-    if r.customers and len(show_leftover(r)) >= 4:
+    if r.question or not r.customers:
+        return None
+    surface = re.escape(r.customers[0].surface)
+    mention = r.customers[0]
+    said = cut(r.text, (mention.start, mention.end))
+    if len(show_leftover(r)) >= 4 and (re.search(surface + r"\s*[:：]", r.text) or NOTE.search(said)):
         return "follow_up", follow_up_slots(r)
     return None
 

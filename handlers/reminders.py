@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from bot.capability import Capability
 from bot.context import Context, Firing, RuleContext, Slots
-from bot.nlu.reading import Reading, Result
-from bot.nlu.text import clean, cut
+from bot.nlu.reading import Reading, Result, tidy
+from bot.nlu.text import cut
 from bot.nlu.timeparse import iso as iso_moment
 from bot.resolution import find_customer, not_found
 from bot.rulekit import BATCH, iso, local_time, short
@@ -33,8 +33,8 @@ def remind_slots(r: Reading) -> Slots:
     slots.update(r.customer_slot(text))
     body = re.sub(r"^(?:remind(?:\s+me)?)", "", body, flags=re.I)
     body = re.sub(r"(?:记得|到时候|别忘了|请)?(?:提醒一下我|提醒我一下|提醒我|提醒一下|提醒)(?:一下)?", " ", body)
-    content = clean(re.sub(r"\s+", " ", body))
-    content = re.sub(r"^(?:要|去|该)(?=.)", "", content) if len(content) > 3 else content
+    content = tidy(body)
+    content = re.sub(r"^(?:要|该)(?=.)", "", content) if len(content) > 3 else content
     if content:
         slots["content"] = content
     return slots
@@ -47,6 +47,8 @@ def remind_command(r: Reading, rest: str) -> Result:
 
 @capability.phrase(order=30)
 def remind_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if (_REMIND.search(text) and "提醒我" in text) or re.search(r"^(?:.{0,12})提醒(?:我|一下)", text):
         return "remind", remind_slots(r)

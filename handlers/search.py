@@ -27,6 +27,8 @@ _SEARCH_FREE = re.compile(
     r"|(?:谁|哪些客户|哪个客户)(?:提到|说过|聊过|问过)(?:过)?(?P<q2>.+)"
     r"|(?:聊天记录|聊天|消息|记录)(?:里|中)?(?:搜|找|查)(?:一下)?(?P<q3>.+)"
 )
+# What may stand between the customer named first and the words to search for (比亚迪的聊天记录 交期).
+_CHATS_OF = re.compile(r"\s*(?:的|那边的)?\s*(?:(?:聊天记录|聊天|消息|记录)(?:里|中)?)?(?=\s*\S)")
 _SEARCH_TAIL = re.compile(r"(?:的|里的|中的)?(?:聊天记录|聊天|消息|记录|对话|内容)$")
 
 
@@ -47,6 +49,13 @@ def _filters(r: Reading, body: str) -> tuple[Slots, str]:
 @capability.command(_SEARCH_CMD, order=70)
 def search_command(r: Reading, rest: str) -> Result:
     slots, body = _filters(r, rest)
+    # 搜一下比亚迪的聊天记录 交期, 搜索 华为 的 交期: the customer whose chats to search, named first.
+    mentions = r.vocabulary.customers_in(body)
+    if "customer" not in slots and mentions and mentions[0].start == 0:
+        after = _CHATS_OF.match(body[mentions[0].end :])
+        if after:
+            slots.update(r.customer_slot(body))
+            body = body[mentions[0].end + after.end() :]
     query = clean(_SEARCH_TAIL.sub("", body.strip()))
     if query:
         slots["query"] = query

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot.nlu.cues import asks
 from bot.nlu.text import clean
 from bot.nlu.timeparse import TimeParser, iso
 from bot.nlu.vocabulary import CRM_TERMS, Mention, Vocabulary
@@ -38,6 +39,8 @@ _STOP_WORDS = {
     "定为", "升为", "降为", "改为", "改成", "加", "去掉", "进入", "推进", "到", "签", "拿下",
 }
 # fmt: on
+# What is left of "给华为打个85折" once the customer and the discount are cut out.
+_HANGING = re.compile(r"^(?:打个|打|要个|给个|申请个|来个|做个|搞个)(?=[\s，,]|$)|(?<=[\s，,])(?:打个|要个|给个)$")
 _NAME_PART = re.compile(r"[\w\u4e00-\u9fff]+")
 _CUE_WORD = re.compile(r"赢|签|丢|输|黄|成交|流失|意向|报价|谈判|方案|故障|坏|漏|提醒|搜|转|升|降|评|改|加|去掉|打上")
 _GUESSES = (
@@ -46,6 +49,17 @@ _GUESSES = (
     re.compile(r"^(?:客户)?(?P<c>[^\s,，。]{2,30}?)(?:的|这边|那边|已经|已|\s)"),
 )
 _NOT_A_NAME = re.compile(r"工单|阶段|等级|标签|提醒|客户|今天|明天|昨天|刚才|刚刚")
+
+
+def tidy(text: str) -> str:
+    """A slot as the rep wrote it, once the parsed parts are cut out: no doubled or orphaned punctuation, no
+    particle left hanging at either end (``打个 ， ，竞争对手报价更低`` → ``竞争对手报价更低``)."""
+    text = re.sub(r"\s*([，,。；;、：:！!？?])(?:[\s，,。；;、：:]*)", r"\1", text)
+    text = re.sub(r"[！!～~]+$", "", re.sub(_HANGING, "", text.strip()))
+    tidied = clean(re.sub(r"\s+", " ", text))
+    # 设备坏了 is not 设备坏: the 了 of a one-character result verb is part of the word.
+    kept = re.search(r"[坏停断丢黄漏掉完慢错](了)[\s，,。；;！!吧啊呀哈]*$", text)
+    return tidied + "了" if kept and tidied.endswith(text[kept.start(1) - 1]) else tidied
 
 
 class Reading:
@@ -69,6 +83,11 @@ class Reading:
     def customers(self) -> list[Mention]:
         """The known customers the whole line mentions, in order."""
         return self.vocabulary.customers_in(self.text)
+
+    @functools.cached_property
+    def question(self) -> bool:
+        """The line asks something and states nothing a write could rest on: no write intent may take it."""
+        return asks(self.text)
 
     @functools.cached_property
     def lower(self) -> str:

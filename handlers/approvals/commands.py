@@ -8,8 +8,9 @@ from decimal import Decimal, InvalidOperation
 
 from bot.access import visible_to
 from bot.context import Context, Slots
+from bot.nlu.cues import is_question
 from bot.nlu.numbers import find_amount, find_discount, whole
-from bot.nlu.reading import Reading, Result
+from bot.nlu.reading import Reading, Result, tidy
 from bot.nlu.text import clean, cut
 from bot.types import IncomingMessage, Reply
 from handlers.approvals.capability import capability
@@ -44,10 +45,15 @@ def approval_slots(rest: str) -> Slots:
     reason = re.sub(r"^(?:撤回|撤销|撤掉|取消|驳回|拒绝|不同意|不批|同意|批准|通过|批了)", "", rest.strip())
     reason = re.sub(r"(?:折扣)?申请|审批|^(?:理由|原因|备注)\s*[:：]?", "", reason)
     reason = re.sub(r"^(?:理由|原因|因为|备注)\s*[:：]?\s*", "", clean(reason))
-    reason = clean(reason)
+    reason = tidy(reason)
     if reason:
         slots["reason"] = reason
     return slots
+
+
+def _statements(text: str) -> list[str]:
+    """The clauses of ``text`` that state something: a question beside a request (华为能打几折？) is no reason."""
+    return [c for c in re.split(r"[，,。；;！!？?]", text) if c.strip() and not is_question(c)]
 
 
 def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
@@ -71,14 +77,16 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
     d = find_discount(body)
     if d:
         slots["discount"] = d.value
-        body = cut(body, (d.start, d.end))
+        # 打个85折: the verb belongs to the discount, not to the reason.
+        lead = re.search(r"(?:打个|打|要个|给个|申请个|来个)\s*$", body[: d.start])
+        body = cut(body, (lead.start() if lead else d.start, d.end))
     a = find_amount(body)
     if a:
         slots["amount"] = whole(a.value)
         body = cut(body, (a.start, a.end))
     if not reason_text and not command:
         # Free phrasing: the reason is whichever clause is not the customer, discount or amount.
-        clauses = [c for c in re.split(r"[，,。；;！!]", text) if c.strip()]
+        clauses = _statements(text)
         others = [
             c
             for c in clauses
@@ -89,15 +97,15 @@ def discount_slots(r: Reading, rest: str, *, command: bool) -> Slots:
                 and len(clean(cut(c, *[(m.start, m.end) for m in r.vocabulary.customers_in(c)]))) <= 2
             )
         ]
-        reason_text = "，".join(clean(c) for c in others)
+        # One clause (给华为打个85折 竞争对手报价更低): what is left of it once its parts are cut out.
+        rest = " ".join(_statements(body)) if len(clauses) == 1 else ""
+        reason_text = "，".join(clean(c) for c in others) if others else rest
     elif not reason_text:
         reason_text = body
-    reason_text = re.sub(
-        r"申请折扣|折扣申请|申请|折扣|打折|帮忙|请批|给个|想要|要个|能不能|可否|合同|金额|要求|希望|,|。",
-        " ",
-        reason_text,
-    )
-    reason_text = clean(re.sub(r"\s+", " ", reason_text))
+    reason_text = re.sub(r"申请折扣|折扣申请|申请|折扣|打折|帮忙|帮我|请批|给个|想要|要个|,|。", " ", reason_text)
+    # The rep's own words keep 能不能 / 要求 (客户问能不能再低点); only a lead-in is not the reason.
+    reason_text = re.sub(r"^\s*(?:(?:能不能|可否|合同|金额|要求|希望)\s*)+", "", reason_text)
+    reason_text = tidy(re.sub(r"^\s*(?:给|帮|为|替)(?=\s)", "", reason_text))
     if reason_text and not reason_text.isdigit():
         slots["reason"] = reason_text
     return slots
@@ -131,6 +139,8 @@ def approve_command(r: Reading, rest: str) -> Result | None:
 @capability.phrase(order=10)
 def decision_phrase(r: Reading) -> Result | None:
     """An approval id with a verb: 撤回/驳回/同意 #AP12 anywhere in the line."""
+    if r.question:
+        return None
     text = r.text
     if not _APPROVAL_ID.search(text):
         return None
@@ -145,6 +155,8 @@ def decision_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=40)
 def discount_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if _DISCOUNT_CUE.search(text) and (find_discount(text) or re.search(r"折扣|优惠", text)):
         if re.search(r"撤回|撤销|取消", text) and re.search(r"申请", text):

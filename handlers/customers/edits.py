@@ -131,6 +131,8 @@ def contact_slots(rest: str) -> Slots:
 @capability.phrase(order=45)
 def profile_edit_phrase(r: Reading) -> Result | None:
     """华为 联系人 刘强 13800000001 采购经理 决策人 · 华为 刘强的电话改成 139… · 华为 合同到期 2027-03-31 …"""
+    if r.question:
+        return None  # 华为的联系人是谁 asks; it never adds a contact called 谁
     found = _customer_and_rest(r)
     if found is None:
         return None
@@ -151,6 +153,8 @@ def profile_edit_phrase(r: Reading) -> Result | None:
 @capability.phrase(order=155)
 def custom_field_phrase(r: Reading) -> Result | None:
     """华为 付款方式 月结60天: a known customer, a field name and a value, and nothing else on the line."""
+    if r.question:
+        return None
     mentions = r.customers
     if not mentions or mentions[0].start != 0:
         return None

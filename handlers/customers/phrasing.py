@@ -56,7 +56,7 @@ _CREATE_CUSTOMER_FREE = re.compile(
     r"|(?:给|帮我)?(?P<c3>[^\s,，。；;]+?)建(?:个)?档"
 )
 SHOW_CUE = re.compile(
-    r"资料|情况|怎么样|咋样|如何|信息|详情|档案|客户卡|概况|画像|进展|状态|最近|看看|查查|查看|查一下|看一下|profile",
+    r"资料|情况|怎么样|咋样|如何|信息|详情|档案|客户卡|概况|画像|进展|状态|最近|看看|查查|查看|查一下|看一下|查下|看下|profile",
     re.I,
 )
 
@@ -124,6 +124,8 @@ def show_command(r: Reading, rest: str) -> Result | None:
 
 @capability.phrase(order=60)
 def create_customer_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     if m := _CREATE_CUSTOMER_FREE.search(r.text):
         name = m["c"] or m["c2"] or m["c3"]
         if name and not r.customers:
@@ -133,6 +135,8 @@ def create_customer_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=70)
 def transfer_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     staff_named = r.vocabulary.staff_in(text)
     handed = staff_named and re.search(
@@ -147,6 +151,8 @@ def transfer_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=100)
 def stage_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     stage = _stage_free(text)
     if stage is not None and (r.customers or re.search(r"阶段", text) or r.guess_customer(text)):
@@ -156,6 +162,8 @@ def stage_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=110)
 def grade_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     grade = _GRADE_FREE.search(text)
     if grade and (r.customers or re.search(r"等级|评级|级别", text) or r.guess_customer(text)):
@@ -166,6 +174,8 @@ def grade_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=120)
 def tag_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if not (_TAG_WORD.search(text) and (r.customers or "标签" in text)):
         return None
@@ -253,7 +263,7 @@ def transfer_slots(r: Reading, rest: str, *, command: bool) -> Slots:
         body = cut(body, (target.start, target.end))
     else:
         m = re.search(
-            r"(?:负责人(?:改成|改为|换成|换为|变更为|调整为|设为)|转给|转交给?|移交给?|交给|转到|转移给?|划给|分给|分配给|改由|由|给)\s*(?P<s>[^\s,，。的]{2,4}?)(?:跟进|负责|管|来跟|$|[\s,，。])",
+            r"(?:负责人(?:改成|改为|换成|换为|变更为|调整为|设为)|转给|转交给?|移交给?|交给|转到|转移给?|划给|分给|分配给|改由|由|给)\s*(?P<s>我自己|我|自己|[^\s,，。的]{2,4}?)(?:吧|啦|了)?(?:跟进|负责|管|来跟|$|[\s,，。])",
             rest,
         )
         if m:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 from bot.nlu.cues import CONTACT, FAULT, URGENT
-from bot.nlu.reading import Reading, Result, Slots
-from bot.nlu.text import clean, cut
+from bot.nlu.reading import Reading, Result, Slots, tidy
+from bot.nlu.text import cut
 from handlers.tickets.capability import capability
 
 TICKET_ID = re.compile(
@@ -57,6 +57,8 @@ def ticket_command(r: Reading, rest: str) -> Result:
 
 @capability.phrase(order=50)
 def update_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     if TICKET_ID.search(text) and (status_of(text) or ("工单" in text and not _TICKET_CREATE.search(text))):
         return "update_ticket", update_slots(text)
@@ -65,6 +67,8 @@ def update_phrase(r: Reading) -> Result | None:
 
 @capability.phrase(order=80)
 def create_phrase(r: Reading) -> Result | None:
+    if r.question:
+        return None
     text = r.text
     fault = FAULT.search(text) and (r.customers or URGENT.search(text))
     if (_TICKET_WORD.search(text) or fault) and (
@@ -77,6 +81,8 @@ def create_phrase(r: Reading) -> Result | None:
 @capability.phrase(order=150)
 def fault_phrase(r: Reading) -> Result | None:
     """A customer named with more than a profile question (the profile's phrase comes first), and a fault."""
+    if r.question:
+        return None
     if r.customers and FAULT.search(r.text):
         return "create_ticket", ticket_slots(r, r.text, command=False)
     return None
@@ -104,7 +110,7 @@ def update_slots(text: str) -> Slots:
             break
     note = re.sub(r"^(?:工单|的|了|已|已经|,|，|\s)+", "", note)
     note = re.sub(r"(?:原因|方案|处理|说明|备注)\s*[:：]\s*", "", note)
-    note = clean(note)
+    note = tidy(note)
     if note:
         slots["content"] = note
     return slots
@@ -136,9 +142,9 @@ def ticket_slots(r: Reading, text: str, *, command: bool) -> Slots:
         body,
         flags=re.I,
     )
-    content = clean(re.sub(r"\s+", " ", body))
+    content = tidy(body)
     content = re.sub(r"^(?:的|那边的|这边的|帮|给|替|为)\s*", "", content)
-    content = clean(content)
+    content = tidy(content)
     if content:
         slots["content"] = content
     return slots
