@@ -16,4 +16,5 @@ MODEL_MODULES: list[str] = [
     "models.orders",
     "models.nps",
     "models.approvals",
+    "models.opportunities",
 ]

@@ -1,0 +1,258 @@
+"""The sales pipeline through chat, on a fixed clock: a rep opens deals in WeCom and moves them from 潜在 to 成交
+(or loses them) day by day; the stage history holds the exact durations; the manager types 漏斗 and reads numbers
+computed by hand here; stalled deals and stage playbooks push once, escalate once, and a required field blocks a
+stage until it is filled in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bot.clock import Clock
+from bot.context import Firing
+from bot.keys import BOT, OUTBOX
+from bot.scheduled import run_rules
+from models.audit import AuditLog
+from models.customers import Customer, Stage
+from models.opportunities import Opportunity, StageChange
+from models.staff import Role, Staff
+from tests.driver import WeComChat
+from tests.helpers import staff_member
+from tests.simulators.wecom import WeComSimulator
+
+# Day 0: Monday 2026-03-02 10:00 in Shanghai (02:00 UTC), inside the 09:00-20:00 window.
+DAY0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+
+class Office:
+    """王经理 manages 张三 and 李四; 陈工 is the technical engineer. 张三 owns 华为, 李四 owns 比亚迪."""
+
+    def __init__(self, client: TestClient[Any, Any], clock: Clock, sim: WeComSimulator) -> None:
+        self.client, self.clock, self.sim = client, clock, sim
+        self.chat = WeComChat(client, sim, deliver=True)
+
+    async def on(self, day: float, user: str, text: str) -> str:
+        """``user`` types ``text`` on ``day``; the bot's answer to it."""
+        self.clock.set(DAY0 + timedelta(days=day))
+        before = len(self.sim.texts_to(user))
+        await self.chat.say(user, text)
+        replies = self.sim.texts_to(user)[before:]
+        assert replies, f"no reply to {text!r}"
+        return replies[-1]
+
+    async def tick(self, day: float) -> list[Firing]:
+        self.clock.set(DAY0 + timedelta(days=day))
+        fired = await run_rules(self.client.app[BOT], self.clock.now())
+        await self.client.app[OUTBOX].drain(self.clock.now())
+        return fired
+
+
+async def open_office(
+    start_app: Callable[..., Any], make_settings: Callable[..., Any], sim: WeComSimulator, **pipeline: Any
+) -> Office:
+    clock = Clock(DAY0)
+    settings = make_settings(pipeline=pipeline, rules={"ladder_warn_days": 60, "ladder_handover_days": 90})
+    client = await start_app(settings, clock=clock, run_scheduler=False, run_dispatcher=False)
+    manager = await staff_member(name="王经理", wecom="wangjl", role=Role.MANAGER)
+    for name, userid in (("张三", "zhangsan"), ("李四", "lisi"), ("陈工", "chengong")):
+        await staff_member(name=name, wecom=userid, role=Role.REP, manager=manager)
+    await Customer.create(
+        name="华为技术有限公司", aliases=["华为"], owner=await Staff.get(name="张三"), last_followup_at=DAY0
+    )
+    await Customer.create(
+        name="比亚迪股份有限公司", aliases=["比亚迪"], owner=await Staff.get(name="李四"), last_followup_at=DAY0
+    )
+    await client.app[BOT].understanding.refresh()
+    return Office(client, clock, sim)
+
+
+async def history(name: str) -> list[tuple[str, float | None]]:
+    """A deal's stages in order, with the days spent in each (None: still there)."""
+    opp = await Opportunity.get(name=name)
+    rows = await StageChange.filter(opportunity_id=opp.id).order_by("entered_at", "id")
+    return [
+        (str(r.stage), (r.left_at - r.entered_at).total_seconds() / 86400 if r.left_at else None) for r in rows
+    ]
+
+
+async def test_a_deal_goes_from_lead_to_won_in_chat_and_the_manager_reads_the_funnel(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim)
+
+    reply = await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万 预计3月签")
+    assert "已为「华为技术有限公司」新建商机：「5G基站电源」潜在，300万，赢率 10%，预计 2026-03-31 成交" in reply
+    assert "储能柜" in await office.on(0, "zhangsan", "华为有个新商机 储能柜 100万 预计6月底签")
+    assert "数据中心UPS" in await office.on(1, "zhangsan", "商机 华为 数据中心UPS 50万")
+
+    assert "潜在 → 意向，在潜在阶段停留 2.0 天" in await office.on(2, "zhangsan", "华为储能柜 进入意向")
+    assert "潜在 → 意向，在潜在阶段停留 3.0 天" in await office.on(3, "zhangsan", "华为电源项目 进入意向")
+    lost = await office.on(6, "zhangsan", "华为储能柜 丢单 价格原因")
+    assert "意向 → 流失" in lost and "原因：价格原因" in lost
+    assert "意向 → 方案" in await office.on(8, "zhangsan", "华为电源项目 推进到方案")
+    assert "潜在 → 报价" in await office.on(10, "zhangsan", "商机 华为 UPS 进入报价")
+    assert "方案 → 报价" in await office.on(12, "zhangsan", "华为电源项目 进入报价")
+    assert "报价 → 谈判" in await office.on(20, "zhangsan", "华为 电源项目 进入谈判阶段")
+    won = await office.on(30, "zhangsan", "华为电源项目 赢单")
+    assert "谈判 → 成交，在谈判阶段停留 10.0 天" in won and "恭喜赢单 300万" in won
+
+    assert await history("5G基站电源") == [
+        ("lead", 3.0), ("intent", 5.0), ("proposal", 4.0), ("quote", 8.0), ("negotiation", 10.0), ("won", None),
+    ]  # fmt: skip
+    assert await history("储能柜") == [("lead", 2.0), ("intent", 4.0), ("lost", None)]
+    assert await history("数据中心UPS") == [("lead", 9.0), ("quote", None)]
+    lost_deal = await Opportunity.get(name="储能柜")
+    assert lost_deal.lost_reason == "价格原因" and lost_deal.expected_close == date(2026, 6, 30)
+    # The customer follows its most advanced open deal (UPS at 报价), not the deal that was won.
+    assert (await Customer.get(name="华为技术有限公司")).stage == Stage.QUOTE
+    moves = await AuditLog.filter(action="set_opportunity_stage").order_by("id")
+    assert len(moves) == 7 and moves[0].before["stage"] == "lead" and moves[0].after["stage"] == "intent"
+    assert all(m.actor_name == "张三" for m in moves)
+
+    # By hand: reached A=won(5), B=intent(1), C=quote(3); completed stays lead 3/2/9, intent 5/4, proposal 4,
+    # quote 8, negotiation 10; open: C at 报价 (50万 × 60% = 30万).
+    funnel = await office.on(30, "wangjl", "漏斗")
+    assert "王经理团队销售漏斗（全部商机）" in funnel
+    assert "潜在｜0｜0元｜0元｜100%｜3.0天" in funnel
+    assert "意向｜0｜0元｜0元｜67%｜4.5天" in funnel
+    assert "方案｜0｜0元｜0元｜100%｜4.0天" in funnel
+    assert "报价｜1｜50万｜30万｜50%｜8.0天" in funnel
+    assert "谈判｜0｜0元｜0元｜100%｜10.0天" in funnel
+    assert "进行中合计：1 个，50万，加权 30万" in funnel
+    assert "赢单：1 个 300万；丢单：1 个 100万，赢单率 50%" in funnel
+
+    # 李四 sees only his own (empty) funnel; 张三's numbers are not his.
+    assert "报价｜0｜0元" in await office.on(30, "lisi", "销售漏斗")
+
+
+async def test_writes_need_a_deal_named_and_questions_never_write(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim)
+    await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万")
+    await office.on(0, "zhangsan", "商机 华为 储能柜 100万")
+
+    # Two deals, none named: a numbered question; the answer moves the chosen one.
+    question = await office.on(1, "zhangsan", "商机 华为 进入意向")
+    assert "有 2 个商机" in question and "1. 5G基站电源" in question and "2. 储能柜" in question
+    assert "储能柜" in await office.on(1, "zhangsan", "2")
+    assert (await Opportunity.get(name="储能柜")).stage == Stage.INTENT
+    assert (await Opportunity.get(name="5G基站电源")).stage == Stage.LEAD
+
+    # 李四 may not move 张三's deals.
+    assert "销售只能操作自己名下的客户" in await office.on(1, "lisi", "华为电源项目 进入方案")
+    assert (await Opportunity.get(name="5G基站电源")).stage == Stage.LEAD
+
+    changes = await StageChange.all().count()
+    for text in ("漏斗", "本月业绩", "今天要跟进哪些客户", "我的客户"):
+        await office.on(2, "zhangsan", text)
+    assert await StageChange.all().count() == changes
+
+
+async def test_performance_against_target_and_forecast(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim)
+    assert "只有主管可以设置业绩目标" in await office.on(0, "zhangsan", "目标 张三 本月 500万")
+    assert "已把 张三 2026-03 的业绩目标设为 400万" in await office.on(0, "wangjl", "目标 张三 本月 400万")
+    await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万 预计3月20日签")
+    await office.on(0, "zhangsan", "商机 华为 储能柜 100万 预计3月底签")
+    await office.on(0, "zhangsan", "商机 华为 数据中心UPS 80万 预计4月签")
+    await office.on(5, "zhangsan", "华为储能柜 进入报价")
+    await office.on(10, "zhangsan", "华为电源项目 赢单")
+
+    # Won 300万 of 400万; forecast for the rest of March: 储能柜 100万 × 60% (UPS closes in April).
+    mine = await office.on(10, "zhangsan", "本月业绩")
+    assert "我的业绩（2026年3月）" in mine
+    assert "合计：赢单 1 个 300万 / 目标 400万，完成 75%；预测再签 60万（加权）" in mine
+    team = await office.on(10, "wangjl", "这个月业绩怎么样")
+    assert "· 张三：赢单 1 个 300万 / 目标 400万，完成 75%" in team
+    assert "· 李四：赢单 0 个 0元 / 目标 0元，未设目标" in team
+
+
+async def test_a_stalled_deal_is_reported_once_and_listed_in_the_funnel(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim, stall_days={"proposal": 14})
+    await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万 方案阶段")
+    sent = len(wecom_sim.texts_to("zhangsan"))
+
+    for day in (1, 7, 13):
+        assert [f for f in await office.tick(day) if f.rule == "pipeline_stalled"] == []
+    [stalled] = [f for f in await office.tick(14) if f.rule == "pipeline_stalled"]
+    assert stalled.to.name == "张三"
+    for day in (14.5, 15, 20):
+        assert [f for f in await office.tick(day) if f.rule == "pipeline_stalled"] == []
+    pushes = wecom_sim.texts_to("zhangsan")[sent:]
+    assert len(pushes) == 1 and "商机停滞" in pushes[0] and "已 14 天没有推进也没有跟进" in pushes[0]
+
+    funnel = await office.on(20, "wangjl", "漏斗")
+    assert "停滞商机 1 个" in funnel and "华为技术有限公司「5G基站电源」方案 20 天未动，负责人：张三" in funnel
+
+    # A follow-up starts a new standstill: reported again only 14 days later.
+    customer = await Customer.get(name="华为技术有限公司")
+    customer.last_followup_at = DAY0 + timedelta(days=21)
+    await customer.save()
+    assert [f for f in await office.tick(34) if f.rule == "pipeline_stalled"] == []
+    assert [f.rule for f in await office.tick(35) if f.rule == "pipeline_stalled"] == ["pipeline_stalled"]
+
+
+PLAYBOOKS = {
+    "proposal": {
+        "notify": ["陈工", "owner"],
+        "text": "请技术团队准备试样",
+        "checklist": ["确认电压参数", "寄送样品"],
+        "countdown_days": 7,
+        "escalate_to": ["manager"],
+    },
+    "quote": {
+        "required": ["需求分析"],
+        "notify": [],
+        "cadence": [
+            {"day": 3, "text": "发送参数表"},
+            {"day": 7, "text": "分享类似客户的案例"},
+            {"day": 14, "text": "给出限时优惠"},
+        ],
+    },
+}
+
+
+async def test_a_playbook_notifies_once_escalates_once_and_a_required_field_blocks_the_stage(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim, playbooks=PLAYBOOKS)
+    await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万")
+    reply = await office.on(0, "zhangsan", "华为电源项目 进入方案")
+    assert "方案阶段要做：请技术团队准备试样" in reply and "☐ 寄送样品" in reply
+
+    fired = [(f.rule, f.to.name) for f in await office.tick(0.01)]
+    assert fired == [("playbook_enter", "张三"), ("playbook_enter", "陈工")]
+    [task] = wecom_sim.texts_to("chengong")
+    assert "方案阶段任务" in task and "☐ 确认电压参数" in task and "5G基站电源" in task and "7 天" in task
+    for day in (1, 6.9):
+        assert await office.tick(day) == []
+    assert [(f.rule, f.to.name) for f in await office.tick(7)] == [("playbook_escalate", "王经理")]
+    [escalation] = wecom_sim.texts_to("wangjl")
+    assert "方案阶段超时" in escalation and "已超过 7 天仍未推进" in escalation
+    for day in (7.5, 10):
+        assert await office.tick(day) == []
+    assert len(wecom_sim.texts_to("wangjl")) == 1 and len(wecom_sim.texts_to("chengong")) == 1
+
+    # 报价 needs 需求分析: refused with the reason, nothing moves, until it is filled in.
+    refused = await office.on(10, "zhangsan", "华为电源项目 进入报价")
+    assert "进入报价阶段前需要先填写：需求分析" in refused and "商机 5G基站电源 需求分析：…" in refused
+    assert (await Opportunity.get(name="5G基站电源")).stage == Stage.PROPOSAL
+    assert "已更新商机「5G基站电源」的需求分析" in await office.on(
+        10, "zhangsan", "商机 华为 电源项目 需求分析：48V 整流模块，年需求 2000 台"
+    )
+    assert "方案 → 报价" in await office.on(11, "zhangsan", "华为电源项目 进入报价")
+
+    # The quote cadence: day 3, 7 and 14 of 报价, each once, to the owner.
+    cadence = []
+    for day in (12, 14, 15, 18, 19, 25, 26):
+        cadence += [(f.rule, day) for f in await office.tick(day) if f.rule.startswith("playbook_cadence")]
+    assert cadence == [("playbook_cadence_3d", 14), ("playbook_cadence_7d", 18), ("playbook_cadence_14d", 25)]
+    assert any("建议：分享类似客户的案例" in t for t in wecom_sim.texts_to("zhangsan"))
