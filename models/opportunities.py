@@ -31,8 +31,8 @@ def rank(stage: Stage | str) -> int:
 
 
 class Opportunity(Model):
-    """One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began; ``reached`` is the
-    rank of the furthest stage it ever entered; ``details`` holds what a stage's playbook requires (需求分析 …)."""
+    """One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began, ``reached`` the
+    rank of the furthest stage it ever entered, and ``details`` what a stage's playbook requires (需求分析 …)."""
 
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(

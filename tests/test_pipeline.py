@@ -109,7 +109,7 @@ async def test_a_deal_goes_from_lead_to_won_in_chat_and_the_manager_reads_the_fu
     # The customer follows its most advanced open deal (UPS at 报价), not the deal that was won.
     assert (await Customer.get(name="华为技术有限公司")).stage == Stage.QUOTE
     moves = await AuditLog.filter(action="set_opportunity_stage").order_by("id")
-    assert len(moves) == 7 and moves[0].before["stage"] == "lead" and moves[0].after["stage"] == "intent"
+    assert len(moves) == 8 and moves[0].before["stage"] == "lead" and moves[0].after["stage"] == "intent"
     assert all(m.actor_name == "张三" for m in moves)
 
     # By hand: reached A=won(5), B=intent(1), C=quote(3); completed stays lead 3/2/9, intent 5/4, proposal 4,
@@ -229,7 +229,7 @@ async def test_a_playbook_notifies_once_escalates_once_and_a_required_field_bloc
     assert "方案阶段要做：请技术团队准备试样" in reply and "☐ 寄送样品" in reply
 
     fired = [(f.rule, f.to.name) for f in await office.tick(0.01)]
-    assert fired == [("playbook_enter", "张三"), ("playbook_enter", "陈工")]
+    assert fired == [("playbook_enter", "陈工"), ("playbook_enter", "张三")]
     [task] = wecom_sim.texts_to("chengong")
     assert "方案阶段任务" in task and "☐ 确认电压参数" in task and "5G基站电源" in task and "7 天" in task
     for day in (1, 6.9):

@@ -45,7 +45,7 @@ _CN_MONTH = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 
 _PROBABILITY = re.compile(r"(?:赢率|概率|把握|可能性)\s*[:：]?\s*(?P<p>\d{1,3})\s*(?P<unit>%|％|成)?")
 _SOURCE = re.compile(r"来源\s*[:：]?\s*(?P<s>[^\s,，;；]+)")
 _FIELD = re.compile(r"(?P<field>[A-Za-z_\u4e00-\u9fff]{2,12})\s*[:：]\s*(?P<value>.+)$")
-_NEW_DEAL = re.compile(r"新商机|有个商机|有一个商机|新增商机|新建商机|建个商机|添加商机|加个商机")
+_NEW_DEAL = re.compile(r"(?:又?有|来了|新增|新建|建|添加|加)(?:一个|个)?新?商机|新商机")
 _GENERIC_LEFT = re.compile(r"把|将|这单|那单|单子|合同|已经|已|也|成功|的|了|[！!，,。\s]")
 
 
@@ -160,7 +160,7 @@ def new_deal_phrase(r: Reading) -> Result | None:
         return None
     mention = r.customers[0]
     body = cut(r.text, (mention.start, mention.end), m.span())
-    body = re.sub(r"^[\s，,:：]*(?:有|来了|又有|叫|是)?", "", body)
+    body = re.sub(r"^[\s，,:：]*(?:叫|是)?", "", body)
     return "create_opportunity", {**r.customer_slot(r.text), **deal_slots(r, body)}
 
 

@@ -96,7 +96,7 @@ class Migration(migrations.Migration):
                     Index(fields=["customer_id", "stage"]),
                 ],
                 "pk_attr": "id",
-                "table_description": "One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began; ``reached`` is the",
+                "table_description": "One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began, ``reached`` the",
             },
             bases=["Model"],
         ),
