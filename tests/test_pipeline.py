@@ -5,6 +5,8 @@ stage until it is filled in."""
 
 from __future__ import annotations
 
+import random
+import statistics
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,8 +17,9 @@ from bot.clock import Clock
 from bot.context import Firing
 from bot.keys import BOT, OUTBOX
 from bot.scheduled import run_rules
+from handlers.pipeline import deals
 from models.audit import AuditLog
-from models.customers import Customer, Stage
+from models.customers import STAGE_LABELS, Customer, Stage
 from models.opportunities import Opportunity, StageChange
 from models.staff import Role, Staff
 from tests.driver import WeComChat
@@ -73,9 +76,7 @@ async def history(name: str) -> list[tuple[str, float | None]]:
     """A deal's stages in order, with the days spent in each (None: still there)."""
     opp = await Opportunity.get(name=name)
     rows = await StageChange.filter(opportunity_id=opp.id).order_by("entered_at", "id")
-    return [
-        (str(r.stage), (r.left_at - r.entered_at).total_seconds() / 86400 if r.left_at else None) for r in rows
-    ]
+    return [(str(r.stage), (r.left_at - r.entered_at).total_seconds() / 86400 if r.left_at else None) for r in rows]
 
 
 async def test_a_deal_goes_from_lead_to_won_in_chat_and_the_manager_reads_the_funnel(
@@ -256,3 +257,64 @@ async def test_a_playbook_notifies_once_escalates_once_and_a_required_field_bloc
         cadence += [(f.rule, day) for f in await office.tick(day) if f.rule.startswith("playbook_cadence")]
     assert cadence == [("playbook_cadence_3d", 14), ("playbook_cadence_7d", 18), ("playbook_cadence_14d", 25)]
     assert any("建议：分享类似客户的案例" in t for t in wecom_sim.texts_to("zhangsan"))
+
+
+async def test_the_funnel_of_200_random_deals_equals_a_recomputation_from_their_history(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    """200 deals from a seeded generator move through random stages on random days (through the same moves chat
+    makes); the director's 漏斗 equals the funnel recomputed straight from the stage history rows."""
+    office = await open_office(start_app, make_settings, wecom_sim)
+    await staff_member(name="赵总", wecom="zhaozong", role=Role.DIRECTOR)
+    rng = random.Random(20261202)
+    reps = list(await Staff.filter(role=Role.REP).order_by("id"))
+    customers = [await Customer.create(name=f"客户{i:02d}有限公司", owner=rng.choice(reps)) for i in range(20)]
+    ladder = [Stage.LEAD, Stage.INTENT, Stage.PROPOSAL, Stage.QUOTE, Stage.NEGOTIATION, Stage.WON]
+    for n in range(200):
+        customer = rng.choice(customers)
+        actor = deals.Actor(await Staff.get(id=customer.owner_id))
+        at = DAY0 + timedelta(days=rng.uniform(0, 30))
+        step = rng.randrange(3)
+        opp = await deals.start(
+            customer, name=f"商机{n}", amount=rng.randrange(1, 500) * 10_000, stage=ladder[step],
+            owner_id=customer.owner_id, now=at, actor=actor, conn=None,
+            probability_override=rng.choice([None, None, None, 0.35]),
+        )  # fmt: skip
+        while step < 5 and rng.random() < 0.75:
+            at += timedelta(days=rng.uniform(0.5, 20))
+            if rng.random() < 0.15:
+                await deals.move(opp, Stage.LOST, now=at, actor=actor, conn=None, reason="价格")
+                break
+            step = min(5, step + rng.choice([1, 1, 1, 2]))
+            await deals.move(opp, ladder[step], now=at, actor=actor, conn=None)
+
+    funnel = await office.on(200, "zhaozong", "漏斗")
+
+    settings = office.client.app[BOT].settings
+    rows = await StageChange.all().order_by("opportunity_id", "entered_at", "id")
+    by_deal: dict[int, list[StageChange]] = {}
+    for row in rows:
+        by_deal.setdefault(row.opportunity_id, []).append(row)
+    opps = {o.id: o for o in await Opportunity.all()}
+    reached = [max(ladder.index(Stage(r.stage)) for r in h if r.stage != Stage.LOST) for h in by_deal.values()]
+    stays: dict[Stage, list[float]] = {}
+    for row in rows:
+        if row.left_at is not None:
+            stays.setdefault(Stage(row.stage), []).append((row.left_at - row.entered_at).total_seconds() / 86400)
+    for k, stage in enumerate(ladder[:-1]):
+        current = [opps[d] for d, h in by_deal.items() if h[-1].stage == stage]
+        amount = sum(float(o.amount) for o in current)
+        weight = sum(
+            float(o.amount) * (o.probability if o.probability is not None else settings.pipeline.probabilities[stage])
+            for o in current
+        )
+        entered = sum(1 for r in reached if r >= k)
+        conversion = f"{sum(1 for r in reached if r >= k + 1) / entered:.0%}" if entered else "—"
+        median = f"{statistics.median(stays[stage]):.1f}天" if stage in stays else "—"
+        label = STAGE_LABELS[stage]
+        assert f"{label}｜{len(current)}｜{deals.yuan(amount)}｜{deals.yuan(weight)}｜{conversion}｜{median}" in funnel
+    won = [opps[d] for d, h in by_deal.items() if h[-1].stage == Stage.WON]
+    lost = [opps[d] for d, h in by_deal.items() if h[-1].stage == Stage.LOST]
+    assert f"赢单：{len(won)} 个 {deals.yuan(sum(float(o.amount) for o in won))}；" in funnel
+    assert f"丢单：{len(lost)} 个 {deals.yuan(sum(float(o.amount) for o in lost))}" in funnel
+    assert len(won) > 10 and len(lost) > 10  # the generator reaches every outcome

@@ -9,11 +9,11 @@ from datetime import datetime, time, timedelta
 
 from tortoise.expressions import Q
 
+import handlers.pipeline.deals as deals
 from bot.context import Context, Slots
 from bot.display import local
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
-from handlers.pipeline import deals
 from handlers.pipeline.capability import capability
 from handlers.pipeline.funnel import stalled_deals
 from models.approvals import Approval, ApprovalStatus, ApprovalStep, StepStatus

@@ -19,6 +19,7 @@ from decimal import Decimal
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
+import handlers.pipeline.deals as deals
 from bot.config import Settings
 from bot.context import Context, Slots
 from bot.identity import find_staff
@@ -26,7 +27,6 @@ from bot.nlu.numbers import find_amount
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
 from handlers.nps.report import Period, resolve_period
-from handlers.pipeline import deals
 from handlers.pipeline.capability import capability
 from models.customers import STAGE_LABELS, Stage
 from models.opportunities import OPEN_STAGES, Opportunity, SalesTarget, StageChange, rank

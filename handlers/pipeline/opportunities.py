@@ -11,13 +11,13 @@ import calendar
 import re
 from datetime import date
 
+import handlers.pipeline.deals as deals
 from bot.access import refusal, visible_to
 from bot.context import Context, Slots
 from bot.nlu.numbers import find_amount
 from bot.nlu.reading import Reading, Result
 from bot.nlu.text import clean, cut
 from bot.types import IncomingMessage, Reply
-from handlers.pipeline import deals
 from handlers.pipeline.capability import capability
 from models.customers import STAGE_LABELS, Stage
 from models.opportunities import OPEN_STAGES, Opportunity
@@ -46,7 +46,9 @@ _PROBABILITY = re.compile(r"(?:赢率|概率|把握|可能性)\s*[:：]?\s*(?P<p
 _SOURCE = re.compile(r"来源\s*[:：]?\s*(?P<s>[^\s,，;；]+)")
 _FIELD = re.compile(r"(?P<field>[A-Za-z_\u4e00-\u9fff]{2,12})\s*[:：]\s*(?P<value>.+)$")
 _NEW_DEAL = re.compile(r"(?:又?有|来了|新增|新建|建|添加|加)(?:一个|个)?新?商机|新商机")
-_GENERIC_LEFT = re.compile(r"把|将|这单|那单|单子|合同|已经|已|也|成功|的|了|[！!，,。\s]")
+_GENERIC_LEFT = re.compile(r"把|将|这单|那单|单子|合同|阶段|已经|已|也|成功|的|了|[！!\s]")
+# A deal's name is a few words: a longer stretch before the verb is a sentence (周经理说预算下来了，…去签约).
+DEAL_NAME_MAX = 12
 
 
 # -- slot extractors -------------------------------------------------------------------------------------------------
@@ -177,7 +179,10 @@ def deal_stage_phrase(r: Reading) -> Result | None:
     if mention.end > start:
         return None
     named = r.text[mention.end : start]
-    if "商机" not in r.text and not _GENERIC_LEFT.sub("", named):
+    left = _GENERIC_LEFT.sub("", named)
+    if re.search(r"[，,。；;]", named) or len(left) > DEAL_NAME_MAX:
+        return None
+    if "商机" not in r.text and not left:
         return None  # nothing names a deal: the customer's own stage
     return "set_opportunity_stage", move_slots(r.customer_slot(r.text), named, stage, r.text[end:])
 

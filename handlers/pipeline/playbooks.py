@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import handlers.pipeline.deals as deals
 from bot.config import Playbook
 from bot.context import Firing, RuleContext
 from bot.identity import find_staff_among
 from bot.rulekit import crossed, iso, local_time, not_fired, select, staff_by_id
-from handlers.pipeline import deals
 from handlers.pipeline.capability import capability
 from handlers.pipeline.funnel import stall_since, stalled_deals
 from models.customers import STAGE_LABELS, Stage
