@@ -9,6 +9,7 @@ import random
 import statistics
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -20,7 +21,7 @@ from bot.scheduled import run_rules
 from handlers.pipeline import deals
 from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Customer, Stage
-from models.opportunities import Opportunity, StageChange
+from models.opportunities import Opportunity, SalesTarget, StageChange
 from models.staff import Role, Staff
 from tests.driver import WeComChat
 from tests.helpers import staff_member
@@ -318,3 +319,48 @@ async def test_the_funnel_of_200_random_deals_equals_a_recomputation_from_their_
     assert f"赢单：{len(won)} 个 {deals.yuan(sum(float(o.amount) for o in won))}；" in funnel
     assert f"丢单：{len(lost)} 个 {deals.yuan(sum(float(o.amount) for o in lost))}" in funnel
     assert len(won) > 10 and len(lost) > 10  # the generator reaches every outcome
+
+
+async def test_crmbot_imports_opportunities_and_targets_reporting_bad_rows(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator, tmp_path: Path
+) -> None:
+    from tests.test_rules_engine import _crmbot, cli_env
+
+    office = await open_office(start_app, make_settings, wecom_sim)
+    settings = office.client.app[BOT].settings
+    await office.client.close()
+    deals_csv = tmp_path / "商机.csv"
+    deals_csv.write_text(
+        "客户名称,商机名称,金额,阶段,预计成交,赢率,负责人,来源\n"
+        "华为,5G基站电源,300万,报价,2026-03-31,70%,,展会\n"
+        '比亚迪股份有限公司,储能柜,"1,000,000",proposal,,,张三,\n'
+        "不存在的公司,X,1万,方案,,,,\n"
+        "华为,坏阶段,1万,搞定,,,,\n",
+        encoding="utf-8",
+    )
+    code, out, err = await _crmbot("import", "opportunities", str(deals_csv), env=cli_env(settings))
+    assert code == 0, err
+    assert "新增 added 2" in out and "拒绝 rejected 2" in out
+    assert "第 4 行" in out and "不存在的公司" in out and "第 5 行" in out and "阶段无效" in out
+    code, out, err = await _crmbot("import", "opportunities", str(deals_csv), env=cli_env(settings))
+    assert "新增 added 0，已存在 already there 2" in out
+
+    targets_csv = tmp_path / "targets.csv"
+    targets_csv.write_text("name,month,target\n张三,2026-03,400万\n李四,2026年3月,2000000\n小明,2026-03,1\n")
+    code, out, err = await _crmbot("import", "targets", str(targets_csv), env=cli_env(settings))
+    assert code == 0 and "新增 added 2" in out and "同事「小明」不存在" in out, err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("姓名,金额\n张三,1\n", encoding="utf-8")
+    code, out, err = await _crmbot("import", "targets", str(bad), env=cli_env(settings))
+    assert code == 2 and "缺少必填列" in err
+
+    await start_app(settings, clock=Clock(DAY0), run_scheduler=False, run_dispatcher=False)
+    power = await Opportunity.get(name="5G基站电源").select_related("customer", "owner")
+    assert (power.customer.name, power.stage, float(power.amount), power.probability) == (
+        "华为技术有限公司", Stage.QUOTE, 3_000_000.0, 0.7,
+    )  # fmt: skip
+    assert power.owner is not None and power.owner.name == "张三" and power.source == "展会"
+    assert (await Opportunity.get(name="储能柜").select_related("owner")).owner.name == "张三"  # type: ignore[union-attr]
+    assert (await Customer.get(name="华为技术有限公司")).stage == Stage.QUOTE
+    targets = await SalesTarget.all().order_by("staff_id").values_list("month", "amount")
+    assert [(m, float(a)) for m, a in targets] == [("2026-03", 4_000_000.0), ("2026-03", 2_000_000.0)]

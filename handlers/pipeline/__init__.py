@@ -7,7 +7,7 @@ targets), ``day`` (the rep's day), ``playbooks`` (stage playbooks and stalled de
 (``crmbot import opportunities|targets``).
 """
 
-from handlers.pipeline import day, deals, funnel, opportunities, playbooks
+from handlers.pipeline import day, deals, funnel, imports, opportunities, playbooks
 from handlers.pipeline.capability import capability
 
-__all__ = ["capability", "day", "deals", "funnel", "opportunities", "playbooks"]
+__all__ = ["capability", "day", "deals", "funnel", "imports", "opportunities", "playbooks"]
