@@ -204,7 +204,6 @@ class PipelineSettings(_Section):
     )
     closing_soon_days: int = Field(14, ge=1)
     playbooks: dict[str, Playbook] = Field(default_factory=dict)
-    discount_requires: list[str] = Field(default_factory=list)
 
     @field_validator("probabilities", "stall_days", "playbooks")
     @classmethod
