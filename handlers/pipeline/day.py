@@ -43,16 +43,18 @@ def my_day_phrase(r: Reading) -> Result | None:
     return ("my_day", {}) if _MY_DAY.search(r.text.rstrip("？?。 ")) else None
 
 
-def _section(title: str, items: list[str]) -> list[str]:
-    if not items:
+def _section(title: str, items: list[str], total: int | None = None) -> list[str]:
+    """A titled list of at most ``SHOWN`` items, with how many there are in all (``total``, else the list's)."""
+    total = len(items) if total is None else total
+    if not total:
         return []
     shown = [f"· {item}" for item in items[:SHOWN]]
-    if len(items) > SHOWN:
-        shown.append(f"……另有 {len(items) - SHOWN} 项")
-    return [f"{title}（{len(items)}）", *shown]
+    if total > SHOWN:
+        shown.append(f"……另有 {total - SHOWN} 项")
+    return [f"{title}（{total}）", *shown]
 
 
-@capability.intent("my_day", examples=["我的客户", "今天要跟进哪些客户"], order=84)
+@capability.intent("my_day", order=84)
 async def my_day(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """今天的待办：到期跟进、超时工单、待审批、即将成交和停滞的商机"""
     me, now, tz = ctx.staff, ctx.now, ctx.settings.tz
@@ -76,7 +78,7 @@ async def my_day(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     closing = await Opportunity.filter(
         owner_id=me.id, stage__in=list(OPEN_STAGES), expected_close__lte=soon
     ).select_related("customer").order_by("expected_close", "id")  # fmt: skip
-    stalled = await stalled_deals(Opportunity.filter(owner_id=me.id), ctx.settings, now, limit=SHOWN + 1)
+    stalled, stalled_total = await stalled_deals(Opportunity.filter(owner_id=me.id), ctx.settings, now, limit=SHOWN)
     lines = [f"📋 {me.name}，今天的待办："]
     lines += _section("到期跟进", [f"{c.name}（约定 {local(c.next_followup_at, tz)}）" for c in follow_ups])
     lines += _section(
@@ -94,7 +96,9 @@ async def my_day(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
          f"预计 {o.expected_close.isoformat() if o.expected_close else ''}" for o in closing],
     )  # fmt: skip
     lines += _section(
-        "停滞的商机", [f"{o.customer.name}「{o.name}」{STAGE_LABELS[Stage(o.stage)]} {d} 天未动" for o, d in stalled]
+        "停滞的商机",
+        [f"{o.customer.name}「{o.name}」{STAGE_LABELS[Stage(o.stage)]} {d} 天未动" for o, d in stalled],
+        stalled_total,
     )
     if len(lines) == 1:
         lines.append("今天没有到期的事项，可以主动联系一下重点客户。👍")

@@ -11,15 +11,17 @@ so a deal that skipped a stage still passed through it; days spent are the compl
 from __future__ import annotations
 
 import re
-import statistics
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 import handlers.pipeline.deals as deals
+from bot import sql
 from bot.config import Settings
 from bot.context import Context, Slots
 from bot.identity import find_staff
@@ -29,7 +31,7 @@ from bot.types import IncomingMessage, Reply
 from handlers.nps.report import Period, resolve_period
 from handlers.pipeline.capability import capability
 from models.customers import STAGE_LABELS, Stage
-from models.opportunities import OPEN_STAGES, Opportunity, SalesTarget, StageChange, rank
+from models.opportunities import OPEN_STAGES, Opportunity, SalesTarget, rank
 from models.staff import Role, Staff
 
 STALLED_SHOWN = 10
@@ -117,44 +119,73 @@ class Funnel:
     won: StageRow = field(default_factory=lambda: StageRow(Stage.WON))
     lost: StageRow = field(default_factory=lambda: StageRow(Stage.LOST))
     stalled: list[tuple[Opportunity, int]] = field(default_factory=list)  # deal, days without movement
+    stalled_total: int = 0
 
 
-def _in_period(query: QuerySet[Opportunity], period: Period | None) -> QuerySet[Opportunity]:
-    if period is None:
-        return query
-    return query.filter(created_at__gte=period.start, created_at__lt=period.end)
+def _where(scope: Scope, period: Period | None) -> tuple[str, list[Any]]:
+    """SQL conditions on ``o`` (opportunity) for the deals in ``scope`` opened in ``period``."""
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if scope.owner_ids is not None:
+        clauses.append(f"o.owner_id IN ({', '.join('?' for _ in scope.owner_ids)})")
+        params.extend(scope.owner_ids)
+    if period is not None:
+        clauses.append("o.created_at >= ? AND o.created_at < ?")
+        params.extend([period.start.astimezone(UTC), period.end.astimezone(UTC)])
+    return " AND ".join(clauses), params
 
 
-async def compute_funnel(scope: Scope, period: Period | None, ctx_settings: Settings, now: datetime) -> Funnel:
-    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``."""
+def _days_between(conn: BaseDBAsyncClient) -> str:
+    if sql.is_postgres(conn):
+        return "EXTRACT(EPOCH FROM (s.left_at - s.entered_at)) / 86400.0"
+    return "(julianday(s.left_at) - julianday(s.entered_at))"
+
+
+async def compute_funnel(scope: Scope, period: Period | None, settings: Settings, now: datetime) -> Funnel:
+    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: two aggregate
+    queries (by stage and furthest stage; the median stay per stage, with window functions) and the stalled."""
+    conn = sql.default()
+    where, params = _where(scope, period)
     funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
-    cohort = _in_period(scope.deals(), period)
     reached_counts: dict[int, int] = {}
-    for opp in await cohort.only("id", "stage", "amount", "probability", "reached"):
-        stage = Stage(opp.stage)
-        row = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
-        row.count += 1
-        row.amount += float(opp.amount)
-        row.weighted += deals.weighted(opp, ctx_settings) if stage in OPEN_STAGES else 0.0
-        reached_counts[opp.reached] = reached_counts.get(opp.reached, 0) + 1
+    for row in await sql.select(
+        conn,
+        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
+        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
+        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
+        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
+        params,
+    ):
+        stage = Stage(row["stage"])
+        target = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
+        target.count += int(row["n"])
+        target.amount += float(row["amount"] or 0)
+        if stage in OPEN_STAGES:
+            share = settings.pipeline.probabilities.get(stage.value, 0.0)
+            target.weighted += float(row["plain"] or 0) * share + float(row["own"] or 0)
+        reached_counts[int(row["reached"])] = reached_counts.get(int(row["reached"]), 0) + int(row["n"])
     ranks = [*OPEN_STAGES, Stage.WON]
     at_least = {k: sum(n for r, n in reached_counts.items() if r >= k) for k in range(len(ranks))}
-    for stage, row in funnel.rows.items():
+    for stage, stage_row in funnel.rows.items():
         k = rank(stage)
-        row.reached = at_least[k]
-        row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
+        stage_row.reached = at_least[k]
+        stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
-    stays: dict[Stage, list[float]] = {}
-    changes = StageChange.filter(left_at__isnull=False, stage__in=list(OPEN_STAGES))
-    if scope.owner_ids is not None:
-        changes = changes.filter(opportunity__owner_id__in=scope.owner_ids)
+    open_codes = ", ".join(f"'{s.value}'" for s in OPEN_STAGES)
+    for row in await sql.select(
+        conn,
+        "SELECT stage, AVG(d) AS median FROM (SELECT stage, d,"
+        " ROW_NUMBER() OVER (PARTITION BY stage ORDER BY d) AS rn, COUNT(*) OVER (PARTITION BY stage) AS n"
+        f" FROM (SELECT s.stage AS stage, {_days_between(conn)} AS d FROM opportunity_stage s"
+        f" JOIN opportunity o ON o.id = s.opportunity_id WHERE s.left_at IS NOT NULL AND s.stage IN ({open_codes})"
+        f" AND {where}) x) y WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 GROUP BY stage",
+        params,
+    ):
+        funnel.rows[Stage(row["stage"])].median_days = float(row["median"])
+    cohort = scope.deals()
     if period is not None:
-        changes = changes.filter(opportunity__created_at__gte=period.start, opportunity__created_at__lt=period.end)
-    for stage, entered, left in await changes.values_list("stage", "entered_at", "left_at"):
-        stays.setdefault(Stage(stage), []).append((left - entered).total_seconds() / 86400)
-    for stage, days in stays.items():
-        funnel.rows[stage].median_days = statistics.median(days)
-    funnel.stalled = await stalled_deals(cohort, ctx_settings, now)
+        cohort = cohort.filter(created_at__gte=period.start, created_at__lt=period.end)
+    funnel.stalled, funnel.stalled_total = await stalled_deals(cohort, settings, now, limit=STALLED_SHOWN)
     return funnel
 
 
@@ -166,23 +197,23 @@ def stall_since(opp: Opportunity) -> datetime:
 
 async def stalled_deals(
     query: QuerySet[Opportunity], settings: Settings, now: datetime, limit: int = 1000
-) -> list[tuple[Opportunity, int]]:
-    """Open deals with no stage change and no follow-up for their stage's ``stall_days``, longest first."""
+) -> tuple[list[tuple[Opportunity, int]], int]:
+    """Open deals with no stage change and no follow-up for their stage's ``stall_days``: up to ``limit`` of each
+    stage (longest stalled first), and how many there are in all."""
     found: list[tuple[Opportunity, int]] = []
+    total = 0
     for stage_code, days in settings.pipeline.stall_days.items():
         stage = Stage(stage_code)
         if stage not in OPEN_STAGES:
             continue
         cut = now - timedelta(days=days)
-        rows = await (
-            query.filter(stage=stage, stage_entered_at__lte=cut)
-            .filter(Q(customer__last_followup_at__isnull=True) | Q(customer__last_followup_at__lte=cut))
-            .select_related("customer", "owner")
-            .order_by("stage_entered_at", "id")
-            .limit(limit)
+        stalled = query.filter(stage=stage, stage_entered_at__lte=cut).filter(
+            Q(customer__last_followup_at__isnull=True) | Q(customer__last_followup_at__lte=cut)
         )
+        rows = await stalled.select_related("customer", "owner").order_by("stage_entered_at", "id").limit(limit)
+        total += len(rows) if len(rows) < limit else await stalled.count()
         found.extend((opp, int((now - stall_since(opp)).total_seconds() // 86400)) for opp in rows)
-    return sorted(found, key=lambda pair: (-pair[1], pair[0].id))
+    return sorted(found, key=lambda pair: (-pair[1], pair[0].id)), total
 
 
 def _percent(value: float | None) -> str:
@@ -211,20 +242,20 @@ def funnel_text(title: str, funnel: Funnel) -> str:
         f"{deals.yuan(funnel.lost.amount)}{rate}"
     )
     if funnel.stalled:
-        lines.append(f"⚠️ 停滞商机 {len(funnel.stalled)} 个（无阶段变化也无跟进）：")
+        lines.append(f"⚠️ 停滞商机 {funnel.stalled_total} 个（无阶段变化也无跟进）：")
         for opp, days in funnel.stalled[:STALLED_SHOWN]:
             owner = opp.owner.name if opp.owner else "公海"
             lines.append(
                 f"· {opp.customer.name}「{opp.name}」{STAGE_LABELS[Stage(opp.stage)]} {days} 天未动，负责人：{owner}"
             )
-        if len(funnel.stalled) > STALLED_SHOWN:
-            lines.append(f"……另有 {len(funnel.stalled) - STALLED_SHOWN} 个")
+        if funnel.stalled_total > STALLED_SHOWN:
+            lines.append(f"……另有 {funnel.stalled_total - STALLED_SHOWN} 个")
     return "\n".join(lines)
 
 
-@capability.intent("funnel", examples=["漏斗", "销售漏斗 本季度"], order=81)
+@capability.intent("funnel", examples=["漏斗", "本月业绩"], order=81)
 async def funnel(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """查看销售漏斗（各阶段商机数、金额、转化率、停留天数、停滞商机）"""
+    """销售漏斗与业绩"""
     scope = await scope_of(ctx.staff)
     period = resolve_period(slots["period"], msg.text, ctx.now, ctx.settings.tz) if slots.get("period") else None
     result = await compute_funnel(scope, period, ctx.settings, ctx.now)
@@ -296,7 +327,7 @@ def performance_line(p: Performance) -> str:
     )
 
 
-@capability.intent("performance", examples=["本月业绩", "本季度业绩"], order=82)
+@capability.intent("performance", order=82)
 async def performance(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """查看业绩：赢单金额对比目标，以及本期剩余时间的预测"""
     scope = await scope_of(ctx.staff)
@@ -321,7 +352,7 @@ async def _may_set_targets(slots: Slots, ctx: Context) -> Reply | None:
     return None
 
 
-@capability.intent("set_target", examples=["目标 张三 本月 200万"], order=83, check=_may_set_targets)
+@capability.intent("set_target", order=83, check=_may_set_targets)
 async def set_target(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """设置销售的月度业绩目标（主管）"""
     rep = await find_staff(str(slots["to_staff"]))

@@ -225,9 +225,9 @@ def _checklist(ctx: Context, stage: Stage) -> str:
     return "\n".join(lines)
 
 
-@capability.intent("create_opportunity", examples=["商机 华为 5G基站电源 300万 预计3月签"], order=40, customer=True)
+@capability.intent("create_opportunity", examples=["商机 华为 电源 300万"], order=40, customer=True)
 async def create_opportunity(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """新建商机（名称、金额、预计成交时间）"""
+    """新建商机（推进：华为电源 进入报价 / 赢单）"""
     customer = ctx.customer
     if (refused := await refusal(ctx.staff, customer)) is not None:
         return refused
@@ -274,7 +274,6 @@ async def _known_stage(slots: Slots, ctx: Context) -> Reply | None:
 
 @capability.intent(
     "set_opportunity_stage",
-    examples=["华为电源项目 进入报价", "华为电源项目 赢单", "华为电源项目 丢单 价格原因"],
     order=41,
     customer=True,
     check=_known_stage,
@@ -347,7 +346,6 @@ def _apply_field(opp: Opportunity, field: str, value: str, today: date) -> str |
 
 @capability.intent(
     "set_opportunity_field",
-    examples=["商机 华为电源项目 需求分析：48V 整流模块", "商机 华为电源项目 金额：350万"],
     order=42,
     customer=True,
     check=_field_given,
@@ -373,7 +371,7 @@ async def set_opportunity_field(msg: IncomingMessage, slots: Slots, ctx: Context
     return Reply(f"已更新商机「{opp.name}」的{field}。当前：{deals.describe(opp, ctx.settings)}。")
 
 
-@capability.intent("list_opportunities", examples=["商机 华为"], order=43, customer=True)
+@capability.intent("list_opportunities", order=43, customer=True)
 async def list_opportunities(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """查看客户的商机"""
     customer = ctx.customer

@@ -166,7 +166,8 @@ async def pipeline_stalled(ctx: RuleContext) -> list[Firing]:
     """A deal with no stage change and no follow-up for its stage's ``stall_days``: tell the owner, once per
     standstill (a follow-up or a stage change starts a new one)."""
     firings: list[Firing] = []
-    for opp, days in await stalled_deals(Opportunity.filter(owner_id__isnull=False), ctx.settings, ctx.now):
+    stalled, _ = await stalled_deals(Opportunity.filter(owner_id__isnull=False), ctx.settings, ctx.now)
+    for opp, days in stalled:
         if opp.owner is None:
             continue
         since = stall_since(opp)
