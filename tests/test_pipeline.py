@@ -23,6 +23,7 @@ from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Customer, Stage
 from models.opportunities import Opportunity, SalesTarget, StageChange
 from models.staff import Role, Staff
+from models.tickets import Ticket
 from tests.driver import WeComChat
 from tests.helpers import staff_member
 from tests.simulators.wecom import WeComSimulator
@@ -364,3 +365,30 @@ async def test_crmbot_imports_opportunities_and_targets_reporting_bad_rows(
     assert (await Customer.get(name="华为技术有限公司")).stage == Stage.QUOTE
     targets = await SalesTarget.all().order_by("staff_id").values_list("month", "amount")
     assert [(m, float(a)) for m, a in targets] == [("2026-03", 4_000_000.0), ("2026-03", 2_000_000.0)]
+
+
+async def test_the_reps_day_in_one_message(start_app: Any, make_settings: Any, wecom_sim: WeComSimulator) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim, stall_days={"intent": 3})
+    huawei = await Customer.get(name="华为技术有限公司")
+    zhangsan = await Staff.get(name="张三")
+    await office.on(0, "zhangsan", "商机 华为 5G基站电源 300万 预计3月10日签")
+    await office.on(0, "zhangsan", "商机 华为 储能柜 100万 意向阶段")
+    assert "#AP" in await office.on(0, "zhangsan", "申请折扣 华为 85折 合同金额120万 年度框架协议")
+    ticket = await Ticket.create(
+        customer=huawei, title="液压站漏油", assignee=zhangsan, first_response_due=DAY0 + timedelta(days=1),
+        created_at=DAY0,
+    )  # fmt: skip
+    huawei.next_followup_at = DAY0 + timedelta(days=4, hours=3)
+    await huawei.save()
+
+    day = await office.on(4, "zhangsan", "今天要跟进哪些客户")
+    assert "📋 张三，今天的待办：" in day
+    assert "到期跟进（1）\n· 华为技术有限公司（约定 2026-03-06 13:00）" in day
+    assert f"超时未响应的工单（1）\n· #{ticket.id} 华为技术有限公司 液压站漏油" in day
+    assert "您的申请审批中（1）" in day and "华为技术有限公司 8.5折" in day
+    assert "14 天内预计成交的商机（1）\n· 华为技术有限公司「5G基站电源」潜在 300万，预计 2026-03-10" in day
+    assert "停滞的商机（1）\n· 华为技术有限公司「储能柜」意向 4 天未动" in day
+    assert "待您审批" not in day
+
+    assert "待您审批（1）" in await office.on(4, "wangjl", "我的客户")
+    assert "今天没有到期的事项" in await office.on(4, "lisi", "我的客户")
