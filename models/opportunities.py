@@ -59,8 +59,13 @@ class Opportunity(Model):
 
     class Meta:
         table = "opportunity"
-        # The funnel by owner and stage, and a customer's open deals, from the index alone.
-        indexes = (("owner_id", "stage", "stage_entered_at"), ("customer_id", "stage"))
+        # Stalled deals by owner, stage and time in it; the funnel's totals by owner from the index alone; a
+        # customer's open deals.
+        indexes = (
+            ("owner_id", "stage", "stage_entered_at"),
+            ("owner_id", "stage", "reached", "created_at", "amount", "probability"),
+            ("customer_id", "stage"),
+        )
 
     def __str__(self) -> str:
         return self.name

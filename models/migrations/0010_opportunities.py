@@ -93,6 +93,7 @@ class Migration(migrations.Migration):
                 "app": "models",
                 "indexes": [
                     Index(fields=["owner_id", "stage", "stage_entered_at"]),
+                    Index(fields=["owner_id", "stage", "reached", "created_at", "amount", "probability"]),
                     Index(fields=["customer_id", "stage"]),
                 ],
                 "pk_attr": "id",
