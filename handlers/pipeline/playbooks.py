@@ -15,9 +15,9 @@ import handlers.pipeline.deals as deals
 from bot.config import Playbook
 from bot.context import Firing, RuleContext
 from bot.identity import find_staff_among
-from bot.rulekit import crossed, iso, local_time, not_fired, select, staff_by_id
+from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, staff_by_id, utc
 from handlers.pipeline.capability import capability
-from handlers.pipeline.funnel import stall_since, stalled_deals
+from handlers.pipeline.funnel import stall_since
 from models.customers import STAGE_LABELS, Stage
 from models.opportunities import Opportunity, StageChange
 from models.staff import Role, Staff
@@ -165,15 +165,29 @@ async def playbook_cadence(ctx: RuleContext) -> list[Firing]:
 async def pipeline_stalled(ctx: RuleContext) -> list[Firing]:
     """A deal with no stage change and no follow-up for its stage's ``stall_days``: tell the owner, once per
     standstill (a follow-up or a stage change starts a new one)."""
+    since_sql = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
+    found: list[int] = []
+    for stage, days in sorted(ctx.settings.pipeline.stall_days.items()):
+        cut = utc(ctx.now - timedelta(days=days))
+        rows = await select(
+            ctx,
+            "SELECT o.id FROM opportunity o JOIN customer c ON c.id = o.customer_id"
+            " WHERE o.owner_id IS NOT NULL AND o.stage = ? AND o.stage_entered_at <= ?"
+            " AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?)"
+            f" AND {not_fired('pipeline_stalled', 'o.id', since_sql)} ORDER BY o.stage_entered_at LIMIT ?",
+            [stage, cut, cut],
+        )
+        found.extend(ids(rows))
     firings: list[Firing] = []
-    stalled, _ = await stalled_deals(Opportunity.filter(owner_id__isnull=False), ctx.settings, ctx.now)
-    for opp, days in stalled:
+    deals_found = await Opportunity.filter(id__in=found).select_related("customer", "owner").order_by("id")
+    for opp in deals_found:
         if opp.owner is None:
             continue
         since = stall_since(opp)
+        days_still = int((ctx.now - since).total_seconds() // 86400)
         label = STAGE_LABELS[Stage(opp.stage)]
         text = (
-            f"**商机停滞**\n{_deal_lines(opp, ctx)}\n> 在{label}阶段已 {days} 天没有推进也没有跟进"
+            f"**商机停滞**\n{_deal_lines(opp, ctx)}\n> 在{label}阶段已 {days_still} 天没有推进也没有跟进"
             f"（自 {local_time(since, ctx)}）\n请联系客户推进，并记录：`跟进 {opp.customer.name} 跟进内容`"
         )
         firings.append(
