@@ -235,6 +235,7 @@ async def test_a_playbook_notifies_once_escalates_once_and_a_required_field_bloc
     assert fired == [("playbook_enter", "陈工"), ("playbook_enter", "张三")]
     [task] = wecom_sim.texts_to("chengong")
     assert "方案阶段任务" in task and "☐ 确认电压参数" in task and "5G基站电源" in task and "7 天" in task
+    assert "`华为 5G基站电源 进入报价`" in task  # a command that moves this deal
     for day in (1, 6.9):
         assert await office.tick(day) == []
     assert [(f.rule, f.to.name) for f in await office.tick(7)] == [("playbook_escalate", "王经理")]

@@ -15,11 +15,11 @@ import handlers.pipeline.deals as deals
 from bot.config import Playbook
 from bot.context import Firing, RuleContext
 from bot.identity import find_staff_among
-from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, staff_by_id, utc
+from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, short, staff_by_id, utc
 from handlers.pipeline.capability import capability
 from handlers.pipeline.funnel import stall_since
 from models.customers import STAGE_LABELS, Stage
-from models.opportunities import Opportunity, StageChange
+from models.opportunities import FUNNEL, Opportunity, StageChange, rank
 from models.staff import Role, Staff
 
 ROLE_WORDS = {"director": Role.DIRECTOR, "admin": Role.ADMIN}
@@ -67,6 +67,15 @@ def _deal_lines(opp: Opportunity, ctx: RuleContext) -> str:
     return f"> 客户：{opp.customer.name}\n> 商机：{deals.describe(opp, ctx.settings)}\n> 负责人：{owner}"
 
 
+async def _to_each(names: list[str], entry: StageChange, rule: str, key: str, text: str) -> list[Firing]:
+    """One firing of ``rule`` per person ``names`` stands for, keyed ``key:<person>``, about ``entry``'s deal."""
+    opp = entry.opportunity
+    return [
+        Firing(rule, f"{key}:{person.id}", person, text, customer=opp.customer, period_at=entry.entered_at)
+        for person in await recipients(names, opp)
+    ]
+
+
 def _playbooks(ctx: RuleContext) -> list[tuple[str, Playbook]]:
     return sorted(ctx.settings.pipeline.playbooks.items())
 
@@ -92,18 +101,10 @@ async def playbook_enter(ctx: RuleContext) -> list[Firing]:
             if playbook.countdown_days:
                 due = entry.entered_at + timedelta(days=playbook.countdown_days)
                 parts.append(f"⏳ 请在 {local_time(due, ctx)} 前完成（{playbook.countdown_days} 天），超时将上报。")
-            parts.append(f"完成后推进阶段，例如回复：`{opp.customer.name} {opp.name} 进入下一阶段`")
-            for person in await recipients(playbook.notify, opp):
-                firings.append(
-                    Firing(
-                        "playbook_enter",
-                        f"playbook_enter:{entry.id}:{stage}:{person.id}",
-                        person,
-                        "\n".join(parts),
-                        customer=opp.customer,
-                        period_at=entry.entered_at,
-                    )
-                )
+            following = FUNNEL[min(rank(stage) + 1, len(FUNNEL) - 1)]
+            parts.append(f"完成后推进阶段，例如回复：`{short(opp.customer)} {opp.name} 进入{STAGE_LABELS[following]}`")
+            key = f"playbook_enter:{entry.id}:{stage}"
+            firings += await _to_each(playbook.notify, entry, "playbook_enter", key, "\n".join(parts))
     return firings
 
 
@@ -123,17 +124,8 @@ async def playbook_escalate(ctx: RuleContext) -> list[Firing]:
                 f"> 进入{label} {local_time(entry.entered_at, ctx)}，已超过 {days} 天仍未推进\n"
                 f"请督促跟进，或了解卡点：`商机 {opp.customer.name}`"
             )
-            for person in await recipients(playbook.escalate_to, opp):
-                firings.append(
-                    Firing(
-                        "playbook_escalate",
-                        f"playbook_escalate:{entry.id}:{days}d:{person.id}",
-                        person,
-                        text,
-                        customer=opp.customer,
-                        period_at=entry.entered_at,
-                    )
-                )
+            key = f"playbook_escalate:{entry.id}:{days}d"
+            firings += await _to_each(playbook.escalate_to, entry, "playbook_escalate", key, text)
     return firings
 
 
