@@ -54,11 +54,13 @@ async def generate_deals(conn: Any, dialect: str, deals: int, changes: int) -> N
         "ELSE 'negotiation' END"
     )
     start = f"-({400 * day}) + o.id % {day} + (s.n - 1) * {30 * day}"
+    stay = f"{day} + (o.id * s.n) % ({20 * day})"  # minutes
     await conn.execute_script(
-        f"{cte}INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, actor_id) "
+        f"{cte}INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, stay_days, actor_id) "
         f"SELECT o.id, CASE WHEN s.n = {changes} THEN o.stage ELSE {step_stage} END, "
         f"CASE WHEN s.n = {changes} THEN o.stage_entered_at ELSE {_ts(dialect, start)} END, "
-        f"CASE WHEN s.n < {changes} THEN {_ts(dialect, f'{start} + {day} + (o.id * s.n) % ({20 * day})')} END, "
+        f"CASE WHEN s.n < {changes} THEN {_ts(dialect, f'{start} + {stay}')} END, "
+        f"CASE WHEN s.n < {changes} THEN ({stay}) / {float(day)} END, "
         f"o.owner_id FROM opportunity o, {steps} AS s"
     )
     await conn.execute_script("ANALYZE")

@@ -73,7 +73,7 @@ class Opportunity(Model):
 
 class StageChange(Model):
     """An opportunity entered ``stage`` at ``entered_at`` (by ``actor``) and left it at ``left_at`` (null while it
-    is still there)."""
+    is still there), after ``stay_days``."""
 
     id = fields.BigIntField(primary_key=True)
     opportunity: fields.ForeignKeyRelation[Opportunity] = fields.ForeignKeyField(
@@ -83,6 +83,7 @@ class StageChange(Model):
     stage = fields.CharEnumField(Stage, max_length=16)
     entered_at = fields.DatetimeField()
     left_at = fields.DatetimeField(null=True)
+    stay_days = fields.FloatField(null=True, description="left_at - entered_at in days, once left")
     actor: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
         "models.Staff", related_name="stage_changes", null=True, on_delete=fields.SET_NULL
     )
@@ -90,8 +91,13 @@ class StageChange(Model):
 
     class Meta:
         table = "opportunity_stage"
-        # One deal's history in order; the playbook rules' "still in the stage entered then" by stage and time.
-        indexes = (("opportunity_id", "entered_at"), ("stage", "left_at", "entered_at"))
+        # One deal's history in order; the funnel's stays per deal from the index alone; the playbook rules'
+        # "still in the stage entered then" by stage and time.
+        indexes = (
+            ("opportunity_id", "entered_at"),
+            ("opportunity_id", "stage", "stay_days"),
+            ("stage", "left_at", "entered_at"),
+        )
 
 
 class SalesTarget(Model):

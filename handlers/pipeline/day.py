@@ -19,7 +19,7 @@ from bot.display import local
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
 from handlers.pipeline.capability import capability
-from handlers.pipeline.funnel import stalled_deals
+from handlers.pipeline.funnel import Scope, stalled_deals
 from models.approvals import Approval, ApprovalStatus, ApprovalStep, StepStatus
 from models.customers import STAGE_LABELS, Customer, Stage
 from models.opportunities import OPEN_STAGES, Opportunity
@@ -102,7 +102,7 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
         .select_related("customer")
         .order_by("expected_close", "id")
     )
-    stalled, stalled_total = await stalled_deals(Opportunity.filter(owner_id=me.id), settings, now, limit=SHOWN)
+    stalled, stalled_total = await stalled_deals(Scope(me.name, [me.id]), None, settings, now, SHOWN)
     lines = [f"📋 {me.name}，今天的待办："]
     lines += _section(
         "到期跟进", [f"{c.name}（约定 {local(c.next_followup_at, tz)}）" for c in follow_ups[0]], follow_ups[1]

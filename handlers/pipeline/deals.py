@@ -237,7 +237,9 @@ async def move(
     log and the customer's stage updated. The caller has checked that the move is allowed."""
     at = now.astimezone(UTC)
     before = snapshot(opp)
-    await StageChange.filter(opportunity_id=opp.id, left_at__isnull=True).using_db(conn).update(left_at=at)
+    for current in await StageChange.filter(opportunity_id=opp.id, left_at__isnull=True).using_db(conn):
+        stay = (at - current.entered_at).total_seconds() / 86400
+        await StageChange.filter(id=current.id).using_db(conn).update(left_at=at, stay_days=stay)
     await StageChange.create(opportunity_id=opp.id, stage=stage, entered_at=at, actor_id=actor.staff_id, using_db=conn)
     opp.stage = stage
     opp.stage_entered_at = at

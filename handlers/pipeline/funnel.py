@@ -11,13 +11,12 @@ so a deal that skipped a stage still passed through it; days spent are the compl
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
 import handlers.pipeline.deals as deals
@@ -135,15 +134,9 @@ def _where(scope: Scope, period: Period | None) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _days_between(conn: BaseDBAsyncClient) -> str:
-    if sql.is_postgres(conn):
-        return "EXTRACT(EPOCH FROM (s.left_at - s.entered_at)) / 86400.0"
-    return "(julianday(s.left_at) - julianday(s.entered_at))"
-
-
 async def compute_funnel(scope: Scope, period: Period | None, settings: Settings, now: datetime) -> Funnel:
-    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: two aggregate
-    queries (by stage and furthest stage; the median stay per stage, with window functions) and the stalled."""
+    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: one aggregate query
+    by stage and furthest stage, the completed stays per stage (their medians here), and the stalled deals."""
     conn = sql.default()
     where, params = _where(scope, period)
     funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
@@ -172,20 +165,18 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
     open_codes = ", ".join(f"'{s.value}'" for s in OPEN_STAGES)
+    stays: dict[Stage, list[float]] = {}
     for row in await sql.select(
         conn,
-        "SELECT stage, AVG(d) AS median FROM (SELECT stage, d,"
-        " ROW_NUMBER() OVER (PARTITION BY stage ORDER BY d) AS rn, COUNT(*) OVER (PARTITION BY stage) AS n"
-        f" FROM (SELECT s.stage AS stage, {_days_between(conn)} AS d FROM opportunity_stage s"
-        f" JOIN opportunity o ON o.id = s.opportunity_id WHERE s.left_at IS NOT NULL AND s.stage IN ({open_codes})"
-        f" AND {where}) x) y WHERE rn = (n + 1) / 2 OR rn = (n + 2) / 2 GROUP BY stage",
+        "SELECT s.stage AS stage, s.stay_days AS days FROM opportunity o"
+        " JOIN opportunity_stage s ON s.opportunity_id = o.id"
+        f" WHERE {where} AND s.stage IN ({open_codes}) AND s.stay_days IS NOT NULL",
         params,
     ):
-        funnel.rows[Stage(row["stage"])].median_days = float(row["median"])
-    cohort = scope.deals()
-    if period is not None:
-        cohort = cohort.filter(created_at__gte=period.start, created_at__lt=period.end)
-    funnel.stalled, funnel.stalled_total = await stalled_deals(cohort, settings, now, limit=STALLED_SHOWN)
+        stays.setdefault(Stage(row["stage"]), []).append(float(row["days"]))
+    for stage, days in stays.items():
+        funnel.rows[stage].median_days = statistics.median(days)
+    funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
     return funnel
 
 
@@ -195,25 +186,41 @@ def stall_since(opp: Opportunity) -> datetime:
     return max(opp.stage_entered_at, last) if last is not None else opp.stage_entered_at
 
 
+# When a deal last moved: its stage change or its customer's last follow-up, whichever is later.
+STALL_SINCE = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
+
+
+def stalled_where(settings: Settings, now: datetime) -> tuple[str, list[Any]]:
+    """SQL on ``o`` (opportunity) and ``c`` (its customer): no stage change and no follow-up for the deal's
+    stage's ``stall_days``."""
+    branches, params = [], []
+    for code, days in sorted(settings.pipeline.stall_days.items()):
+        if Stage(code) in OPEN_STAGES:
+            cut = (now - timedelta(days=days)).astimezone(UTC)
+            branches.append(
+                "(o.stage = ? AND o.stage_entered_at <= ? AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?))"
+            )
+            params.extend([code, cut, cut])
+    return f"({' OR '.join(branches) or '1 = 0'})", params
+
+
 async def stalled_deals(
-    query: QuerySet[Opportunity], settings: Settings, now: datetime, limit: int = 1000
+    scope: Scope, period: Period | None, settings: Settings, now: datetime, limit: int
 ) -> tuple[list[tuple[Opportunity, int]], int]:
-    """Open deals with no stage change and no follow-up for their stage's ``stall_days``: up to ``limit`` of each
-    stage (longest stalled first), and how many there are in all."""
-    found: list[tuple[Opportunity, int]] = []
-    total = 0
-    for stage_code, days in settings.pipeline.stall_days.items():
-        stage = Stage(stage_code)
-        if stage not in OPEN_STAGES:
-            continue
-        cut = now - timedelta(days=days)
-        stalled = query.filter(stage=stage, stage_entered_at__lte=cut).filter(
-            Q(customer__last_followup_at__isnull=True) | Q(customer__last_followup_at__lte=cut)
-        )
-        rows = await stalled.select_related("customer", "owner").order_by("stage_entered_at", "id").limit(limit)
-        total += len(rows) if len(rows) < limit else await stalled.count()
-        found.extend((opp, int((now - stall_since(opp)).total_seconds() // 86400)) for opp in rows)
-    return sorted(found, key=lambda pair: (-pair[1], pair[0].id)), total
+    """The ``limit`` longest-stalled deals of ``scope`` with the days since they last moved, and how many are
+    stalled in all."""
+    where, params = _where(scope, period)
+    stalled, values = stalled_where(settings, now)
+    body = f"FROM opportunity o JOIN customer c ON c.id = o.customer_id WHERE {where} AND {stalled}"
+    conn = sql.default()
+    [counted] = await sql.select(conn, f"SELECT COUNT(*) AS n {body}", [*params, *values])
+    rows = await sql.select(
+        conn, f"SELECT o.id AS id {body} ORDER BY {STALL_SINCE}, o.id LIMIT ?", [*params, *values, limit]
+    )
+    wanted = [int(r["id"]) for r in rows]
+    found = {o.id: o for o in await Opportunity.filter(id__in=wanted).select_related("customer", "owner")}
+    days = [(found[i], int((now - stall_since(found[i])).total_seconds() // 86400)) for i in wanted]
+    return days, int(counted["n"])
 
 
 def _percent(value: float | None) -> str:

@@ -15,9 +15,9 @@ import handlers.pipeline.deals as deals
 from bot.config import Playbook
 from bot.context import Firing, RuleContext
 from bot.identity import find_staff_among
-from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, short, staff_by_id, utc
+from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, short, staff_by_id
 from handlers.pipeline.capability import capability
-from handlers.pipeline.funnel import stall_since
+from handlers.pipeline.funnel import STALL_SINCE, stall_since, stalled_where
 from models.customers import STAGE_LABELS, Stage
 from models.opportunities import FUNNEL, Opportunity, StageChange, rank
 from models.staff import Role, Staff
@@ -157,19 +157,15 @@ async def playbook_cadence(ctx: RuleContext) -> list[Firing]:
 async def pipeline_stalled(ctx: RuleContext) -> list[Firing]:
     """A deal with no stage change and no follow-up for its stage's ``stall_days``: tell the owner, once per
     standstill (a follow-up or a stage change starts a new one)."""
-    since_sql = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
-    found: list[int] = []
-    for stage, days in sorted(ctx.settings.pipeline.stall_days.items()):
-        cut = utc(ctx.now - timedelta(days=days))
-        rows = await select(
-            ctx,
-            "SELECT o.id FROM opportunity o JOIN customer c ON c.id = o.customer_id"
-            " WHERE o.owner_id IS NOT NULL AND o.stage = ? AND o.stage_entered_at <= ?"
-            " AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?)"
-            f" AND {not_fired('pipeline_stalled', 'o.id', since_sql)} ORDER BY o.stage_entered_at LIMIT ?",
-            [stage, cut, cut],
-        )
-        found.extend(ids(rows))
+    stalled, params = stalled_where(ctx.settings, ctx.now)
+    rows = await select(
+        ctx,
+        "SELECT o.id FROM opportunity o JOIN customer c ON c.id = o.customer_id"
+        f" WHERE o.owner_id IS NOT NULL AND {stalled} AND {not_fired('pipeline_stalled', 'o.id', STALL_SINCE)}"
+        f" ORDER BY {STALL_SINCE}, o.id LIMIT ?",
+        params,
+    )
+    found = ids(rows)
     firings: list[Firing] = []
     deals_found = await Opportunity.filter(id__in=found).select_related("customer", "owner").order_by("id")
     for opp in deals_found:

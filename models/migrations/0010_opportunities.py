@@ -154,6 +154,7 @@ class Migration(migrations.Migration):
                 ),
                 ("entered_at", fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ("left_at", fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ("stay_days", fields.FloatField(null=True, description="left_at - entered_at in days, once left")),
                 (
                     "actor",
                     fields.ForeignKeyField(
@@ -172,6 +173,7 @@ class Migration(migrations.Migration):
                 "app": "models",
                 "indexes": [
                     Index(fields=["opportunity_id", "entered_at"]),
+                    Index(fields=["opportunity_id", "stage", "stay_days"]),
                     Index(fields=["stage", "left_at", "entered_at"]),
                 ],
                 "pk_attr": "id",
