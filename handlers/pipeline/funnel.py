@@ -17,8 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tortoise.queryset import QuerySet
-
 import handlers.pipeline.deals as deals
 from bot import sql
 from bot.config import Settings
@@ -81,15 +79,14 @@ def report_phrase(r: Reading) -> Result | None:
 
 @dataclass(frozen=True)
 class Scope:
+    """Whose deals a report covers, and how the report names them."""
+
     label: str
     owner_ids: list[int] | None  # None: the whole company
 
-    def deals(self) -> QuerySet[Opportunity]:
-        query = Opportunity.all()
-        return query if self.owner_ids is None else query.filter(owner_id__in=self.owner_ids)
-
 
 async def scope_of(staff: Staff) -> Scope:
+    """A rep's own deals, a manager's and their reports', or (directors and admins) the company's."""
     if staff.role in (Role.DIRECTOR, Role.ADMIN):
         return Scope("全公司", None)
     if staff.role == Role.MANAGER:

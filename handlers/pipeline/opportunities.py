@@ -264,6 +264,17 @@ async def create_opportunity(msg: IncomingMessage, slots: Slots, ctx: Context) -
     )
 
 
+async def _deal_of(ctx: Context, slots: Slots, intent: str, *, open_only: bool) -> Opportunity | Reply:
+    """The deal of the resolved customer the slots name, if the sender may change it; else the reply to send."""
+    customer = ctx.customer
+    if (refused := await refusal(ctx.staff, customer)) is not None:
+        return refused
+    typed = str(slots.get("opportunity") or "")
+    return await deals.pick_deal(
+        customer, typed, staff=ctx.staff, intent=intent, slots=slots, now=ctx.now, conn=ctx.conn, open_only=open_only
+    )
+
+
 async def _known_stage(slots: Slots, ctx: Context) -> Reply | None:
     if _stage(slots) is None:
         return Reply(
@@ -283,12 +294,7 @@ async def set_opportunity_stage(msg: IncomingMessage, slots: Slots, ctx: Context
     stage = _stage(slots)
     assert stage is not None  # checked by _known_stage
     customer = ctx.customer
-    if (refused := await refusal(ctx.staff, customer)) is not None:
-        return refused
-    picked = await deals.pick_deal(
-        customer, str(slots.get("opportunity") or ""), staff=ctx.staff, intent="set_opportunity_stage",
-        slots=slots, now=ctx.now, conn=ctx.conn,
-    )  # fmt: skip
+    picked = await _deal_of(ctx, slots, "set_opportunity_stage", open_only=True)
     if isinstance(picked, Reply):
         return picked
     opp = picked
@@ -352,13 +358,7 @@ def _apply_field(opp: Opportunity, field: str, value: str, today: date) -> str |
 )
 async def set_opportunity_field(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """填写商机字段（金额、预计成交、赢率、来源、需求分析等）"""
-    customer = ctx.customer
-    if (refused := await refusal(ctx.staff, customer)) is not None:
-        return refused
-    picked = await deals.pick_deal(
-        customer, str(slots.get("opportunity") or ""), staff=ctx.staff, intent="set_opportunity_field",
-        slots=slots, now=ctx.now, conn=ctx.conn, open_only=False,
-    )  # fmt: skip
+    picked = await _deal_of(ctx, slots, "set_opportunity_field", open_only=False)
     if isinstance(picked, Reply):
         return picked
     opp = picked
