@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.keys import BOT
 from tests.test_router import NOW, demo_app
+from tests.test_router_fuzz import REGISTRY, UNDERSTANDING
 
 HW, BYD = "华为技术有限公司", "比亚迪股份有限公司"
 LINES: list[tuple[str, str, dict[str, Any]]] = [
@@ -53,3 +58,25 @@ async def test_pipeline_lines_are_understood(start_app: Any, make_settings: Any)
         if parsed.intent != intent or any(parsed.slots.get(k) != v for k, v in slots.items()):
             wrong.append(f"{text!r}: expected {intent} {slots}, got {parsed.intent} {parsed.slots}")
     assert not wrong, "\n".join(wrong)
+
+
+DEAL_FRAGMENTS = [
+    "商机", "华为", "电源项目", "5G基站电源", "300万", "预计3月签", "3月底", "2026-02-30", "十二月", "赢率60%",
+    "概率7成", "来源", "展会", "进入", "报价", "谈判", "赢单", "丢单", "价格原因", "需求分析：", "金额：", "漏斗",
+    "本季度", "业绩", "目标", "张三", "我的客户", "今天", "跟进", "哪些", "，", " ", "了", "的", "：", "?",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(DEAL_FRAGMENTS), max_size=10).map("".join))
+def test_any_mix_of_deal_words_gets_a_registered_intent_with_well_formed_slots(text: str) -> None:
+    intent, slots = UNDERSTANDING.read(text, NOW)
+    assert intent in REGISTRY.specs or intent == "unknown"
+    if "amount" in slots:
+        assert slots["amount"] >= 0
+    if "expected_close" in slots:
+        date.fromisoformat(slots["expected_close"])
+    if "probability" in slots:
+        assert 0 <= slots["probability"] <= 1
+    if intent in ("funnel", "performance", "my_day"):
+        assert not ({"customer", "opportunity", "stage"} & set(slots))  # a read carries nothing to write

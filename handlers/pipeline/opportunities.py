@@ -46,7 +46,9 @@ _PROBABILITY = re.compile(r"(?:赢率|概率|把握|可能性)\s*[:：]?\s*(?P<p
 _SOURCE = re.compile(r"来源\s*[:：]?\s*(?P<s>[^\s,，;；]+)")
 _FIELD = re.compile(r"(?P<field>[A-Za-z_\u4e00-\u9fff]{2,12})\s*[:：]\s*(?P<value>.+)$")
 _NEW_DEAL = re.compile(r"(?:又?有|来了|新增|新建|建|添加|加)(?:一个|个)?新?商机|新商机")
-_GENERIC_LEFT = re.compile(r"把|将|这单|那单|单子|合同|阶段|已经|已|也|成功|的|了|[！!\s]")
+_GENERIC_LEFT = re.compile(
+    r"把|将|这单|那单|单子|合同|阶段|已经|已|也|成功|的|了|跟进|客户|这边|那边|今天|昨天|刚刚|刚才|终于|总算|[！!\s]"
+)
 # A deal's name is a few words: a longer stretch before the verb is a sentence (周经理说预算下来了，…去签约).
 DEAL_NAME_MAX = 12
 
