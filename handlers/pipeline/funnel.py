@@ -161,18 +161,18 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         stage_row.reached = at_least[k]
         stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
-    open_codes = ", ".join(f"'{s.value}'" for s in OPEN_STAGES)
     stays: dict[Stage, list[float]] = {}
+    # Only open stages are ever left (won and lost end a deal), so every completed stay is an open stage's.
     for row in await sql.select(
         conn,
         "SELECT s.stage AS stage, s.stay_days AS days FROM opportunity o"
-        " JOIN opportunity_stage s ON s.opportunity_id = o.id"
-        f" WHERE {where} AND s.stage IN ({open_codes}) AND s.stay_days IS NOT NULL",
+        f" JOIN opportunity_stage s ON s.opportunity_id = o.id WHERE {where} AND s.stay_days IS NOT NULL",
         params,
     ):
         stays.setdefault(Stage(row["stage"]), []).append(float(row["days"]))
     for stage, days in stays.items():
-        funnel.rows[stage].median_days = statistics.median(days)
+        if stage in funnel.rows:
+            funnel.rows[stage].median_days = statistics.median(days)
     funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
     return funnel
 
