@@ -61,7 +61,7 @@ async def generate_deals(conn: Any, dialect: str, deals: int, changes: int) -> N
         f"CASE WHEN s.n = {changes} THEN o.stage_entered_at ELSE {_ts(dialect, start)} END, "
         f"CASE WHEN s.n < {changes} THEN {_ts(dialect, f'{start} + {stay}')} END, "
         f"CASE WHEN s.n < {changes} THEN ({stay}) / {float(day)} END, "
-        f"o.owner_id FROM opportunity o, {steps} AS s"
+        f"o.owner_id FROM opportunity o, {steps}"
     )
     await conn.execute_script("ANALYZE")
 
