@@ -277,5 +277,12 @@ async def follow_customer(customer_id: int, now: datetime, actor: Actor, conn: B
     await customer.save(using_db=conn, update_fields=["stage", "won_at", "updated_at"])
     after = {"stage": str(target), "won_at": customer.won_at.isoformat() if customer.won_at else None}
     await audit.record(
-        "set_stage", "customer", customer_id, before, after, actor=actor.who, platform=actor.platform, conn=conn
+        "customer.stage_from_deals",
+        "customer",
+        customer_id,
+        before,
+        after,
+        actor=actor.who,
+        platform=actor.platform,
+        conn=conn,
     )

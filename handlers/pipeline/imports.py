@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -23,8 +24,8 @@ from tortoise.transactions import in_transaction
 import handlers.pipeline.deals as deals
 from bot import audit
 from bot.keys import CLOCK
+from bot.nlu.numbers import find_amount
 from bot.spreadsheet import Cell, ImportFailed, cell_of, clean_text, parse_date, read_table
-from handlers.orders import _customer_names, parse_amount
 from handlers.pipeline.opportunities import STAGE_WORDS
 from models.customers import Customer, Stage
 from models.opportunities import Opportunity, SalesTarget
@@ -68,6 +69,33 @@ class ImportReport:
         self.rejected.append(f"第 {n} 行 row {n}: " + "；".join(reasons))
 
 
+def parse_amount(cell: Cell) -> Decimal:
+    """Yuan from a cell: a number, ``1,000,000``, ``￥12000元``, ``300万``, ``1.2亿``; 0 when empty, ValueError else."""
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return Decimal(str(cell))
+    text = unicodedata.normalize("NFKC", clean_text(cell)).replace(",", "").replace("¥", "").strip()
+    if not text:
+        return Decimal(0)
+    if re.fullmatch(r"\d+(?:\.\d+)?元?", text):
+        return Decimal(text.rstrip("元"))
+    found = find_amount(text)
+    if found is None or (found.start, found.end) != (0, len(text)):
+        raise ValueError(text)
+    return Decimal(str(found.value))
+
+
+async def customer_names() -> dict[str, int]:
+    """Every customer's id by stored name and by alias (a name wins over another customer's alias)."""
+    names: dict[str, int] = {}
+    rows = await Customer.all().values_list("id", "name", "aliases")
+    for cid, name, _ in rows:
+        names[str(name)] = int(cid)
+    for cid, _, aliases in rows:
+        for alias in aliases or []:
+            names.setdefault(str(alias), int(cid))
+    return names
+
+
 def _stage(cell: Cell) -> Stage | None:
     text = clean_text(cell)
     if not text:
@@ -100,7 +128,7 @@ async def import_opportunities(app: web.Application, path: Path | str) -> str:
     table = await asyncio.to_thread(read_table, path, OPPORTUNITY_COLUMNS, "商机名称/name")
     if "customer" not in table.fields:
         raise ImportFailed(f"{path.name}: 缺少必填列「客户名称/customer」 missing required column")
-    names, staff = await _customer_names(), await _staff_names()
+    names, staff = await customer_names(), await _staff_names()
     now = app[CLOCK].now()
     report = ImportReport("商机 opportunities ")
     actor = deals.Actor("import", "cli")
