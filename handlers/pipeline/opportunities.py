@@ -285,12 +285,7 @@ async def _known_stage(slots: Slots, ctx: Context) -> Reply | None:
     return None
 
 
-@capability.intent(
-    "set_opportunity_stage",
-    order=41,
-    customer=True,
-    check=_known_stage,
-)
+@capability.intent("set_opportunity_stage", order=41, customer=True, check=_known_stage)
 async def set_opportunity_stage(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """推进商机阶段、赢单或丢单（丢单可附原因）"""
     stage = _stage(slots)
@@ -352,12 +347,7 @@ def _apply_field(opp: Opportunity, field: str, value: str, today: date) -> str |
     return None
 
 
-@capability.intent(
-    "set_opportunity_field",
-    order=42,
-    customer=True,
-    check=_field_given,
-)
+@capability.intent("set_opportunity_field", order=42, customer=True, check=_field_given)
 async def set_opportunity_field(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """填写商机字段（金额、预计成交、赢率、来源、需求分析等）"""
     picked = await _deal_of(ctx, slots, "set_opportunity_field", open_only=False)
