@@ -198,14 +198,15 @@ def demo(config: str | None) -> None:
 
 @main.command(name="import")
 @config_option
-@click.argument("kind", type=click.Choice(["staff", "customers", "messages", "orders"]))
+@click.argument("kind", type=click.Choice(["staff", "customers", "messages", "orders", "opportunities", "targets"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_(config: str | None, kind: str, file: Path) -> None:
-    """Import staff, customers, orders (.csv/.xlsx) or messages (.jsonl) from FILE."""
+    """Import staff, customers, orders, opportunities, targets (.csv/.xlsx) or messages (.jsonl) from FILE."""
     # start-up time: the importers (and the spreadsheet and database-driver modules they load) only here
     from bot.importer import run_import
     from bot.spreadsheet import ImportFailed
     from handlers.orders import import_orders
+    from handlers.pipeline.imports import import_opportunities, import_targets
     from integrations.wecom.archive_file import import_jsonl
 
     settings = _settings(config)
@@ -216,6 +217,8 @@ def import_(config: str | None, kind: str, file: Path) -> None:
                 return await import_jsonl(app, file)
             if kind == "orders":
                 return await import_orders(app, file)
+            if kind in ("opportunities", "targets"):
+                return await (import_opportunities if kind == "opportunities" else import_targets)(app, file)
             return await run_import(app, kind, file)
 
     try:

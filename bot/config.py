@@ -191,6 +191,50 @@ class ErpSettings(_Section):
     retry_backoff_seconds: float = Field(2.0, ge=0)
 
 
+STAGE_CODES = ("lead", "intent", "proposal", "quote", "negotiation", "won", "lost")
+
+
+class CadenceStep(_Section):
+    """A follow-up suggested ``day`` days into a stage, with the wording to use."""
+
+    day: int = Field(ge=1)
+    text: str
+
+
+class Playbook(_Section):
+    """What entering one stage sets off (``handlers.pipeline``): who is told what (``notify``: staff names or
+    user ids, ``owner``, ``manager``), a checklist, a countdown that escalates to ``escalate_to`` when the deal is
+    still in the stage, follow-up suggestions to the owner, and the fields a deal needs before it may enter."""
+
+    notify: list[str] = Field(default_factory=lambda: ["owner"])
+    text: str = ""
+    checklist: list[str] = Field(default_factory=list)
+    countdown_days: int = Field(0, ge=0)
+    escalate_to: list[str] = Field(default_factory=lambda: ["manager"])
+    cadence: list[CadenceStep] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+
+
+class PipelineSettings(_Section):
+    """Opportunities and the funnel: win probability and stall threshold per stage, playbooks per stage."""
+
+    probabilities: dict[str, float] = Field(
+        default_factory=lambda: {"lead": 0.1, "intent": 0.2, "proposal": 0.4, "quote": 0.6, "negotiation": 0.8}
+    )
+    stall_days: dict[str, int] = Field(
+        default_factory=lambda: {"lead": 30, "intent": 21, "proposal": 14, "quote": 14, "negotiation": 10}
+    )
+    closing_soon_days: int = Field(14, ge=1)
+    playbooks: dict[str, Playbook] = Field(default_factory=dict)
+
+    @field_validator("probabilities", "stall_days", "playbooks")
+    @classmethod
+    def _known_stages(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if unknown := sorted(set(value) - set(STAGE_CODES)):
+            raise ValueError(f"unknown stage {', '.join(unknown)} (one of {', '.join(STAGE_CODES)})")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -208,6 +252,7 @@ class Settings(BaseSettings):
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
     erp: ErpSettings = ErpSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")

@@ -18,6 +18,7 @@ from handlers import (
     ladder,
     nps,
     orders,
+    pipeline,
     reminders,
     search,
     tickets,
@@ -38,4 +39,5 @@ CAPABILITIES: list[Capability] = [
     orders.capability,
     history.capability,
     clarify.capability,
+    pipeline.capability,
 ]

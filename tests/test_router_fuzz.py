@@ -19,6 +19,8 @@ INTENTS = {
     "set_stage", "set_grade", "tag", "transfer", "request_discount", "approve", "reject", "withdraw", "nps_report",
     "unknown", "undo", "history", "set_contact", "set_field", "clarify", "unsupported",
 }  # fmt: skip
+INTENTS |= {"create_opportunity", "set_opportunity_stage", "set_opportunity_field", "list_opportunities", "funnel",
+            "performance", "set_target", "my_day"}  # fmt: skip
 FRAGMENTS = [
     "跟进", "华为", "恒力液压", "工单", "#12", "#AP3", "已解决", "紧急", "明天下午3点", "下周三", "月底", "近3年",
     "85折", "优惠15%", "120万", "九折", "提醒我", "把", "转给", "李四", "标签", "+重点", "-新能源", "赢单了", "阶段",

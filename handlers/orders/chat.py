@@ -32,7 +32,7 @@ def orders_command(r: Reading, rest: str) -> Result | None:
     return ("show_orders", slots) if slots else None
 
 
-@capability.phrase(order=55)
+@capability.phrase(order=22)  # a read, tried before a question about the customer becomes the profile
 def orders_phrase(r: Reading) -> Result | None:
     """A customer and a question about their goods: 华为的货发了吗, 三一的订单到哪了."""
     if r.customers and _ASKED.search(r.text):

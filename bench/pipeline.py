@@ -1,0 +1,136 @@
+"""Pipeline benchmark: the funnel and the rep's day over 100,000 opportunities and 1,000,000 stage changes.
+
+The data is generated with bulk SQL in a fresh database (the staff, customers and tickets of ``bench.rules``,
+then ``--opportunities`` deals owned by the 55 reps, each with ``--changes`` stage-history rows: all but the
+last closed, the last its current stage). With the clock pinned, each query runs ``--runs`` times and the median
+and 95th percentile are printed: the funnel of one rep, of one manager's team (11 reps), and of the whole
+company; the rep's day (``我的客户``) of one rep.
+
+Run::
+
+    .venv/bin/python -m bench.pipeline                       # SQLite in a temporary directory
+    .venv/bin/python -m bench.pipeline --database postgres://postgres@127.0.0.1:5432/test   # a scratch database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.rules import NOW, _day, _pg, _scratch_database, _seq, _ts, generate
+
+CUSTOMERS = 20_000
+
+
+async def generate_deals(conn: Any, dialect: str, deals: int, changes: int) -> None:
+    """``deals`` opportunities over the customers (their owner's), each with ``changes`` history rows a few days
+    apart; the current stage is spread over every stage, won and lost included."""
+    day = 1440
+    stage = (
+        "CASE n % 7 WHEN 0 THEN 'lead' WHEN 1 THEN 'intent' WHEN 2 THEN 'proposal' WHEN 3 THEN 'quote' "
+        "WHEN 4 THEN 'negotiation' WHEN 5 THEN 'won' ELSE 'lost' END"
+    )
+    reached = "CASE n % 7 WHEN 5 THEN 5 WHEN 6 THEN 3 ELSE 4 END"
+    cte, src = _seq(dialect, deals)
+    entered = _ts(dialect, f"-((n * 7919) % ({60 * day}))")
+    await conn.execute_script(
+        f"{cte}INSERT INTO opportunity (id, customer_id, name, amount, stage, probability, expected_close, owner_id, "
+        "source, lost_reason, details, reached, stage_entered_at, closed_at, created_at, updated_at) "
+        f"SELECT n, 1 + n % {CUSTOMERS}, '商机' || n, (1 + n % 500) * 10000, {stage}, "
+        "CASE WHEN n % 10 = 0 THEN 0.5 END, "
+        f"{_day(dialect, '(n * 13) % 120 - 30')}, 6 + n % 55, '', '', '{{}}', {reached}, {entered}, "
+        f"CASE WHEN n % 7 >= 5 THEN {entered} END, {_ts(dialect, f'-{400 * day}')}, {_ts(dialect, '0')} FROM {src}"
+    )
+    cte, steps = _seq(dialect, changes)
+    step_stage = (
+        "CASE s.n % 5 WHEN 1 THEN 'lead' WHEN 2 THEN 'intent' WHEN 3 THEN 'proposal' WHEN 4 THEN 'quote' "
+        "ELSE 'negotiation' END"
+    )
+    start = f"-({400 * day}) + o.id % {day} + (s.n - 1) * {30 * day}"
+    stay = f"{day} + (o.id * s.n) % ({20 * day})"  # minutes
+    await conn.execute_script(
+        f"{cte}INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, stay_days, actor_id) "
+        f"SELECT o.id, CASE WHEN s.n = {changes} THEN o.stage ELSE {step_stage} END, "
+        f"CASE WHEN s.n = {changes} THEN o.stage_entered_at ELSE {_ts(dialect, start)} END, "
+        f"CASE WHEN s.n < {changes} THEN {_ts(dialect, f'{start} + {stay}')} END, "
+        f"CASE WHEN s.n < {changes} THEN ({stay}) / {float(day)} END, "
+        f"o.owner_id FROM opportunity o, {steps}"
+    )
+    await conn.execute_script("ANALYZE")
+
+
+async def _timed(name: str, runs: int, call: Callable[[], Awaitable[object]]) -> None:
+    await call()  # warm the caches once
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - started) * 1000)
+    p95 = statistics.quantiles(times, n=20)[-1]
+    print(f"{name}: median {statistics.median(times):.1f} ms, p95 {p95:.1f} ms ({runs} runs)")
+
+
+async def bench_pipeline(url: str, deals: int, changes: int, runs: int) -> None:
+    from bot.app import load_settings
+    from bot.cli import running_app
+    from bot.clock import Clock
+    from bot.sql import default as db
+    from handlers.pipeline.day import day_text
+    from handlers.pipeline.funnel import Scope, compute_funnel, scope_of
+    from models.staff import Staff
+
+    settings = load_settings(os.devnull, database={"url": url})
+    async with running_app(settings, clock=Clock(NOW)):
+        conn = db()
+        dialect = conn.capabilities.dialect
+        started = time.perf_counter()
+        await generate(conn, dialect, CUSTOMERS, CUSTOMERS)
+        await generate_deals(conn, dialect, deals, changes)
+        counted = await conn.execute_query_dict("SELECT COUNT(*) AS n FROM opportunity_stage")
+        print(
+            f"generated {deals} opportunities, {counted[0]['n']} stage changes in {time.perf_counter() - started:.1f}s"
+        )
+        rep = await Staff.get(id=17)
+        manager = await Staff.get(id=2)
+        rep_scope, team_scope = await scope_of(rep), await scope_of(manager)
+        await _timed("funnel, one rep", runs, lambda: compute_funnel(rep_scope, None, settings, NOW))
+        await _timed("funnel, a manager's team", runs, lambda: compute_funnel(team_scope, None, settings, NOW))
+        company = Scope("全公司", None)
+        await _timed("funnel, the company", max(3, runs // 10), lambda: compute_funnel(company, None, settings, NOW))
+        await _timed("rep's day (我的客户)", runs, lambda: day_text(rep, NOW, settings))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    if args.database:
+        url, name = _scratch_database(args.database)
+        await _pg(args.database, f'CREATE DATABASE "{name}"')
+        try:
+            print("-- PostgreSQL")
+            await bench_pipeline(url, args.opportunities, args.changes, args.runs)
+        finally:
+            await _pg(args.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        print("-- SQLite")
+        await bench_pipeline(f"sqlite://{tmp}/pipeline.sqlite3", args.opportunities, args.changes, args.runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default="", help="PostgreSQL server URL (a scratch database is made there)")
+    parser.add_argument("--opportunities", type=int, default=100_000)
+    parser.add_argument("--changes", type=int, default=10, help="stage-history rows per opportunity")
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args(argv)
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,5 @@
+"""The pipeline capability's registration object, shared by its modules."""
+
+from bot.capability import Capability
+
+capability = Capability("pipeline")

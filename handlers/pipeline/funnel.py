@@ -1,0 +1,381 @@
+"""The funnel and performance in chat: ``漏斗`` / ``销售漏斗 本季度`` (per stage: deals, amount, weighted amount,
+conversion to the next stage, median days spent; stalled deals with their owner), ``本月业绩`` (won against target,
+forecast of the weighted pipeline closing in the rest of the period) and ``目标 张三 本月 200万`` (a manager sets a
+rep's monthly target). Each reads the asker's scope: a rep their own deals, a manager the team's, directors and
+admins the company's.
+
+Conversion counts a deal as having reached a stage when it ever entered it or a later one (``Opportunity.reached``),
+so a deal that skipped a stage still passed through it; days spent are the completed stays in the stage history.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import handlers.pipeline.deals as deals
+from bot import sql
+from bot.config import Settings
+from bot.context import Context, Slots
+from bot.identity import find_staff
+from bot.nlu.numbers import find_amount
+from bot.nlu.reading import Reading, Result
+from bot.types import IncomingMessage, Reply
+from handlers.nps.report import Period, resolve_period
+from handlers.pipeline.capability import capability
+from models.customers import STAGE_LABELS, Stage
+from models.opportunities import OPEN_STAGES, Opportunity, SalesTarget, rank
+from models.staff import Role, Staff
+
+STALLED_SHOWN = 10
+_FUNNEL = re.compile(r"漏斗|funnel|pipeline", re.I)
+_PERFORMANCE = re.compile(r"业绩|完成率|达成率|performance", re.I)
+_WRITE_CUE = re.compile(r"目标\s*\S*\s*\d|设置|设为|改成|改为")
+
+
+# -- recognition -----------------------------------------------------------------------------------------------------
+
+
+def period_slots(r: Reading) -> Slots:
+    period = r.times.find_period(r.text, r.now)
+    return {"period": period.value} if period else {}
+
+
+@capability.command(re.compile(r"^(?:销售漏斗|漏斗|商机漏斗|funnel)(?:\s+|[:：]|$|(?=\S))", re.I), order=142)
+def funnel_command(r: Reading, rest: str) -> Result:
+    return "funnel", period_slots(r)
+
+
+@capability.command(re.compile(r"^(?:设置?(?:销售|业绩)?目标|(?:销售|业绩)目标|目标)(?:\s+|[:：])", re.I), order=96)
+def target_command(r: Reading, rest: str) -> Result:
+    slots: Slots = {}
+    if staff := r.vocabulary.staff_in(rest):
+        slots["to_staff"] = staff[0].surface
+    elif words := rest.split():
+        slots["to_staff"] = words[0]
+    if found := find_amount(rest):
+        slots["amount"] = found.value
+    return "set_target", {**slots, **period_slots(r)}
+
+
+@capability.phrase(order=8)
+def report_phrase(r: Reading) -> Result | None:
+    """漏斗 / 本季度的销售漏斗 / 本月业绩 / 这个月业绩怎么样: reading only, never a write."""
+    if _WRITE_CUE.search(r.text):
+        return None
+    if _FUNNEL.search(r.text):
+        return "funnel", period_slots(r)
+    if _PERFORMANCE.search(r.text):
+        return "performance", period_slots(r)
+    return None
+
+
+# -- scope -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose deals a report covers, and how the report names them."""
+
+    label: str
+    owner_ids: list[int] | None  # None: the whole company
+
+
+async def scope_of(staff: Staff) -> Scope:
+    """A rep's own deals, a manager's and their reports', or (directors and admins) the company's."""
+    if staff.role in (Role.DIRECTOR, Role.ADMIN):
+        return Scope("全公司", None)
+    if staff.role == Role.MANAGER:
+        reports = await Staff.filter(manager_id=staff.id).values_list("id", flat=True)
+        return Scope(f"{staff.name}团队", [staff.id, *(int(str(i)) for i in reports)])
+    return Scope("我的", [staff.id])
+
+
+# -- the funnel ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageRow:
+    stage: Stage
+    count: int = 0
+    amount: float = 0.0
+    weighted: float = 0.0
+    reached: int = 0  # deals that entered this stage or a later one
+    conversion: float | None = None  # to the next stage
+    median_days: float | None = None
+
+
+@dataclass
+class Funnel:
+    rows: dict[Stage, StageRow] = field(default_factory=dict)
+    won: StageRow = field(default_factory=lambda: StageRow(Stage.WON))
+    lost: StageRow = field(default_factory=lambda: StageRow(Stage.LOST))
+    stalled: list[tuple[Opportunity, int]] = field(default_factory=list)  # deal, days without movement
+    stalled_total: int = 0
+
+
+def _where(scope: Scope, period: Period | None) -> tuple[str, list[Any]]:
+    """SQL conditions on ``o`` (opportunity) for the deals in ``scope`` opened in ``period``."""
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    if scope.owner_ids is not None:
+        clauses.append(f"o.owner_id IN ({', '.join('?' for _ in scope.owner_ids)})")
+        params.extend(scope.owner_ids)
+    if period is not None:
+        clauses.append("o.created_at >= ? AND o.created_at < ?")
+        params.extend([period.start.astimezone(UTC), period.end.astimezone(UTC)])
+    return " AND ".join(clauses), params
+
+
+async def compute_funnel(scope: Scope, period: Period | None, settings: Settings, now: datetime) -> Funnel:
+    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: one aggregate query
+    by stage and furthest stage, the completed stays per stage (their medians here), and the stalled deals."""
+    conn = sql.default()
+    where, params = _where(scope, period)
+    funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
+    reached_counts: dict[int, int] = {}
+    for row in await sql.select(
+        conn,
+        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
+        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
+        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
+        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
+        params,
+    ):
+        stage = Stage(row["stage"])
+        target = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
+        target.count += int(row["n"])
+        target.amount += float(row["amount"] or 0)
+        if stage in OPEN_STAGES:
+            share = settings.pipeline.probabilities.get(stage.value, 0.0)
+            target.weighted += float(row["plain"] or 0) * share + float(row["own"] or 0)
+        reached_counts[int(row["reached"])] = reached_counts.get(int(row["reached"]), 0) + int(row["n"])
+    ranks = [*OPEN_STAGES, Stage.WON]
+    at_least = {k: sum(n for r, n in reached_counts.items() if r >= k) for k in range(len(ranks))}
+    for stage, stage_row in funnel.rows.items():
+        k = rank(stage)
+        stage_row.reached = at_least[k]
+        stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
+    funnel.won.reached = at_least[len(ranks) - 1]
+    stays: dict[Stage, list[float]] = {}
+    # Only open stages are ever left (won and lost end a deal), so every completed stay is an open stage's.
+    for row in await sql.select(
+        conn,
+        "SELECT s.stage AS stage, s.stay_days AS days FROM opportunity o"
+        f" JOIN opportunity_stage s ON s.opportunity_id = o.id WHERE {where} AND s.stay_days IS NOT NULL",
+        params,
+    ):
+        stays.setdefault(Stage(row["stage"]), []).append(float(row["days"]))
+    for stage, days in stays.items():
+        if stage in funnel.rows:
+            funnel.rows[stage].median_days = statistics.median(days)
+    funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
+    return funnel
+
+
+def stall_since(opp: Opportunity) -> datetime:
+    """When the deal last moved: its stage change or its customer's last follow-up, whichever is later."""
+    last = opp.customer.last_followup_at
+    return max(opp.stage_entered_at, last) if last is not None else opp.stage_entered_at
+
+
+# When a deal last moved: its stage change or its customer's last follow-up, whichever is later.
+STALL_SINCE = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
+
+
+def stalled_where(settings: Settings, now: datetime) -> tuple[str, list[Any]]:
+    """SQL on ``o`` (opportunity) and ``c`` (its customer): no stage change and no follow-up for the deal's
+    stage's ``stall_days``."""
+    branches, params = [], []
+    for code, days in sorted(settings.pipeline.stall_days.items()):
+        if Stage(code) in OPEN_STAGES:
+            cut = (now - timedelta(days=days)).astimezone(UTC)
+            branches.append(
+                "(o.stage = ? AND o.stage_entered_at <= ? AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?))"
+            )
+            params.extend([code, cut, cut])
+    return f"({' OR '.join(branches) or '1 = 0'})", params
+
+
+async def stalled_deals(
+    scope: Scope, period: Period | None, settings: Settings, now: datetime, limit: int
+) -> tuple[list[tuple[Opportunity, int]], int]:
+    """The ``limit`` longest-stalled deals of ``scope`` with the days since they last moved, and how many are
+    stalled in all."""
+    where, params = _where(scope, period)
+    stalled, values = stalled_where(settings, now)
+    body = f"FROM opportunity o JOIN customer c ON c.id = o.customer_id WHERE {where} AND {stalled}"
+    conn = sql.default()
+    [counted] = await sql.select(conn, f"SELECT COUNT(*) AS n {body}", [*params, *values])
+    rows = await sql.select(
+        conn, f"SELECT o.id AS id {body} ORDER BY {STALL_SINCE}, o.id LIMIT ?", [*params, *values, limit]
+    )
+    wanted = [int(r["id"]) for r in rows]
+    found = {o.id: o for o in await Opportunity.filter(id__in=wanted).select_related("customer", "owner")}
+    days = [(found[i], int((now - stall_since(found[i])).total_seconds() // 86400)) for i in wanted]
+    return days, int(counted["n"])
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _days(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}天"
+
+
+def funnel_text(title: str, funnel: Funnel) -> str:
+    lines = [title, "阶段｜商机数｜金额｜加权金额｜→下一阶段｜停留中位数"]
+    for stage, row in funnel.rows.items():
+        lines.append(
+            f"{STAGE_LABELS[stage]}｜{row.count}｜{deals.yuan(row.amount)}｜{deals.yuan(row.weighted)}｜"
+            f"{_percent(row.conversion)}｜{_days(row.median_days)}"
+        )
+    total = sum(r.count for r in funnel.rows.values())
+    pipeline = sum(r.amount for r in funnel.rows.values())
+    weighted = sum(r.weighted for r in funnel.rows.values())
+    lines.append(f"进行中合计：{total} 个，{deals.yuan(pipeline)}，加权 {deals.yuan(weighted)}")
+    closed = funnel.won.count + funnel.lost.count
+    rate = f"，赢单率 {funnel.won.count / closed:.0%}" if closed else ""
+    lines.append(
+        f"赢单：{funnel.won.count} 个 {deals.yuan(funnel.won.amount)}；丢单：{funnel.lost.count} 个 "
+        f"{deals.yuan(funnel.lost.amount)}{rate}"
+    )
+    if funnel.stalled:
+        lines.append(f"⚠️ 停滞商机 {funnel.stalled_total} 个（无阶段变化也无跟进）：")
+        for opp, days in funnel.stalled[:STALLED_SHOWN]:
+            owner = opp.owner.name if opp.owner else "公海"
+            lines.append(
+                f"· {opp.customer.name}「{opp.name}」{STAGE_LABELS[Stage(opp.stage)]} {days} 天未动，负责人：{owner}"
+            )
+        if funnel.stalled_total > STALLED_SHOWN:
+            lines.append(f"……另有 {funnel.stalled_total - STALLED_SHOWN} 个")
+    return "\n".join(lines)
+
+
+@capability.intent("funnel", examples=["漏斗", "本月业绩"], order=81)
+async def funnel(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
+    """销售漏斗与业绩"""
+    scope = await scope_of(ctx.staff)
+    period = resolve_period(slots["period"], msg.text, ctx.now, ctx.settings.tz) if slots.get("period") else None
+    result = await compute_funnel(scope, period, ctx.settings, ctx.now)
+    label = f"{period.label}新增商机" if period else "全部商机"
+    return Reply(funnel_text(f"📈 {scope.label}销售漏斗（{label}）", result))
+
+
+# -- performance -----------------------------------------------------------------------------------------------------
+
+
+def months_of(period: Period) -> list[str]:
+    months: list[str] = []
+    day = period.start.date().replace(day=1)
+    while datetime.combine(day, datetime.min.time(), tzinfo=period.start.tzinfo) < period.end:
+        months.append(f"{day.year}-{day.month:02d}")
+        day = (day + timedelta(days=32)).replace(day=1)
+    return months
+
+
+@dataclass
+class Performance:
+    won: float = 0.0
+    won_count: int = 0
+    target: float = 0.0
+    forecast: float = 0.0
+
+
+async def compute_performance(
+    owner_ids: list[int] | None, period: Period, settings: Settings, today: date
+) -> dict[int | None, Performance]:
+    """Per owner: won in ``period``, the monthly targets it covers, the weighted open deals expected to close
+    between ``today`` and its end."""
+    result: dict[int | None, Performance] = {}
+    won = Opportunity.filter(stage=Stage.WON, closed_at__gte=period.start, closed_at__lt=period.end)
+    open_deals = Opportunity.filter(
+        stage__in=list(OPEN_STAGES), expected_close__gte=max(today, period.start.date()),
+        expected_close__lt=period.end.date(),
+    )  # fmt: skip
+    targets = SalesTarget.filter(month__in=months_of(period))
+    if owner_ids is not None:
+        won, open_deals = won.filter(owner_id__in=owner_ids), open_deals.filter(owner_id__in=owner_ids)
+        targets = targets.filter(staff_id__in=owner_ids)
+    for opp in await won:
+        p = result.setdefault(opp.owner_id, Performance())
+        p.won += float(opp.amount)
+        p.won_count += 1
+    for opp in await open_deals:
+        result.setdefault(opp.owner_id, Performance()).forecast += deals.weighted(opp, settings)
+    for target in await targets:
+        result.setdefault(target.staff_id, Performance()).target += float(target.amount)
+    return result
+
+
+def _total(parts: list[Performance]) -> Performance:
+    total = Performance()
+    for p in parts:
+        total.won += p.won
+        total.won_count += p.won_count
+        total.target += p.target
+        total.forecast += p.forecast
+    return total
+
+
+def performance_line(p: Performance) -> str:
+    done = f"，完成 {p.won / p.target:.0%}" if p.target else "，未设目标"
+    return (
+        f"赢单 {p.won_count} 个 {deals.yuan(p.won)} / 目标 {deals.yuan(p.target)}{done}；"
+        f"预测再签 {deals.yuan(p.forecast)}（加权）"
+    )
+
+
+@capability.intent("performance", order=82)
+async def performance(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
+    """查看业绩：赢单金额对比目标，以及本期剩余时间的预测"""
+    scope = await scope_of(ctx.staff)
+    period = resolve_period(slots.get("period"), msg.text, ctx.now, ctx.settings.tz)
+    today = ctx.now.astimezone(ctx.settings.tz).date()
+    by_owner = await compute_performance(scope.owner_ids, period, ctx.settings, today)
+    lines = [f"🏆 {scope.label}业绩（{period.label}）", f"合计：{performance_line(_total(list(by_owner.values())))}"]
+    if scope.owner_ids != [ctx.staff.id]:
+        ids = scope.owner_ids if scope.owner_ids is not None else [i for i in by_owner if i is not None]
+        staff = {s.id: s for s in await Staff.filter(id__in=ids).order_by("id")}
+        for staff_id in sorted(staff):
+            lines.append(f"· {staff[staff_id].name}：{performance_line(by_owner.get(staff_id, Performance()))}")
+    lines.append("预测 = 预计在本期剩余时间成交的进行中商机 × 赢率。")
+    return Reply("\n".join(lines))
+
+
+async def _may_set_targets(slots: Slots, ctx: Context) -> Reply | None:
+    if not ctx.staff.is_manager_level:
+        return Reply("只有主管可以设置业绩目标。")
+    if not slots.get("to_staff") or not slots.get("amount"):
+        return Reply("请按「目标 张三 本月 200万」设置，也可以写「目标 张三 2026-03 200万」。")
+    return None
+
+
+@capability.intent("set_target", order=83, check=_may_set_targets)
+async def set_target(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
+    """设置销售的月度业绩目标（主管）"""
+    rep = await find_staff(str(slots["to_staff"]))
+    if rep is None:
+        return Reply(f"没有找到同事「{slots['to_staff']}」。")
+    if ctx.staff.role == Role.MANAGER and rep.id != ctx.staff.id and rep.manager_id != ctx.staff.id:
+        return Reply(f"{rep.name} 不在您的团队，无法为其设置目标。")
+    period = resolve_period(slots.get("period"), "", ctx.now, ctx.settings.tz)
+    months = months_of(period)
+    if len(months) != 1:
+        return Reply("目标按月设置，请说明是哪个月，例如「本月」「下月」或「2026-03」。")
+    amount = Decimal(str(slots["amount"]))
+    row = await SalesTarget.get_or_none(staff_id=rep.id, month=months[0], using_db=ctx.conn)
+    before = {"staff_id": rep.id, "month": months[0], "amount": str(row.amount)} if row else None
+    if row is None:
+        row = await SalesTarget.create(staff_id=rep.id, month=months[0], amount=amount, using_db=ctx.conn)
+    else:
+        row.amount = amount
+        await row.save(using_db=ctx.conn, update_fields=["amount", "updated_at"])
+    after = {"staff_id": rep.id, "month": months[0], "amount": str(amount)}
+    await ctx.audit("set_target", "sales_target", row.id, before, after)
+    return Reply(f"已把 {rep.name} {months[0]} 的业绩目标设为 {deals.yuan(amount)}。")

@@ -1,0 +1,117 @@
+"""Opportunities (商机): a deal with a customer, its amount, stage and expected close, the history of every stage it
+entered (when, by whom) from which cycle times and conversion are computed exactly, and the sales targets per rep
+and month that won amounts are measured against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.customers import Customer, Stage
+from models.staff import Staff
+
+# The open stages in the order a deal moves through them, then the win; ``rank`` compares how far deals got.
+FUNNEL: tuple[Stage, ...] = (
+    Stage.LEAD,
+    Stage.INTENT,
+    Stage.PROPOSAL,
+    Stage.QUOTE,
+    Stage.NEGOTIATION,
+    Stage.WON,
+)
+OPEN_STAGES: tuple[Stage, ...] = FUNNEL[:-1]
+
+
+def rank(stage: Stage | str) -> int:
+    """How far along the funnel a stage is (lost is -1: it ends a deal without advancing it)."""
+    value = Stage(stage)
+    return FUNNEL.index(value) if value in FUNNEL else -1
+
+
+class Opportunity(Model):
+    """One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began, ``reached`` the
+    rank of the furthest stage it ever entered, and ``details`` what a stage's playbook requires (需求分析 …)."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="opportunities", on_delete=fields.CASCADE
+    )
+    customer_id: int
+    name = fields.CharField(max_length=128)
+    amount = fields.DecimalField(max_digits=16, decimal_places=2, default=0, description="yuan")
+    stage = fields.CharEnumField(Stage, max_length=16, default=Stage.LEAD)
+    probability = fields.FloatField(null=True, description="overrides the stage's probability when set")
+    expected_close = fields.DateField(null=True, db_index=True)
+    owner: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="opportunities", null=True, on_delete=fields.SET_NULL
+    )
+    owner_id: int | None
+    source = fields.CharField(max_length=32, default="")
+    lost_reason = fields.CharField(max_length=200, default="")
+    details: Any = fields.JSONField(default=dict)
+    reached = fields.IntField(default=0)
+    stage_entered_at = fields.DatetimeField(db_index=True)
+    closed_at = fields.DatetimeField(null=True, db_index=True)
+    created_at = fields.DatetimeField(db_index=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "opportunity"
+        # Stalled deals by owner, stage and time in it; the funnel's totals by owner from the index alone; a
+        # customer's open deals.
+        indexes = (
+            ("owner_id", "stage", "stage_entered_at"),
+            ("owner_id", "stage", "reached", "created_at", "amount", "probability"),
+            ("customer_id", "stage"),
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StageChange(Model):
+    """An opportunity entered ``stage`` at ``entered_at`` (by ``actor``) and left it at ``left_at`` (null while it
+    is still there), after ``stay_days``."""
+
+    id = fields.BigIntField(primary_key=True)
+    opportunity: fields.ForeignKeyRelation[Opportunity] = fields.ForeignKeyField(
+        "models.Opportunity", related_name="stage_changes", on_delete=fields.CASCADE
+    )
+    opportunity_id: int
+    stage = fields.CharEnumField(Stage, max_length=16)
+    entered_at = fields.DatetimeField()
+    left_at = fields.DatetimeField(null=True)
+    stay_days = fields.FloatField(null=True, description="left_at - entered_at in days, once left")
+    actor: fields.ForeignKeyNullableRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="stage_changes", null=True, on_delete=fields.SET_NULL
+    )
+    actor_id: int | None
+
+    class Meta:
+        table = "opportunity_stage"
+        # One deal's history in order; the funnel's stays per deal from the index alone; the playbook rules'
+        # "still in the stage entered then" by stage and time.
+        indexes = (
+            ("opportunity_id", "entered_at"),
+            ("opportunity_id", "stage", "stay_days"),
+            ("stage", "left_at", "entered_at"),
+        )
+
+
+class SalesTarget(Model):
+    """What one rep should win in one month (``YYYY-MM``), in yuan."""
+
+    id = fields.IntField(primary_key=True)
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="targets", on_delete=fields.CASCADE
+    )
+    staff_id: int
+    month = fields.CharField(max_length=7)
+    amount = fields.DecimalField(max_digits=16, decimal_places=2)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "sales_target"
+        unique_together = (("staff_id", "month"),)
