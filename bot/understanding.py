@@ -4,7 +4,9 @@ The matchers come from the capabilities (``bot.capability``): commands are tried
 start of the line, Chinese or English; the first command whose word matches decides, or hands the line on to
 free phrasing), then the phrase matchers in order of priority; a line no matcher takes is ``unknown``. The
 vocabulary of customer and staff names is loaded from the database by ``refresh`` so that reading itself is
-synchronous and fast; ``parse`` never writes anything.
+synchronous and fast; ``parse`` never writes anything. Only the first ``UNDERSTOOD_CHARS`` characters decide what a
+text means, so that reading a pasted report costs what reading a command costs; a note that runs past them is
+completed with the rest of the text (``completed_notes``), so it is kept whole.
 
 Intents and slots (the contract of ``crmbot parse``):
 
