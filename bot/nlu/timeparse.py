@@ -23,6 +23,8 @@ with contextlib.redirect_stdout(io.StringIO()):  # jionlp prints a banner on imp
     import jionlp
 
 WORKDAY_START = time(9, 0)
+# A count of days, weeks, months or years beyond this is no moment anyone means, and would run off the calendar.
+MAX_COUNT = 1000
 # A count starts where its run of digits starts (see ``bot.nlu.numbers._NUM``: linear in a long run).
 _N = r"(?P<n>(?<!\d)\d+|(?<![零一二两三四五六七八九十百半])[零一二两三四五六七八九十百半]+)"
 
@@ -112,7 +114,7 @@ class TimeParser:
         local = now.astimezone(self.tz)
         if m := _RELATIVE_AFTER.search(text):
             n = _count(m["n"])
-            if n is not None:
+            if n is not None and n < MAX_COUNT:
                 unit = m["unit"]
                 if unit in ("天", "日"):
                     moment = self._at(local.date() + timedelta(days=n))
@@ -208,7 +210,7 @@ class TimeParser:
         today = local.date()
         if m := _SINCE.search(text):
             n = _count(m["n"])
-            if n is not None and n > 0:
+            if n is not None and 0 < n < MAX_COUNT:
                 unit = m["unit"]
                 if unit in ("天", "日"):
                     day = today - timedelta(days=n)
