@@ -34,8 +34,9 @@ KEY_LOW = (1 << KEY_SHIFT) - 1
 SNIPPET_CHARS = 40
 SNIPPET_BEFORE = 14
 WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the GIN index
-# Characters of a long body turned into grams between two turns of the event loop: a 34k-character paste has some
-# twenty thousand distinct grams, tens of milliseconds of work that would otherwise hold the loop in one piece.
+# Characters of a long body turned into grams between two turns of the event loop (under a millisecond each): a
+# 34k-character paste has tens of thousands of distinct grams, work that would otherwise hold the loop in one piece
+# (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 
 
