@@ -15,6 +15,9 @@ requests per second at the same concurrency with request bodies of the same size
 
     apt-get install wrk
     .venv/bin/python -m bench.webhook --duration 10 --rounds 3
+
+``--paste-share 0.01 --paste-bytes 30000`` makes every hundredth callback a pasted Chinese text of 30,000 bytes
+(UTF-8) instead of ``帮助``, to see whether long messages hold up everyone else's acknowledgements.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -50,6 +54,31 @@ SECRET = "bench-app-secret"
 CORP = {"corp_id": CORP_ID, "token": TOKEN, "encoding_aes_key": AES_KEY, "agent_id": AGENT_ID, "secret": SECRET}
 SENDERS = 50
 TEXT = "帮助"
+# What a pasted text is made of: the words of a product spec, with dates, in a fixed pseudo-random order, and no
+# punctuation (a table copied out of a spreadsheet or a PDF): the longest runs a pattern can stumble on.
+PASTE_WORDS = (
+    "耐高温", "材料", "设备", "交期", "样品", "测试", "价格", "规格", "型号", "参数", "图纸", "包装", "运输", "质量",
+    "检验", "报告", "安装", "调试", "密封圈", "液压", "阀门", "压力", "流量", "寿命", "批次", "下周三", "月底",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pastes:
+    """Every ``1 / share``-th callback is a pasted text of ``size`` bytes (UTF-8); share 0: none."""
+
+    share: float = 0.0
+    size: int = 30_000
+
+    def text(self, i: int) -> str:
+        if self.share <= 0 or i % round(1 / self.share) != round(1 / self.share) - 1:
+            return TEXT
+        rng = random.Random(i)
+        words: list[str] = []
+        size = 0
+        while size < self.size:
+            words.append(rng.choice(PASTE_WORDS))
+            size += len(words[-1].encode())
+        return "".join(words)
 
 
 # -- servers (run in subprocesses) ------------------------------------------------------------------------------
@@ -172,8 +201,9 @@ class Round:
         }
 
 
-def make_callbacks(count: int, first_msgid: int) -> list[tuple[str, bytes]]:
-    """Signed, encrypted WeCom text callbacks (query string, body), each with its own MsgId."""
+def make_callbacks(count: int, first_msgid: int, pastes: Pastes = Pastes()) -> list[tuple[str, bytes]]:
+    """Signed, encrypted WeCom text callbacks (query string, body), each with its own MsgId; ``pastes`` says
+    which of them are long texts."""
     from urllib.parse import urlencode
 
     from integrations.wecom.crypto import WeComCrypto
@@ -187,7 +217,7 @@ def make_callbacks(count: int, first_msgid: int) -> list[tuple[str, bytes]]:
         xml = (
             f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
             f"<FromUserName><![CDATA[{sender}]]></FromUserName><CreateTime>{now}</CreateTime>"
-            f"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{TEXT}]]></Content>"
+            f"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{pastes.text(i)}]]></Content>"
             f"<MsgId>{msgid}</MsgId><AgentID>{AGENT_ID}</AgentID></xml>"
         )
         encrypt = crypto.encrypt(xml)
@@ -338,6 +368,7 @@ class Load:
     server_cpus: set[int]
     other_cpus: set[int]
     workdir: Path
+    pastes: Pastes = Pastes()
 
 
 async def bench_hello(load: Load) -> Result:
@@ -354,7 +385,8 @@ async def bench_hello(load: Load) -> Result:
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
         script = load.workdir / "hello.lua"
-        bodies = make_callbacks(1000, first_msgid=20_000_000)  # the callbacks' sizes; nothing is stored: repeat them
+        # the callbacks' sizes; nothing is stored: repeat them
+        bodies = make_callbacks(1000, first_msgid=20_000_000, pastes=load.pastes)
         write_wrk_script(script, "/hello", bodies, repeat=True)
         await drive("warm-up", url, script, load.warmup, load.concurrency, load.other_cpus, proc.pid)
         return await drive("hello world", url, script, load.seconds, load.concurrency, load.other_cpus, proc.pid)
@@ -383,7 +415,7 @@ async def bench_app(
         await _wait_ready(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim)
         warm_n = math.ceil(ceiling * load.warmup * 1.2) + load.concurrency
         timed_n = math.ceil(ceiling * load.seconds * 1.2) + load.concurrency
-        callbacks = make_callbacks(warm_n + timed_n, first_msgid=10_000_000)
+        callbacks = make_callbacks(warm_n + timed_n, first_msgid=10_000_000, pastes=load.pastes)
         warm_script, timed_script = load.workdir / "warm.lua", load.workdir / "timed.lua"
         write_wrk_script(warm_script, "/wecom/callback", callbacks[:warm_n])
         write_wrk_script(timed_script, "/wecom/callback", callbacks[warm_n:])
@@ -419,6 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--settle-timeout", type=float, default=600.0, help="seconds to wait for every message to be handled"
     )
+    parser.add_argument(
+        "--paste-share", type=float, default=0.0, help="share of callbacks that are pasted long texts (0.01: 1%%)"
+    )
+    parser.add_argument("--paste-bytes", type=int, default=30_000, help="size of a pasted text in UTF-8 bytes")
     parser.add_argument("--_serve", choices=["app", "hello", "simulator"], help=argparse.SUPPRESS)
     parser.add_argument("--_port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_db", help=argparse.SUPPRESS)
@@ -441,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     server_cpus, other_cpus = split_cpus(args.server_cpu)
     db_options = f"?synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else ""
     with tempfile.TemporaryDirectory(prefix="crmbot-bench-") as tmp:
-        load = Load(args.duration, args.warmup, args.concurrency, server_cpus, other_cpus, Path(tmp))
+        pastes = Pastes(args.paste_share, args.paste_bytes)
+        load = Load(args.duration, args.warmup, args.concurrency, server_cpus, other_cpus, Path(tmp), pastes)
         # The machine's speed drifts (shared host): the app and the hello world take turns, hello world first and
         # last, and each app run is compared with the mean of the hello-world runs on either side of it.
         hellos = [asyncio.run(bench_hello(load))]
@@ -452,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             hellos.append(asyncio.run(bench_hello(load)))
             rounds.append(Round(hellos[-2], app, end_to_end, hellos[-1]))
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
+    if args.paste_share > 0:
+        print(f"pastes: {args.paste_share:.1%} of the callbacks are pasted texts of {args.paste_bytes} bytes")
     print(hellos[0].line())
     for r in rounds:
         print(r.app.line())

@@ -71,13 +71,15 @@ async def archive_batch(
         else:
             unique[(msg.platform, msg.msgid)] = msg
     directory = bot.directory
+    # The grams of long texts are computed before the transaction, in slices that let the event loop in.
+    grams = await search.prepare_grams(m.text for m in unique.values() if m.text)
     async with in_transaction() as conn:
         await sql.xact_lock(conn, _PG_LOCK)
         if unique:
             new = await _store(conn, directory, list(unique.values()))
             result.duplicates += len(unique) - len(new)
             result.new = new
-            await _index(conn, new)
+            await _index(conn, new, grams)
             await _apply_recalls(conn, new)
             await _count_replies_as_contact(conn, directory, new)
         if failures:
@@ -278,10 +280,11 @@ async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: lis
     return linked
 
 
-async def _index(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+async def _index(conn: BaseDBAsyncClient, rows: list[Message], grams: dict[str, list[str]]) -> None:
     await search.index_messages(
         conn,
         [(m.id, m.sent_at, m.text, m.customer_id) for m in rows if m.text and (m.payload or {}).get("event") != RECALL],
+        grams,
     )
 
 

@@ -37,6 +37,7 @@ class Turn:
     staff: Staff | None
     ctx: Context
     parsed: Parsed = UNKNOWN
+    read: Parsed | None = None  # understood ahead of handling (``Bot`` reads before it takes the database)
     spec: IntentSpec | None = None
     by_platform: bool = False  # sent by the platform itself: handled as the system, nobody to answer
 
@@ -72,12 +73,18 @@ class Dispatcher:
         ]
 
     async def answer(
-        self, msg: IncomingMessage, staff: Staff | None, now: datetime, conn: BaseDBAsyncClient | None
+        self,
+        msg: IncomingMessage,
+        staff: Staff | None,
+        now: datetime,
+        conn: BaseDBAsyncClient | None,
+        read: Parsed | None = None,
     ) -> list[Reply]:
-        """The replies to ``msg`` from ``staff`` (None: the sender is no registered staff member)."""
+        """The replies to ``msg`` from ``staff`` (None: the sender is no registered staff member); ``read`` is
+        what ``msg`` was understood to mean at ``now`` beforehand, if it was."""
         actor = staff or Staff(name=SYSTEM_NAME, role=Role.ADMIN)
         ctx = Context(bot=self.services, staff=actor, msg=msg, now=now, conn=conn, click=msg.click)
-        turn = Turn(msg, staff, ctx)
+        turn = Turn(msg, staff, ctx, read=read)
         for step in self.steps:
             if (replies := await step(turn)) is not None:
                 return [] if turn.by_platform else replies
@@ -94,7 +101,8 @@ class Dispatcher:
     # -- the steps -----------------------------------------------------------------------------------------------
 
     async def understand(self, turn: Turn) -> list[Reply] | None:
-        turn.parsed = as_sender(self.understand_message(turn.msg, turn.ctx.now), turn.staff)
+        parsed = turn.read if turn.read is not None else self.understand_message(turn.msg, turn.ctx.now)
+        turn.parsed = as_sender(parsed, turn.staff)
         return None
 
     async def identify_sender(self, turn: Turn) -> list[Reply] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -33,7 +33,7 @@ from bot.inbox import Inbox, store_bot_messages
 from bot.messages import incoming_of
 from bot.tasks import TaskTracker
 from bot.types import IncomingMessage, Reply
-from bot.understanding import Understanding
+from bot.understanding import Parsed, Understanding
 from models.messages import Message
 from models.staff import Staff
 
@@ -45,6 +45,10 @@ RECOVERY_WINDOW = timedelta(days=2)
 # burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
 # inserts acknowledging new callbacks do not wait long behind it.
 HANDLING_BATCH = 32
+# Texts longer than this are understood in a worker thread: reading one costs up to a few tens of milliseconds
+# (``UNDERSTOOD_CHARS`` of jieba and time expressions), which on the event loop would hold up acknowledgements;
+# shorter ones cost less than the hop to a thread.
+READ_IN_THREAD_CHARS = 200
 
 
 class Bot:
@@ -123,26 +127,48 @@ class Bot:
 
     async def _handle_batch(self, ids: list[int]) -> None:
         """Handle messages in one transaction (one commit), each in a savepoint of its own: a handler that fails
-        rolls back only its own changes, and its sender gets an apology instead."""
+        rolls back only its own changes, and its sender gets an apology instead.
+
+        The messages are understood first, outside the transaction: on SQLite the transaction holds the one
+        connection, which every acknowledgement needs, and understanding needs no database."""
+        read = await self._read(ids)
+        generation = self.understanding.generation
         async with in_transaction() as conn:
             rows = await Message.filter(id__in=ids, handled_at=None).order_by("id").select_for_update().using_db(conn)
             if not rows:
                 return
             staff_ids = {row.staff_id for row in rows if row.staff_id}
             staff_of = {s.id: s for s in await Staff.filter(id__in=staff_ids).using_db(conn)} if staff_ids else {}
-            incoming = [(row, incoming_of(row)) for row in rows]
-            if any(not msg.event for _, msg in incoming):
-                await self.understanding.ensure_fresh()
-            for row, msg in incoming:
+            for row in rows:
+                msg = incoming_of(row)
                 staff = staff_of.get(row.staff_id or 0)
+                now, parsed = read.get(row.id, (self.clock.now(), None))
+                if self.understanding.generation != generation:
+                    parsed = None  # a message before it taught the names a new customer: read it again
                 try:
                     async with in_transaction() as savepoint:
-                        replies = await self.dispatcher.answer(msg, staff, self.clock.now(), savepoint)
+                        replies = await self.dispatcher.answer(msg, staff, now, savepoint, parsed)
                         await self._reply(msg, replies, staff, savepoint)
                 except Exception:
                     log.exception("handling message %s failed", row.id)
                     await self._reply(msg, [Reply(FAILED)], staff, conn)
             await Message.filter(id__in=[row.id for row in rows]).using_db(conn).update(handled_at=self.clock.now())
+
+    async def _read(self, ids: list[int]) -> dict[int, tuple[datetime, Parsed]]:
+        """What each typed message or tapped button means, and the moment it was read at, by message id (events
+        need no reading); long texts are read in a worker thread, off the event loop."""
+        incoming = [(row.id, incoming_of(row)) for row in await Message.filter(id__in=ids, handled_at=None)]
+        incoming = [(message_id, msg) for message_id, msg in incoming if not msg.event]
+        if incoming:
+            await self.understanding.ensure_fresh()
+        read: dict[int, tuple[datetime, Parsed]] = {}
+        for message_id, msg in incoming:
+            now = self.clock.now()
+            if len(msg.text) > READ_IN_THREAD_CHARS:
+                read[message_id] = now, await asyncio.to_thread(self.dispatcher.understand_message, msg, now)
+            else:
+                read[message_id] = now, self.dispatcher.understand_message(msg, now)
+        return read
 
     async def _handle_alone(self, message_id: int) -> None:
         """One message in a transaction of its own; if even that fails, say sorry once and do not retry forever."""

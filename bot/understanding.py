@@ -4,7 +4,9 @@ The matchers come from the capabilities (``bot.capability``): commands are tried
 start of the line, Chinese or English; the first command whose word matches decides, or hands the line on to
 free phrasing), then the phrase matchers in order of priority; a line no matcher takes is ``unknown``. The
 vocabulary of customer and staff names is loaded from the database by ``refresh`` so that reading itself is
-synchronous and fast; ``parse`` never writes anything.
+synchronous and fast; ``parse`` never writes anything. Only the first ``UNDERSTOOD_CHARS`` characters decide what a
+text means, so that reading a pasted report costs what reading a command costs; a note that runs past them is
+completed with the rest of the text (``completed_notes``), so it is kept whole.
 
 Intents and slots (the contract of ``crmbot parse``):
 
@@ -62,8 +64,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.nlu.reading import Command, Phrase, Reading, Result
-from bot.nlu.text import normalize
+from bot.nlu.reading import Command, Phrase, Reading, Result, Slots
+from bot.nlu.text import clean, normalize
 from bot.nlu.timeparse import TimeParser
 from bot.nlu.vocabulary import Vocabulary
 from models.customers import Customer
@@ -81,6 +83,17 @@ class Parsed:
 
 UNKNOWN = Parsed("unknown")
 
+# How much of a message decides what it means. The longest command or phrasing people type is well under a hundred
+# characters (a discount request with its reason, a follow-up with the next date); whatever follows is content.
+# Reading is linear in the text, but its constant (jieba, time expressions) is a few microseconds per character, so
+# a 30 KB paste read whole would hold the event loop for a noticeable time; read only up to here, it costs what a
+# long command costs.
+UNDERSTOOD_CHARS = 500
+# Slots that carry the free text of a note to the end of the line: a note longer than ``UNDERSTOOD_CHARS`` is
+# completed with the rest of the message, so a long follow-up is kept whole.
+NOTE_SLOTS = ("content", "reason")
+_NOTE_END = 8  # the characters of a note's end looked for at the end of what was read
+
 
 class Understanding:
     def __init__(self, tz: ZoneInfo, commands: Iterable[Command] = (), phrases: Iterable[Phrase] = ()) -> None:
@@ -90,6 +103,8 @@ class Understanding:
         self.commands = sorted(commands, key=lambda c: c.order)
         self.phrases = sorted(phrases, key=lambda p: p.order)
         self._stamp: tuple[Any, ...] | None = None
+        # Counts changes of the names known: a reading done before a change may need doing again.
+        self.generation = 0
 
     async def refresh(self) -> None:
         """Reload customer and staff names from the database."""
@@ -101,6 +116,7 @@ class Understanding:
     def load(self, customers: list[tuple[str, list[str]]], staff: list[str]) -> None:
         """Use these customer names (with aliases) and staff names."""
         self.vocabulary = Vocabulary.build(customers, staff)
+        self.generation += 1
 
     async def _current_stamp(self) -> tuple[Any, ...]:
         latest = await Customer.all().order_by("-updated_at").first().values_list("updated_at", flat=True)
@@ -114,6 +130,7 @@ class Understanding:
     def learn_customer(self, name: str, aliases: list[str] | None = None) -> None:
         """Make a customer created just now recognizable at once."""
         self.vocabulary.learn_customer(name, aliases or [])
+        self.generation += 1
 
     def warm_up(self) -> None:
         """Load jieba's dictionary and jionlp's tables now rather than on the first message."""
@@ -125,11 +142,16 @@ class Understanding:
         return self.vocabulary.stored_or_typed(text)
 
     def parse(self, text: str, now: datetime) -> Parsed:
+        """What ``text`` means, decided by its first ``UNDERSTOOD_CHARS`` characters; a note running past them
+        (``NOTE_SLOTS``) is completed with the rest of the text."""
+        head, rest = text[:UNDERSTOOD_CHARS], text[UNDERSTOOD_CHARS:]
         try:
-            intent, slots = self.read(text, now)
+            intent, slots = self.read(head, now)
         except (ValueError, IndexError, KeyError, OverflowError):
             # Odd input must never take the bot down; it is simply not understood.
             return UNKNOWN
+        if rest:
+            slots = completed_notes(slots, head, rest)
         return Parsed(intent, slots)
 
     def read(self, raw: str, now: datetime) -> Result:
@@ -151,3 +173,24 @@ class Understanding:
             if (found := phrase.match(reading)) is not None:
                 return found
         return "unknown", {}
+
+
+def completed_notes(slots: Slots, head: str, rest: str) -> Slots:
+    """``slots`` with each note that reaches the end of ``head`` (the part read) continued with ``rest``.
+
+    A note is read from the normalized head, so its end is looked for there; what follows it in the head is
+    punctuation or particles that trimming took off, and is put back before the rest.
+    """
+    read = normalize(head)
+    completed = dict(slots)
+    for name in NOTE_SLOTS:
+        note = slots.get(name)
+        if not isinstance(note, str) or not note:
+            continue
+        end = note[-_NOTE_END:]
+        at = read.rfind(end)
+        if at < 0 or clean(read[at + len(end) :]):
+            continue  # the note ends before the end of what was read: the rest is not part of it
+        gap = " " if head[-1].isspace() else ""  # normalizing trimmed the space the text was cut at
+        completed[name] = clean(note + read[at + len(end) :] + gap + rest)
+    return completed

@@ -23,6 +23,7 @@ from models.followups import FollowUp
 
 capability = Capability("followups")
 
+EXCERPT_CHARS = 200  # of a note, in the confirmation
 CHANNEL_LABELS = {"visit": "拜访", "phone": "电话", "wechat": "微信", "email": "邮件", "chat": "沟通"}
 _CHANNELS = (
     ("visit", re.compile(r"拜访|上门|面谈|见面|见了|现场|来访|参观|走访|碰面|拜会|去了|开会")),
@@ -57,6 +58,13 @@ NOTE = re.compile(
     r"|催|等(?:反馈|回复|通知|消息|他们|客户|对方)|约了|约好|要|下单|来电"
     r"|再(?:聊|谈|联系|约|去|跟|沟通|报|发|确认|见|来)|要给|要去|会给|会去|了|[通打聊谈见开]完|电话|视频|会议|邮件|微信"
 )
+
+
+def excerpt(content: str) -> str:
+    """The note as confirmed in chat: a long one by its beginning and its length."""
+    if len(content) <= EXCERPT_CHARS:
+        return content
+    return f"{content[:EXCERPT_CHARS]}…（共 {len(content)} 字，已完整保存）"
 
 
 # -- recognition -----------------------------------------------------------------------------------------------------
@@ -156,7 +164,7 @@ async def follow_up(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     record = await FollowUp.create(
         customer_id=customer.id,
         staff_id=ctx.staff.id,
-        content=content[:2000],
+        content=content,  # whole, however long: a pasted report is the record
         channel=channel,
         next_at=next_at,
         source="manual",
@@ -178,7 +186,7 @@ async def follow_up(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     }
     await ctx.audit("follow_up", "customer", customer.id, before, after)
     tz = ctx.settings.tz
-    lines = [f"已记录「{customer.name}」的跟进（{CHANNEL_LABELS[channel]}）：{record.content}"]
+    lines = [f"已记录「{customer.name}」的跟进（{CHANNEL_LABELS[channel]}）：{excerpt(record.content)}"]
     if next_at is not None:
         lines.append(f"下次跟进：{local(next_at, tz)}，到时我会提醒您。")
     else:

@@ -10,6 +10,7 @@ in its own transaction and every push has a per-message dedupe key, so a repeate
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 
@@ -69,9 +70,12 @@ class KeywordMatcher:
         if self.empty or not text:
             return hits
         found = [(end - len(word) + 1, end + 1, word, kinds) for end, (word, kinds) in self.automaton.iter(text)]
-        negation_ends = [end for start, end, _, kinds in found if "negation" in kinds]
+        negation_ends = sorted(end for start, end, _, kinds in found if "negation" in kinds)
         for start, _end, word, kinds in found:
-            negated = any(start - NEGATION_WINDOW <= n_end <= start for n_end in negation_ends)
+            # The first negation ending at or after the window's start, looked up (a scan of all of them per word
+            # is quadratic in a long paste).
+            nearest = bisect.bisect_left(negation_ends, start - NEGATION_WINDOW)
+            negated = nearest < len(negation_ends) and negation_ends[nearest] <= start
             for kind in ("ticket", "urgent", "buying"):
                 if kind in kinds and not (negated and kind == "ticket"):
                     target: list[str] = getattr(hits, kind)

@@ -22,8 +22,9 @@ capability = Capability("search")
 
 SHOWN = 5
 _SEARCH_CMD = re.compile(r"^(?:搜索|搜一下|搜搜|搜|查找|检索|search|grep|找聊天|查聊天记录|查记录)\s*[:：]?\s*", re.I)
+# The query before 聊天记录 is bounded: unbounded, the lazy run is retried to the end of the line from every 搜 in it.
 _SEARCH_FREE = re.compile(
-    r"(?:搜|查找|检索|找找|找一下|查一下|查查|翻一下|翻翻)(?:一下)?(?P<q>.+?)(?:的)?(?:聊天记录|聊天|消息|记录|对话)"
+    r"(?:搜|查找|检索|找找|找一下|查一下|查查|翻一下|翻翻)(?:一下)?(?P<q>.{1,100}?)(?:的)?(?:聊天记录|聊天|消息|记录|对话)"
     r"|(?:谁|哪些客户|哪个客户)(?:提到|说过|聊过|问过)(?:过)?(?P<q2>.+)"
     r"|(?:聊天记录|聊天|消息|记录)(?:里|中)?(?:搜|找|查)(?:一下)?(?P<q3>.+)"
 )

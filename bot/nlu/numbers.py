@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import cn2an
 
 _CN_DIGITS = "零〇一二两三四五六七八九十百千"
-_NUM = rf"(?:\d+(?:\.\d+)?|[{_CN_DIGITS}]+(?:点[{_CN_DIGITS}]+)?)"
+# A number starts where a run of digits starts: tried inside a long run too, a pattern that needs something after
+# the number would rescan the rest of the run from every position of it.
+_NUM = rf"(?:(?<!\d)\d+(?:\.\d+)?|(?<![{_CN_DIGITS}])[{_CN_DIGITS}]+(?:点[{_CN_DIGITS}]+)?)"
 
 # An amount needs a unit (万/亿/元/块/w) or a money word in front, so that "#12" or "3天" are not money.
 _AMOUNT = re.compile(
@@ -24,7 +26,7 @@ _PERCENT_OFF = re.compile(
     rf"(?:优惠|让利|降价|便宜|减|降|折让|下浮|少)\s*了?\s*(?P<num>{_NUM})\s*(?:%|％|个点|个百分点)"
 )
 _PERCENT_OF = re.compile(
-    r"(?:按|以)?(?:原价|报价|目录价|list价)?\s*的?\s*(?P<num>\d+(?:\.\d+)?)\s*(?:%|％)\s*(?:成交|执行|结算)"
+    r"(?:按|以)?(?:原价|报价|目录价|list价)?\s*的?\s*(?P<num>(?<!\d)\d+(?:\.\d+)?)\s*(?:%|％)\s*(?:成交|执行|结算)"
 )
 
 _UNIT = {"亿元": 1e8, "亿": 1e8, "万元": 1e4, "万块": 1e4, "万": 1e4, "w": 1e4, "W": 1e4, "千元": 1e3, "千": 1e3}

@@ -6,10 +6,11 @@ import re
 import unicodedata
 
 _KEEP_WIDE = set("，：；！？（）")
-_FILLERS = re.compile(
-    r"^(?:[，,。.;；:：、\s]|了|的|帮我|帮忙|麻烦|请|一下)+"
-    r"|(?:[，,。.;；:：、\s]|了|吧|哈|啊|呀|呢|一下|谢谢|谢了|多谢)+$"
-)
+_LEADING_FILLERS = re.compile(r"(?:[，,。.;；:：、\s]|了|的|帮我|帮忙|麻烦|请|一下)+")
+# The trailing fillers (了 吧 哈 啊 呀 呢 一下 谢谢 谢了 多谢 and punctuation), spelled backwards: matched at the start
+# of the reversed text, a run of them costs its length once; searched for with ``$`` at the end, it costs its
+# length at every position it starts from, quadratic in a long run.
+_TRAILING_FILLERS_REVERSED = re.compile(r"(?:[，,。.;；:：、\s]|了|吧|哈|啊|呀|呢|下一|谢谢|了谢|谢多)+")
 
 
 def normalize(text: str) -> str:
@@ -31,7 +32,11 @@ def clean(text: str) -> str:
     text = text.strip()
     while previous != text:
         previous = text
-        text = _FILLERS.sub("", text).strip()
+        if m := _LEADING_FILLERS.match(text):
+            text = text[m.end() :]
+        if m := _TRAILING_FILLERS_REVERSED.match(text[::-1]):
+            text = text[: len(text) - m.end()]
+        text = text.strip()
     return text
 
 

@@ -23,7 +23,10 @@ with contextlib.redirect_stdout(io.StringIO()):  # jionlp prints a banner on imp
     import jionlp
 
 WORKDAY_START = time(9, 0)
-_N = r"(?P<n>\d+|[零一二两三四五六七八九十百半]+)"
+# A count of days, weeks, months or years beyond this is no moment anyone means, and would run off the calendar.
+MAX_COUNT = 1000
+# A count starts where its run of digits starts (see ``bot.nlu.numbers._NUM``: linear in a long run).
+_N = r"(?P<n>(?<!\d)\d+|(?<![零一二两三四五六七八九十百半])[零一二两三四五六七八九十百半]+)"
 
 _RELATIVE_AFTER = re.compile(rf"{_N}\s*(?P<unit>天|日|周|个星期|星期|个礼拜|礼拜|个月|月|年)(?:之后|以后|后)")
 _MONTH_EDGE = re.compile(r"(?P<which>下个?月|本月|这个?月|当月)?(?P<edge>月底|月末|底|月初|初|月中|中旬|下旬|上旬)")
@@ -37,7 +40,9 @@ _SINCE_NAMED = re.compile(
 _PERIOD_NAMED = re.compile(
     r"(?P<w>今年|本年度?|去年|上一?年度?|本月|这个月|当月|上个?月|本季度?|这个?季度|上个?季度|本周|这周|上周)"
 )
-_PERIOD_MONTH = re.compile(r"(?:(?P<y>\d{4})\s*年\s*)?(?P<m>\d{1,2}|[一二三四五六七八九十]+)\s*月份?")
+_PERIOD_MONTH = re.compile(
+    r"(?:(?P<y>\d{4})\s*年\s*)?(?P<m>\d{1,2}|(?<![一二三四五六七八九十])[一二三四五六七八九十]+)\s*月份?"
+)
 _PERIOD_QUARTER = re.compile(r"(?:(?P<y>\d{4})\s*年\s*)?(?:第?(?P<q>[1-4一二三四])\s*季度|Q(?P<q2>[1-4]))", re.I)
 _PERIOD_YEAR = re.compile(r"(?P<y>\d{4})\s*年(?!\s*\d{1,2}\s*月)")
 _ENGLISH_PERIODS = {
@@ -109,7 +114,7 @@ class TimeParser:
         local = now.astimezone(self.tz)
         if m := _RELATIVE_AFTER.search(text):
             n = _count(m["n"])
-            if n is not None:
+            if n is not None and n < MAX_COUNT:
                 unit = m["unit"]
                 if unit in ("天", "日"):
                     moment = self._at(local.date() + timedelta(days=n))
@@ -205,7 +210,7 @@ class TimeParser:
         today = local.date()
         if m := _SINCE.search(text):
             n = _count(m["n"])
-            if n is not None and n > 0:
+            if n is not None and 0 < n < MAX_COUNT:
                 unit = m["unit"]
                 if unit in ("天", "日"):
                     day = today - timedelta(days=n)

@@ -53,7 +53,9 @@ _CREATE_CUSTOMER = re.compile(
 _CREATE_CUSTOMER_FREE = re.compile(
     r"(?:新建|新增|添加|创建|建|加|录入|登记)(?:一个|个|一下)?(?:新)?客户\s*[:：,，]?\s*(?P<c>[^\s,，。；;]+)"
     r"|(?:新|来了个新|有个新)客户\s*[:：,，叫是]?\s*(?P<c2>[^\s,，。；;]+)"
-    r"|(?:给|帮我)?(?P<c3>[^\s,，。；;]+?)建(?:个)?档"
+    # A name is at most 30 characters: unbounded, the lazy run before 建档 is retried from every position of a long
+    # line, which made reading it quadratic in its length.
+    r"|(?:给|帮我)?(?P<c3>[^\s,，。；;]{1,30}?)建(?:个)?档"
 )
 SHOW_CUE = re.compile(
     r"资料|情况|怎么样|咋样|如何|信息|详情|档案|客户卡|概况|画像|进展|状态|最近|看看|查查|查看|查一下|看一下|查下|看下|profile",

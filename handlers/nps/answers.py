@@ -44,13 +44,16 @@ _CHAT_SCORE = re.compile(
     r"^(?:我)?(?:就)?(?:打|给|评|选)?(?:你们|您们|你|您)?(?:打)?"
     r"(?P<n>10|[0-9]|十|[零〇一二两三四五六七八九])(?:分)?$"
 )
-_TRAILING = re.compile(r"[\s。.!！~～,，、吧啦呀哈]+$")
+# Matched at the start of the reversed text: searched for with ``$``, a long run of these would be rescanned from
+# every position in it (quadratic in a long paste).
+_TRAILING_REVERSED = re.compile(r"[\s。.!！~～,，、吧啦呀哈]+")
 
 
 def parse_chat_score(text: str) -> int | None:
     """A customer's chat reply that is just a score: "9", "9分", "打9分", "给你们打十分", "十分", "满分"."""
     value = unicodedata.normalize("NFKC", text or "").strip()
-    value = _TRAILING.sub("", value)
+    if trailing := _TRAILING_REVERSED.match(value[::-1]):
+        value = value[: len(value) - trailing.end()]
     value = re.sub(r"\s+", "", value)
     if value in ("满分", "打满分", "给满分"):
         return 10
