@@ -35,7 +35,7 @@ BOMB = (
     + "]><xml><Encrypt>&j;</Encrypt></xml>"
 ).encode()
 DEEP = b"<xml>" + b"<a>" * 15_000 + b"</a>" * 15_000 + b"</xml>"
-OVERSIZED = b"<xml><Encrypt>" + b"A" * 200 * 1024 + b"</Encrypt></xml>"
+OVERSIZED = b"<xml><Encrypt>" + b"A" * 300 * 1024 + b"</Encrypt></xml>"
 
 
 def _start_app(port: int, database: str, api_base: str, cpus: set[int], log: Path) -> subprocess.Popen[bytes]:
@@ -92,7 +92,7 @@ def kinds(target: Target) -> dict[str, Callable[[], object]]:
         "forged signature (403)": lambda: target.post(forged, genuine_body),
         "billion laughs (400)": lambda: target.post(query, BOMB),
         "15,000 levels deep (400)": lambda: target.post(query, DEEP),
-        "200 KiB envelope (413)": lambda: target.post(query, OVERSIZED),
+        "300 KiB envelope (413)": lambda: target.post(query, OVERSIZED),
         "genuine callback (200)": target.genuine_callback,
     }
 

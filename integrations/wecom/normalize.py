@@ -22,10 +22,11 @@ class NotAMessage(ValueError):
     """The XML is not a WeCom message, or not one we are willing to read."""
 
 
-# Limits of what any WeCom document may be: a message's text is at most 2048 bytes and an envelope carries one
-# base64 ciphertext of such a message, so 128 KiB leaves room to spare; the deepest document is a card event's
-# answers, <xml><SelectedItems><SelectedItem><OptionIds><OptionId>, five levels.
-MAX_XML_CHARS = 128 * 1024
+# Limits of what any WeCom document may be: a rep may paste a long text into WeCom (a 34,000-character spec is
+# about 100 KB of UTF-8, 137 KB once encrypted and base64-encoded in the envelope), so 256 KiB, the server's default
+# body limit, leaves room to spare; the deepest document is a card event's answers,
+# <xml><SelectedItems><SelectedItem><OptionIds><OptionId>, five levels.
+MAX_XML_CHARS = 256 * 1024
 MAX_DEPTH = 6
 
 # A flat document in the shape WeCom sends: <xml>, then elements each holding one CDATA section or plain text
