@@ -119,6 +119,7 @@ class WeComSimulator:
     _next_msgid: int = 1
     # (touser, msgtype, content as JSON) → when it was last delivered and its answer: what the duplicate check compares
     _delivered: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _applying: set[asyncio.Future[web.Response]] = field(default_factory=set)
     url: str = ""
 
     # -- fault injection and control -------------------------------------------------------------------------
@@ -272,38 +273,47 @@ class WeComSimulator:
     def _endpoint(self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             raw = await request.read()
-            call: dict[str, Any] = {"endpoint": name}
-            self.calls.append(call)
-            if (faulty := await self._fault(name)) is not None:
-                call["answer"] = {"fault": True}
-                return faulty
-            try:
-                self._check_token(request.query.get("access_token", ""))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise _Reject(47001, "data format error") from None
-                if not isinstance(body, dict):
-                    raise _Reject(47001, "data format error")
-                call["body"] = body
-                answer = check(body)
-            except _Duplicate as exc:
-                call.update(answer=exc.answer, duplicate=True)
-                self._log(f"{name}: a repeat within the duplicate check interval, not delivered")
-                return web.json_response(exc.answer)
-            except _Reject as exc:
-                call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
-                self._log(f"{name}: rejected with {exc.errcode} ({exc.errmsg})")
-                return _answer(exc.errcode, exc.errmsg)
-            answer = {"errcode": 0, "errmsg": "ok", **answer}
-            call["answer"] = answer
-            self.sent.append({"endpoint": name, "body": body, "answer": answer})
-            self._log(f"{name}: {json.dumps(body, ensure_ascii=False)}")
-            if held := self._held(name):
-                await asyncio.sleep(held)
-            return web.json_response(answer)
+            # A request that arrived whole is processed even if its caller hangs up meanwhile, as WeCom does.
+            applying = asyncio.ensure_future(self._process(name, check, raw, request.query.get("access_token", "")))
+            self._applying.add(applying)
+            applying.add_done_callback(self._applying.discard)
+            return await asyncio.shield(applying)
 
         return handler
+
+    async def _process(
+        self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]], raw: bytes, access_token: str
+    ) -> web.Response:
+        call: dict[str, Any] = {"endpoint": name}
+        self.calls.append(call)
+        if (faulty := await self._fault(name)) is not None:
+            call["answer"] = {"fault": True}
+            return faulty
+        try:
+            self._check_token(access_token)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise _Reject(47001, "data format error") from None
+            if not isinstance(body, dict):
+                raise _Reject(47001, "data format error")
+            call["body"] = body
+            answer = check(body)
+        except _Duplicate as exc:
+            call.update(answer=exc.answer, duplicate=True)
+            self._log(f"{name}: a repeat within the duplicate check interval, not delivered")
+            return web.json_response(exc.answer)
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
+            self._log(f"{name}: rejected with {exc.errcode} ({exc.errmsg})")
+            return _answer(exc.errcode, exc.errmsg)
+        answer = {"errcode": 0, "errmsg": "ok", **answer}
+        call["answer"] = answer
+        self.sent.append({"endpoint": name, "body": body, "answer": answer})
+        self._log(f"{name}: {json.dumps(body, ensure_ascii=False)}")
+        if held := self._held(name):
+            await asyncio.sleep(held)
+        return web.json_response(answer)
 
     def _check_token(self, value: str) -> None:
         if not value:
