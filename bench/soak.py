@@ -60,6 +60,7 @@ class Server:
     config: Path
     port: int
     workdir: Path
+    log: Path | None = None  # where the server's output goes (appended), else nowhere
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -67,9 +68,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        out = self.log.open("ab") if self.log is not None else asyncio.subprocess.DEVNULL
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config), cwd=self.workdir,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=out, stderr=out,
         )  # fmt: skip
         async with aiohttp.ClientSession() as session:
             for _ in range(600):
@@ -103,6 +105,7 @@ class Tally:
     acked: int = 0
     retried: int = 0
     stored: int = 0
+    handled: int = 0
     answered: int = 0
     duplicated: int = 0
     dropped: int = 0
@@ -117,8 +120,9 @@ class Tally:
         lost = self.acked - self.stored
         return (
             f"{self.case:14} callbacks {self.sent:5}  acked {self.acked:5} (re-posted {self.retried:3})  "
-            f"stored {self.stored:5} (lost {lost})  answered {self.answered:5}  duplicated {self.duplicated}  "
-            f"(repeats dropped by WeCom {self.dropped})  all answered {self.settle_seconds:.1f} s after the last"
+            f"stored {self.stored:5} (lost {lost})  handled {self.handled:5}  answered {self.answered:5}  "
+            f"duplicated {self.duplicated}  (repeats dropped by WeCom {self.dropped})  "
+            f"settled {self.settle_seconds:.1f} s after the last"
         )
 
 
@@ -169,13 +173,14 @@ class Soak:
                     await during(n)
             await asyncio.gather(*posts)
 
-    async def settle(self, tally: Tally, patience: float = 300.0) -> None:
+    async def settle(self, tally: Tally, patience: float = 120.0) -> None:
         """Wait until every stored message of the case is answered, then count."""
         started = time.perf_counter()
         tag = f"浸泡{tally.tag}"
         dropped = self.sim.dropped_repeats()
         while True:
-            tally.stored = await self.count(f"SELECT COUNT(*) FROM message WHERE text LIKE '搜 {tag}%'")
+            counts = await self.count(f"SELECT COUNT(*), COUNT(handled_at) FROM message WHERE text LIKE '搜 {tag}%'")
+            tally.stored, tally.handled = counts
             replies = [t for u in range(STAFF) for t in self.sim.texts_to(f"soak{u:03d}") if tag in t]
             tally.answered, tally.duplicated = len(set(replies)), len(replies) - len(set(replies))
             if tally.answered >= tally.stored or time.perf_counter() - started > patience:
@@ -184,16 +189,20 @@ class Soak:
         tally.settle_seconds = time.perf_counter() - started
         tally.dropped = self.sim.dropped_repeats() - dropped
 
-    async def count(self, query: str) -> int:
+    async def count(self, query: str) -> tuple[int, int]:
+        """The two counts ``query`` selects."""
         if self.database.startswith("sqlite://"):
             path = self.database.removeprefix("sqlite://")
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
-                return int(conn.execute(query).fetchone()[0])
+                first, second = conn.execute(query).fetchone()
+                return int(first), int(second)
         import asyncpg
 
         conn = await asyncpg.connect(self.database.replace("postgres://", "postgresql://"))
         try:
-            return int(await conn.fetchval(query))
+            row = await conn.fetchrow(query)
+            assert row is not None
+            return int(row[0]), int(row[1])
         finally:
             await conn.close()
 
@@ -323,7 +332,7 @@ async def run(args: argparse.Namespace, database: str, workdir: Path) -> None:
     )  # fmt: skip
     if await imported.wait() != 0:
         raise RuntimeError("crmbot import staff failed")
-    server = Server(config, port, workdir)
+    server = Server(config, port, workdir, args.server_log)
     await server.start()
     soak = Soak(server, sim, database)
     postgres = not database.startswith("sqlite://")
@@ -363,8 +372,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="callbacks per second")
     parser.add_argument("--fault-seconds", type=float, default=20.0, help="how long each fault lasts")
     parser.add_argument("--database", default="", help="PostgreSQL server URL (a scratch database is made there)")
+    parser.add_argument("--server-log", default="", help="append the server's output to this file")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     args = parser.parse_args(argv)
+    args.server_log = Path(args.server_log).resolve() if args.server_log else None
     os.chdir(ROOT)
     asyncio.run(main_async(args))
 
