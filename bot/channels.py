@@ -47,6 +47,9 @@ from models.staff import Staff
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 200
+# Outcomes alone wait this long for the sends finishing about then: a batch's sends returning one by one would
+# otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, goes at once.
+GATHER_SECONDS = 0.01
 # pg_advisory_xact_lock key that serializes outbox claims between instances ("crmoutbx").
 CLAIM_LOCK_KEY = 0x63726D6F75746278
 
@@ -452,7 +455,10 @@ class _Ledger:
             self._writer = asyncio.create_task(self._write_all())
 
     async def _write_all(self) -> None:
-        while (done := self._next) is not None:
+        while self._next is not None:
+            if not (self._marks or self._renewals):
+                await asyncio.sleep(GATHER_SECONDS)
+            done = self._next
             self._running, self._next = done, None
             marks, outcomes, renewals = self._marks, self._outcomes, self._renewals
             self._marks, self._outcomes, self._renewals = [], [], []
