@@ -228,7 +228,10 @@ class Outbox:
             try:
                 if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
                     await self._pace()
-                await self.drain_once()
+                # Each drain in a task of its own: Tortoise keeps the current transaction in a context variable,
+                # and a transaction broken by a lost connection (PostgreSQL restarted, pg_terminate_backend) can
+                # leave it set, so every later transaction in the same context would fail as a nested one.
+                await asyncio.create_task(self.drain_once())
             except Exception:
                 log.exception("outbox drain failed; retrying")
             if not self._stopping:
