@@ -47,9 +47,10 @@ from models.staff import Staff
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 200
-# Outcomes alone wait this long for the sends finishing about then: a batch's sends returning one by one would
-# otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, goes at once.
-GATHER_SECONDS = 0.01
+# Outcomes alone wait up to this long for the sends finishing about then: a batch's sends returning one by one
+# would otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, and
+# the batch's end go at once.
+GATHER_SECONDS = 0.1
 # pg_advisory_xact_lock key that serializes outbox claims between instances ("crmoutbx").
 CLAIM_LOCK_KEY = 0x63726D6F75746278
 
@@ -205,6 +206,7 @@ class Outbox:
         finally:
             renewing.cancel()
             # Also when cancelled mid-batch: what was sent is recorded, the rest is sent again after the lease.
+            ledger.close()
             await asyncio.shield(ledger.commit())
         return len(claimed)
 
@@ -341,8 +343,7 @@ class Outbox:
                 return  # the claim is lost or about to be: these rows are claimed again once the lease runs out
             outcome = await self._send_one(row, now)
             claim.finished.add(row.id)
-            ledger.record(outcome)
-        await ledger.commit()
+            ledger.record(outcome)  # written with the next mark, or with what finishes about now
 
     async def _send_one(self, row: OutboxMessage, now: datetime) -> _Outcome:
         adapter = self.adapters[row.platform]
@@ -425,25 +426,32 @@ class _Ledger:
 
     def __init__(self) -> None:
         self.in_flight: set[int] = set()
+        self._closed = False
         self._marks: list[OutboxMessage] = []
         self._outcomes: list[_Outcome] = []
         self._renewals: list[tuple[datetime, list[OutboxMessage]]] = []
         self._next: asyncio.Future[None] | None = None  # the commit the writes added now will be in
         self._running: asyncio.Future[None] | None = None  # the commit being written
         self._writer: asyncio.Task[None] | None = None
+        self._urgent = asyncio.Event()  # someone waits: stop gathering outcomes and write
 
     def mark(self, row: OutboxMessage) -> None:
         self._marks.append(row)
-        self._schedule()
+        self._schedule(urgent=True)
 
     def record(self, outcome: _Outcome) -> None:
         self._outcomes.append(outcome)
-        self._schedule()
+        self._schedule(urgent=False)
 
     def renew(self, until: datetime, rows: list[OutboxMessage]) -> None:
         if rows:
             self._renewals.append((until, rows))
-            self._schedule()
+            self._schedule(urgent=True)
+
+    def close(self) -> None:
+        """No more sends: write what is waiting without gathering more."""
+        self._closed = True
+        self._urgent.set()
 
     async def commit(self) -> None:
         """Wait until every write added so far is committed (raises what the commit raised)."""
@@ -451,7 +459,9 @@ class _Ledger:
         if waiting is not None:
             await asyncio.shield(waiting)  # a cancelled waiter must not cancel the commit others wait for
 
-    def _schedule(self) -> None:
+    def _schedule(self, *, urgent: bool) -> None:
+        if urgent:
+            self._urgent.set()
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         if self._writer is None or self._writer.done():
@@ -459,8 +469,11 @@ class _Ledger:
 
     async def _write_all(self) -> None:
         while self._next is not None:
-            if not (self._marks or self._renewals):
-                await asyncio.sleep(GATHER_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GATHER_SECONDS):
+                    await self._urgent.wait()
+            if not self._closed:
+                self._urgent.clear()
             done = self._next
             self._running, self._next = done, None
             marks, outcomes, renewals = self._marks, self._outcomes, self._renewals
