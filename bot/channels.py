@@ -13,7 +13,8 @@ in order). Delivery is as close to exactly-once as the platforms allow:
   ``integrations/wecom/channel.py`` and docs/DELIVERY.md for what DingTalk allows).
 - Each send's outcome is written as soon as it returns: sent, rescheduled with exponential backoff when the
   platform failed, or failed after ``max_attempts``. Marks, outcomes and lease renewals are group-committed (what
-  is waiting when a commit starts goes into it), so no finished send waits for the slowest one of its batch.
+  is waiting when a commit starts goes into it; outcomes alone are gathered for up to ``GATHER_SECONDS``), so no
+  finished send waits for the slowest one of its batch, and a batch costs a few commits, not one per send.
 - The lease never runs out under a running send: it is renewed every quarter of ``lease_seconds`` while the batch
   is out, each send is cut off after ``send_timeout_seconds`` (at most half the lease), and a send starts only if
   the lease as last renewed outlasts that bound. A crashed instance's rows are therefore claimed again within one
