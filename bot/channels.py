@@ -4,10 +4,21 @@
 dispatcher claims a batch of due rows with a lease in one statement (claims take turns under an advisory lock
 and skip locked rows on PostgreSQL, the single writer serializes them on SQLite: several instances never claim
 the same row, and a row waits while an earlier one to the same recipient is leased, so each recipient's rows go
-out in order), hands them to the platform's ``ChannelAdapter`` (recipients concurrently), and once the sends are
-done records every outcome in one transaction: sent, rescheduled with exponential backoff when the platform
-failed, or failed after ``max_attempts``. A crash between a send and that commit leaves the batch's unrecorded
-rows leased: they are sent again when the lease expires (at-least-once, at most one batch re-sent).
+out in order) and hands them to the platform's ``ChannelAdapter`` (recipients concurrently, each recipient's rows
+in order). Delivery is as close to exactly-once as the platforms allow:
+
+- Before its request a row is marked in flight (``attempted_at``, committed): from then on it may have reached the
+  person. A later send of a row so marked (after a timeout, a lost answer or a crash) tells the adapter when that
+  was (``maybe_sent_at``), so that the platform can drop it as a duplicate (WeCom's duplicate check; see
+  ``integrations/wecom/channel.py`` and docs/DELIVERY.md for what DingTalk allows).
+- Each send's outcome is written as soon as it returns: sent, rescheduled with exponential backoff when the
+  platform failed, or failed after ``max_attempts``. Marks, outcomes and lease renewals are group-committed (what
+  is waiting when a commit starts goes into it; outcomes alone are gathered for up to ``GATHER_SECONDS``), so no
+  finished send waits for the slowest one of its batch, and a batch costs a few commits, not one per send.
+- The lease never runs out under a running send: it is renewed every quarter of ``lease_seconds`` while the batch
+  is out, each send is cut off after ``send_timeout_seconds`` (at most half the lease), and a send starts only if
+  the lease as last renewed outlasts that bound. A crashed instance's rows are therefore claimed again within one
+  (short) lease, and re-sent as possible duplicates.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,6 +48,10 @@ from models.staff import Staff
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 200
+# Outcomes alone wait up to this long for the sends finishing about then: a batch's sends returning one by one
+# would otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, and
+# the batch's end go at once.
+GATHER_SECONDS = 0.1
 # pg_advisory_xact_lock key that serializes outbox claims between instances ("crmoutbx").
 CLAIM_LOCK_KEY = 0x63726D6F75746278
 
@@ -61,13 +76,17 @@ class ChannelAdapter(Protocol):
     """Sends one outbox message on one platform; returns what the platform answered (message id, ``CARD_HANDLE``).
 
     ``live_for`` is None for a channel that serves everyone, or the staff ids it serves right now (a terminal
-    session): pushes to those people go there first, and only their rows are claimed for it.
+    session): pushes to those people go there first, and only their rows are claimed for it. ``maybe_sent_at`` is
+    set when an earlier send of this same message began then and its outcome is unknown: it may have reached the
+    person, so the adapter sends it in a way the platform can recognise as a repeat, if the platform has one.
     """
 
     platform: Platform
     live_for: set[int] | None
 
-    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]: ...
+    async def send(
+        self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,21 +185,30 @@ class Outbox:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def send_timeout(self) -> float:
+        """How long one send may take: at most half the lease, which is renewed every quarter of it."""
+        return min(self.settings.send_timeout_seconds, self.settings.lease_seconds / 2)
+
     async def drain_once(self, now: datetime | None = None) -> int:
-        """Claim a batch of due rows, send them, record their outcomes; return how many were attempted."""
+        """Claim a batch of due rows, send them, record their outcomes; return how many were claimed."""
         now = now or self.clock.now()
         claimed = await self._claim(now)
         if not claimed:
             return 0
+        claim = _Claim(claimed, asyncio.get_running_loop().time() + self.settings.lease_seconds)
+        ledger = _Ledger()
         by_recipient: dict[tuple[str, str], list[OutboxMessage]] = defaultdict(list)
         for row in claimed:
             by_recipient[(row.platform, row.recipient)].append(row)
-        outcomes: list[_Outcome] = []
+        renewing = asyncio.create_task(self._renew(claim, ledger))
         try:
-            await asyncio.gather(*(self._send_in_order(rows, now, outcomes) for rows in by_recipient.values()))
+            await asyncio.gather(*(self._send_in_order(rows, now, claim, ledger) for rows in by_recipient.values()))
         finally:
+            renewing.cancel()
             # Also when cancelled mid-batch: what was sent is recorded, the rest is sent again after the lease.
-            await asyncio.shield(self._record(outcomes))
+            ledger.close()
+            await asyncio.shield(ledger.commit())
         return len(claimed)
 
     async def drain(self, now: datetime | None = None) -> int:
@@ -203,7 +231,10 @@ class Outbox:
             try:
                 if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
                     await self._pace()
-                await self.drain_once()
+                # Each drain in a task of its own: Tortoise keeps the current transaction in a context variable,
+                # and a transaction broken by a lost connection (PostgreSQL restarted, pg_terminate_backend) can
+                # leave it set, so every later transaction in the same context would fail as a nested one.
+                await asyncio.create_task(self.drain_once())
             except Exception:
                 log.exception("outbox drain failed; retrying")
             if not self._stopping:
@@ -282,9 +313,38 @@ class Outbox:
         # Leased to this instance now: nobody else changes these rows until the lease expires.
         return await OutboxMessage.filter(id__in=ids).order_by("id")
 
-    async def _send_in_order(self, rows: Iterable[OutboxMessage], now: datetime, outcomes: list[_Outcome]) -> None:
+    async def _renew(self, claim: _Claim, ledger: _Ledger) -> None:
+        """Extend the lease of the claim's unfinished rows every quarter of it, until cancelled."""
+        loop = asyncio.get_running_loop()
+        lease = self.settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 4)
+            started = loop.time()
+            ledger.renew((self.clock.now() + timedelta(seconds=lease)).astimezone(UTC), claim.unfinished())
+            try:
+                await ledger.commit()
+            except Exception:
+                # Sends stop starting once the last renewed lease would not outlast them (``_Claim.lasts``).
+                log.warning("outbox: could not renew a lease; retrying", exc_info=True)
+                continue
+            claim.deadline = started + lease
+
+    async def _send_in_order(
+        self, rows: Iterable[OutboxMessage], now: datetime, claim: _Claim, ledger: _Ledger
+    ) -> None:
+        """Send one recipient's rows in order, each marked in flight first and its outcome recorded at once."""
         for row in rows:
-            outcomes.append(await self._send_one(row, now))
+            ledger.mark(row)  # committed together with the previous row's outcome
+            try:
+                await ledger.commit()
+            except Exception:
+                log.warning("outbox: could not mark %s in flight; it waits for its lease to run out", row.id)
+                return
+            if row.id not in ledger.in_flight or not claim.lasts(self.send_timeout):
+                return  # the claim is lost or about to be: these rows are claimed again once the lease runs out
+            outcome = await self._send_one(row, now)
+            claim.finished.add(row.id)
+            ledger.record(outcome)  # written with the next mark, or with what finishes about now
 
     async def _send_one(self, row: OutboxMessage, now: datetime) -> _Outcome:
         adapter = self.adapters[row.platform]
@@ -292,7 +352,8 @@ class Outbox:
         reply_to = payload.pop("reply_to", {})
         reply = Reply.from_payload(row.kind, payload)  # type: ignore[arg-type]
         try:
-            result = await adapter.send(row.recipient, reply, reply_to)
+            async with asyncio.timeout(self.send_timeout):
+                result = await adapter.send(row.recipient, reply, reply_to, maybe_sent_at=row.attempted_at)
         except PermanentDeliveryError as exc:
             log.error("outbox %s to %s:%s failed permanently: %s", row.id, row.platform, row.recipient, exc)
             return _Outcome(row, OutboxStatus.FAILED, error=str(exc))
@@ -314,35 +375,6 @@ class Outbox:
         log.warning("outbox %s to %s failed (%s); retry in %.1fs", row.id, row.platform, error, delay)
         return _Outcome(row, OutboxStatus.PENDING, error=error, not_before=now + timedelta(seconds=delay))
 
-    async def _record(self, outcomes: list[_Outcome]) -> None:
-        """Write a batch's outcomes in one transaction (one commit per batch, not per row)."""
-        if not outcomes:
-            return
-        retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
-        settled = [o for o in outcomes if o.status != OutboxStatus.PENDING]
-        async with in_transaction() as conn:
-            postgres = sql.is_postgres(conn)
-            if retried:
-                await conn.execute_many(
-                    _RETRY_SQL[postgres],
-                    [[o.status.value, _utc(o.not_before), o.error[:2000], o.row.id, o.row.attempts] for o in retried],
-                )
-            if settled:
-                await conn.execute_many(
-                    _SETTLE_SQL[postgres],
-                    [
-                        [
-                            o.status.value,
-                            o.error[:2000],
-                            compact_json(o.result or {}),
-                            _utc(o.sent_at),
-                            o.row.id,
-                            o.row.attempts,
-                        ]
-                        for o in settled
-                    ],
-                )
-
 
 def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None else None
@@ -362,6 +394,137 @@ _SETTLE_SQL = sql.both(
     "UPDATE outbox SET status = ?, lease_until = NULL, last_error = ?, result = ?, sent_at = ?"
     " WHERE id = ? AND status = 'sending' AND attempts = ?"
 )
+_RENEW_SQL = sql.both("UPDATE outbox SET lease_until = ? WHERE id = ? AND status = 'sending' AND attempts = ?")
+# The first send's start stays: from then on the row may have reached the person.
+_MARK_SQL = (
+    "UPDATE outbox SET attempted_at = COALESCE(attempted_at, ?) WHERE status = 'sending' AND id IN ({ids})"
+    " RETURNING id, attempts"
+)
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One drain's claimed rows and, on the event loop's clock, when their lease as last renewed runs out."""
+
+    rows: list[OutboxMessage]
+    deadline: float
+    finished: set[int] = field(default_factory=set)
+
+    def lasts(self, seconds: float) -> bool:
+        """The lease outlasts a send that starts now and takes at most ``seconds``."""
+        return asyncio.get_running_loop().time() + seconds <= self.deadline
+
+    def unfinished(self) -> list[OutboxMessage]:
+        return [row for row in self.rows if row.id not in self.finished]
+
+
+class _Ledger:
+    """A drain's writes in group commits: the in-flight marks, outcomes and lease renewals waiting when a commit
+    starts go into it together (one transaction), and whoever waits for a write waits for the commit carrying it.
+
+    ``in_flight`` gathers the rows whose mark committed while this claim still held them.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight: set[int] = set()
+        self._closed = False
+        self._marks: list[OutboxMessage] = []
+        self._outcomes: list[_Outcome] = []
+        self._renewals: list[tuple[datetime, list[OutboxMessage]]] = []
+        self._next: asyncio.Future[None] | None = None  # the commit the writes added now will be in
+        self._running: asyncio.Future[None] | None = None  # the commit being written
+        self._writer: asyncio.Task[None] | None = None
+        self._urgent = asyncio.Event()  # someone waits: stop gathering outcomes and write
+
+    def mark(self, row: OutboxMessage) -> None:
+        self._marks.append(row)
+        self._schedule(urgent=True)
+
+    def record(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._schedule(urgent=False)
+
+    def renew(self, until: datetime, rows: list[OutboxMessage]) -> None:
+        if rows:
+            self._renewals.append((until, rows))
+            self._schedule(urgent=True)
+
+    def close(self) -> None:
+        """No more sends: write what is waiting without gathering more."""
+        self._closed = True
+        self._urgent.set()
+
+    async def commit(self) -> None:
+        """Wait until every write added so far is committed (raises what the commit raised)."""
+        waiting = self._next or self._running
+        if waiting is not None:
+            await asyncio.shield(waiting)  # a cancelled waiter must not cancel the commit others wait for
+
+    def _schedule(self, *, urgent: bool) -> None:
+        if urgent:
+            self._urgent.set()
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        while self._next is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GATHER_SECONDS):
+                    await self._urgent.wait()
+            if not self._closed:
+                self._urgent.clear()
+            done = self._next
+            self._running, self._next = done, None
+            marks, outcomes, renewals = self._marks, self._outcomes, self._renewals
+            self._marks, self._outcomes, self._renewals = [], [], []
+            try:
+                self.in_flight |= await _write(marks, outcomes, renewals)
+            except Exception as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved: a commit nobody waits for any more must not be logged as lost
+            else:
+                done.set_result(None)
+            self._running = None
+
+
+async def _write(
+    marks: list[OutboxMessage], outcomes: list[_Outcome], renewals: list[tuple[datetime, list[OutboxMessage]]]
+) -> set[int]:
+    """Write one group commit; return the ids of the marked rows this claim still holds."""
+    retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
+    settled = [o for o in outcomes if o.status != OutboxStatus.PENDING]
+    async with in_transaction() as conn:
+        postgres = sql.is_postgres(conn)
+        if retried:
+            await conn.execute_many(
+                _RETRY_SQL[postgres],
+                [[o.status.value, _utc(o.not_before), o.error[:2000], o.row.id, o.row.attempts] for o in retried],
+            )
+        if settled:
+            await conn.execute_many(
+                _SETTLE_SQL[postgres],
+                [
+                    [
+                        o.status.value,
+                        o.error[:2000],
+                        compact_json(o.result or {}),
+                        _utc(o.sent_at),
+                        o.row.id,
+                        o.row.attempts,
+                    ]
+                    for o in settled
+                ],
+            )
+        for until, rows in renewals:
+            await conn.execute_many(_RENEW_SQL[postgres], [[until, row.id, row.attempts] for row in rows])
+        if not marks:
+            return set()
+        mark = _MARK_SQL.format(ids=", ".join("?" * len(marks)))
+        held = {row.id: row.attempts for row in marks}
+        marked = await conn.execute_query_dict(sql.for_conn(mark, conn), [datetime.now(UTC), *held])
+    return {int(r["id"]) for r in marked if held.get(int(r["id"])) == int(r["attempts"])}
 
 
 @dataclass(slots=True)

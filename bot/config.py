@@ -67,7 +67,10 @@ class OutboxSettings(_Section):
     max_attempts: int = Field(12, ge=1)
     backoff_initial_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(300.0, gt=0)
-    lease_seconds: float = Field(60.0, gt=0)
+    # A claim's lease is renewed every quarter of it while its sends run, so a crashed instance's rows come back
+    # within one lease; a send is cut off after send_timeout_seconds (at most half the lease, see bot/channels.py).
+    lease_seconds: float = Field(20.0, gt=0)
+    send_timeout_seconds: float = Field(10.0, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
 
 

@@ -1,7 +1,9 @@
 """The outbox: every reply and push is a row here before it is sent, so nothing is lost or sent twice.
 
 ``dedupe_key`` makes enqueueing idempotent (the same reply or the same reminder is one row however often it
-is produced); a dispatcher claims due rows with a lease, sends them, and marks them sent or reschedules them.
+is produced); a dispatcher claims due rows with a lease (``attempts`` counts the claims), marks each in flight
+before its request (``attempted_at``: from the first send on, the row may have reached the person), sends it, and
+marks it sent or reschedules it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class OutboxMessage(Model):
     attempts = fields.IntField(default=0)
     not_before = fields.DatetimeField(db_index=True)
     lease_until = fields.DatetimeField(null=True)
+    attempted_at = fields.DatetimeField(null=True, description="when the first send began (committed before it)")
     last_error = fields.TextField(default="")
     result: Any = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -63,7 +64,9 @@ class ConsoleChannel:
         self.out = out
         self.live_for: set[int] | None = live_for
 
-    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
+    async def send(
+        self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
+    ) -> dict[str, Any]:
         self.out.write(render(reply).rstrip() + "\n")
         self.out.flush()
         return {}

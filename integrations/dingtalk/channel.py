@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -154,7 +155,11 @@ class DingTalkChannel:
         now_ms = int(self.clock.now().timestamp() * 1000)
         return url if now_ms + self.settings.webhook_margin_seconds * 1000 < expires_ms else ""
 
-    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
+    async def send(
+        self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
+    ) -> dict[str, Any]:
+        # sessionWebhook and batchSend have no duplicate check: a possible repeat is sent like the first send
+        # (docs/DELIVERY.md says what remains possible), so ``maybe_sent_at`` changes nothing here.
         if reply.kind == "card_update":
             reply = Reply(update_notice(reply))
         # In a group the robot only hears messages that @ it, and a button tap does not: cards go 1:1.

@@ -4,15 +4,30 @@ or ``message/update_template_card`` (the state of a clicked card).
 Long text: WeCom cuts text and markdown content at 2048 bytes without saying so. A longer reply is split at line
 breaks into up to ``MAX_PARTS`` messages sent in order; beyond that the last part ends with a visible note that
 the answer was cut. Parts already delivered are remembered (in memory) so that a retry after a failure in the
-middle does not repeat them; after a restart in the middle of a split reply the earlier parts may repeat once.
+middle does not repeat them.
+
+Repeats: WeCom drops a ``message/send`` identical to one delivered to the same user within
+``duplicate_check_interval`` seconds (at most 4 hours) when the request says ``enable_duplicate_check: 1``. The
+check is set only on a send of an outbox row that may already have gone out (the outbox passes ``maybe_sent_at``:
+an earlier send began then and its answer never came, after a timeout, a lost answer or a crash), with an
+interval from that moment until now plus a margin; that covers the lease and the restart delay, and the repeat is
+then not shown. A first send never carries the check, so texts that are identical on purpose (the same help
+reply asked for twice, two reminders in the same words) are all delivered, and no message content is altered.
+The remaining window: a repeat is also dropped when, within that interval, another identical message was sent to
+the same person on purpose, which needs both a lost answer and a same-worded message minutes apart. Split
+replies repeat each part with the check; template cards too (a card whose first send did reach the person is not
+shown twice). Customer-contact messages (``externalcontact/add_msg_template``) and card updates have no such
+check: a card update's response code is single-use, so its repeat is refused, never shown.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.channels import CARD_HANDLE, PermanentDeliveryError
@@ -29,6 +44,9 @@ MAX_BUTTONS = 6
 MAX_FIELDS = 6
 TASK_ID_UNSAFE = re.compile(r"[^0-9A-Za-z_\-@]")
 REMEMBERED_PARTS = 2000
+DUPLICATE_CHECK_MAX_SECONDS = 4 * 3600  # WeCom's ceiling for duplicate_check_interval
+# Added to the time since the first send: this host's clock against WeCom's, and the request's own time.
+DUPLICATE_CHECK_MARGIN_SECONDS = 300
 
 
 def split_content(text: str, limit: int = CONTENT_LIMIT, max_parts: int = MAX_PARTS) -> list[str]:
@@ -91,6 +109,16 @@ def card_body(recipient: str, card: Card) -> dict[str, Any]:
     return {"touser": recipient, "msgtype": "template_card", "template_card": template}
 
 
+def duplicate_check(maybe_sent_at: datetime | None) -> dict[str, Any]:
+    """The ``message/send`` fields that make WeCom drop this send if it repeats one delivered since
+    ``maybe_sent_at`` (none for a first send)."""
+    if maybe_sent_at is None:
+        return {}
+    elapsed = max((datetime.now(UTC) - maybe_sent_at).total_seconds(), 0.0)
+    interval = min(math.ceil(elapsed) + DUPLICATE_CHECK_MARGIN_SECONDS, DUPLICATE_CHECK_MAX_SECONDS)
+    return {"enable_duplicate_check": 1, "duplicate_check_interval": interval}
+
+
 def safe_task_id(task_id: str) -> str:
     """WeCom task ids are ``[0-9A-Za-z_-@]``, at most 128 bytes."""
     return TASK_ID_UNSAFE.sub("_", task_id)[:128] or "card"
@@ -106,22 +134,25 @@ class WeComChannel:
         self.client = client
         self._delivered: OrderedDict[str, str] = OrderedDict()
 
-    async def send(self, recipient: str, reply: Reply, reply_to: dict[str, Any]) -> dict[str, Any]:
+    async def send(
+        self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
+    ) -> dict[str, Any]:
         # Customer-contact message (NPS survey): to external contacts on the rep's behalf, see customer_message.py.
         if (externals := customer_recipients(reply_to)) is not None:
             return await send_customer_message(self.client, recipient, externals, reply.text)
         if reply.kind == "card_update":
             return await self._update_card(recipient, reply)
+        check = duplicate_check(maybe_sent_at)
         if reply.kind == "card" and reply.card is not None:
-            answer = await self.client.send_message(card_body(recipient, reply.card))
+            answer = await self.client.send_message(card_body(recipient, reply.card) | check)
             return {"msgid": answer.get("msgid", ""), CARD_HANDLE: answer.get("response_code", "")}
         msgtype = "markdown" if reply.kind == "markdown" else "text"
         text = reply.text  # a "card" without a card is plain text
         if not text.strip():
             raise PermanentDeliveryError("empty message")
-        return await self._send_parts(recipient, msgtype, text)
+        return await self._send_parts(recipient, msgtype, text, check)
 
-    async def _send_parts(self, recipient: str, msgtype: str, text: str) -> dict[str, Any]:
+    async def _send_parts(self, recipient: str, msgtype: str, text: str, check: dict[str, Any]) -> dict[str, Any]:
         parts = split_content(text)
         digest = hashlib.sha256(f"{recipient}\0{msgtype}\0{text}".encode()).hexdigest()[:32]
         msgids = []
@@ -131,7 +162,7 @@ class WeComChannel:
                 msgids.append(done)
                 continue
             answer = await self.client.send_message(
-                {"touser": recipient, "msgtype": msgtype, msgtype: {"content": part}}
+                {"touser": recipient, "msgtype": msgtype, msgtype: {"content": part}} | check
             )
             msgid = str(answer.get("msgid", ""))
             msgids.append(msgid)

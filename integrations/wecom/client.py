@@ -2,7 +2,9 @@
 
 It owns the app's access token (one fetch at a time behind an ``asyncio.Lock``; concurrent callers wait for that
 fetch; a token WeCom reports invalid or expired is refreshed once and the call repeated), a few quick retries for
-transient failures (errcode -1 "system busy", 45033 concurrency limit, HTTP 5xx, timeouts), and the mapping of
+transient failures (errcode -1 "system busy", 45033 concurrency limit, HTTP 5xx, timeouts; a POST whose request
+may have been applied, a timeout or a dropped connection, is not repeated here but left to the outbox, which
+repeats it so that WeCom can drop it as a duplicate), and the mapping of
 WeCom error codes onto the outbox's retry policy: ``DeliveryError`` (try again later, with ``retry_after``) or
 ``PermanentDeliveryError`` (never). Secrets and tokens never appear in logs or error messages.
 """
@@ -59,9 +61,12 @@ class WeComConfigError(DeliveryError):
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    """A failure worth retrying; ``maybe_applied`` when WeCom may have acted on the request all the same."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, *, maybe_applied: bool = False) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.maybe_applied = maybe_applied
 
 
 class WeComClient:
@@ -155,6 +160,8 @@ class WeComClient:
                 last = exc
                 if exc.retry_after is not None:  # a rate limit: retrying within seconds only makes it worse
                     break
+                if exc.maybe_applied and method == "POST":  # a blind repeat could deliver a message twice
+                    break
                 if attempt < attempts:
                     log.info("wecom %s: %s; retrying in %.2fs", api, exc, delay)
                     await asyncio.sleep(delay)
@@ -197,9 +204,11 @@ class WeComClient:
                 except ValueError as exc:
                     raise _Transient(f"wecom {api}: answer is not JSON") from exc
         except TimeoutError as exc:
-            raise _Transient(f"wecom {api}: timed out") from exc
-        except aiohttp.ClientError as exc:
+            raise _Transient(f"wecom {api}: timed out", maybe_applied=True) from exc
+        except aiohttp.ClientConnectorError as exc:  # no connection: the request never left
             raise _Transient(f"wecom {api}: {type(exc).__name__}") from exc
+        except aiohttp.ClientError as exc:
+            raise _Transient(f"wecom {api}: {type(exc).__name__}", maybe_applied=True) from exc
         if not isinstance(data, dict):
             raise _Transient(f"wecom {api}: unexpected answer")
         errcode = int(data.get("errcode") or 0)

@@ -2,9 +2,13 @@
 
 It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right
 corp id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of
-that type; template cards get a ``response_code`` that ``update_template_card`` accepts once. Everything accepted
-is recorded in ``sent`` (what users would see); every call, accepted or not, in ``calls``. Faults can be injected
-for the next N calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP status (500, 502), or a slow answer.
+that type; template cards get a ``response_code`` that ``update_template_card`` accepts once. A ``message/send``
+with ``enable_duplicate_check: 1`` whose touser, msgtype and content equal a message delivered within
+``duplicate_check_interval`` seconds (default 1800, at most 4 hours) is answered ok (with the earlier message's
+msgid) and not delivered again. Everything accepted is recorded in ``sent`` (what users would see); every call,
+accepted or not, in ``calls`` (a dropped repeat with ``"duplicate": True``). Faults can be injected for the next N
+calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP status (500, 502), a slow answer, or a lost answer
+(the call is applied, its answer held back longer than the caller waits).
 
 Used by the tests (fixture ``wecom_sim``) and for a local demo::
 
@@ -44,8 +48,18 @@ MSG_TYPES = {
     "miniprogram_notice",
     "template_card",
 }
+DUPLICATE_CHECK_DEFAULT = 1800
+DUPLICATE_CHECK_MAX = 4 * 3600
 CARD_TYPES = {"text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"}
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
+
+
+class _Duplicate(Exception):
+    """A repeat WeCom drops: answered ok, not delivered."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__("duplicate")
+        self.answer = answer
 
 
 class _Reject(Exception):
@@ -63,6 +77,7 @@ class Fault:
     errcode: int | None = None
     status: int | None = None
     delay: float = 0.0
+    held: float = 0.0  # the call is applied, then its answer waits this long (lost to a caller that gives up)
     endpoint: str | None = None  # e.g. "message/send"; None: every endpoint but gettoken
     skip: int = 0  # matching calls let through before the fault starts
 
@@ -102,6 +117,9 @@ class WeComSimulator:
     _codes: dict[str, _ResponseCode] = field(default_factory=dict)
     _task_ids: set[str] = field(default_factory=set)
     _next_msgid: int = 1
+    # (touser, msgtype, content as JSON) → when it was last delivered and its answer: what the duplicate check compares
+    _delivered: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    _applying: set[asyncio.Future[web.Response]] = field(default_factory=set)
     url: str = ""
 
     # -- fault injection and control -------------------------------------------------------------------------
@@ -119,6 +137,11 @@ class WeComSimulator:
         """The next ``count`` calls wait ``seconds`` before being processed normally (a timeout on the caller's
         side does not undo them, as with the real server)."""
         self.faults.append(Fault(count, delay=seconds, endpoint=endpoint))
+
+    def lose_answers_next(self, count: int = 1, *, seconds: float = 5.0, endpoint: str | None = None) -> None:
+        """The next ``count`` calls are applied (delivered), then their answer is held ``seconds``: a caller that
+        times out first never learns that its message went out."""
+        self.faults.append(Fault(count, held=seconds, endpoint=endpoint))
 
     def expire_tokens(self) -> None:
         """Every issued token expires now: calls with them get errcode 42001."""
@@ -167,6 +190,20 @@ class WeComSimulator:
                 cards.append({**body["template_card"], "response_code": item["answer"].get("response_code", "")})
         return cards
 
+    def repeats(self) -> list[tuple[str, str]]:
+        """(touser, content) of every text or markdown message delivered more than once: what users saw twice."""
+        seen: dict[tuple[str, str], int] = {}
+        for item in self.sent:
+            body = item["body"]
+            if item["endpoint"] == "message/send" and body.get("msgtype") in ("text", "markdown"):
+                key = (str(body.get("touser")), str(body[body["msgtype"]]["content"]))
+                seen[key] = seen.get(key, 0) + 1
+        return [key for key, n in seen.items() if n > 1]
+
+    def dropped_repeats(self) -> int:
+        """How many sends the duplicate check dropped."""
+        return sum(1 for call in self.calls if call.get("duplicate"))
+
     def card_updates(self) -> list[dict[str, Any]]:
         """Accepted ``message/update_template_card`` bodies."""
         return [item["body"] for item in self.sent if item["endpoint"] == "message/update_template_card"]
@@ -189,7 +226,7 @@ class WeComSimulator:
 
     async def _fault(self, endpoint: str) -> web.Response | None:
         for fault in self.faults:
-            if fault.count > 0 and fault.matches(endpoint):
+            if fault.count > 0 and not fault.held and fault.matches(endpoint):
                 if fault.skip > 0:
                     fault.skip -= 1
                     return None
@@ -205,6 +242,14 @@ class WeComSimulator:
                 return _answer(fault.errcode, "system busy" if fault.errcode == -1 else "injected fault")
         self.faults = [f for f in self.faults if f.count > 0]
         return None
+
+    def _held(self, endpoint: str) -> float:
+        """How long the answer to this (applied) call is held back, by a ``lose_answers_next`` fault."""
+        for fault in self.faults:
+            if fault.count > 0 and fault.held and fault.matches(endpoint):
+                fault.count -= 1
+                return fault.held
+        return 0.0
 
     async def _gettoken(self, request: web.Request) -> web.Response:
         call: dict[str, Any] = {"endpoint": "gettoken", "query": {"corpid": request.query.get("corpid", "")}}
@@ -228,32 +273,47 @@ class WeComSimulator:
     def _endpoint(self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             raw = await request.read()
-            call: dict[str, Any] = {"endpoint": name}
-            self.calls.append(call)
-            if (faulty := await self._fault(name)) is not None:
-                call["answer"] = {"fault": True}
-                return faulty
-            try:
-                self._check_token(request.query.get("access_token", ""))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise _Reject(47001, "data format error") from None
-                if not isinstance(body, dict):
-                    raise _Reject(47001, "data format error")
-                call["body"] = body
-                answer = check(body)
-            except _Reject as exc:
-                call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
-                self._log(f"{name}: rejected with {exc.errcode} ({exc.errmsg})")
-                return _answer(exc.errcode, exc.errmsg)
-            answer = {"errcode": 0, "errmsg": "ok", **answer}
-            call["answer"] = answer
-            self.sent.append({"endpoint": name, "body": body, "answer": answer})
-            self._log(f"{name}: {json.dumps(body, ensure_ascii=False)}")
-            return web.json_response(answer)
+            # A request that arrived whole is processed even if its caller hangs up meanwhile, as WeCom does.
+            applying = asyncio.ensure_future(self._process(name, check, raw, request.query.get("access_token", "")))
+            self._applying.add(applying)
+            applying.add_done_callback(self._applying.discard)
+            return await asyncio.shield(applying)
 
         return handler
+
+    async def _process(
+        self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]], raw: bytes, access_token: str
+    ) -> web.Response:
+        call: dict[str, Any] = {"endpoint": name}
+        self.calls.append(call)
+        if (faulty := await self._fault(name)) is not None:
+            call["answer"] = {"fault": True}
+            return faulty
+        try:
+            self._check_token(access_token)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise _Reject(47001, "data format error") from None
+            if not isinstance(body, dict):
+                raise _Reject(47001, "data format error")
+            call["body"] = body
+            answer = check(body)
+        except _Duplicate as exc:
+            call.update(answer=exc.answer, duplicate=True)
+            self._log(f"{name}: a repeat within the duplicate check interval, not delivered")
+            return web.json_response(exc.answer)
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
+            self._log(f"{name}: rejected with {exc.errcode} ({exc.errmsg})")
+            return _answer(exc.errcode, exc.errmsg)
+        answer = {"errcode": 0, "errmsg": "ok", **answer}
+        call["answer"] = answer
+        self.sent.append({"endpoint": name, "body": body, "answer": answer})
+        self._log(f"{name}: {json.dumps(body, ensure_ascii=False)}")
+        if held := self._held(name):
+            await asyncio.sleep(held)
+        return web.json_response(answer)
 
     def _check_token(self, value: str) -> None:
         if not value:
@@ -295,6 +355,8 @@ class WeComSimulator:
         content = body.get(msgtype)
         if not isinstance(content, dict):
             raise _Reject(41011 if msgtype == "template_card" else 44004, f"missing {msgtype}")
+        key = (str(body.get("touser") or ""), msgtype, json.dumps(content, sort_keys=True, ensure_ascii=False))
+        self._check_duplicate(body, key)
         answer: dict[str, Any] = {"invaliduser": "|".join(invalid)}
         if msgtype in ("text", "markdown"):
             text = content.get("content")
@@ -308,7 +370,22 @@ class WeComSimulator:
             answer["response_code"] = self._check_card(content, users)
         answer["msgid"] = f"sim{self._next_msgid:08d}"
         self._next_msgid += 1
+        self._delivered[key] = (time.monotonic(), {"errcode": 0, "errmsg": "ok", **answer})
         return answer
+
+    def _check_duplicate(self, body: dict[str, Any], key: tuple[str, str, str]) -> None:
+        """Raise ``_Duplicate`` for a checked send equal to one delivered within its interval."""
+        if str(body.get("enable_duplicate_check", 0)) != "1":
+            return
+        try:
+            interval = int(body.get("duplicate_check_interval", DUPLICATE_CHECK_DEFAULT))
+        except (TypeError, ValueError):
+            raise _Reject(40058, "invalid duplicate_check_interval") from None
+        if not 0 < interval <= DUPLICATE_CHECK_MAX:
+            raise _Reject(40058, "duplicate_check_interval must be 1 to 14400 seconds")
+        earlier = self._delivered.get(key)
+        if earlier is not None and time.monotonic() - earlier[0] <= interval:
+            raise _Duplicate(earlier[1])
 
     def _check_card(self, card: dict[str, Any], users: list[str]) -> str:
         card_type = card.get("card_type")
