@@ -4,7 +4,8 @@
 statement) and schedules its handling in a tracked task, so the platform is acknowledged as soon as the row
 exists. Handling (``bot.dispatch``: the ordered steps from understanding to the handler) runs in one transaction
 together with the reply rows and the ``handled_at`` mark: a crash at any point leaves either nothing or
-everything, and ``recover`` picks up what was stored but not yet handled. Messages waiting together share that
+everything, and ``recover`` picks up what was stored but not yet handled: at start-up, and every minute for
+messages left behind while the process runs (a lost database connection). Messages waiting together share that
 transaction, each in a savepoint of its own, so a burst costs one commit per batch rather than one per message
 while a failing handler still rolls back only its own changes. Waiting messages are taken in turns by sender, so
 one person sending many cannot hold up everyone else's answers. Customer conversations (not addressed to the bot)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 FAILED = "抱歉，处理这条消息时出错了，已记录下来，请稍后再试。"
 RECOVERY_WINDOW = timedelta(days=2)
+# A stored message still unhandled this long after it arrived, and not waiting in this process, was left behind
+# (its batch and its apology both failed, e.g. on a lost database connection): it is handled again.
+LEFT_BEHIND = timedelta(seconds=60)
 # Messages handled in one transaction at most. One commit (one fsync on SQLite) for many messages is what makes a
 # burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
 # inserts acknowledging new callbacks do not wait long behind it.
@@ -116,13 +120,15 @@ class Bot:
         while self._to_handle:
             await self.inbox.yield_to_ingest()
             ids = self._to_handle.take(HANDLING_BATCH)
+            # Each transaction in a task of its own: a connection lost mid-transaction can leave the ORM's
+            # transaction state broken in the task that ran it, and it must not outlive that batch.
             try:
-                await self._handle_batch(ids)
+                await asyncio.create_task(self._handle_batch(ids))
             except Exception:
                 # The batch as a whole failed (e.g. its commit): nothing of it was kept; one at a time instead.
                 log.exception("handling %d messages together failed; handling them one by one", len(ids))
                 for message_id in ids:
-                    await self._handle_alone(message_id)
+                    await asyncio.create_task(self._handle_alone(message_id))
             self.outbox.wake()
 
     async def _handle_batch(self, ids: list[int]) -> None:
@@ -205,17 +211,24 @@ class Bot:
                 using_db=conn,
             )
 
-    async def recover(self) -> int:
-        """Handle messages that were stored (and acknowledged) but not handled, e.g. before a crash."""
-        since = self.clock.now() - RECOVERY_WINDOW
-        rows = (
-            await Message.filter(to_bot=True, handled_at=None, received_at__gte=since)
-            .order_by("id")
-            .values_list("id", "platform", "sender")
-        )
+    async def recover(self, left_behind: timedelta | None = None) -> int:
+        """Handle messages that were stored (and acknowledged) but not handled: before a crash, or, with
+        ``left_behind``, those stored longer ago than that which this process is not about to handle. Several
+        instances may pick the same message: handling takes only rows still unhandled, under a row lock. (Rows are
+        stamped with the wall-clock time they arrived, so that is the time they are compared with.)"""
+        now = datetime.now(UTC)
+        query = Message.filter(to_bot=True, handled_at=None, received_at__gte=now - RECOVERY_WINDOW)
+        if left_behind is not None:
+            query = query.filter(received_at__lte=now - left_behind)
+        rows = await query.order_by("id").values_list("id", "platform", "sender")
+        scheduled = 0
         for message_id, platform, sender in rows:
-            self.schedule(int(str(message_id)), f"{platform}:{sender}")
-        return len(rows)
+            if int(str(message_id)) not in self._to_handle:
+                self.schedule(int(str(message_id)), f"{platform}:{sender}")
+                scheduled += 1
+        if left_behind is not None and scheduled:
+            log.warning("%d stored messages were left unhandled; handling them now", scheduled)
+        return scheduled
 
 
 class TakenInTurns:
@@ -224,14 +237,19 @@ class TakenInTurns:
 
     def __init__(self) -> None:
         self._queues: collections.OrderedDict[str, collections.deque[int]] = collections.OrderedDict()
-        self._size = 0
+        self._waiting: set[int] = set()
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._waiting)
+
+    def __contains__(self, message_id: int) -> bool:
+        return message_id in self._waiting
 
     def put(self, sender: str, message_id: int) -> None:
+        if message_id in self._waiting:
+            return
         self._queues.setdefault(sender, collections.deque()).append(message_id)
-        self._size += 1
+        self._waiting.add(message_id)
 
     def take(self, count: int) -> list[int]:
         taken: list[int] = []
@@ -241,5 +259,5 @@ class TakenInTurns:
             del self._queues[sender]
             if queue:  # back of the line
                 self._queues[sender] = queue
-        self._size -= len(taken)
+        self._waiting.difference_update(taken)
         return taken

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,13 +21,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.clock import Clock
 from bot.context import Firing
 from bot.keys import BOT, CLOCK
-from bot.pipeline import Bot
+from bot.pipeline import LEFT_BEHIND, Bot
 from bot.scheduled import run_rules
 
 log = logging.getLogger(__name__)
 
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 RULES_JOB = "rules"
+LEFT_BEHIND_JOB = "left_behind"
+LEFT_BEHIND_EVERY_SECONDS = 60
 
 
 async def rules_tick(bot: Bot, clock: Clock) -> list[Firing]:
@@ -38,8 +41,18 @@ async def rules_tick(bot: Bot, clock: Clock) -> list[Firing]:
         return []
 
 
+async def handle_left_behind(bot: Bot, older_than: timedelta = LEFT_BEHIND) -> int:
+    """Messages stored and acknowledged but left unhandled while running (their batch failed with the database)."""
+    try:
+        return await bot.recover(left_behind=older_than)
+    except Exception:
+        log.exception("looking for messages left unhandled failed")
+        return 0
+
+
 def make_scheduler(bot: Bot, clock: Clock) -> AsyncIOScheduler:
-    """A scheduler with the rules job every ``rules.engine_interval_seconds`` (the first run one interval in)."""
+    """A scheduler with the rules job every ``rules.engine_interval_seconds`` (the first run one interval in), the
+    search for messages left unhandled every minute, and each archive source's pull."""
     settings = bot.settings
     scheduler = AsyncIOScheduler(timezone=str(settings.timezone))
     interval = settings.rules.engine_interval_seconds
@@ -52,6 +65,15 @@ def make_scheduler(bot: Bot, clock: Clock) -> AsyncIOScheduler:
         max_instances=1,
         coalesce=True,
         misfire_grace_time=interval,
+    )
+    scheduler.add_job(
+        handle_left_behind,
+        IntervalTrigger(seconds=LEFT_BEHIND_EVERY_SECONDS),
+        args=[bot],
+        id=LEFT_BEHIND_JOB,
+        name="handle messages left unhandled",
+        max_instances=1,
+        coalesce=True,
     )
     for i, source in enumerate(bot.archive_sources):
         if source.every_seconds > 0:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import timedelta
 from typing import Any
 
 from tortoise import connections
 
+from bot.keys import BOT
 from bot.pipeline import FAILED
+from bot.scheduler import handle_left_behind
 from models.audit import AuditLog
 from models.customers import Customer
 from models.followups import FollowUp
@@ -125,3 +128,46 @@ async def test_callbacks_that_never_stop_do_not_starve_handling(
     assert len(wecom_sim.texts_to("zhangsan")) == 1
     assert await Message.filter(to_bot=True, handled_at=None).count() == 0
     assert len(wecom_sim.texts_to("lisi")) == sent
+
+
+# The database refuses to mark any message handled, as a connection lost at the commit would: the batch, the
+# message alone and its apology all fail, and the acknowledged message is left stored and unhandled.
+REFUSE_HANDLED_SQLITE = (
+    "CREATE TRIGGER refuse_handled BEFORE UPDATE OF handled_at ON message BEGIN SELECT RAISE(ABORT, 'lost'); END"
+)
+REFUSE_HANDLED_POSTGRES = (
+    "CREATE FUNCTION refuse_handled() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'lost'; END $$ LANGUAGE plpgsql;"
+    " CREATE TRIGGER refuse_handled BEFORE UPDATE OF handled_at ON message FOR EACH ROW"
+    " EXECUTE FUNCTION refuse_handled()"
+)
+
+
+async def test_a_message_left_unhandled_by_a_failing_database_is_answered_once_it_recovers(
+    start_app: Any, make_settings: Any, wecom_sim: Any
+) -> None:
+    client = await demo(start_app, make_settings)
+    conn = connections.get("default")
+    postgres = conn.capabilities.dialect == "postgres"
+    await conn.execute_script(REFUSE_HANDLED_POSTGRES if postgres else REFUSE_HANDLED_SQLITE)
+
+    said = await post_wecom(client, text_xml("zhangsan", "跟进 华为 电话沟通了报价", 9601))
+    assert said.status == 200
+    await deliver_all(client.app)
+    assert wecom_sim.texts_to("zhangsan") == []
+    assert await Message.filter(to_bot=True, handled_at=None).count() == 1
+    assert not await FollowUp.filter(staff__name="张三").exists()  # every attempt rolled back
+
+    await conn.execute_script(
+        "DROP TRIGGER refuse_handled ON message; DROP FUNCTION refuse_handled()"
+        if postgres
+        else "DROP TRIGGER refuse_handled"
+    )
+    assert await handle_left_behind(client.app[BOT]) == 0  # not yet: it may still be on its way
+    assert await handle_left_behind(client.app[BOT], older_than=timedelta(0)) == 1
+    await deliver_all(client.app)
+
+    [answer] = wecom_sim.texts_to("zhangsan")
+    assert answer.startswith("已记录「华为技术有限公司")
+    assert await FollowUp.filter(staff__name="张三").count() == 1
+    assert await Message.filter(to_bot=True, handled_at=None).count() == 0
+    assert await handle_left_behind(client.app[BOT]) == 0
