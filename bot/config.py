@@ -169,6 +169,15 @@ class KeywordSettings(_Section):
     negations: list[str] = Field(default_factory=lambda: ["没有", "没", "不是", "已经好了", "修好了", "已解决"])
 
 
+class PoolSettings(_Section):
+    """The public pool (公海): how much a rep may claim, and how long before a released customer may be reclaimed."""
+
+    claims_per_day: int = Field(5, ge=0)
+    max_held: int = Field(50, ge=0)  # pool-claimed customers one rep may hold at once
+    cooldown_days: int = Field(30, ge=0)  # a rep cannot reclaim a customer they released for this long
+    page_size: int = Field(10, ge=1, le=50)
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -185,6 +194,7 @@ class Settings(BaseSettings):
     nps: NpsSettings = NpsSettings()
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
+    pool: PoolSettings = PoolSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")

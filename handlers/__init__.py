@@ -16,6 +16,7 @@ from handlers import (
     ladder,
     nps,
     orders,
+    people,
     reminders,
     search,
     tickets,
@@ -34,4 +35,5 @@ CAPABILITIES: list[Capability] = [
     approvals.capability,
     nps.capability,
     orders.capability,
+    people.capability,
 ]

@@ -17,4 +17,5 @@ MODEL_MODULES: list[str] = [
     "models.nps",
     "models.approvals",
     "models.seen",
+    "models.people",
 ]
