@@ -9,13 +9,19 @@ and under which spreadsheet headers its accounts are imported. Accounts themselv
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
+from models.people import ContactTransfer
 from models.staff import Staff, StaffAccount
+
+# Moves customer contacts from one staff account to another on a platform and follows each move: given the open
+# transfers and whether their holder has left the platform, it asks or polls the platform and sets each one's
+# ``status`` and ``reason`` (and ``attempts``) in place; the caller saves them.
+ContactMover = Callable[[Sequence[ContactTransfer], bool], Awaitable[None]]
 
 
 @dataclass
@@ -40,6 +46,8 @@ class Identity:
     fallback: bool = False
     # Demo data (``crmbot demo``) gives each demo member the account ``demo_prefix + login`` here (None: none).
     demo_prefix: str | None = None
+    # Moves customer contacts between staff accounts (None: the platform cannot).
+    move_contacts: ContactMover | None = None
 
     def own_staff_id(self, user_id: str) -> int | None:
         """The staff id when this platform's user ids are staff ids; None: look the account up."""

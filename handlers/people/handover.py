@@ -40,6 +40,7 @@ class Plan:
     """Where the leaver's customers go: round robin over ``successors`` (one: all to them); none: the pool."""
 
     successors: tuple[Staff, ...] = ()
+    departed: bool = False  # the leaver has already left the chat platforms too (their accounts are gone)
 
     @property
     def to_pool(self) -> bool:
@@ -98,7 +99,7 @@ async def hand_over(
     handover = await Handover.create(
         leaver_id=leaver.id,
         actor_name=actor_name,
-        plan={"successors": [s.name for s in plan.successors]},
+        plan={"successors": [s.name for s in plan.successors], "departed": plan.departed},
         created_at=now.astimezone(UTC),
         using_db=conn,
     )
@@ -263,7 +264,7 @@ def totals_text(leaver: Staff, plan: Plan, totals: Counter[str] | dict[str, int]
         f"**离职交接完成**\n> {leaver.name} → {plan.describe()}\n"
         f"> 客户 {t['customers']} 位（其中转入公海 {t['to_pool']} 位），未结工单 {t['tickets']} 个，"
         f"待审批 {t['approval_steps']} 个、审批申请 {t['approvals']} 个，提醒 {t['reminders']} 条，"
-        f"企业微信客户联系人 {t['contacts']} 位待转接\n{leaver.name}的账号已停用。"
+        f"客户联系人 {t['contacts']} 位待转接\n{leaver.name}的账号已停用。"
     )
 
 

@@ -22,6 +22,7 @@ from bot.keys import BOT, HTTP, OUTBOX
 from integrations.wecom.callback import CRYPTO, receive, verify_url
 from integrations.wecom.channel import WeComChannel
 from integrations.wecom.client import WeComClient
+from integrations.wecom.contacts import ContactMover
 from integrations.wecom.crypto import WeComCrypto
 from integrations.wecom.settings import PLATFORM, WeComSettings, settings_of
 
@@ -51,7 +52,8 @@ def identity(settings: WeComSettings) -> Identity:
 
 def setup(app: web.Application) -> None:
     settings = settings_of(app)
-    app[BOT].directory.register(identity(settings))
+    who = identity(settings)
+    app[BOT].directory.register(who)
     if settings.archive_enabled:
         _setup_archive(app, settings)
     if not settings.enabled:
@@ -65,6 +67,7 @@ def setup(app: web.Application) -> None:
     client = WeComClient(settings, lambda: app[HTTP])
     app[WECOM_CLIENT] = client
     app[OUTBOX].register(WeComChannel(client))
+    who.move_contacts = ContactMover(client)
 
 
 def _setup_archive(app: web.Application, settings: WeComSettings) -> None:

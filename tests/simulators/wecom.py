@@ -45,6 +45,8 @@ MSG_TYPES = {
     "template_card",
 }
 CARD_TYPES = {"text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"}
+TRANSFER_LIMIT = 100  # external_userid per transfer_customer call
+WAITING_TAKEOVER = 2  # transfer_result status: 等待接替
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
 
 
@@ -185,6 +187,17 @@ class WeComSimulator:
             "/cgi-bin/externalcontact/add_msg_template",
             self._endpoint("externalcontact/add_msg_template", self._add_msg_template),
         )
+        # Customer contact: moving customers between members (在职继承 / 离职继承), see _transfer below.
+        for prefix in ("externalcontact/", "externalcontact/resigned/"):
+            resigned = prefix.endswith("resigned/")
+            app.router.add_post(
+                f"/cgi-bin/{prefix}transfer_customer",
+                self._endpoint(f"{prefix}transfer_customer", self._transfer_with(resigned)),
+            )
+            app.router.add_post(
+                f"/cgi-bin/{prefix}transfer_result",
+                self._endpoint(f"{prefix}transfer_result", self._transfer_result_with(resigned)),
+            )
         return app
 
     async def _fault(self, endpoint: str) -> web.Response | None:
@@ -370,6 +383,57 @@ class WeComSimulator:
 
     def _add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
         return _check_add_msg_template(body, self.known_external_userids)
+
+    # externalcontact transfers: what becomes of each customer asked to move (1 接替完毕 if not given, 3 客户拒绝,
+    # 4 接替成员客户达到上限); ``transfer_errcodes`` rejects a customer in the transfer_customer answer itself.
+    transfer_outcomes: dict[str, int] = field(default_factory=dict)
+    transfer_errcodes: dict[str, int] = field(default_factory=dict)
+    transfers: dict[tuple[bool, str, str], dict[str, int]] = field(default_factory=dict)
+    result_page_size: int = 1000
+
+    def _transfer_with(self, resigned: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def transfer(body: dict[str, Any]) -> dict[str, Any]:
+            """``{handover_userid, takeover_userid, external_userid: [≤100]}`` → per customer errcode; those
+            accepted wait (status 2) until the next ``transfer_result`` query settles them."""
+            handover, takeover = str(body.get("handover_userid") or ""), str(body.get("takeover_userid") or "")
+            externals = body.get("external_userid")
+            if not handover or not takeover or not isinstance(externals, list) or not externals:
+                raise _Reject(40058, "handover_userid, takeover_userid and external_userid are required")
+            if len(externals) > TRANSFER_LIMIT:
+                raise _Reject(40058, f"external_userid exceeds {TRANSFER_LIMIT}")
+            if handover == takeover:
+                raise _Reject(40097, "handover_userid equals takeover_userid")
+            moves = self.transfers.setdefault((resigned, handover, takeover), {})
+            answer = []
+            for external in externals:
+                errcode = self.transfer_errcodes.get(str(external), 0)
+                if errcode == 0:
+                    moves[str(external)] = WAITING_TAKEOVER
+                answer.append({"external_userid": external, "errcode": errcode})
+            return {"customer": answer}
+
+        return transfer
+
+    def _transfer_result_with(self, resigned: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def result(body: dict[str, Any]) -> dict[str, Any]:
+            """``{handover_userid, takeover_userid, cursor}`` → a page of ``{external_userid, status,
+            takeover_time}``; a customer waiting takes its outcome on the first query (24 hours, compressed)."""
+            key = (resigned, str(body.get("handover_userid") or ""), str(body.get("takeover_userid") or ""))
+            if not key[1] or not key[2]:
+                raise _Reject(40058, "handover_userid and takeover_userid are required")
+            moves = self.transfers.get(key, {})
+            for external, status in moves.items():
+                if status == WAITING_TAKEOVER:
+                    moves[external] = self.transfer_outcomes.get(external, 1)
+            start = int(str(body.get("cursor") or "0") or 0)
+            page = list(moves.items())[start : start + self.result_page_size]
+            rest = start + len(page) < len(moves)
+            customers = [
+                {"external_userid": e, "status": s, "takeover_time": int(time.time()) if s == 1 else 0} for e, s in page
+            ]
+            return {"customer": customers, "next_cursor": str(start + len(page)) if rest else ""}
+
+        return result
 
     def customer_messages(self) -> list[dict[str, Any]]:
         """Accepted ``externalcontact/add_msg_template`` bodies (messages a rep was asked to confirm)."""
