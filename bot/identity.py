@@ -24,6 +24,20 @@ from models.staff import Staff, StaffAccount
 ContactMover = Callable[[Sequence[ContactTransfer], bool], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class ContactCard:
+    """What a platform tells of a customer contact, as the staff member who added them noted it."""
+
+    name: str
+    company: str = ""  # the company the staff member noted, else the one the contact states
+    remark: str = ""  # the staff member's name for them
+    phones: tuple[str, ...] = ()
+
+
+# (contact id, the staff member's account) → the contact's card (None: the platform does not know them).
+DescribeContact = Callable[[str, str], Awaitable[ContactCard | None]]
+
+
 @dataclass
 class Identity:
     """One platform's answers about people. The defaults fit a platform whose people have accounts."""
@@ -48,6 +62,8 @@ class Identity:
     demo_prefix: str | None = None
     # Moves customer contacts between staff accounts (None: the platform cannot).
     move_contacts: ContactMover | None = None
+    # Tells who a customer contact is (None: the platform cannot).
+    describe_contact: DescribeContact | None = None
 
     def own_staff_id(self, user_id: str) -> int | None:
         """The staff id when this platform's user ids are staff ids; None: look the account up."""

@@ -16,7 +16,9 @@ from bot.keys import BOT, CLOCK, OUTBOX
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
 from handlers.people.capability import capability
+from handlers.people.contacts import LEFT_PLATFORM
 from handlers.people.handover import HandoverRefused, Plan, check_plan, hand_over, totals_text
+from models.audit import AuditLog
 from models.staff import Staff
 
 _HANDOVER = re.compile(r"^(?:离职交接|离职移交|离职转交)(?:\s+|[:：]|(?=\S))")
@@ -51,7 +53,9 @@ async def plan_of(leaver_name: str, successor_names: Sequence[str], pool: bool) 
         if found is None:
             raise HandoverRefused(f"没有找到在职同事「{name}」。")
         successors.append(found)
-    return leaver, Plan(tuple(successors))
+    # Whether the platforms already removed the leaver decides how their contacts can be moved there.
+    departed = await AuditLog.filter(action=LEFT_PLATFORM, entity="staff", entity_id=str(leaver.id)).exists()
+    return leaver, Plan(tuple(successors), departed=departed)
 
 
 @capability.intent("handover", examples=["离职交接 张三 给 李四", "离职交接 张三 放入公海"], order=60)

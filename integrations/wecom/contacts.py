@@ -4,7 +4,7 @@ An active member's customers go through ``externalcontact/transfer_customer``, a
 ``externalcontact/resigned/transfer_customer``, at most ``TRANSFER_BATCH`` external ids a call; a customer WeCom
 accepted (errcode 0) is only on its way (the customer has 24 hours to refuse), so ``…/transfer_result`` is polled,
 page by page, until each is 接替完毕 or failed. A successor over WeCom's limit is asked again, up to
-``MAX_ATTEMPTS`` times; a refusal is final.
+``MAX_ATTEMPTS`` times; a refusal is final. ``describe`` reads one contact with ``externalcontact/get``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.channels import DeliveryError, PermanentDeliveryError
+from bot.identity import ContactCard
 from integrations.wecom.client import WeComClient
 from models.people import ContactTransfer, TransferStatus
 
@@ -87,3 +88,20 @@ def _settle(transfer: ContactTransfer, status: int) -> None:
         transfer.status, transfer.reason = TransferStatus.WAITING, REASONS[OVER_LIMIT]  # asked again next pass
     elif status != WAITING:
         transfer.status, transfer.reason = TransferStatus.FAILED, REASONS.get(status, f"状态 {status}")
+
+
+async def describe(client: WeComClient, contact: str, account: str) -> ContactCard | None:
+    """``externalcontact/get``: the contact's name and company, with the rep's remark, company note and phones."""
+    try:
+        answer = await client.get("externalcontact/get", {"external_userid": contact})
+    except (DeliveryError, PermanentDeliveryError) as exc:
+        log.warning("wecom externalcontact/get %s: %s", contact, exc)
+        return None
+    person = answer.get("external_contact") or {}
+    mine: dict[str, Any] = next((f for f in answer.get("follow_user") or [] if f.get("userid") == account), {})
+    return ContactCard(
+        name=str(person.get("name") or ""),
+        company=str(mine.get("remark_corp_name") or person.get("corp_full_name") or person.get("corp_name") or ""),
+        remark=str(mine.get("remark") or ""),
+        phones=tuple(str(p) for p in mine.get("remark_mobiles") or [] if p),
+    )

@@ -1,4 +1,6 @@
-"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``).
+"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``, and
+of 客户联系 ``externalcontact/get``, ``add_msg_template``, ``transfer_customer`` and ``transfer_result``, in service
+and ``resigned/``).
 
 It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right
 corp id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of
@@ -187,6 +189,7 @@ class WeComSimulator:
             "/cgi-bin/externalcontact/add_msg_template",
             self._endpoint("externalcontact/add_msg_template", self._add_msg_template),
         )
+        app.router.add_get("/cgi-bin/externalcontact/get", self._get_external_contact)
         # Customer contact: moving customers between members (在职继承 / 离职继承), see _transfer below.
         for prefix in ("externalcontact/", "externalcontact/resigned/"):
             resigned = prefix.endswith("resigned/")
@@ -434,6 +437,40 @@ class WeComSimulator:
             return {"customer": customers, "next_cursor": str(start + len(page)) if rest else ""}
 
         return result
+
+    # externalcontact/get: external_userid → {"external_contact": {...}, "follow_user": [...]} as WeCom answers it.
+    external_contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_external_contact(
+        self, external: str, name: str, *, corp_name: str = "", follow: str = "", remark: str = "",
+        remark_corp_name: str = "", mobiles: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """A customer contact the corp knows, added by member ``follow`` with the rep's notes about them."""
+        self.external_contacts[external] = {
+            "external_contact": {"external_userid": external, "name": name, "type": 1, "corp_name": corp_name},
+            "follow_user": [
+                {"userid": follow, "remark": remark, "remark_corp_name": remark_corp_name,
+                 "remark_mobiles": list(mobiles), "createtime": int(time.time()), "tags": []}
+            ],
+        }  # fmt: skip
+
+    async def _get_external_contact(self, request: web.Request) -> web.Response:
+        call: dict[str, Any] = {"endpoint": "externalcontact/get", "query": {"external_userid": ""}}
+        self.calls.append(call)
+        if (faulty := await self._fault("externalcontact/get")) is not None:
+            return faulty
+        external = request.query.get("external_userid", "")
+        call["query"]["external_userid"] = external
+        try:
+            self._check_token(request.query.get("access_token", ""))
+            if external not in self.external_contacts:
+                raise _Reject(84061, "not external contact")
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode}
+            return _answer(exc.errcode, exc.errmsg)
+        answer = {"errcode": 0, "errmsg": "ok", **self.external_contacts[external], "next_cursor": ""}
+        call["answer"] = answer
+        return web.json_response(answer)
 
     def customer_messages(self) -> list[dict[str, Any]]:
         """Accepted ``externalcontact/add_msg_template`` bodies (messages a rep was asked to confirm)."""
