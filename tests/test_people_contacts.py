@@ -6,12 +6,10 @@ member's (``resigned/transfer_customer``)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import count
 from typing import Any
 
-from bot.clock import Clock
-from bot.demo import load_demo
 from bot.keys import BOT, CLOCK
 from bot.scheduled import run_rules
 from models.audit import AuditLog
@@ -20,8 +18,8 @@ from models.staff import Staff
 from tests.driver import WeComChat
 from tests.helpers import WECOM, deliver_all, post_wecom
 from tests.simulators.wecom import WeComSimulator
+from tests.test_people_handover import NOW, demo_app
 
-NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
 _seconds = count(1)
 
 
@@ -42,18 +40,10 @@ async def post_event(client: Any, *args: str) -> None:
     await deliver_all(client.app)
 
 
-async def demo_team(start_app: Any, make_settings: Any) -> Any:
-    settings = make_settings(keywords={"buying_signal_tag": "", "ticket_mode": "off"})
-    client = await start_app(settings, clock=Clock(NOW), run_scheduler=False)
-    await load_demo(client.app)
-    await client.app[BOT].understanding.refresh()
-    return client
-
-
 async def test_a_customer_who_adds_a_rep_lands_on_the_right_profile(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo_team(start_app, make_settings)
+    client = await demo_app(start_app, make_settings)
     chat = WeComChat(client, wecom_sim, deliver=True)
     sanyi = await Customer.get(name="三一重工股份有限公司")
     await Contact.create(customer=sanyi, name="钱工", phone="13900000009")
@@ -95,7 +85,7 @@ async def test_a_customer_who_adds_a_rep_lands_on_the_right_profile(
 async def test_a_customer_who_deletes_the_rep_warns_owner_and_manager_once(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo_team(start_app, make_settings)
+    client = await demo_app(start_app, make_settings)
     chat = WeComChat(client, wecom_sim, deliver=True)
     for _ in range(2):  # WeCom may report it again
         await post_event(client, "change_external_contact", "del_follow_user", "lisi", "wmHL001")
@@ -108,7 +98,7 @@ async def test_a_customer_who_deletes_the_rep_warns_owner_and_manager_once(
 async def test_a_member_removed_from_wecom_asks_for_the_handover_and_moves_as_departed(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
 ) -> None:
-    client = await demo_team(start_app, make_settings)
+    client = await demo_app(start_app, make_settings)
     chat = WeComChat(client, wecom_sim, deliver=True)
     await post_event(client, "change_contact", "delete_user", "zhangsan")
     [ask] = chat.sent_to("wangjl")

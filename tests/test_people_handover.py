@@ -28,13 +28,20 @@ NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
 ZHANGSAN_CUSTOMERS = {"华为技术有限公司", "比亚迪股份有限公司", "三一重工股份有限公司"}
 
 
-async def demo_team(start_app: Any, make_settings: Any) -> Any:
-    """The demo team at NOW (张三 owns 华为, 比亚迪, 三一; 李四 owns 恒力液压, 金风科技; 王经理 manages both),
-    with 张三 holding an open ticket, a pending approval request, a reminder and a follow-up due on Friday."""
-    settings = make_settings(keywords={"buying_signal_tag": "", "ticket_mode": "off"})
+async def demo_app(start_app: Any, make_settings: Any, **sections: Any) -> Any:
+    """The demo team and customers at NOW (张三 owns 华为, 比亚迪, 三一; 李四 owns 恒力液压, 金风科技; 王经理 manages
+    both), keyword rules off."""
+    settings = make_settings(keywords={"buying_signal_tag": "", "ticket_mode": "off"}, **sections)
     client = await start_app(settings, clock=Clock(NOW), run_scheduler=False)
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
+    return client
+
+
+async def demo_team(start_app: Any, make_settings: Any) -> Any:
+    """The demo, with 张三 holding an open ticket, a pending approval request, a reminder and a follow-up due on
+    Friday."""
+    client = await demo_app(start_app, make_settings)
     zhangsan, wangjl = await Staff.get(name="张三"), await Staff.get(name="王经理")
     huawei = await Customer.get(name="华为技术有限公司")
     await Customer.filter(id=huawei.id).update(next_followup_at=NOW + timedelta(days=2))

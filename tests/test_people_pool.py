@@ -5,11 +5,8 @@ and the cooldown on reclaiming, refuse with the reason and write nothing; of two
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
-from bot.clock import Clock
-from bot.demo import load_demo
 from bot.keys import BOT
 from models.audit import AuditLog
 from models.customers import Customer
@@ -18,17 +15,14 @@ from models.staff import Staff
 from tests.driver import WeComChat
 from tests.helpers import deliver_all, post_wecom, text_xml
 from tests.simulators.wecom import WeComSimulator
+from tests.test_people_handover import NOW, demo_app
 
-NOW = datetime.fromisoformat("2026-11-18T10:00:00+08:00")
 IN_POOL = ("恒力液压有限公司", "三一重工股份有限公司")
 
 
 async def pool_team(start_app: Any, make_settings: Any, **pool: int) -> Any:
     """The demo team at NOW with 恒力液压 (B, 机械) and 三一重工 (C, 工程机械) in the public pool."""
-    settings = make_settings(keywords={"buying_signal_tag": "", "ticket_mode": "off"}, pool=pool)
-    client = await start_app(settings, clock=Clock(NOW), run_scheduler=False)
-    await load_demo(client.app)
-    await client.app[BOT].understanding.refresh()
+    client = await demo_app(start_app, make_settings, pool=pool)
     await Customer.filter(name__in=IN_POOL).update(owner_id=None)
     return client
 

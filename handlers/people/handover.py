@@ -8,10 +8,13 @@ over and what is due, the manager the totals. Used by the chat command and by ``
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
 
 from bot import audit
 from bot.context import Services
@@ -108,9 +111,7 @@ async def hand_over(
     manager = await Staff.filter(id=leaver.manager_id or 0, active=True).using_db(conn).first()
     fallback = plan.successors[0] if plan.successors else manager
     owner_of = await _move_customers(leaver, plan, outcome, rows, actor, platform, handover.id, conn)
-    await _move_tickets(leaver, owner_of, fallback, outcome, rows, actor, platform, conn)
-    await _move_approvals(leaver, owner_of, fallback, outcome, rows, actor, platform, conn)
-    await _move_reminders(leaver, owner_of, fallback, outcome, rows, actor, platform, conn)
+    await _move_work(_Moves(leaver, owner_of, fallback, rows, actor, platform, conn), outcome.totals)
     await _queue_contact_transfers(services, leaver, handover, owner_of, outcome, conn)
     await AuditLog.bulk_create(rows, using_db=conn)
     handover.totals = dict(outcome.totals)
@@ -120,7 +121,7 @@ async def hand_over(
 
 
 def entry(
-    action: str, entity: str, entity_id: object, before: dict[str, object], after: dict[str, object],
+    action: str, entity: str, entity_id: object, before: dict[str, Any], after: dict[str, Any],
     actor: Staff | str, platform: str,
 ) -> AuditLog:  # fmt: skip
     return audit.entry(action, entity, entity_id, before, after, actor=actor, platform=platform)
@@ -149,62 +150,49 @@ async def _move_customers(
     return owner_of
 
 
-async def _move_tickets(
-    leaver: Staff, owner_of: dict[int, int | None], fallback: Staff | None, outcome: Outcome,
-    rows: list[AuditLog], actor: Staff | str, platform: str, conn: BaseDBAsyncClient,
-) -> None:  # fmt: skip
-    open_statuses = [TicketStatus.OPEN, TicketStatus.IN_PROGRESS]
-    tickets = await Ticket.filter(assignee_id=leaver.id, status__in=open_statuses).using_db(conn)
-    for ticket in tickets:
-        target = owner_of.get(ticket.customer_id) or (fallback.id if fallback else None)
-        await Ticket.filter(id=ticket.id).using_db(conn).update(assignee_id=target)
-        rows.append(entry("ticket.handover", "ticket", ticket.id, {"assignee_id": leaver.id},
-                          {"assignee_id": target}, actor, platform))  # fmt: skip
-    outcome.totals["tickets"] = len(tickets)
+@dataclass
+class _Moves:
+    """What moving the rest of the leaver's work needs: who takes over each customer, and the audit rows."""
+
+    leaver: Staff
+    owner_of: dict[int, int | None]  # customer id → new owner id (None: the pool)
+    fallback: Staff | None  # who takes what belongs to no moved customer: the first successor, else the manager
+    rows: list[AuditLog]
+    actor: Staff | str
+    platform: str
+    conn: BaseDBAsyncClient
+
+    async def reassign(self, model: type[Model], column: str, items: Sequence[Any], *, by_customer: bool) -> int:
+        """Point ``column`` of each item at its customer's new owner (or the fallback); how many moved."""
+        moved = 0
+        for item in items:
+            target = self.owner_of.get(item.customer_id or 0) if by_customer else None
+            target = target or (self.fallback.id if self.fallback else None)
+            if target is None:
+                continue
+            await model.filter(id=item.id).using_db(self.conn).update(**{column: target})
+            table = model._meta.db_table
+            before, after = {column: self.leaver.id}, {column: target}
+            self.rows.append(entry(f"{table}.handover", table, item.id, before, after, self.actor, self.platform))
+            moved += 1
+        return moved
 
 
-async def _move_approvals(
-    leaver: Staff, owner_of: dict[int, int | None], fallback: Staff | None, outcome: Outcome,
-    rows: list[AuditLog], actor: Staff | str, platform: str, conn: BaseDBAsyncClient,
-) -> None:  # fmt: skip
-    """Steps the leaver was to decide go to the first successor (or the manager); requests they made go to the
-    customer's new owner, who answers for them from now on."""
-    waiting = [StepStatus.PENDING, StepStatus.WAITING]
-    steps = await ApprovalStep.filter(approver_id=leaver.id, status__in=waiting).using_db(conn)
-    if steps and fallback is not None:
-        for step in steps:
-            rows.append(entry("approval_step.handover", "approval_step", step.id, {"approver_id": leaver.id},
-                              {"approver_id": fallback.id}, actor, platform))  # fmt: skip
-        await ApprovalStep.filter(id__in=[s.id for s in steps]).using_db(conn).update(approver_id=fallback.id)
-        outcome.totals["approval_steps"] = len(steps)
-    requests = await Approval.filter(requester_id=leaver.id, status=ApprovalStatus.PENDING).using_db(conn)
-    moved = 0
-    for approval in requests:
-        target = owner_of.get(approval.customer_id) or (fallback.id if fallback else None)
-        if target is None:
-            continue
-        await Approval.filter(id=approval.id).using_db(conn).update(requester_id=target)
-        rows.append(entry("approval.handover", "approval", approval.id, {"requester_id": leaver.id},
-                          {"requester_id": target}, actor, platform))  # fmt: skip
-        moved += 1
-    outcome.totals["approvals"] = moved
-
-
-async def _move_reminders(
-    leaver: Staff, owner_of: dict[int, int | None], fallback: Staff | None, outcome: Outcome,
-    rows: list[AuditLog], actor: Staff | str, platform: str, conn: BaseDBAsyncClient,
-) -> None:  # fmt: skip
-    reminders = await Reminder.filter(staff_id=leaver.id, fired_at__isnull=True).using_db(conn)
-    moved = 0
-    for reminder in reminders:
-        target = owner_of.get(reminder.customer_id or 0) or (fallback.id if fallback else None)
-        if target is None:
-            continue
-        await Reminder.filter(id=reminder.id).using_db(conn).update(staff_id=target)
-        rows.append(entry("reminder.handover", "reminder", reminder.id, {"staff_id": leaver.id},
-                          {"staff_id": target}, actor, platform))  # fmt: skip
-        moved += 1
-    outcome.totals["reminders"] = moved
+async def _move_work(moves: _Moves, totals: Counter[str]) -> None:
+    """Open tickets, approval steps to decide and requests made, unfired reminders."""
+    leaver, conn = moves.leaver, moves.conn
+    tickets = Ticket.filter(assignee_id=leaver.id, status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS])
+    totals["tickets"] = await moves.reassign(Ticket, "assignee_id", await tickets.using_db(conn), by_customer=True)
+    steps = ApprovalStep.filter(approver_id=leaver.id, status__in=[StepStatus.PENDING, StepStatus.WAITING])
+    totals["approval_steps"] = await moves.reassign(
+        ApprovalStep, "approver_id", await steps.using_db(conn), by_customer=False
+    )
+    requests = Approval.filter(requester_id=leaver.id, status=ApprovalStatus.PENDING)
+    totals["approvals"] = await moves.reassign(
+        Approval, "requester_id", await requests.using_db(conn), by_customer=True
+    )
+    reminders = Reminder.filter(staff_id=leaver.id, fired_at__isnull=True)
+    totals["reminders"] = await moves.reassign(Reminder, "staff_id", await reminders.using_db(conn), by_customer=True)
 
 
 async def _queue_contact_transfers(

@@ -158,22 +158,7 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
         if event == CARD_CLICK:
             click = Click(event_key, task_id, str(fields.get("ResponseCode") or ""))
             event = event_key = ""
-        neutral = CHANGES.get((event, change))
-        if neutral is not None:
-            return IncomingMessage(
-                platform="wecom",
-                msgid=msgid,
-                sender=sender,
-                text="",
-                sent_at=sent_at,
-                msgtype="event",
-                event=neutral,
-                raw={
-                    "account": str(fields.get("UserID") or ""),
-                    "contact": str(fields.get("ExternalUserID") or ""),
-                    "reason": TRANSFER_FAILURES.get(str(fields.get("FailReason") or ""), ""),
-                },
-            )
+        change_event = CHANGES.get((event, change))
         return IncomingMessage(
             platform="wecom",
             msgid=msgid,
@@ -181,10 +166,10 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
             text="",
             sent_at=sent_at,
             msgtype="event",
-            event=NEUTRAL_EVENTS.get(event, event),
+            event=change_event or NEUTRAL_EVENTS.get(event, event),
             event_key=event_key,
             click=click,
-            raw=_event_raw(fields),
+            raw=_change_raw(fields) if change_event else _event_raw(fields),
         )
     msgid = str(fields.get("MsgId") or "")
     if not msgid:
@@ -224,6 +209,15 @@ CHANGES = {
 }
 TRANSFER_FAILURES = {"customer_refused": "客户拒绝", "customer_limit_exceed": "接替成员客户达到上限"}
 _KEPT_FIELDS = {"MediaId", "PicUrl", "Format", "ThumbMediaId", "Title", "Description", "Url", "Label", "AgentID"}
+
+
+def _change_raw(fields: dict[str, Any]) -> dict[str, Any]:
+    """A contact or account change, neutrally: whose account, which customer contact, why a transfer failed."""
+    return {
+        "account": str(fields.get("UserID") or ""),
+        "contact": str(fields.get("ExternalUserID") or ""),
+        "reason": TRANSFER_FAILURES.get(str(fields.get("FailReason") or ""), ""),
+    }
 
 
 def _event_raw(fields: dict[str, Any]) -> dict[str, Any]:
