@@ -1,6 +1,6 @@
 """People leaving and the public pool: a departure handover (``Handover``) with the chat-platform contacts it moves
-(``ContactTransfer``), and every claim from and release into the public pool (``PoolMove``), which the pool's
-limits and cooldown are counted from."""
+(``ContactTransfer``), every claim from and release into the public pool (``PoolMove``), which the pool's limits
+and cooldown are counted from, and the leads given to reps (``LeadAssignment``)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,24 @@ class PoolMove(Model):
     class Meta:
         table = "pool_move"
         indexes = (("staff_id", "action", "at"), ("customer_id", "staff_id", "action"))
+
+
+class LeadAssignment(Model):
+    """A lead (a customer without an owner) given to ``staff`` at ``assigned_at``; ``returned_at`` is set when,
+    unworked, it went back to the pool."""
+
+    id = fields.IntField(primary_key=True)
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="lead_assignments", on_delete=fields.CASCADE
+    )
+    customer_id: int
+    staff: fields.ForeignKeyRelation[Staff] = fields.ForeignKeyField(
+        "models.Staff", related_name="lead_assignments", on_delete=fields.CASCADE
+    )
+    staff_id: int
+    assigned_at = fields.DatetimeField()
+    returned_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "lead_assignment"
+        indexes = (("returned_at", "assigned_at"),)

@@ -58,7 +58,7 @@ async def plan_of(leaver_name: str, successor_names: Sequence[str], pool: bool) 
     return leaver, Plan(tuple(successors), departed=departed)
 
 
-@capability.intent("handover", examples=["离职交接 张三 给 李四", "离职交接 张三 放入公海"], order=60)
+@capability.intent("handover", order=60)
 async def handover(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """离职交接：把离职同事的客户、工单、审批、提醒一次转给接替人（主管或管理员可操作）"""
     try:

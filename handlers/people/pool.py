@@ -58,9 +58,9 @@ def claim_phrase(r: Reading) -> Result | None:
     return ("pool_claim", r.customer_slot(m["c"], m["c"])) if m else None
 
 
-@capability.intent("pool_list", examples=["公海", "公海 A级", "公海 机械 第2页"], order=70)
+@capability.intent("pool_list", examples=["公海"], order=70)
 async def pool_list(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """查看公海客户（可按等级、行业筛选，分页）"""
+    """查看公海客户"""
     size = ctx.settings.pool.page_size
     page = int(slots.get("page") or 1)
     query = Customer.filter(owner_id__isnull=True).exclude(stage=Stage.LOST)
@@ -110,9 +110,9 @@ async def _tell_manager(ctx: Context, text: str) -> None:
         await ctx.push(manager, text)
 
 
-@capability.intent("pool_claim", examples=["认领 恒力液压", "把恒力液压转给我"], order=71, customer=True)
+@capability.intent("pool_claim", examples=["认领 恒力液压"], order=71, customer=True)
 async def pool_claim(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
-    """从公海认领客户（每日与持有数量有上限）"""
+    """认领公海客户"""
     customer = ctx.customer
     if customer.owner_id == ctx.staff.id:
         return Reply(f"「{customer.name}」已经是您负责的客户了。")
@@ -136,7 +136,7 @@ async def pool_claim(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     return Reply(f"认领成功！「{customer.name}」现在由您负责。发送「客户 {customer.name}」查看资料，记得尽快跟进。")
 
 
-@capability.intent("pool_release", examples=["放入公海 三一重工"], order=72, customer=True)
+@capability.intent("pool_release", order=72, customer=True)
 async def pool_release(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """把客户放入公海（负责人或主管可操作）"""
     customer = ctx.customer

@@ -1,5 +1,5 @@
-"""``handover``, ``contact_transfer`` and ``pool_move``: departures, the platform contacts they move, and the
-public pool's claims and releases."""
+"""``handover``, ``contact_transfer``, ``pool_move`` and ``lead_assignment``: departures, the platform contacts they
+move, the public pool's claims and releases, and the leads given to reps."""
 
 from tortoise import fields, migrations
 from tortoise.migrations import operations as ops
@@ -92,6 +92,35 @@ class Migration(migrations.Migration):
                 "table": "pool_move",
                 "app": "models",
                 "indexes": (("staff_id", "action", "at"), ("customer_id", "staff_id", "action")),
+                "pk_attr": "id",
+            },
+            bases=["Model"],
+        ),
+        ops.CreateModel(
+            name="LeadAssignment",
+            fields=[
+                ("id", fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                (
+                    "customer",
+                    fields.ForeignKeyField(
+                        "models.Customer", source_field="customer_id", db_constraint=True, to_field="id",
+                        related_name="lead_assignments", on_delete=fields.CASCADE,
+                    ),
+                ),
+                (
+                    "staff",
+                    fields.ForeignKeyField(
+                        "models.Staff", source_field="staff_id", db_constraint=True, to_field="id",
+                        related_name="lead_assignments", on_delete=fields.CASCADE,
+                    ),
+                ),
+                ("assigned_at", fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ("returned_at", fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={
+                "table": "lead_assignment",
+                "app": "models",
+                "indexes": (("returned_at", "assigned_at"),),
                 "pk_attr": "id",
             },
             bases=["Model"],
