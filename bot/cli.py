@@ -328,7 +328,8 @@ def staff() -> None:
 @click.argument("name")
 @click.option("--to", "to", multiple=True, help="Successor (repeat for a round robin over several).")
 @click.option("--pool", is_flag=True, help="Release the customers into the public pool instead.")
-def staff_leave(config: str | None, name: str, to: tuple[str, ...], pool: bool) -> None:
+@click.option("--grade", "grades", multiple=True, help="One grade apart: A=NAME[,NAME…] or C=pool (repeatable).")
+def staff_leave(config: str | None, name: str, to: tuple[str, ...], pool: bool, grades: tuple[str, ...]) -> None:
     """Hand NAME's customers, tickets, approvals and reminders over and deactivate NAME (离职交接)."""
     from handlers.people.commands import leave  # start-up time: only this command
     from handlers.people.handover import HandoverRefused
@@ -337,7 +338,7 @@ def staff_leave(config: str | None, name: str, to: tuple[str, ...], pool: bool) 
 
     async def go() -> str:
         async with running_app(settings) as app:
-            return await leave(app, name, to, pool)
+            return await leave(app, name, to, pool, grades)
 
     try:
         click.echo(_run(go()))

@@ -126,3 +126,18 @@ async def test_crmbot_staff_leave_splits_the_book_round_robin(tmp_path: Path, da
 
     again = crmbot(work, "staff", "leave", "张三", "--to", "李四", "--config", str(config))
     assert again.returncode == 2 and "已经办理过" in again.stderr
+
+
+async def test_a_handover_split_by_grade_sends_each_grade_its_own_way(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    client = await demo_team(start_app, make_settings)
+    chat = WeComChat(client, wecom_sim, deliver=True)
+    lisi, chengong = await Staff.get(name="李四"), await Staff.get(name="陈工")
+
+    await chat.say("wangjl", "离职交接 张三 A级给李四、陈工 C放入公海")
+
+    assert "张三 → A级 → 李四、陈工；C级 → 公海；其余 → 公海" in chat.sent_to("wangjl")[0]
+    owners = dict(await Customer.filter(name__in=list(ZHANGSAN_CUSTOMERS)).values_list("name", "owner_id"))
+    assert owners == {"华为技术有限公司": lisi.id, "比亚迪股份有限公司": chengong.id, "三一重工股份有限公司": None}
+    assert "1 位客户已转给您负责" in chat.sent_to("lisi")[0] and "1 位客户已转给您负责" in chat.sent_to("chengong")[0]

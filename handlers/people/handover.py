@@ -40,17 +40,28 @@ class HandoverRefused(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Where the leaver's customers go: round robin over ``successors`` (one: all to them); none: the pool."""
+    """Where the leaver's customers go: round robin over ``successors`` (one: all to them; none: the pool), except
+    for the grades ``by_grade`` names, which go round robin over their own list (empty: the pool)."""
 
     successors: tuple[Staff, ...] = ()
     departed: bool = False  # the leaver has already left the chat platforms too (their accounts are gone)
+    by_grade: tuple[tuple[str, tuple[Staff, ...]], ...] = ()
+
+    def targets_for(self, grade: str) -> tuple[Staff, ...]:
+        return dict(self.by_grade).get(grade, self.successors)
 
     @property
-    def to_pool(self) -> bool:
-        return not self.successors
+    def everyone(self) -> tuple[Staff, ...]:
+        """Every successor named, each once."""
+        named = [*self.successors, *(s for _, staff in self.by_grade for s in staff)]
+        return tuple({s.id: s for s in named}.values())
 
     def describe(self) -> str:
-        return "公海" if self.to_pool else "、".join(s.name for s in self.successors)
+        def names(staff: tuple[Staff, ...]) -> str:
+            return "、".join(s.name for s in staff) or "公海"
+
+        rules = [f"{grade}级 → {names(staff)}" for grade, staff in self.by_grade]
+        return "；".join([*rules, ("其余 → " if rules else "") + names(self.successors)])
 
 
 @dataclass
@@ -77,7 +88,7 @@ async def check_plan(actor: Staff | None, leaver: Staff, plan: Plan) -> None:
         raise HandoverRefused(f"只有{leaver.name}的主管或管理员可以办理离职交接。")
     if not leaver.active:
         raise HandoverRefused(f"{leaver.name}已经办理过离职交接了。")
-    for successor in plan.successors:
+    for successor in plan.everyone:
         if successor.id == leaver.id:
             raise HandoverRefused("接替人不能是离职人本人。")
         if not successor.active:
@@ -102,14 +113,14 @@ async def hand_over(
     handover = await Handover.create(
         leaver_id=leaver.id,
         actor_name=actor_name,
-        plan={"successors": [s.name for s in plan.successors], "departed": plan.departed},
+        plan={"describe": plan.describe(), "departed": plan.departed},
         created_at=now.astimezone(UTC),
         using_db=conn,
     )
     outcome = Outcome(handover)
     rows = [entry("staff.deactivate", "staff", leaver.id, {"active": True}, {"active": False}, actor, platform)]
     manager = await Staff.filter(id=leaver.manager_id or 0, active=True).using_db(conn).first()
-    fallback = plan.successors[0] if plan.successors else manager
+    fallback = (plan.successors or plan.everyone or (manager,))[0]
     owner_of = await _move_customers(leaver, plan, outcome, rows, actor, platform, handover.id, conn)
     await _move_work(_Moves(leaver, owner_of, fallback, rows, actor, platform, conn), outcome.totals)
     await _queue_contact_transfers(services, leaver, handover, owner_of, outcome, conn)
@@ -134,8 +145,12 @@ async def _move_customers(
     """Every customer of ``leaver`` to its new owner; answers customer id → new owner id (None: the pool)."""
     customers = _ranked(await Customer.filter(owner_id=leaver.id).using_db(conn).order_by("id"))
     owner_of: dict[int, int | None] = {}
-    for i, customer in enumerate(customers):
-        target = plan.successors[i % len(plan.successors)].id if plan.successors else None
+    turns: Counter[str] = Counter()  # round robin within each grade's list
+    for customer in customers:
+        targets = plan.targets_for(customer.grade)
+        key = customer.grade if customer.grade in dict(plan.by_grade) else ""
+        target = targets[turns[key] % len(targets)].id if targets else None
+        turns[key] += 1
         owner_of[customer.id] = target
         before = snapshot(customer)
         customer.owner_id = target
@@ -261,11 +276,11 @@ async def _tell(
     actor: Staff | str, now: datetime, conn: BaseDBAsyncClient,
 ) -> None:  # fmt: skip
     key = f"handover:{outcome.handover.id}"
-    for successor in plan.successors:
+    for successor in plan.everyone:
         moved = outcome.customers.get(successor.id, [])
         text = successor_summary(leaver, moved, now, services.settings.tz)
         await services.outbox.push(successor, Reply.markdown(text), f"{key}:{successor.id}", using_db=conn)
-    told = {s.id for s in plan.successors}
+    told = {s.id for s in plan.everyone}
     actor_id = actor.id if isinstance(actor, Staff) else None
     if manager is not None and manager.id not in told and manager.id != actor_id:
         text = totals_text(leaver, plan, outcome.totals)
