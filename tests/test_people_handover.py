@@ -119,6 +119,8 @@ async def test_crmbot_staff_leave_splits_the_book_round_robin(tmp_path: Path, da
 
     bad = crmbot(work, "staff", "leave", "张三", "--to", "无名氏", "--config", str(config))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "无名氏" in bad.stderr, bad.stderr
+    bad_grade = crmbot(work, "staff", "leave", "张三", "--grade", "D=李四", "--config", str(config))
+    assert bad_grade.returncode == 2 and "--grade" in bad_grade.stderr, bad_grade.stderr
 
     done = crmbot(work, "staff", "leave", "张三", "--to", "李四", "--to", "陈工", "--config", str(config))
     assert done.returncode == 0, done.stderr
