@@ -18,6 +18,7 @@ INTENTS = {
     "help", "create_customer", "show_customer", "follow_up", "create_ticket", "update_ticket", "search", "remind",
     "set_stage", "set_grade", "tag", "transfer", "request_discount", "approve", "reject", "withdraw", "nps_report",
     "unknown",
+    "pool_list", "pool_claim", "pool_release", "handover",
 }  # fmt: skip
 FRAGMENTS = [
     "跟进", "华为", "恒力液压", "工单", "#12", "#AP3", "已解决", "紧急", "明天下午3点", "下周三", "月底", "近3年",
