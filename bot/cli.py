@@ -392,5 +392,33 @@ def erp_sync(config: str | None, since: str | None) -> None:
         sys.exit(1)
 
 
+@main.group()
+def staff() -> None:
+    """Staff members: departures."""
+
+
+@staff.command(name="leave")
+@config_option
+@click.argument("name")
+@click.option("--to", "to", multiple=True, help="Successor (repeat for a round robin over several).")
+@click.option("--pool", is_flag=True, help="Release the customers into the public pool instead.")
+@click.option("--grade", "grades", multiple=True, help="One grade apart: A=NAME[,NAME…] or C=pool (repeatable).")
+def staff_leave(config: str | None, name: str, to: tuple[str, ...], pool: bool, grades: tuple[str, ...]) -> None:
+    """Hand NAME's customers, tickets, approvals and reminders over and deactivate NAME (离职交接)."""
+    from handlers.people.commands import leave  # start-up time: only this command
+    from handlers.people.handover import HandoverRefused
+
+    settings = _settings(config)
+
+    async def go() -> str:
+        async with running_app(settings) as app:
+            return await leave(app, name, to, pool, grades)
+
+    try:
+        click.echo(_run(go()))
+    except HandoverRefused as exc:
+        raise BadInput(str(exc)) from exc
+
+
 if __name__ == "__main__":  # `python -m bot.cli`, same as the installed `crmbot` script
     main()

@@ -238,6 +238,32 @@ class PipelineSettings(_Section):
         return value
 
 
+class PoolSettings(_Section):
+    """The public pool (公海): how much a rep may claim, and how long before a released customer may be reclaimed."""
+
+    claims_per_day: int = Field(5, ge=0)
+    max_held: int = Field(50, ge=0)  # pool-claimed customers one rep may hold at once
+    cooldown_days: int = Field(30, ge=0)  # a rep cannot reclaim a customer they released for this long
+    page_size: int = Field(10, ge=1, le=50)
+
+
+class LeadRoute(_Section):
+    """Leads from ``region`` and/or in ``industry`` (empty: any) go to the reps of ``team`` (their manager's name)."""
+
+    region: str = ""
+    industry: str = ""
+    team: str
+
+
+class LeadSettings(_Section):
+    """Who takes a customer without an owner (a lead): the first matching route's team, its least-loaded rep."""
+
+    routes: list[LeadRoute] = Field(default_factory=list)
+    max_open_per_rep: int = Field(20, ge=1)  # leads (customers at 潜在) one rep may hold
+    return_hours: int = Field(48, ge=1)  # an assigned lead nobody followed up returns to the pool after this
+    secret: str = ""  # signs POST /leads (hex HMAC-SHA256 of the body in X-Crmbot-Signature); empty: no endpoint
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -256,6 +282,8 @@ class Settings(BaseSettings):
     keywords: KeywordSettings = KeywordSettings()
     erp: ErpSettings = ErpSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    pool: PoolSettings = PoolSettings()
+    leads: LeadSettings = LeadSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")

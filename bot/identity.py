@@ -9,13 +9,33 @@ and under which spreadsheet headers its accounts are imported. Accounts themselv
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
+from models.people import ContactTransfer
 from models.staff import Staff, StaffAccount
+
+# Moves customer contacts from one staff account to another on a platform and follows each move: given the open
+# transfers and whether their holder has left the platform, it asks or polls the platform and sets each one's
+# ``status`` and ``reason`` (and ``attempts``) in place; the caller saves them.
+ContactMover = Callable[[Sequence[ContactTransfer], bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactCard:
+    """What a platform tells of a customer contact, as the staff member who added them noted it."""
+
+    name: str
+    company: str = ""  # the company the staff member noted, else the one the contact states
+    remark: str = ""  # the staff member's name for them
+    phones: tuple[str, ...] = ()
+
+
+# (contact id, the staff member's account) → the contact's card (None: the platform does not know them).
+DescribeContact = Callable[[str, str], Awaitable[ContactCard | None]]
 
 
 @dataclass
@@ -40,6 +60,10 @@ class Identity:
     fallback: bool = False
     # Demo data (``crmbot demo``) gives each demo member the account ``demo_prefix + login`` here (None: none).
     demo_prefix: str | None = None
+    # Moves customer contacts between staff accounts (None: the platform cannot).
+    move_contacts: ContactMover | None = None
+    # Tells who a customer contact is (None: the platform cannot).
+    describe_contact: DescribeContact | None = None
 
     def own_staff_id(self, user_id: str) -> int | None:
         """The staff id when this platform's user ids are staff ids; None: look the account up."""

@@ -16,6 +16,12 @@ ReplyKind = Literal["text", "markdown", "card", "card_update"]
 
 # The neutral event an integration reports when its chat archive has new messages to pull.
 ARCHIVE_READY = "archive_ready"
+# Neutral events about customer contacts and staff accounts; ``raw`` carries ``account`` (the staff member's user
+# id), ``contact`` (the customer contact's id) and, for a failed transfer, ``reason``.
+CONTACT_ADDED = "contact_added"  # a customer contact and a staff member became contacts (or their details changed)
+CONTACT_LOST = "contact_lost"  # the customer removed the staff member
+CONTACT_TRANSFER_FAILED = "contact_transfer_failed"  # a contact did not move to the successor
+STAFF_LEFT = "staff_left"  # the platform removed a staff member's account
 # ``reply_to`` flag on an outbox row: deliver the text to these customer contacts (platform ids) on behalf of the
 # staff member the row is addressed to, through the platform's customer-contact API.
 TO_CUSTOMERS = "to_customers"

@@ -18,6 +18,7 @@ from handlers import (
     ladder,
     nps,
     orders,
+    people,
     pipeline,
     reminders,
     search,
@@ -40,4 +41,5 @@ CAPABILITIES: list[Capability] = [
     history.capability,
     clarify.capability,
     pipeline.capability,
+    people.capability,
 ]

@@ -18,4 +18,5 @@ MODEL_MODULES: list[str] = [
     "models.approvals",
     "models.seen",
     "models.opportunities",
+    "models.people",
 ]

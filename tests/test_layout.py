@@ -16,7 +16,8 @@ COMPOSITION_ROOTS = {"bot.app", "bot.cli"}
 # Names only the platforms' own code may use (their message fields, card fields, events and account columns).
 PLATFORM_NAMES = re.compile(
     r"\b(wecom_userid|dingtalk_userid|response_code|replace_name|task_id|template_card_event|msgaudit_notify"
-    r"|sessionWebhook|senderStaffId|FromUserName|MsgType|EventKey|ResponseCode)\b"
+    r"|sessionWebhook|senderStaffId|FromUserName|MsgType|EventKey|ResponseCode"
+    r"|externalcontact|change_external_contact|change_contact|transfer_customer|transfer_result)\b"
 )
 
 

@@ -17,7 +17,8 @@ TZ = ZoneInfo("Asia/Shanghai")
 INTENTS = {
     "help", "create_customer", "show_customer", "follow_up", "create_ticket", "update_ticket", "search", "remind",
     "set_stage", "set_grade", "tag", "transfer", "request_discount", "approve", "reject", "withdraw", "nps_report",
-    "unknown", "undo", "history", "set_contact", "set_field", "clarify", "unsupported",
+    "unknown", "undo", "history", "set_contact", "set_field", "clarify", "unsupported", "show_orders",
+    "pool_list", "pool_claim", "pool_release", "handover",
 }  # fmt: skip
 INTENTS |= {"create_opportunity", "set_opportunity_stage", "set_opportunity_field", "list_opportunities", "funnel",
             "performance", "set_target", "my_day"}  # fmt: skip

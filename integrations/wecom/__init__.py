@@ -9,6 +9,7 @@ chat-archive puller (``WECOM_ARCHIVE``) as an archive source.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from bot.keys import BOT, HTTP, OUTBOX
 from integrations.wecom.callback import CRYPTO, receive, verify_url
 from integrations.wecom.channel import WeComChannel
 from integrations.wecom.client import WeComClient
+from integrations.wecom.contacts import ContactMover, describe
 from integrations.wecom.crypto import WeComCrypto
 from integrations.wecom.settings import PLATFORM, WeComSettings, settings_of
 
@@ -51,7 +53,8 @@ def identity(settings: WeComSettings) -> Identity:
 
 def setup(app: web.Application) -> None:
     settings = settings_of(app)
-    app[BOT].directory.register(identity(settings))
+    who = identity(settings)
+    app[BOT].directory.register(who)
     if settings.archive_enabled:
         _setup_archive(app, settings)
     if not settings.enabled:
@@ -65,6 +68,8 @@ def setup(app: web.Application) -> None:
     client = WeComClient(settings, lambda: app[HTTP])
     app[WECOM_CLIENT] = client
     app[OUTBOX].register(WeComChannel(client))
+    who.move_contacts = ContactMover(client)
+    who.describe_contact = functools.partial(describe, client)
 
 
 def _setup_archive(app: web.Application, settings: WeComSettings) -> None:

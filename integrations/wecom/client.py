@@ -117,6 +117,10 @@ class WeComClient:
         """POST ``body`` to ``/cgi-bin/<api>`` with the access token; the answer when errcode is 0."""
         return await self._call("POST", api, json=body)
 
+    async def get(self, api: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET ``/cgi-bin/<api>`` with ``params`` and the access token; the answer when errcode is 0."""
+        return await self._call("GET", api, params=params)
+
     async def send_message(self, body: dict[str, Any]) -> dict[str, Any]:
         """``message/send``; ``agentid`` is filled in. Returns the answer (msgid, response_code, invaliduser)."""
         body = {**body, "agentid": self.agent_id}

@@ -15,7 +15,15 @@ from typing import Any
 import defusedxml.ElementTree as defused
 import xmltodict
 
-from bot.types import ARCHIVE_READY, Click, IncomingMessage
+from bot.types import (
+    ARCHIVE_READY,
+    CONTACT_ADDED,
+    CONTACT_LOST,
+    CONTACT_TRANSFER_FAILED,
+    STAFF_LEFT,
+    Click,
+    IncomingMessage,
+)
 
 
 class NotAMessage(ValueError):
@@ -144,11 +152,14 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
         event = str(fields.get("Event") or "")
         event_key = str(fields.get("EventKey") or "")
         task_id = str(fields.get("TaskId") or "")
-        msgid = f"ev:{sender}:{created}:{event}:{task_id}:{event_key}"[:128]
+        change = str(fields.get("ChangeType") or "")
+        who = f":{change}:{fields.get('UserID') or ''}:{fields.get('ExternalUserID') or ''}" if change else ""
+        msgid = f"ev:{sender}:{created}:{event}:{task_id}:{event_key}{who}"[:128]
         click = None
         if event == CARD_CLICK:
             click = Click(event_key, task_id, str(fields.get("ResponseCode") or ""))
             event = event_key = ""
+        change_event = CHANGES.get((event, change))
         return IncomingMessage(
             platform="wecom",
             msgid=msgid,
@@ -156,10 +167,10 @@ def normalize(fields: dict[str, Any]) -> IncomingMessage:
             text="",
             sent_at=sent_at,
             msgtype="event",
-            event=NEUTRAL_EVENTS.get(event, event),
+            event=change_event or NEUTRAL_EVENTS.get(event, event),
             event_key=event_key,
             click=click,
-            raw=_event_raw(fields),
+            raw=_change_raw(fields) if change_event else _event_raw(fields),
         )
     msgid = str(fields.get("MsgId") or "")
     if not msgid:
@@ -188,7 +199,26 @@ MAX_CREATE_TIME = 2**32 - 1
 _SECONDS = re.compile(r"[0-9]{1,10}")
 CARD_CLICK = "template_card_event"
 NEUTRAL_EVENTS = {"msgaudit_notify": ARCHIVE_READY}
+# 客户联系 and address-book changes (Event, ChangeType) the core follows, by their neutral names.
+CHANGES = {
+    ("change_external_contact", "add_external_contact"): CONTACT_ADDED,
+    ("change_external_contact", "add_half_external_contact"): CONTACT_ADDED,
+    ("change_external_contact", "edit_external_contact"): CONTACT_ADDED,
+    ("change_external_contact", "del_follow_user"): CONTACT_LOST,
+    ("change_external_contact", "transfer_fail"): CONTACT_TRANSFER_FAILED,
+    ("change_contact", "delete_user"): STAFF_LEFT,
+}
+TRANSFER_FAILURES = {"customer_refused": "客户拒绝", "customer_limit_exceed": "接替成员客户达到上限"}
 _KEPT_FIELDS = {"MediaId", "PicUrl", "Format", "ThumbMediaId", "Title", "Description", "Url", "Label", "AgentID"}
+
+
+def _change_raw(fields: dict[str, Any]) -> dict[str, Any]:
+    """A contact or account change, neutrally: whose account, which customer contact, why a transfer failed."""
+    return {
+        "account": str(fields.get("UserID") or ""),
+        "contact": str(fields.get("ExternalUserID") or ""),
+        "reason": TRANSFER_FAILURES.get(str(fields.get("FailReason") or ""), ""),
+    }
 
 
 def _event_raw(fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``).
+"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``, and
+of 客户联系 ``externalcontact/get``, ``add_msg_template``, ``transfer_customer`` and ``transfer_result``, in service
+and ``resigned/``).
 
 It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right
 corp id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of
@@ -51,6 +53,8 @@ MSG_TYPES = {
 DUPLICATE_CHECK_DEFAULT = 1800
 DUPLICATE_CHECK_MAX = 4 * 3600
 CARD_TYPES = {"text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"}
+TRANSFER_LIMIT = 100  # external_userid per transfer_customer call
+WAITING_TAKEOVER = 2  # transfer_result status: 等待接替
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
 
 
@@ -222,6 +226,18 @@ class WeComSimulator:
             "/cgi-bin/externalcontact/add_msg_template",
             self._endpoint("externalcontact/add_msg_template", self._add_msg_template),
         )
+        app.router.add_get("/cgi-bin/externalcontact/get", self._get_external_contact)
+        # Customer contact: moving customers between members (在职继承 / 离职继承), see _transfer below.
+        for prefix in ("externalcontact/", "externalcontact/resigned/"):
+            resigned = prefix.endswith("resigned/")
+            app.router.add_post(
+                f"/cgi-bin/{prefix}transfer_customer",
+                self._endpoint(f"{prefix}transfer_customer", self._transfer_with(resigned)),
+            )
+            app.router.add_post(
+                f"/cgi-bin/{prefix}transfer_result",
+                self._endpoint(f"{prefix}transfer_result", self._transfer_result_with(resigned)),
+            )
         return app
 
     async def _fault(self, endpoint: str) -> web.Response | None:
@@ -447,6 +463,91 @@ class WeComSimulator:
 
     def _add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
         return _check_add_msg_template(body, self.known_external_userids)
+
+    # externalcontact transfers: what becomes of each customer asked to move (1 接替完毕 if not given, 3 客户拒绝,
+    # 4 接替成员客户达到上限); ``transfer_errcodes`` rejects a customer in the transfer_customer answer itself.
+    transfer_outcomes: dict[str, int] = field(default_factory=dict)
+    transfer_errcodes: dict[str, int] = field(default_factory=dict)
+    transfers: dict[tuple[bool, str, str], dict[str, int]] = field(default_factory=dict)
+    result_page_size: int = 1000
+
+    def _transfer_with(self, resigned: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def transfer(body: dict[str, Any]) -> dict[str, Any]:
+            """``{handover_userid, takeover_userid, external_userid: [≤100]}`` → per customer errcode; those
+            accepted wait (status 2) until the next ``transfer_result`` query settles them."""
+            handover, takeover = str(body.get("handover_userid") or ""), str(body.get("takeover_userid") or "")
+            externals = body.get("external_userid")
+            if not handover or not takeover or not isinstance(externals, list) or not externals:
+                raise _Reject(40058, "handover_userid, takeover_userid and external_userid are required")
+            if len(externals) > TRANSFER_LIMIT:
+                raise _Reject(40058, f"external_userid exceeds {TRANSFER_LIMIT}")
+            if handover == takeover:
+                raise _Reject(40097, "handover_userid equals takeover_userid")
+            moves = self.transfers.setdefault((resigned, handover, takeover), {})
+            answer = []
+            for external in externals:
+                errcode = self.transfer_errcodes.get(str(external), 0)
+                if errcode == 0:
+                    moves[str(external)] = WAITING_TAKEOVER
+                answer.append({"external_userid": external, "errcode": errcode})
+            return {"customer": answer}
+
+        return transfer
+
+    def _transfer_result_with(self, resigned: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def result(body: dict[str, Any]) -> dict[str, Any]:
+            """``{handover_userid, takeover_userid, cursor}`` → a page of ``{external_userid, status,
+            takeover_time}``; a customer waiting takes its outcome on the first query (24 hours, compressed)."""
+            key = (resigned, str(body.get("handover_userid") or ""), str(body.get("takeover_userid") or ""))
+            if not key[1] or not key[2]:
+                raise _Reject(40058, "handover_userid and takeover_userid are required")
+            moves = self.transfers.get(key, {})
+            for external, status in moves.items():
+                if status == WAITING_TAKEOVER:
+                    moves[external] = self.transfer_outcomes.get(external, 1)
+            start = int(str(body.get("cursor") or "0") or 0)
+            page = list(moves.items())[start : start + self.result_page_size]
+            rest = start + len(page) < len(moves)
+            customers = [
+                {"external_userid": e, "status": s, "takeover_time": int(time.time()) if s == 1 else 0} for e, s in page
+            ]
+            return {"customer": customers, "next_cursor": str(start + len(page)) if rest else ""}
+
+        return result
+
+    # externalcontact/get: external_userid → {"external_contact": {...}, "follow_user": [...]} as WeCom answers it.
+    external_contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_external_contact(
+        self, external: str, name: str, *, corp_name: str = "", follow: str = "", remark: str = "",
+        remark_corp_name: str = "", mobiles: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        """A customer contact the corp knows, added by member ``follow`` with the rep's notes about them."""
+        self.external_contacts[external] = {
+            "external_contact": {"external_userid": external, "name": name, "type": 1, "corp_name": corp_name},
+            "follow_user": [
+                {"userid": follow, "remark": remark, "remark_corp_name": remark_corp_name,
+                 "remark_mobiles": list(mobiles), "createtime": int(time.time()), "tags": []}
+            ],
+        }  # fmt: skip
+
+    async def _get_external_contact(self, request: web.Request) -> web.Response:
+        call: dict[str, Any] = {"endpoint": "externalcontact/get", "query": {"external_userid": ""}}
+        self.calls.append(call)
+        if (faulty := await self._fault("externalcontact/get")) is not None:
+            return faulty
+        external = request.query.get("external_userid", "")
+        call["query"]["external_userid"] = external
+        try:
+            self._check_token(request.query.get("access_token", ""))
+            if external not in self.external_contacts:
+                raise _Reject(84061, "not external contact")
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode}
+            return _answer(exc.errcode, exc.errmsg)
+        answer = {"errcode": 0, "errmsg": "ok", **self.external_contacts[external], "next_cursor": ""}
+        call["answer"] = answer
+        return web.json_response(answer)
 
     def customer_messages(self) -> list[dict[str, Any]]:
         """Accepted ``externalcontact/add_msg_template`` bodies (messages a rep was asked to confirm)."""

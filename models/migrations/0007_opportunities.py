@@ -29,7 +29,7 @@ BRING_OVER = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0009_orders")]
+    dependencies = [("models", "0006_orders")]
 
     initial = False
 

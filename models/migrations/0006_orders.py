@@ -31,7 +31,7 @@ async def start_timelines(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0007_audit_undo')]
+    dependencies = [('models', '0005_audit_undo')]
 
     initial = False
 

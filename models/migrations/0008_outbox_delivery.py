@@ -6,7 +6,7 @@ from tortoise.migrations import operations as ops
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0010_opportunities")]
+    dependencies = [("models", "0007_opportunities")]
 
     initial = False
 

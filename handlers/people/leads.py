@@ -1,0 +1,201 @@
+"""Leads: a customer without an owner is given to a rep by the rules in ``[leads]`` — the first route matching its
+region and industry names the team, and the team's least-loaded rep under the cap takes it — who is told the
+lead's details and a first step; a lead nobody followed up within ``return_hours`` returns to the pool. Leads
+arrive by ``POST /leads`` (JSON, signed with the shared secret: hex HMAC-SHA256 of the body in
+``X-Crmbot-Signature``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.functions import Count
+from tortoise.transactions import in_transaction
+
+from bot import audit
+from bot.config import LeadSettings
+from bot.context import Firing, RuleContext, Services
+from bot.keys import BOT, CLOCK
+from bot.types import Reply
+from handlers.customers.profile import snapshot
+from handlers.people.capability import capability
+from models.customers import Contact, Customer, Stage
+from models.people import LeadAssignment
+from models.staff import Role, Staff
+
+SIGNATURE_HEADER = "X-Crmbot-Signature"
+MAX_LEAD_BYTES = 16 * 1024
+TEXT_FIELDS = {"name": 128, "industry": 64, "region": 32, "contact": 64, "phone": 32, "note": 500}
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A lead as it arrives: the company, where and what it is, whom to call, and what they asked."""
+
+    name: str
+    industry: str = ""
+    region: str = ""
+    contact: str = ""
+    phone: str = ""
+    note: str = ""
+
+
+async def _team_for(settings: LeadSettings, lead: Lead, conn: BaseDBAsyncClient | None) -> list[Staff]:
+    """The active reps of the first route matching the lead (every active rep when none matches)."""
+    for route in settings.routes:
+        if (route.region and route.region != lead.region) or (route.industry and route.industry not in lead.industry):
+            continue
+        manager = await Staff.filter(name=route.team, active=True).using_db(conn).first()
+        if manager is not None:
+            return await Staff.filter(manager_id=manager.id, role=Role.REP, active=True).using_db(conn).order_by("id")
+    return await Staff.filter(role=Role.REP, active=True).using_db(conn).order_by("id")
+
+
+async def _least_loaded(reps: list[Staff], cap: int, conn: BaseDBAsyncClient | None) -> Staff | None:
+    """The rep with the fewest leads (customers at 潜在) under ``cap``; the earliest on a tie."""
+    if not reps:
+        return None
+    rows = (
+        await Customer.filter(owner_id__in=[r.id for r in reps], stage=Stage.LEAD)
+        .using_db(conn)
+        .annotate(n=Count("id"))
+        .group_by("owner_id")
+        .values_list("owner_id", "n")
+    )
+    load = {int(str(owner)): int(str(n)) for owner, n in rows}
+    open_reps = [r for r in reps if load.get(r.id, 0) < cap]
+    return min(open_reps, key=lambda r: (load.get(r.id, 0), r.id)) if open_reps else None
+
+
+def first_action(lead: Lead) -> str:
+    who = f"{lead.contact}（{lead.phone}）" if lead.contact and lead.phone else lead.contact or lead.phone or "客户"
+    return f"建议今天内联系{who}，了解需求后发送「跟进 {lead.name} 跟进内容」记录。"
+
+
+async def assign(
+    services: Services, customer: Customer, lead: Lead, now: datetime, conn: BaseDBAsyncClient | None
+) -> Staff | None:
+    """Give ``customer`` (without an owner) to the rep the rules pick, tell them; None: nobody can take it now."""
+    settings = services.settings.leads
+    rep = await _least_loaded(await _team_for(settings, lead, conn), settings.max_open_per_rep, conn)
+    if rep is None:
+        return None
+    before = snapshot(customer)
+    if not await Customer.filter(id=customer.id, owner_id__isnull=True).using_db(conn).update(owner_id=rep.id):
+        return None
+    customer.owner_id = rep.id
+    await LeadAssignment.create(
+        customer_id=customer.id, staff_id=rep.id, assigned_at=now.astimezone(UTC), using_db=conn
+    )
+    await audit.record("lead.assign", "customer", customer.id, before, snapshot(customer), platform="leads", conn=conn)
+    details = [f"> 客户：{customer.name}"]
+    details += [f"> {label}：{value}" for label, value in
+                (("地区", lead.region), ("行业", lead.industry), ("联系人", lead.contact), ("电话", lead.phone),
+                 ("需求", lead.note)) if value]  # fmt: skip
+    hours = settings.return_hours
+    text = "\n".join(["**新线索**", *details, first_action(lead), f"{hours} 小时内未跟进将退回公海。"])
+    await services.outbox.push(
+        rep, Reply.markdown(text), f"lead:{customer.id}:{rep.id}:{now.isoformat()}", using_db=conn
+    )
+    return rep
+
+
+def _lead_of(body: bytes) -> Lead:
+    """The lead in a request body, or ``ValueError`` saying what is wrong with it."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    values: dict[str, str] = {}
+    for key, limit in TEXT_FIELDS.items():
+        value = data.get(key, "")
+        if not isinstance(value, str) or len(value.strip()) > limit:
+            raise ValueError(f"{key} must be a string of at most {limit} characters")
+        values[key] = value.strip()
+    if not values["name"]:
+        raise ValueError("name is required")
+    return Lead(**values)
+
+
+def _signed(secret: str, body: bytes, signature: str) -> bool:
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return bool(secret) and hmac.compare_digest(expected, signature.strip().lower())
+
+
+async def receive_lead(request: web.Request) -> web.Response:
+    """``POST /leads``: a signed lead becomes a customer (and contact) and is assigned; 201 with who took it."""
+    services = request.app[BOT]
+    secret = services.settings.leads.secret
+    body = await request.content.read(MAX_LEAD_BYTES + 1)
+    if not secret:
+        raise web.HTTPNotFound()
+    if len(body) > MAX_LEAD_BYTES:
+        return web.json_response({"error": "body too large"}, status=413)
+    if not _signed(secret, body, request.headers.get(SIGNATURE_HEADER, "")):
+        return web.json_response({"error": "bad signature"}, status=401)
+    try:
+        lead = _lead_of(body)
+    except ValueError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    now = request.app[CLOCK].now()
+    async with in_transaction() as conn:
+        if await Customer.filter(Q(name=lead.name)).using_db(conn).exists():
+            return web.json_response({"error": f"customer {lead.name!r} exists"}, status=409)
+        customer = await Customer.create(name=lead.name, industry=lead.industry, owner_id=None, using_db=conn,
+                                         custom_fields={"地区": lead.region} if lead.region else {})  # fmt: skip
+        if lead.contact or lead.phone:
+            await Contact.create(customer_id=customer.id, name=lead.contact, phone=lead.phone, using_db=conn)
+        await audit.record(
+            "lead.create", "customer", customer.id, None, snapshot(customer), platform="leads", conn=conn
+        )
+        rep = await assign(services, customer, lead, now, conn)
+    services.understanding.learn_customer(lead.name, [])
+    services.outbox.wake()
+    return web.json_response({"customer_id": customer.id, "owner": rep.name if rep else None}, status=201)
+
+
+capability.route("POST", "/leads", receive_lead)
+
+
+@capability.rule(order=140)
+async def lead_return(ctx: RuleContext) -> list[Firing]:
+    """A lead its rep did not follow up within ``return_hours`` goes back to the pool; the rep is told."""
+    hours = ctx.settings.leads.return_hours
+    due = (
+        await LeadAssignment.filter(returned_at__isnull=True, assigned_at__lte=ctx.now - timedelta(hours=hours))
+        .order_by("id")
+        .limit(500)
+        .prefetch_related("customer", "staff")
+    )
+    firings = []
+    for a in due:
+        c = a.customer
+        if c.owner_id != a.staff_id or (c.last_followup_at is not None and c.last_followup_at >= a.assigned_at):
+            await LeadAssignment.filter(id=a.id).update(returned_at=ctx.now)  # worked, or moved on: done with it
+            continue
+        text = f"**线索退回公海**\n> 客户：{c.name}\n> 分配 {hours} 小时内没有跟进，已退回公海，同事可以认领。"
+        firings.append(Firing("lead_return", f"lead_return:{a.id}", a.staff, text, c, apply=_returning(a, ctx.now)))
+    return firings
+
+
+def _returning(a: LeadAssignment, now: datetime) -> Any:
+    async def apply() -> None:
+        before = snapshot(a.customer)
+        if await Customer.filter(id=a.customer_id, owner_id=a.staff_id).update(owner_id=None):
+            a.customer.owner_id = None
+            await audit.record(
+                "lead.return", "customer", a.customer_id, before, snapshot(a.customer), platform="scheduler"
+            )
+        await LeadAssignment.filter(id=a.id).update(returned_at=now)
+
+    return apply
