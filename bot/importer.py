@@ -212,6 +212,34 @@ def _merge_by_name(records: list[Record], report: Report) -> dict[str, Record]:
     return by_name
 
 
+def _staff_by_name(records: list[Record], report: Report) -> dict[str, Record]:
+    """Rows naming the same staff member are merged, unless they disagree (another account, role or manager):
+    then they are two people with one name, and since names are how people are addressed in chat, the later
+    row is rejected and the admin asked to tell them apart."""
+    by_name: dict[str, Record] = {}
+    for record in records:
+        first = by_name.get(record.name)
+        if first is None:
+            by_name[record.name] = record
+            continue
+        clashes = [k for k, v in record.values.items() if k in first.values and first.values[k] != v]
+        if clashes:
+            report.reject(
+                record,
+                f"姓名「{record.name}」与{first.where}重名但{_clash_labels(clashes)}不同；同名同事在聊天中无法区分，"
+                f"请改用可区分的姓名（如「{record.name}2」） duplicate name",
+            )
+            continue
+        first.merge(record)
+        report.merged += 1
+    return by_name
+
+
+def _clash_labels(fields: list[str]) -> str:
+    labels = {"role": "角色", "manager": "上级"}
+    return "、".join(dict.fromkeys(labels.get(f, "账号") for f in fields))
+
+
 def _audit(
     action: str, entity: str, entity_id: object, before: dict[str, Any] | None, after: dict[str, Any]
 ) -> AuditLog:
@@ -295,7 +323,7 @@ def _manager_chain_loops(name: str, managers: dict[str, str | None]) -> bool:
 async def import_staff(app: web.Application, table: Table) -> Report:
     identities = app[BOT].directory.importable()
     report = Report("staff", ignored_columns=list(table.extras))
-    records = _merge_by_name(_staff_records(table, report, identities), report)
+    records = _staff_by_name(_staff_records(table, report, identities), report)
 
     async with in_transaction():
         existing = {s.name: s for s in await Staff.all()}
@@ -512,10 +540,9 @@ async def _by_chunks(values: Sequence[Any], fetch: Any) -> list[Any]:
 
 async def import_customers(app: web.Application, table: Table) -> Report:
     settings = app[SETTINGS]
+    now = app[CLOCK].now()
     report = Report("customers")
-    records = _merge_by_name(
-        _customer_records(table, report, settings.tz, app[CLOCK].now(), app[BOT].directory), report
-    )
+    records = _merge_by_name(_customer_records(table, report, settings.tz, now, app[BOT].directory), report)
 
     async with in_transaction():
         staff_by_key: dict[str, Staff] = {}
@@ -579,6 +606,8 @@ async def import_customers(app: web.Application, table: Table) -> Report:
             if "owner" in values:
                 values["owner_id"] = staff_by_key[values.pop("owner")].id
             customer = existing.get(record.name)
+            if _won_without_date(values, customer):
+                values["won_at"] = now
             if customer is None:
                 customer = await Customer.create(
                     name=record.name,
@@ -617,6 +646,12 @@ async def import_customers(app: web.Application, table: Table) -> Report:
         if audits:
             await AuditLog.bulk_create(audits)
     return report
+
+
+def _won_without_date(values: dict[str, Any], stored: Customer | None) -> bool:
+    """A row marks the customer won (成交) but gives no 成交日期 and none is stored: the deal dates from the
+    import, so that the NPS survey and the return visit count from there rather than never happen."""
+    return values.get("stage") == Stage.WON and "won_at" not in values and (stored is None or stored.won_at is None)
 
 
 def _customer_changes(

@@ -121,17 +121,41 @@ def sweep_due(last: datetime | None, now: datetime, settings: Settings) -> bool:
     return False
 
 
+class _DryRun(Exception):
+    """Raised at the end of a dry pass so that its transaction rolls back; carries what would have fired."""
+
+    def __init__(self, firings: list[Firing]) -> None:
+        super().__init__(f"{len(firings)} firing(s) rolled back")
+        self.firings = firings
+
+
 async def run_rules(
-    bot: Services, now: datetime, rules: Sequence[Rule] | None = None, *, full: bool = False
+    bot: Services,
+    now: datetime,
+    rules: Sequence[Rule] | None = None,
+    *,
+    full: bool = False,
+    dry_run: bool = False,
 ) -> list[Firing]:
     """Evaluate every rule once as of ``now``; return the firings that were new (before digesting).
 
     Incremental (rules see ``since``, the last pass's now) unless ``full`` or a sweep is due (``sweep_due``);
     a ``full`` pass does not move the scheduler's cursor.
+    A ``dry_run`` pass does everything (keys, side effects, outbox rows) inside its transaction and then rolls it
+    back: what it returns is what would fire, and nothing is changed.
     Returns an empty list without doing anything when another instance holds the pass (PostgreSQL).
     """
-    if rules is None:
-        rules = bot.scheduled_rules
+    try:
+        fresh = await _pass(bot, now, bot.scheduled_rules if rules is None else rules, full=full, dry_run=dry_run)
+    except _DryRun as dry:
+        return dry.firings
+    if fresh:
+        log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
+        bot.outbox.wake()
+    return fresh
+
+
+async def _pass(bot: Services, now: datetime, rules: Sequence[Rule], *, full: bool, dry_run: bool) -> list[Firing]:
     async with in_transaction() as conn:
         if not await sql.try_xact_lock(conn, ADVISORY_LOCK_KEY):
             log.info("rules: another instance is running this pass")
@@ -152,9 +176,8 @@ async def run_rules(
             await RuleCursor.bulk_create([RuleCursor(name=CURSOR, at=now)], ignore_conflicts=True, using_db=conn)
         elif now > cursor.at:
             await RuleCursor.filter(name=CURSOR).using_db(conn).update(at=now)
-    if fresh:
-        log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
-        bot.outbox.wake()
+        if dry_run:
+            raise _DryRun(fresh)
     return fresh
 
 

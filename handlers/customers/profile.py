@@ -4,6 +4,7 @@ the latest messages."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.access import visible_to
 from bot.context import Context, Slots
@@ -30,11 +31,11 @@ def snapshot(customer: Customer) -> dict[str, Any]:
     }
 
 
-async def _latest_nps(customer_id: int) -> str | None:
+async def _latest_nps(customer_id: int, tz: ZoneInfo) -> str | None:
     row = await Survey.filter(customer_id=customer_id, score__isnull=False).order_by("-answered_at").first()
     if row is None:
         return None
-    return f"{row.score} 分（{row.answered_at.strftime('%Y-%m-%d') if row.answered_at else ''}）"
+    return f"{row.score} 分（{local(row.answered_at, tz)[:10]}）"
 
 
 @capability.intent("show_customer", examples=["客户 华为", "华为怎么样了"], order=10, customer=True)
@@ -70,7 +71,7 @@ async def show_customer(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
         )
     else:
         lines.append("未结工单：无")
-    if nps := await _latest_nps(customer.id):
+    if nps := await _latest_nps(customer.id, tz):
         lines.append(f"最近 NPS：{nps}")
     signal = (customer.custom_fields or {}).get(ctx.settings.keywords.buying_signal_field)
     if isinstance(signal, dict) and signal.get("at"):
