@@ -24,7 +24,7 @@ from tortoise.transactions import in_transaction
 
 from bot import sql
 from bot.config import Settings
-from bot.context import Firing, Rule, RuleContext, Services
+from bot.context import Batch, Firing, Rule, RuleContext, Services
 from bot.types import Reply
 from models.outbox import OutboxMessage, OutboxStatus
 from models.reminders import RuleCursor, RuleFiring
@@ -73,6 +73,8 @@ def release_time(now: datetime, settings: Settings) -> datetime:
 
 DIGEST_FULL = 3  # up to this many pushes are digested in full, more become one line each
 DIGEST_LINES = 10  # at most this many one-line items, so the digest fits one WeCom message (2048 bytes)
+# The command that lists every push of the last day (``handlers.ladder``): a digest that leaves items out says it.
+LIST_COMMAND = "提醒清单"
 
 
 def digest_text(texts: Sequence[str]) -> str:
@@ -83,19 +85,25 @@ def digest_text(texts: Sequence[str]) -> str:
     if len(texts) <= DIGEST_FULL:
         return head + "\n\n" + "\n\n".join(f"**{i}.** {text}" for i, text in enumerate(texts, 1))
     lines = [head]
-    for i, text in enumerate(texts[:DIGEST_LINES], 1):
-        title, details, _ = _parts(text)
-        lines.append(f"{i}. {title}：{'，'.join(details)}")
+    lines.extend(f"{i}. {one_line(text)}" for i, text in enumerate(texts[:DIGEST_LINES], 1))
     rest: dict[str, int] = {}
     for text in texts[DIGEST_LINES:]:
         title = _parts(text)[0]
         rest[title] = rest.get(title, 0) + 1
     if rest:
-        lines.append("另有 " + "、".join(f"{title} {n} 条" for title, n in rest.items()) + "，请逐一处理")
+        lines.append(
+            "另有 " + "、".join(f"{title} {n} 条" for title, n in rest.items()) + f"，发送「{LIST_COMMAND}」查看全部"
+        )
     action = _parts(texts[0])[2]
     if action:
         lines.append(action)
     return "\n".join(lines)
+
+
+def one_line(text: str) -> str:
+    """A push as one line of a list: its title and its quoted details."""
+    title, details, _ = _parts(text)
+    return f"{title}：{'，'.join(details)}" if details else title
 
 
 def _parts(text: str) -> tuple[str, list[str], str]:
@@ -240,9 +248,28 @@ async def _apply(firings: list[Firing], conn: BaseDBAsyncClient) -> list[Firing]
     return kept
 
 
+def batched(firings: list[Firing]) -> list[Firing]:
+    """The pushes to deliver: each batch (``Firing.batch``) that grew past its threshold for one person becomes
+    one summary in the place of its first firing; everything else as it is."""
+    groups: dict[tuple[int, str], tuple[Batch, list[Firing]]] = {}
+    for firing in firings:
+        if firing.batch is not None:
+            groups.setdefault((firing.to.id, firing.batch.kind), (firing.batch, []))[1].append(firing)
+    large = [(batch, group) for batch, group in groups.values() if len(group) > batch.threshold]
+    summaries = {id(group[0]): _summary(batch, group) for batch, group in large}
+    summarized = {id(firing) for _, group in large for firing in group}
+    return [summaries.get(id(f), f) for f in firings if id(f) in summaries or id(f) not in summarized]
+
+
+def _summary(batch: Batch, group: list[Firing]) -> Firing:
+    digest = hashlib.sha1("\n".join(f.key for f in group).encode()).hexdigest()[:20]
+    key = f"batch:{batch.kind}:{group[0].to.id}:{digest}"
+    return Firing(batch.kind, key, group[0].to, batch.summarize(group), urgent=any(f.urgent for f in group))
+
+
 async def _deliver(bot: Services, firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> None:
     groups: dict[tuple[int, bool, datetime], list[Firing]] = {}
-    for firing in firings:
+    for firing in batched(firings):
         release = now if firing.urgent else release_time(now, bot.settings)
         groups.setdefault((firing.to.id, firing.urgent, release), []).append(firing)
     for (_, _, release), group in groups.items():
