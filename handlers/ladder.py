@@ -18,8 +18,8 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from bot import audit, sql
@@ -181,10 +181,14 @@ def _top(customers: list[Customer], ctx: RuleContext) -> list[str]:
     """The first ``handover_flood_list`` customers by rank, one line each."""
     shown = ranked(customers)[: ctx.settings.rules.handover_flood_list]
     return [
-        f"{i}. {c.name}（{c.grade or '未分级'}，负责人 {c.owner.name if c.owner else '公海'}，"
-        f"上次跟进 {local_time(last_contact(c), ctx)}）"
+        f"{i}. {c.name}（{c.grade or '未分级'}，原负责人 {c.owner.name if c.owner else '公海'}，"
+        f"上次跟进 {local_date(last_contact(c), ctx.settings.tz)}）"
         for i, c in enumerate(shown, 1)
     ]
+
+
+def local_date(moment: datetime, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d")
 
 
 def _handover_summary(ctx: RuleContext, to_pool: bool) -> Callable[[list[Firing]], str]:
@@ -390,18 +394,24 @@ def _page(slots: Slots, total: int) -> tuple[int, int]:
     return min(max(1, int(slots.get("page") or 1)), pages), pages
 
 
-async def handed_over(manager: Staff, conn: BaseDBAsyncClient | None) -> list[Customer]:
-    """The customers the ladder handed to ``manager`` (or released to the pool, telling them) that still wait for
-    an owner: held by the manager or in the pool, and not followed up since; in the order they are assigned."""
+async def handed_over(ctx: Context) -> list[Customer]:
+    """The customers the ladder handed to the asker (or, in pool mode, released to the pool, telling them) that
+    still wait for an owner, not followed up since; in the order they are assigned."""
+    manager = ctx.staff
+    held = (
+        "(c.owner_id = ? OR c.owner_id IS NULL)"
+        if ctx.settings.rules.ladder_handover_mode == "pool"
+        else "c.owner_id = ?"
+    )
     rows = await sql.select(
-        conn or sql.default(),
-        "SELECT c.id FROM customer c WHERE (c.owner_id = ? OR c.owner_id IS NULL) "
+        ctx.conn or sql.default(),
+        f"SELECT c.id FROM customer c WHERE {held} "
         "AND c.stage NOT IN ('won', 'lost') AND EXISTS (SELECT 1 FROM rule_firing f "
         "WHERE f.rule = 'ladder_handover' AND f.subject_id = c.id AND f.staff_id = ? "
         "AND (c.last_followup_at IS NULL OR c.last_followup_at <= f.fired_at))",
         [manager.id, manager.id],
     )
-    customers = await Customer.filter(id__in=ids(rows)).using_db(conn).select_related("owner")
+    customers = await Customer.filter(id__in=ids(rows)).using_db(ctx.conn).select_related("owner")
     return ranked(list(customers))
 
 
@@ -417,14 +427,14 @@ async def handover_list(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
     """查看移交给您、等待重新分配的客户（主管）"""
     if not _may_redistribute(ctx.staff):
         return NOT_ALLOWED
-    customers = await handed_over(ctx.staff, ctx.conn)
+    customers = await handed_over(ctx)
     if not customers:
         return Reply("没有等待分配的移交客户。")
     page, pages = _page(slots, len(customers))
     lines = [f"**待分配客户**（共 {len(customers)} 位，{_by_grade(customers)}；第 {page}/{pages} 页）"]
     for i, c in enumerate(customers[(page - 1) * PAGE : page * PAGE], (page - 1) * PAGE + 1):
         where = c.owner.name if c.owner else "公海"
-        contact = last_contact(c).astimezone(ctx.settings.tz).strftime("%Y-%m-%d")
+        contact = local_date(last_contact(c), ctx.settings.tz)
         lines.append(f"{i}. {c.name}（{c.grade or '未分级'}，{where}，上次跟进 {contact}）")
     if page < pages:
         lines.append(f"下一页：`{PENDING_COMMAND} {page + 1}`")
@@ -446,7 +456,7 @@ async def bulk_assign(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply
         return Reply(f"没有找到同事「{slots['to_staff']}」。")
     if staff.role == Role.MANAGER and target.id != staff.id and target.manager_id != staff.id:
         return Reply(f"「{target.name}」不在您的团队，只能分配给您团队的同事。")
-    customers = await handed_over(staff, ctx.conn)
+    customers = await handed_over(ctx)
     chosen = customers if count == ALL else customers[: int(count)]
     if not chosen:
         return Reply("没有等待分配的移交客户。")
@@ -468,7 +478,7 @@ async def bulk_release(msg: IncomingMessage, slots: Slots, ctx: Context) -> Repl
     """把移交给您的客户全部放入公海（主管）"""
     if not _may_redistribute(ctx.staff):
         return NOT_ALLOWED
-    held = [c for c in await handed_over(ctx.staff, ctx.conn) if c.owner_id == ctx.staff.id]
+    held = [c for c in await handed_over(ctx) if c.owner_id == ctx.staff.id]
     if not held:
         return Reply("没有移交给您、等待分配的客户。")
     await _reassign(ctx, held, None, "bulk_release")
