@@ -109,7 +109,8 @@ async def test_a_go_live_import_hands_customers_over_as_one_summary_and_the_mana
 
     # The five most valuable to 李四, in the order of the list.
     await chat.say("wangjl", "批量分配 李四 5")
-    assert "已把 5 位客户分配给李四" in chat.sent_to("wangjl")[-1] and "还有 22 位等待分配" in chat.sent_to("wangjl")[-1]
+    answer = chat.sent_to("wangjl")[-1]
+    assert "已把 5 位客户分配给李四" in answer and "还有 22 位等待分配" in answer
     assert "王经理 把 5 位客户分配给了您" in chat.sent_to("lisi")[-1]
     given = await Customer.filter(owner__name="李四")
     assert sorted(c.grade for c in given) == ["A", "A", "A", "A", "B"]
@@ -137,9 +138,8 @@ async def test_a_go_live_import_hands_customers_over_as_one_summary_and_the_mana
 async def test_a_few_handovers_still_arrive_one_by_one(
     start_app: Any, make_settings: Any, wecom_sim: WeComSimulator, tmp_path: Path
 ) -> None:
-    app, chat = await go_live(
-        start_app, make_settings, wecom_sim, tmp_path, customer_rows("张三", 3, "2025-12-01"), handover_flood_threshold=3
-    )
+    rows = customer_rows("张三", 3, "2025-12-01")
+    app, chat = await go_live(start_app, make_settings, wecom_sim, tmp_path, rows, handover_flood_threshold=3)
     await first_pass(app)
     [digest] = chat.sent_to("wangjl")
     assert digest.startswith("**您有 3 条待办提醒**") and "客户移交汇总" not in digest
