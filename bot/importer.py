@@ -12,7 +12,14 @@ What an import never does is lose data that is already stored:
 * ``last_followup_at`` only moves forward (an old spreadsheet must not make a customer look neglected);
 * rows naming the same staff member or customer are MERGED into one record (later non-blank cells win, lists and
   custom fields are combined, every row's contact is kept), because exports often list one row per contact;
-* a name already in the database updates that record instead of creating a duplicate.
+* a name already in the database updates that record instead of creating a duplicate;
+* two staff rows with one name but another account, role or manager are two people: the later row is rejected
+  (names are how colleagues are addressed in chat), identical or complementary rows are merged.
+
+Dates the old system never had are set so that the timers work: a customer marked won (成交) without a 成交日期
+(won_at) column value is won as of the import, so its NPS survey and return visit count from there; with
+``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
+(``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
 ``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
@@ -608,6 +615,8 @@ async def import_customers(app: web.Application, table: Table) -> Report:
             customer = existing.get(record.name)
             if _won_without_date(values, customer):
                 values["won_at"] = now
+            if settings.rules.baseline_on_import and _before_baseline(values, customer, now):
+                values["ladder_from"] = now
             if customer is None:
                 customer = await Customer.create(
                     name=record.name,
@@ -652,6 +661,16 @@ def _won_without_date(values: dict[str, Any], stored: Customer | None) -> bool:
     """A row marks the customer won (成交) but gives no 成交日期 and none is stored: the deal dates from the
     import, so that the NPS survey and the return visit count from there rather than never happen."""
     return values.get("stage") == Stage.WON and "won_at" not in values and (stored is None or stored.won_at is None)
+
+
+def _before_baseline(values: dict[str, Any], stored: Customer | None, now: datetime) -> bool:
+    """Go-live (``[rules] baseline_on_import``): a customer last followed up before the import, with no baseline
+    yet, has its follow-up ladder start at the import, so that old dates do not hand it over on the first pass.
+    The first import sets it; a later import does not move it again."""
+    if stored is not None and stored.ladder_from is not None:
+        return False
+    last = values.get("last_followup_at") or (stored.last_followup_at if stored is not None else None)
+    return last is None or last < now
 
 
 def _customer_changes(

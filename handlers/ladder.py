@@ -51,18 +51,28 @@ capability = Capability("ladder")
 AUDIT_PLATFORM = "scheduler"
 
 
+# The moment the ladder counts from: the last contact (creation, if never contacted), unless a go-live baseline
+# (``ladder_from``, set by an import with ``[rules] baseline_on_import``) is later. One branch per column, each a
+# range on that column's index; the conditions make exactly one branch apply to a customer.
+CLOCKS = (
+    ("c.last_followup_at", "(c.ladder_from IS NULL OR c.ladder_from <= c.last_followup_at) AND "),
+    ("c.created_at", "c.last_followup_at IS NULL AND (c.ladder_from IS NULL OR c.ladder_from <= c.created_at) AND "),
+    ("c.ladder_from", "c.ladder_from > COALESCE(c.last_followup_at, c.created_at) AND "),
+)
+
+
 async def stale_customers(ctx: RuleContext, rule: str, days: int, until_days: int | None = None) -> list[int]:
-    """Active customers with an owner whose last contact (or creation, if never contacted) is ``days`` old
-    (and not yet ``until_days`` old), and for whom ``rule`` has not fired for that contact."""
+    """Active customers with an owner whose ladder clock (``last_contact``) is ``days`` old (and not yet
+    ``until_days`` old), and for whom ``rule`` has not fired for that moment."""
     branches, params = [], []
-    for column, null_check in (("c.last_followup_at", ""), ("c.created_at", "c.last_followup_at IS NULL AND ")):
+    for column, applies in CLOCKS:
         reached, values = crossed(ctx, column, timedelta(days=days))
         younger = ""
         if until_days is not None:
             younger = f"AND {column} > ? "
             values.append(utc(ctx.now - timedelta(days=until_days)))
         branches.append(
-            f"SELECT c.id FROM customer c WHERE {null_check}{reached} {younger}"
+            f"SELECT c.id FROM customer c WHERE {applies}{reached} {younger}"
             "AND c.owner_id IS NOT NULL AND c.stage NOT IN ('won', 'lost') "
             f"AND {not_fired(rule, 'c.id', column)}"
         )
@@ -71,7 +81,9 @@ async def stale_customers(ctx: RuleContext, rule: str, days: int, until_days: in
 
 
 def last_contact(c: Customer) -> datetime:
-    return c.last_followup_at or c.created_at
+    """The last contact (or creation), or the go-live baseline when that is later."""
+    since: datetime = c.last_followup_at or c.created_at
+    return c.ladder_from if c.ladder_from is not None and c.ladder_from > since else since
 
 
 @capability.rule(order=20)

@@ -51,6 +51,9 @@ class Customer(Model):
     last_followup_at = fields.DatetimeField(null=True, db_index=True)
     next_followup_at = fields.DatetimeField(null=True, db_index=True)
     won_at = fields.DatetimeField(null=True, db_index=True)
+    ladder_from = fields.DatetimeField(
+        null=True, db_index=True, description="go-live baseline: the follow-up ladder counts from here if later"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot.clock import Clock
 from bot.importer import run_import
-from bot.keys import BOT, OUTBOX
+from bot.keys import BOT, CLOCK, OUTBOX
 from bot.scheduled import run_rules
 from models.audit import AuditLog
 from models.customers import Customer
@@ -160,3 +160,31 @@ async def test_a_digest_that_lists_only_some_pushes_says_how_to_see_them_all(
     listing = chat.sent_to("zhangsan")[-1]
     assert "共 14 条" in listing
     assert all(f"客户：张三客户{i:02d}有限公司" in listing for i in range(14))
+
+
+async def test_with_a_baseline_neglect_counts_from_the_import(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator, tmp_path: Path
+) -> None:
+    rows = customer_rows("张三", 3, "2025-12-01")
+    app, _ = await go_live(start_app, make_settings, wecom_sim, tmp_path, rows, baseline_on_import=True)
+    baseline = await Customer.all().values_list("ladder_from", flat=True)
+    assert baseline == [GO_LIVE] * 3
+
+    assert await first_pass(app) == []  # old dates hand nobody over on go-live day
+    assert await owners() == {"张三": 3}
+    for day, expected in (
+        (6, []),
+        (7, ["ladder_warn"] * 3),
+        (13, []),
+        (14, ["ladder_handover", "ladder_handover_notice"] * 3),
+    ):
+        fired = await run_rules(app[BOT], GO_LIVE + timedelta(days=day))
+        assert sorted(f.rule for f in fired) == sorted(expected), day
+    assert await owners() == {"王经理": 3}
+
+    # Importing the same sheet again a month later does not move the baseline.
+    app[CLOCK].set(GO_LIVE + timedelta(days=30))
+    sheet = tmp_path / "again.csv"
+    sheet.write_text(HEADER + rows, encoding="utf-8")
+    assert "拒绝 0" in await run_import(app, "customers", sheet)
+    assert await Customer.all().values_list("ladder_from", flat=True) == [GO_LIVE] * 3
