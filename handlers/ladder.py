@@ -142,18 +142,8 @@ async def ladder_handover(ctx: RuleContext) -> list[Firing]:
                 f"**客户移交**\n> 客户：{c.name}\n"
                 f"> 负责人 {owner.name} 已 {days} 天未跟进（上次：{local_time(since, ctx)}）\n> {where}\n{action}"
             )
-            firings.append(
-                Firing(
-                    "ladder_handover",
-                    key,
-                    manager,
-                    text,
-                    customer=c,
-                    apply=apply,
-                    period_at=since,
-                    batch=Batch("ladder_handover", rules.handover_flood_threshold, _handover_summary(ctx, to_pool)),
-                )
-            )
+            summary = _handover_summary(ctx, to_pool)
+            firings.append(_handover_firing("ladder_handover", key, manager, text, c, apply, since, ctx, summary))
             owner_apply = None
         else:
             owner_apply = apply
@@ -161,19 +151,28 @@ async def ladder_handover(ctx: RuleContext) -> list[Firing]:
             f"**客户已移交**\n> 客户：{c.name}\n> 已 {days} 天未跟进，{where}\n"
             f"如仍在跟进，请联系主管，并及时记录：`跟进 {short(c)} 跟进内容`"
         )
-        firings.append(
-            Firing(
-                "ladder_handover_notice",
-                f"ladder_handover_notice:{c.id}:{rules.ladder_handover_days}d:{iso(since)}",
-                owner,
-                text,
-                customer=c,
-                apply=owner_apply,
-                period_at=since,
-                batch=Batch("ladder_handover_notice", rules.handover_flood_threshold, _notice_summary(ctx, where)),
-            )
+        key = f"ladder_handover_notice:{c.id}:{rules.ladder_handover_days}d:{iso(since)}"
+        notice = _handover_firing(
+            "ladder_handover_notice", key, owner, text, c, owner_apply, since, ctx, _notice_summary(ctx, where)
         )
+        firings.append(notice)
     return firings
+
+
+def _handover_firing(
+    rule: str,
+    key: str,
+    to: Staff,
+    text: str,
+    c: Customer,
+    apply: Callable[[], Awaitable[None]] | None,
+    since: datetime,
+    ctx: RuleContext,
+    summarize: Callable[[list[Firing]], str],
+) -> Firing:
+    """A handover push, summarized with the others of its kind to the same person past the flood threshold."""
+    batch = Batch(rule, ctx.settings.rules.handover_flood_threshold, summarize)
+    return Firing(rule, key, to, text, customer=c, apply=apply, period_at=since, batch=batch)
 
 
 def ranked(customers: list[Customer]) -> list[Customer]:
@@ -210,10 +209,11 @@ def _handover_summary(ctx: RuleContext, to_pool: bool) -> Callable[[list[Firing]
         where = "已释放到公海" if to_pool else "已移交给您"
         lines = [
             "**客户移交汇总**",
-            f"> 本次共 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}）",
+            # The quoted line is what a digest keeps of this push: it names the command that lists them all.
+            f"> 本次共 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}），"
+            f"全部名单请发送 `{PENDING_COMMAND}`",
             f"按等级排在前面的 {min(len(customers), ctx.settings.rules.handover_flood_list)} 位：",
             *_top(customers, ctx),
-            f"全部名单：`{PENDING_COMMAND}`",
             "批量分配：`批量分配 姓名 20` 或 `批量分配 姓名 全部`（按上面的顺序）",
         ]
         if not to_pool:
@@ -230,9 +230,10 @@ def _notice_summary(ctx: RuleContext, where: str) -> Callable[[list[Firing]], st
         return "\n".join(
             [
                 "**客户已移交**",
-                f"> 您有 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}）",
+                f"> 您有 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}），"
+                f"全部名单请发送 `{LIST_COMMAND}`",
                 *_top(customers, ctx),
-                f"全部名单：`{LIST_COMMAND}`。如仍在跟进，请联系主管，并及时记录：`跟进 客户名 跟进内容`",
+                "如仍在跟进，请联系主管，并及时记录：`跟进 客户名 跟进内容`",
             ]
         )
 
