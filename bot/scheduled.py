@@ -8,6 +8,8 @@ transaction: it records each firing by its unique key (insert-ignore, so a key f
 yields it, across restarts and instances), runs the side effect of the keys that are new, holds pushes during
 quiet hours (except urgent ones), digests several pushes for one person into one message, and queues them in
 the outbox. On PostgreSQL a transaction-level advisory lock lets only one instance do a pass at a time.
+Firings a rule puts in a ``Batch`` arrive as one summary once a pass makes too many for one person; a digest that
+lists only some pushes names the command that lists them all; a dry run does the whole pass and rolls it back.
 """
 
 from __future__ import annotations
