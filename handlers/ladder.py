@@ -463,11 +463,13 @@ async def bulk_assign(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply
     if not _may_redistribute(staff):
         return NOT_ALLOWED
     count = slots.get("count")
-    if not slots.get("to_staff") or count is None:
+    if not slots.get("to_staff") or count is None or count == 0:
         return Reply("请说明分给谁、分几位，例如：`批量分配 张三 20` 或 `批量分配 张三 全部`。")
     target = await find_staff(str(slots["to_staff"]))
     if target is None:
         return Reply(f"没有找到同事「{slots['to_staff']}」。")
+    if target.id == staff.id:
+        return Reply("这些客户已经在您名下：自己跟进的，记录跟进后就不再等待分配。")
     if staff.role == Role.MANAGER and target.id != staff.id and target.manager_id != staff.id:
         return Reply(f"「{target.name}」不在您的团队，只能分配给您团队的同事。")
     customers = await handed_over(ctx)

@@ -124,6 +124,8 @@ async def test_a_go_live_import_hands_customers_over_as_one_summary_and_the_mana
     assert "只有主管或管理员" in chat.sent_to("zhangsan")[-1]
     await chat.say("wangjl", "批量分配 赵六 全部")
     assert "不在您的团队" in chat.sent_to("wangjl")[-1]
+    await chat.say("wangjl", "批量分配 王经理 全部")
+    assert "已经在您名下" in chat.sent_to("wangjl")[-1]
     assert await owners() == {"王经理": 22, "李四": 5}
 
     # The rest go to the public pool.
