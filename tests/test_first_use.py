@@ -232,7 +232,9 @@ async def answered(customer: Customer, owner: Staff, score: int, at: datetime) -
 
 async def nps_demo(start_app: Any, make_settings: Any) -> ConsoleChat:
     keywords = {"buying_signal_tag": "", "ticket_mode": "off"}
-    client = await start_app(make_settings(keywords=keywords), clock=Clock(NOW), run_scheduler=False)
+    # No outbox dispatcher: the console prints what is queued for its user, which a dispatcher could send first.
+    settings = make_settings(keywords=keywords)
+    client = await start_app(settings, clock=Clock(NOW), run_scheduler=False, run_dispatcher=False)
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
     return ConsoleChat(client.app)
