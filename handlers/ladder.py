@@ -86,6 +86,13 @@ def last_contact(c: Customer) -> datetime:
     return c.ladder_from if c.ladder_from is not None and c.ladder_from > since else since
 
 
+def _since_label(c: Customer, ctx: RuleContext) -> str:
+    """Where the ladder's days count from, as the push says it: the last contact, or the go-live import."""
+    since = last_contact(c)
+    label = "上线导入" if since == c.ladder_from else "上次"
+    return f"{label}：{local_time(since, ctx)}"
+
+
 @capability.rule(order=20)
 async def ladder_warn(ctx: RuleContext) -> list[Firing]:
     """No follow-up for ``ladder_warn_days``: warn the owner (until the handover threshold takes over)."""
@@ -98,7 +105,7 @@ async def ladder_warn(ctx: RuleContext) -> list[Firing]:
         since = last_contact(c)
         days = (ctx.now - since).days
         text = (
-            f"**跟进预警**\n> 客户：{c.name}\n> 已 {days} 天没有跟进（上次：{local_time(since, ctx)}）\n"
+            f"**跟进预警**\n> 客户：{c.name}\n> 已 {days} 天没有跟进（{_since_label(c, ctx)}）\n"
             f"满 {rules.ladder_handover_days} 天未跟进将上报主管并移交客户。{follow_up_action(c)}"
         )
         firings.append(
@@ -140,7 +147,7 @@ async def ladder_handover(ctx: RuleContext) -> list[Firing]:
             )
             text = (
                 f"**客户移交**\n> 客户：{c.name}\n"
-                f"> 负责人 {owner.name} 已 {days} 天未跟进（上次：{local_time(since, ctx)}）\n> {where}\n{action}"
+                f"> 负责人 {owner.name} 已 {days} 天未跟进（{_since_label(c, ctx)}）\n> {where}\n{action}"
             )
             summary = _handover_summary(ctx, to_pool)
             firings.append(_handover_firing("ladder_handover", key, manager, text, c, apply, since, ctx, summary))

@@ -182,6 +182,7 @@ async def test_with_a_baseline_neglect_counts_from_the_import(
     ):
         fired = await run_rules(app[BOT], GO_LIVE + timedelta(days=day))
         assert sorted(f.rule for f in fired) == sorted(expected), day
+        assert all("天没有跟进（上线导入：03-02 10:00）" in f.text for f in fired if f.rule == "ladder_warn")
     assert await owners() == {"王经理": 3}
 
     # Importing the same sheet again a month later does not move the baseline.
