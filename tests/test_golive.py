@@ -191,3 +191,20 @@ async def test_with_a_baseline_neglect_counts_from_the_import(
     sheet.write_text(HEADER + rows, encoding="utf-8")
     assert "拒绝 0" in await run_import(app, "customers", sheet)
     assert await Customer.all().values_list("ladder_from", flat=True) == [GO_LIVE] * 3
+
+
+async def test_in_pool_mode_the_manager_assigns_from_the_pool_what_went_there(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator, tmp_path: Path
+) -> None:
+    rows = customer_rows("张三", 21, "2025-12-01")
+    app, chat = await go_live(start_app, make_settings, wecom_sim, tmp_path, rows, ladder_handover_mode="pool")
+    await first_pass(app)
+    assert await owners() == {None: 21}
+    [summary] = chat.sent_to("wangjl")
+    assert "本次共 21 位客户满 14 天未跟进，已释放到公海" in summary and "批量放入公海" not in summary
+
+    await chat.say("wangjl", "批量分配 李四 全部")
+    assert "已把 21 位客户分配给李四" in chat.sent_to("wangjl")[-1]
+    assert await owners() == {"李四": 21}
+    audits = await AuditLog.filter(action="bulk_assign")
+    assert len(audits) == 21 and all(a.before == {"owner": None} and a.after == {"owner": "李四"} for a in audits)
