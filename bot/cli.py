@@ -25,6 +25,7 @@ from bot import search as search_index
 from bot.app import create_app, load_settings, new_event_loop
 from bot.clock import Clock
 from bot.config import ConfigError, Settings
+from bot.db import DatabaseUnavailable
 from bot.identity import find_staff as lookup
 from bot.keys import BOT, CLOCK, OUTBOX
 from integrations.console import chat as console_chat
@@ -51,7 +52,10 @@ def _settings(config: str | None) -> Settings:
 
 
 def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except DatabaseUnavailable as exc:
+        raise BadInput(str(exc)) from exc
 
 
 @asynccontextmanager
@@ -69,6 +73,7 @@ async def running_app(settings: Settings, clock: Clock | None = None, **kwargs: 
 
 
 def parse_now(value: str | None, settings: Settings, option: str = "--now") -> datetime | None:
+    """``value`` as an aware moment (local time when it names no zone); ``option`` names it in the error."""
     if value is None:
         return None
     try:
@@ -98,13 +103,16 @@ def serve(config: str | None) -> None:
     """Run the webhook server and the scheduler."""
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        loop=new_event_loop(),
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            print=None,
+            loop=new_event_loop(),
+        )
+    except DatabaseUnavailable as exc:
+        raise BadInput(str(exc)) from exc
 
 
 @main.command()
@@ -246,7 +254,7 @@ def search(
 ) -> None:
     """Search archived customer conversations (substring match, newest first)."""
     settings = _settings(config)
-    moment = parse_now(since, settings)
+    moment = parse_now(since, settings, "--since")
     if any(not q.strip() for q in queries):
         raise BadInput("empty query")
 
@@ -328,11 +336,15 @@ def jobs() -> None:
 @config_option
 @click.option("--now", "now", default=None, help="ISO 8601 moment to run the rules as of (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per firing (before digesting).")
-def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
-    """Run every scheduled rule once as if it were --now, and deliver what fired through the outbox.
+@click.option("--dry-run", "dry_run", is_flag=True, help="Only print what would fire; change nothing.")
+def jobs_run(config: str | None, now: str | None, as_json: bool, dry_run: bool) -> None:
+    """Run every scheduled rule once as if it were --now and APPLY it: hand customers over, send the pushes
+    through the outbox, and record every firing so that it never fires again.
 
-    A full sweep over every customer and ticket (at most 1000 subjects per rule: run it again for more). What
-    fired once never fires again, so running it twice for the same moment prints nothing the second time.
+    With --dry-run the same pass runs in a transaction that is rolled back: it prints what would fire and
+    changes nothing (no handover, no push, no firing recorded). A full sweep over every customer and ticket (at
+    most 1000 subjects per rule: run it again for more). Running it twice for the same moment prints nothing the
+    second time (unless the first was a dry run).
     """
     from bot.scheduled import run_rules  # start-up time: only this command
 
@@ -342,8 +354,9 @@ def jobs_run(config: str | None, now: str | None, as_json: bool) -> None:
     async def go() -> list[dict[str, Any]]:
         async with running_app(settings, clock=Clock(moment)) as app:
             at = app[CLOCK].now()
-            firings = await run_rules(app[BOT], at, full=True)
-            await app[OUTBOX].drain(at)
+            firings = await run_rules(app[BOT], at, full=True, dry_run=dry_run)
+            if not dry_run:
+                await app[OUTBOX].drain(at)
             return [
                 {"rule": f.rule, "to": f.to.name, "customer": f.customer.name if f.customer else None, "text": f.text}
                 for f in firings

@@ -97,6 +97,10 @@ class RulesSettings(_Section):
     engine_interval_seconds: int = Field(60, ge=5)
     full_sweep_at: time = time(8, 30)
     undo_window_minutes: int = Field(10, ge=1)
+    # Go-live: more handovers than this for one person in one pass arrive as one summary with a bulk command.
+    handover_flood_threshold: int = Field(20, ge=1)
+    handover_flood_list: int = Field(10, ge=1)
+    baseline_on_import: bool = False  # imported customers' neglect counts from the import, not from old dates
 
 
 class NpsSettings(_Section):

@@ -168,6 +168,18 @@ class Firing:
     # Optional: the period as a moment (e.g. the last_followup_at the key was built from). Stored with the
     # firing so that a rule can skip subjects that already fired in SQL (see ``models.reminders.RuleFiring``).
     period_at: datetime | None = None
+    batch: Batch | None = None  # pushes of this kind to one person become one summary past a threshold
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A kind of push that must not arrive by the hundred: when one pass makes more than ``threshold`` firings
+    of ``kind`` for one person (a go-live import of long-neglected customers), the engine still records and
+    applies each of them but sends that person ONE push, written by ``summarize`` from them all."""
+
+    kind: str
+    threshold: int
+    summarize: Callable[[list[Firing]], str]
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 The schema is owned by Tortoise's migration framework (``models/migrations``): ``open_database`` applies any
 pending migration before the app serves, on SQLite and PostgreSQL alike. After changing a model, run
-``tortoise -c bot.db.TORTOISE_ORM makemigrations`` and commit the new file.
+``tortoise -c bot.db.TORTOISE_ORM makemigrations`` and commit the new file. A database that is not there (not
+running, unreachable, missing, refusing us, an SQLite file in a missing folder) is reported as
+``DatabaseUnavailable``, one line without the password, before Tortoise is asked to open it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import connections
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate
 
@@ -23,6 +27,12 @@ from bot import sql
 from models import MODEL_MODULES
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened; the message is one line for the admin, without the password."""
 
 
 def normalize_url(url: str) -> str:
@@ -76,9 +86,66 @@ def _with_pragma(url: str, name: str, value: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{name}={value}"
 
 
+def shown_url(url: str) -> str:
+    """``url`` as it may be shown and logged: the password left out."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{netloc}" if parts.username else netloc))
+
+
+async def check_reachable(url: str) -> None:
+    """Open one connection and close it again, or raise ``DatabaseUnavailable``.
+
+    Tortoise reports a dead port or a missing database as a long chain of tracebacks, and waits forever on an
+    SQLite file it cannot create; one plain connection first turns all of these into one line.
+    """
+    credentials = expand_db_url(normalize_url(url))["credentials"]
+    if is_postgres(url):
+        refusal = await _postgres_refusal(credentials)
+    else:
+        refusal = await asyncio.to_thread(_sqlite_refusal, str(credentials["file_path"]))
+    if refusal is not None:
+        raise DatabaseUnavailable(f"无法打开数据库 cannot open the database {shown_url(url)}: {refusal}")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def _postgres_refusal(credentials: dict[str, Any]) -> str | None:
+    import asyncpg  # start-up time: only PostgreSQL needs the driver
+
+    try:
+        conn = await asyncpg.connect(
+            host=credentials.get("host"),
+            port=credentials.get("port"),
+            user=credentials.get("user"),
+            password=credentials.get("password"),
+            database=credentials.get("database"),
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:  # refused, unreachable, timed out, no such database, auth
+        return _one_line(exc)
+    await conn.close()
+    return None
+
+
+def _sqlite_refusal(path: str) -> str | None:
+    if path == ":memory:":
+        return None
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        return _one_line(exc)
+    return None
+
+
 async def open_database(url: str) -> TortoiseContext:
     """Apply pending migrations, then open the connections the models use; returns the context to close."""
     config = tortoise_config(url)
+    await check_reachable(url)
     await migrate_database(url)
     context = TortoiseContext()
     context.__enter__()  # current in this task, so that init can register the models

@@ -12,7 +12,14 @@ What an import never does is lose data that is already stored:
 * ``last_followup_at`` only moves forward (an old spreadsheet must not make a customer look neglected);
 * rows naming the same staff member or customer are MERGED into one record (later non-blank cells win, lists and
   custom fields are combined, every row's contact is kept), because exports often list one row per contact;
-* a name already in the database updates that record instead of creating a duplicate.
+* a name already in the database updates that record instead of creating a duplicate;
+* two staff rows with one name but another account, role or manager are two people: the later row is rejected
+  (names are how colleagues are addressed in chat), identical or complementary rows are merged.
+
+Dates the old system never had are set so that the timers work: a customer marked won (成交) without a 成交日期
+(won_at) column value is won as of the import, so its NPS survey and return visit count from there; with
+``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
+(``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
 ``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
@@ -212,6 +219,34 @@ def _merge_by_name(records: list[Record], report: Report) -> dict[str, Record]:
     return by_name
 
 
+def _staff_by_name(records: list[Record], report: Report) -> dict[str, Record]:
+    """Rows naming the same staff member are merged, unless they disagree (another account, role or manager):
+    then they are two people with one name, and since names are how people are addressed in chat, the later
+    row is rejected and the admin asked to tell them apart."""
+    by_name: dict[str, Record] = {}
+    for record in records:
+        first = by_name.get(record.name)
+        if first is None:
+            by_name[record.name] = record
+            continue
+        clashes = [k for k, v in record.values.items() if k in first.values and first.values[k] != v]
+        if clashes:
+            report.reject(
+                record,
+                f"姓名「{record.name}」与{first.where}重名但{_clash_labels(clashes)}不同；同名同事在聊天中无法区分，"
+                f"请改用可区分的姓名（如「{record.name}2」） duplicate name",
+            )
+            continue
+        first.merge(record)
+        report.merged += 1
+    return by_name
+
+
+def _clash_labels(fields: list[str]) -> str:
+    labels = {"role": "角色", "manager": "上级"}
+    return "、".join(dict.fromkeys(labels.get(f, "账号") for f in fields))
+
+
 def _audit(
     action: str,
     entity: str,
@@ -302,7 +337,7 @@ def _manager_chain_loops(name: str, managers: dict[str, str | None]) -> bool:
 async def import_staff(app: web.Application, table: Table) -> Report:
     identities = app[BOT].directory.importable()
     report = Report("staff", ignored_columns=list(table.extras))
-    records = _merge_by_name(_staff_records(table, report, identities), report)
+    records = _staff_by_name(_staff_records(table, report, identities), report)
 
     async with in_transaction():
         existing = {s.name: s for s in await Staff.all()}
@@ -519,10 +554,9 @@ async def _by_chunks(values: Sequence[Any], fetch: Any) -> list[Any]:
 
 async def import_customers(app: web.Application, table: Table) -> Report:
     settings = app[SETTINGS]
+    now = app[CLOCK].now()
     report = Report("customers")
-    records = _merge_by_name(
-        _customer_records(table, report, settings.tz, app[CLOCK].now(), app[BOT].directory), report
-    )
+    records = _merge_by_name(_customer_records(table, report, settings.tz, now, app[BOT].directory), report)
 
     async with in_transaction():
         staff_by_key: dict[str, Staff] = {}
@@ -586,6 +620,10 @@ async def import_customers(app: web.Application, table: Table) -> Report:
             if "owner" in values:
                 values["owner_id"] = staff_by_key[values.pop("owner")].id
             customer = existing.get(record.name)
+            if _won_without_date(values, customer):
+                values["won_at"] = now
+            if settings.rules.baseline_on_import and _before_baseline(values, customer, now):
+                values["ladder_from"] = now
             if customer is None:
                 customer = await Customer.create(
                     name=record.name,
@@ -624,6 +662,22 @@ async def import_customers(app: web.Application, table: Table) -> Report:
         if audits:
             await AuditLog.bulk_create(audits)
     return report
+
+
+def _won_without_date(values: dict[str, Any], stored: Customer | None) -> bool:
+    """A row marks the customer won (成交) but gives no 成交日期 and none is stored: the deal dates from the
+    import, so that the NPS survey and the return visit count from there rather than never happen."""
+    return values.get("stage") == Stage.WON and "won_at" not in values and (stored is None or stored.won_at is None)
+
+
+def _before_baseline(values: dict[str, Any], stored: Customer | None, now: datetime) -> bool:
+    """Go-live (``[rules] baseline_on_import``): a customer last followed up before the import, with no baseline
+    yet, has its follow-up ladder start at the import, so that old dates do not hand it over on the first pass.
+    The first import sets it; a later import does not move it again."""
+    if stored is not None and stored.ladder_from is not None:
+        return False
+    last = values.get("last_followup_at") or (stored.last_followup_at if stored is not None else None)
+    return last is None or last < now
 
 
 def _customer_changes(

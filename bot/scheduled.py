@@ -8,6 +8,8 @@ transaction: it records each firing by its unique key (insert-ignore, so a key f
 yields it, across restarts and instances), runs the side effect of the keys that are new, holds pushes during
 quiet hours (except urgent ones), digests several pushes for one person into one message, and queues them in
 the outbox. On PostgreSQL a transaction-level advisory lock lets only one instance do a pass at a time.
+Firings a rule puts in a ``Batch`` arrive as one summary once a pass makes too many for one person; a digest that
+lists only some pushes names the command that lists them all; a dry run does the whole pass and rolls it back.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tortoise.transactions import in_transaction
 
 from bot import sql
 from bot.config import Settings
-from bot.context import Firing, Rule, RuleContext, Services
+from bot.context import Batch, Firing, Rule, RuleContext, Services
 from bot.types import Reply
 from models.outbox import OutboxMessage, OutboxStatus
 from models.reminders import RuleCursor, RuleFiring
@@ -73,6 +75,8 @@ def release_time(now: datetime, settings: Settings) -> datetime:
 
 DIGEST_FULL = 3  # up to this many pushes are digested in full, more become one line each
 DIGEST_LINES = 10  # at most this many one-line items, so the digest fits one WeCom message (2048 bytes)
+# The command that lists every push of the last day (``handlers.ladder``): a digest that leaves items out says it.
+LIST_COMMAND = "提醒清单"
 
 
 def digest_text(texts: Sequence[str]) -> str:
@@ -83,19 +87,25 @@ def digest_text(texts: Sequence[str]) -> str:
     if len(texts) <= DIGEST_FULL:
         return head + "\n\n" + "\n\n".join(f"**{i}.** {text}" for i, text in enumerate(texts, 1))
     lines = [head]
-    for i, text in enumerate(texts[:DIGEST_LINES], 1):
-        title, details, _ = _parts(text)
-        lines.append(f"{i}. {title}：{'，'.join(details)}")
+    lines.extend(f"{i}. {one_line(text)}" for i, text in enumerate(texts[:DIGEST_LINES], 1))
     rest: dict[str, int] = {}
     for text in texts[DIGEST_LINES:]:
         title = _parts(text)[0]
         rest[title] = rest.get(title, 0) + 1
     if rest:
-        lines.append("另有 " + "、".join(f"{title} {n} 条" for title, n in rest.items()) + "，请逐一处理")
+        lines.append(
+            "另有 " + "、".join(f"{title} {n} 条" for title, n in rest.items()) + f"，发送「{LIST_COMMAND}」查看全部"
+        )
     action = _parts(texts[0])[2]
     if action:
         lines.append(action)
     return "\n".join(lines)
+
+
+def one_line(text: str) -> str:
+    """A push as one line of a list: its title and its quoted details."""
+    title, details, _ = _parts(text)
+    return f"{title}：{'，'.join(details)}" if details else title
 
 
 def _parts(text: str) -> tuple[str, list[str], str]:
@@ -121,17 +131,41 @@ def sweep_due(last: datetime | None, now: datetime, settings: Settings) -> bool:
     return False
 
 
+class _DryRun(Exception):
+    """Raised at the end of a dry pass so that its transaction rolls back; carries what would have fired."""
+
+    def __init__(self, firings: list[Firing]) -> None:
+        super().__init__(f"{len(firings)} firing(s) rolled back")
+        self.firings = firings
+
+
 async def run_rules(
-    bot: Services, now: datetime, rules: Sequence[Rule] | None = None, *, full: bool = False
+    bot: Services,
+    now: datetime,
+    rules: Sequence[Rule] | None = None,
+    *,
+    full: bool = False,
+    dry_run: bool = False,
 ) -> list[Firing]:
     """Evaluate every rule once as of ``now``; return the firings that were new (before digesting).
 
     Incremental (rules see ``since``, the last pass's now) unless ``full`` or a sweep is due (``sweep_due``);
     a ``full`` pass does not move the scheduler's cursor.
+    A ``dry_run`` pass does everything (keys, side effects, outbox rows) inside its transaction and then rolls it
+    back: what it returns is what would fire, and nothing is changed.
     Returns an empty list without doing anything when another instance holds the pass (PostgreSQL).
     """
-    if rules is None:
-        rules = bot.scheduled_rules
+    try:
+        fresh = await _pass(bot, now, bot.scheduled_rules if rules is None else rules, full=full, dry_run=dry_run)
+    except _DryRun as dry:
+        return dry.firings
+    if fresh:
+        log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
+        bot.outbox.wake()
+    return fresh
+
+
+async def _pass(bot: Services, now: datetime, rules: Sequence[Rule], *, full: bool, dry_run: bool) -> list[Firing]:
     async with in_transaction() as conn:
         if not await sql.try_xact_lock(conn, ADVISORY_LOCK_KEY):
             log.info("rules: another instance is running this pass")
@@ -152,9 +186,8 @@ async def run_rules(
             await RuleCursor.bulk_create([RuleCursor(name=CURSOR, at=now)], ignore_conflicts=True, using_db=conn)
         elif now > cursor.at:
             await RuleCursor.filter(name=CURSOR).using_db(conn).update(at=now)
-    if fresh:
-        log.info("rules: %d new firing(s) at %s", len(fresh), now.isoformat())
-        bot.outbox.wake()
+        if dry_run:
+            raise _DryRun(fresh)
     return fresh
 
 
@@ -217,9 +250,28 @@ async def _apply(firings: list[Firing], conn: BaseDBAsyncClient) -> list[Firing]
     return kept
 
 
+def batched(firings: list[Firing]) -> list[Firing]:
+    """The pushes to deliver: each batch (``Firing.batch``) that grew past its threshold for one person becomes
+    one summary in the place of its first firing; everything else as it is."""
+    groups: dict[tuple[int, str], tuple[Batch, list[Firing]]] = {}
+    for firing in firings:
+        if firing.batch is not None:
+            groups.setdefault((firing.to.id, firing.batch.kind), (firing.batch, []))[1].append(firing)
+    large = [(batch, group) for batch, group in groups.values() if len(group) > batch.threshold]
+    summaries = {id(group[0]): _summary(batch, group) for batch, group in large}
+    summarized = {id(firing) for _, group in large for firing in group}
+    return [summaries.get(id(f), f) for f in firings if id(f) in summaries or id(f) not in summarized]
+
+
+def _summary(batch: Batch, group: list[Firing]) -> Firing:
+    digest = hashlib.sha1("\n".join(f.key for f in group).encode()).hexdigest()[:20]
+    key = f"batch:{batch.kind}:{group[0].to.id}:{digest}"
+    return Firing(batch.kind, key, group[0].to, batch.summarize(group), urgent=any(f.urgent for f in group))
+
+
 async def _deliver(bot: Services, firings: list[Firing], now: datetime, conn: BaseDBAsyncClient) -> None:
     groups: dict[tuple[int, bool, datetime], list[Firing]] = {}
-    for firing in firings:
+    for firing in batched(firings):
         release = now if firing.urgent else release_time(now, bot.settings)
         groups.setdefault((firing.to.id, firing.urgent, release), []).append(firing)
     for (_, _, release), group in groups.items():

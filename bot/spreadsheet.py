@@ -129,12 +129,22 @@ def csv_rows(path: Path) -> Iterator[tuple[int, Sequence[Cell]]]:
     text = decode(data, path.name)
     first = text.split("\n", 1)[0]
     delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    try:
-        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as exc:
-        raise ImportFailed(f"{path.name}: CSV 格式错误 malformed CSV: {exc}") from exc
     # Row numbers are records, which is what Excel shows when the CSV is opened there.
-    return iter([(n, list(r)) for n, r in enumerate(records, start=1)])
+    return iter(list(enumerate(_csv_records(text, delimiter, path.name), start=1)))
+
+
+def _csv_records(text: str, delimiter: str, name: str) -> list[list[Cell]]:
+    """Every record of the CSV text. Strict: a quote left open would otherwise swallow the rest of the file
+    into one cell (and one customer named after it), so the file is refused, naming the row where it began."""
+    records: list[list[Cell]] = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        records.extend(list(r) for r in reader)
+    except csv.Error as exc:
+        row = len(records) + 1
+        reason = f"第{row}行引号未闭合或格式错误，未导入任何数据 malformed CSV at row {row}: {exc}"
+        raise ImportFailed(f"{name}: {reason}") from exc
+    return records
 
 
 def xlsx_table(path: Path, index: dict[str, str]) -> Table | None:

@@ -6,6 +6,8 @@ committed, whatever the source (callbacks, the chat archive, an import). Only me
 customer contact as sender, a linked customer). All words of ``[keywords]`` are found in one pass with an
 Aho-Corasick automaton; a negation just before a word ("没有故障", "不是坏了") cancels it. Each message is handled
 in its own transaction and every push has a per-message dedupe key, so a repeated call changes nothing twice.
+Pushes wait for the end of the quiet hours like the scheduled ones (``bot.scheduled.release_time``): the chat
+archive is pulled at night too, and a word like 急 is only a guess at urgency, not a reason to wake someone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bot import audit
 from bot.capability import Capability
 from bot.config import KeywordSettings
 from bot.context import Services
+from bot.scheduled import release_time
 from bot.types import Reply
 from handlers.tickets.service import open_ticket
 from models.customers import Customer
@@ -158,6 +161,7 @@ async def _service_request(
     words = "、".join(hits.ticket)
     quote = message.text if len(message.text) <= 80 else message.text[:80] + "…"
     urgent = bool(hits.urgent)
+    release = release_time(bot.clock.now(), bot.settings)
     if config.ticket_mode == "suggest":
         if owner is None:
             return
@@ -169,6 +173,7 @@ async def _service_request(
                 f"需要开工单吗？回复「工单 {customer.name} {quote[:30]}{priority}」即可。"
             ),
             f"keyword-suggest:{message.platform}:{message.msgid}",
+            not_before=release,
             using_db=conn,
         )
         return
@@ -217,5 +222,6 @@ async def _service_request(
                 f"（{'紧急' if urgent else '普通'}）：“{quote}”\n回复「工单 #{ticket.id} 处理中」开始处理。"
             ),
             f"keyword-ticket:{ticket.id}:{person_id}",
+            not_before=release,
             using_db=conn,
         )

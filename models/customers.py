@@ -51,6 +51,9 @@ class Customer(Model):
     last_followup_at = fields.DatetimeField(null=True, db_index=True)
     next_followup_at = fields.DatetimeField(null=True, db_index=True)
     won_at = fields.DatetimeField(null=True, db_index=True)
+    ladder_from = fields.DatetimeField(
+        null=True, description="go-live baseline: the follow-up ladder counts from here if later"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -58,8 +61,9 @@ class Customer(Model):
 
     class Meta:
         table = "customer"
-        # The follow-up ladder: stale customers by last contact, answered from the index alone.
-        indexes = (("last_followup_at", "owner_id", "stage"),)
+        # The follow-up ladder: stale customers by last contact, answered from the index alone (the go-live
+        # baseline included).
+        indexes = (("last_followup_at", "owner_id", "stage", "ladder_from"), ("ladder_from",))
 
     def __str__(self) -> str:
         return self.name

@@ -18,7 +18,8 @@ INTENTS = {
     "help", "create_customer", "show_customer", "follow_up", "create_ticket", "update_ticket", "search", "remind",
     "set_stage", "set_grade", "tag", "transfer", "request_discount", "approve", "reject", "withdraw", "nps_report",
     "unknown", "undo", "history", "set_contact", "set_field", "clarify", "unsupported", "show_orders",
-    "pool_list", "pool_claim", "pool_release", "handover",
+    "pool_list", "pool_claim", "pool_release", "handover", "handover_list", "bulk_assign", "bulk_release",
+    "reminder_list", "link_contact",
 }  # fmt: skip
 INTENTS |= {"create_opportunity", "set_opportunity_stage", "set_opportunity_field", "list_opportunities", "funnel",
             "performance", "set_target", "my_day"}  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -109,11 +110,11 @@ def _custom_fields(customer: Customer) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in fields.items() if isinstance(v, (str, int, float)) and str(v)]
 
 
-async def _latest_nps(customer_id: int) -> str | None:
+async def _latest_nps(customer_id: int, tz: ZoneInfo) -> str | None:
     row = await Survey.filter(customer_id=customer_id, score__isnull=False).order_by("-answered_at").first()
     if row is None:
         return None
-    return f"{row.score} 分（{row.answered_at.strftime('%Y-%m-%d') if row.answered_at else ''}）"
+    return f"{row.score} 分（{local(row.answered_at, tz)[:10]}）"
 
 
 @capability.intent("show_customer", examples=["客户 华为", "华为怎么样了"], order=10, customer=True)
@@ -153,7 +154,7 @@ async def show_customer(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
     else:
         lines.append("未结工单：无")
     lines.extend(await order_lines(customer.id, tz))
-    if nps := await _latest_nps(customer.id):
+    if nps := await _latest_nps(customer.id, tz):
         lines.append(f"最近 NPS：{nps}")
     signal = (customer.custom_fields or {}).get(ctx.settings.keywords.buying_signal_field)
     if isinstance(signal, dict) and signal.get("at"):

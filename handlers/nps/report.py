@@ -241,10 +241,10 @@ async def _company_report(period: Period, title: str) -> str:
     report = await compute(period, None)
     staff = {s.id: s for s in await Staff.all().order_by("id")}
     lines = [title, f"全公司：{report.overall.line()}"]
+    leaders = {s.manager_id for s in staff.values() if s.manager_id is not None}
     teams: dict[int | None, list[int]] = {}
     for rep_id in report.by_rep:
-        member = staff.get(rep_id)
-        teams.setdefault(member.manager_id if member is not None else None, []).append(rep_id)
+        teams.setdefault(_team_of(rep_id, staff, leaders), []).append(rep_id)
     for manager_id in sorted(teams, key=lambda m: (m is None, m or 0)):
         rep_ids = sorted(teams[manager_id])
         manager = staff.get(manager_id) if manager_id is not None else None
@@ -254,6 +254,15 @@ async def _company_report(period: Period, title: str) -> str:
             name = staff[rep_id].name if rep_id in staff else f"#{rep_id}"
             lines.append(f"· {name}：{report.by_rep[rep_id].line()}")
     return "\n".join(lines) + _footer()
+
+
+def _team_of(staff_id: int, staff: dict[int, Staff], leaders: set[int]) -> int | None:
+    """The team a staff member's answers count in: their own when they lead one (as ``_team_report`` counts a
+    manager's own customers in the team), else their manager's."""
+    if staff_id in leaders:
+        return staff_id
+    member = staff.get(staff_id)
+    return member.manager_id if member is not None else None
 
 
 def _footer() -> str:
