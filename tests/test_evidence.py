@@ -89,7 +89,7 @@ async def test_questions_and_unsupported_actions_in_wecom_write_nothing(
     for history in ("操作记录 华为", "谁改了华为的阶段"):
         assert not (await say(chat, "zhangsan", history)).startswith("已")
     # 我 is the sender, and transfer's own rule holds: a rep may not take a colleague's customer.
-    assert "「恒力液压有限公司」的负责人是李四，只有负责人本人或其主管可以转交" in await say(
+    assert "「恒力液压有限公司」由李四负责，不在公海，无法认领。如需接手，请找主管转给您。" in await say(
         chat, "zhangsan", "把恒力液压转给我"
     )
 

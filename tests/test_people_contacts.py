@@ -70,7 +70,9 @@ async def test_a_customer_who_adds_a_rep_lands_on_the_right_profile(
     last = question.splitlines()[-1]
     assert last.endswith("新建客户：远景能源"), question
     await chat.say("zhangsan", last.split(".")[0])
-    assert chat.sent_to("zhangsan")[-1] == "已把客户联系人「马总」关联到客户「远景能源」。"
+    # A new customer was created for the contact: the reply ends with how to undo that.
+    linked = "已把客户联系人「马总」关联到客户「远景能源」。"
+    assert chat.sent_to("zhangsan")[-1] == f"{linked}\n（10 分钟内回复「撤销」可撤回）"
     created = await Customer.get(name="远景能源")
     assert created.owner_id == (await Staff.get(name="张三")).id
     assert (await Contact.get(external_userid="wmNEW003")).customer_id == created.id

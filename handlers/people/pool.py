@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from tortoise.expressions import Q
 
 from bot.access import refusal
-from bot.context import Context, Slots
+from bot.context import Context, HandlerResult, Slots
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
+from handlers.customers.changes import transfer
 from handlers.customers.profile import snapshot
 from handlers.people.capability import capability
 from models.customers import Customer, Stage
@@ -111,12 +112,15 @@ async def _tell_manager(ctx: Context, text: str) -> None:
 
 
 @capability.intent("pool_claim", examples=["认领 恒力液压"], order=71, customer=True)
-async def pool_claim(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
+async def pool_claim(msg: IncomingMessage, slots: Slots, ctx: Context) -> HandlerResult:
     """认领公海客户"""
     customer = ctx.customer
     if customer.owner_id == ctx.staff.id:
         return Reply(f"「{customer.name}」已经是您负责的客户了。")
     if customer.owner_id is not None:
+        if ctx.staff.role != Role.REP:
+            # A manager's 把X转给我 about a customer someone owns: a transfer to themselves, with its permissions.
+            return await transfer(msg, {**slots, "to_staff": ctx.staff.name}, ctx)
         owner = await Staff.get(id=customer.owner_id)
         return Reply(f"「{customer.name}」由{owner.name}负责，不在公海，无法认领。如需接手，请找主管转给您。")
     if (limited := await _over_limits(ctx, customer)) is not None:
