@@ -21,6 +21,10 @@ Dates the old system never had are set so that the timers work: a customer marke
 ``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
 (``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
+Once a customer import has committed, the customers it created without an owner go to the registered import
+hooks (``Services.import_hooks``: the lead rules assign them); a region column (region, 区域) is kept as the custom
+field 地区.
+
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
 ``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
 database failure while writing; either way the transaction leaves nothing behind.
