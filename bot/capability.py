@@ -8,6 +8,7 @@ A capability module declares ``capability = Capability("tickets")`` and register
   phrasing (``@capability.phrase(order=...)``), tried by the understanding in order of priority;
 * scheduled rules (``@capability.rule(order=...)``), evaluated in order by the rules engine;
 * hooks on newly archived customer messages (``@capability.on_archived(order=...)``);
+* hooks on the customers an import created without an owner (``@capability.on_imported(order=...)``);
 * web routes (``capability.route("GET", "/nps/{token}", view)``).
 
 The composition root builds one ``Registry`` from the list of capabilities; the core asks the registry and never
@@ -23,7 +24,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bot.context import ArchiveHook, Check, Handler, IntentSpec, Rule
+from bot.context import ArchiveHook, Check, Handler, ImportHook, IntentSpec, Rule
 from bot.nlu.reading import Command, CommandMatch, Phrase, PhraseMatch
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class Capability:
         self.phrases: list[Phrase] = []
         self.rules: list[tuple[int, Rule]] = []
         self.archive_hooks: list[tuple[int, ArchiveHook]] = []
+        self.import_hooks: list[tuple[int, ImportHook]] = []
         self.routes: list[Route] = []
 
     def intent(
@@ -94,6 +96,13 @@ class Capability:
 
         return register
 
+    def on_imported(self, *, order: int = 100) -> Callable[[ImportHook], ImportHook]:
+        def register(hook: ImportHook) -> ImportHook:
+            self.import_hooks.append((order, hook))
+            return hook
+
+        return register
+
     def route(self, method: str, path: str, view: View) -> None:
         self.routes.append(Route(method, path, view))
 
@@ -114,6 +123,9 @@ class Registry:
         self.rules: list[Rule] = [r for _, r in sorted(_all(cap.rules for cap in self.capabilities), key=_first)]
         self.archive_hooks: list[ArchiveHook] = [
             h for _, h in sorted(_all(cap.archive_hooks for cap in self.capabilities), key=_first)
+        ]
+        self.import_hooks: list[ImportHook] = [
+            h for _, h in sorted(_all(cap.import_hooks for cap in self.capabilities), key=_first)
         ]
         self.routes = [route for cap in self.capabilities for route in cap.routes]
 

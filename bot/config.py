@@ -101,6 +101,20 @@ class RulesSettings(_Section):
     handover_flood_threshold: int = Field(20, ge=1)
     handover_flood_list: int = Field(10, ge=1)
     baseline_on_import: bool = False  # imported customers' neglect counts from the import, not from old dates
+    # Per grade, [warn days, handover days]; a customer with another grade (or none) uses the two above.
+    ladder_by_grade: dict[str, tuple[int, int]] = Field(default_factory=dict)
+
+    @field_validator("ladder_by_grade")
+    @classmethod
+    def _ladder_steps(cls, value: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        for grade, (warn, handover) in value.items():
+            if len(grade) != 1 or not 1 <= warn < handover:
+                raise ValueError(f"grade {grade!r}: one letter, with 1 <= warn days < handover days")
+        return value
+
+    def ladder_days(self, grade: str) -> tuple[int, int]:
+        """The days without contact before the owner is warned, and before the customer is handed over."""
+        return self.ladder_by_grade.get(grade, (self.ladder_warn_days, self.ladder_handover_days))
 
 
 class NpsSettings(_Section):

@@ -84,9 +84,13 @@ class Services(Protocol):
     def archive_hooks(self) -> Sequence[ArchiveHook]: ...
     @property
     def scheduled_rules(self) -> Sequence[Rule]: ...
+    @property
+    def import_hooks(self) -> Sequence[ImportHook]: ...
 
 
 ArchiveHook = Callable[[Services, list[Message]], Awaitable[object]]
+# Called after a customer import commits, with the ids of the customers it created without an owner.
+ImportHook = Callable[[Services, list[int]], Awaitable[object]]
 
 
 @dataclass

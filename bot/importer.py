@@ -21,6 +21,10 @@ Dates the old system never had are set so that the timers work: a customer marke
 ``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
 (``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
+Once a customer import has committed, the customers it created without an owner go to the registered import
+hooks (``Services.import_hooks``: the lead rules assign them); a region column (region, 区域) is kept as the custom
+field 地区.
+
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
 ``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
 database failure while writing; either way the transaction leaves nothing behind.
@@ -29,6 +33,7 @@ database failure while writing; either way the transaction leaves nothing behind
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sqlite3
@@ -46,6 +51,7 @@ from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
 from bot import audit
+from bot.context import Services
 from bot.identity import Directory, Identity
 from bot.keys import BOT, CLOCK, SETTINGS
 from bot.spreadsheet import (
@@ -84,6 +90,10 @@ STAFF_COLUMNS: Columns = {
     "manager": ("上级", "manager", "直属上级", "汇报对象"),
 }
 
+log = logging.getLogger(__name__)
+
+# Extra columns kept as the custom field other parts read them by: a region column is 地区, as leads have it.
+CUSTOM_FIELD_NAMES = {"region": "地区", "区域": "地区"}
 CUSTOMER_COLUMNS: Columns = {
     "name": ("客户名称", "name", "客户", "客户全称", "公司名称"),
     "aliases": ("别名", "aliases", "alias", "简称"),
@@ -527,7 +537,7 @@ def _customer_records(table: Table, report: Report, tz: ZoneInfo, now: datetime,
         for header, i in table.extras.items():
             value = row[i] if i < len(row) else None
             if clean_text(value):
-                record.custom[header] = _custom_value(value)
+                record.custom[CUSTOM_FIELD_NAMES.get(header.strip().lower(), header)] = _custom_value(value)
         if errors:
             report.reject(number, *errors)
         else:
@@ -556,6 +566,7 @@ async def import_customers(app: web.Application, table: Table) -> Report:
     settings = app[SETTINGS]
     now = app[CLOCK].now()
     report = Report("customers")
+    unowned: list[int] = []
     records = _merge_by_name(_customer_records(table, report, settings.tz, now, app[BOT].directory), report)
 
     async with in_transaction():
@@ -638,6 +649,8 @@ async def import_customers(app: web.Application, table: Table) -> Report:
                     after["custom_fields"] = record.custom
                 audits.append(_audit("create", "customer", customer.id, None, after))
                 report.created += 1
+                if customer.owner_id is None:
+                    unowned.append(customer.id)
                 await _save_contacts(customer, [], record.contacts, audits)
                 continue
             before, after = _customer_changes(customer, values, record)
@@ -661,7 +674,20 @@ async def import_customers(app: web.Application, table: Table) -> Report:
                 report.unchanged += 1
         if audits:
             await AuditLog.bulk_create(audits)
+    await _after_import(app[BOT], unowned)
     return report
+
+
+async def _after_import(bot: Services, unowned: list[int]) -> None:
+    """The registered import hooks (lead assignment) on the customers created without an owner, once committed."""
+    if not unowned:
+        return
+    for hook in bot.import_hooks:
+        try:
+            await hook(bot, unowned)
+        except Exception:  # the import is committed; a hook failing must not make it look failed
+            log.exception("import hook %s failed on %d customers", getattr(hook, "__name__", hook), len(unowned))
+    bot.outbox.wake()
 
 
 def _won_without_date(values: dict[str, Any], stored: Customer | None) -> bool:

@@ -1,6 +1,7 @@
 """The follow-up ladder and the customer calendar: no follow-up for ``ladder_warn_days`` warns the owner, for
-``ladder_handover_days`` tells the manager and hands the customer over (or to the public pool); a deal joins the
-return-visit pool after ``return_visit_days``; a contract's end is announced ``contract_expiry_days`` ahead.
+``ladder_handover_days`` tells the manager and hands the customer over (or to the public pool), both per grade
+when ``ladder_by_grade`` names it (A 3/15, C 14/30); a deal joins the return-visit pool after
+``return_visit_days``; a contract's end is announced ``contract_expiry_days`` ahead.
 
 Each rule is one indexed query (``bot.rulekit``) whose keys restart with the contact that resets its clock, so a
 new follow-up restarts the ladder; every side effect is conditional and audited as the system.
@@ -18,12 +19,14 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise.expressions import Q
 
 from bot import audit, sql
 from bot.capability import Capability
+from bot.config import RulesSettings
 from bot.context import Batch, Context, Firing, RuleContext, Slots
 from bot.identity import find_staff, find_staff_among
 from bot.nlu.reading import Reading, Result
@@ -61,22 +64,36 @@ CLOCKS = (
 )
 
 
-async def stale_customers(ctx: RuleContext, rule: str, days: int, until_days: int | None = None) -> list[int]:
-    """Active customers with an owner whose ladder clock (``last_contact``) is ``days`` old (and not yet
-    ``until_days`` old), and for whom ``rule`` has not fired for that moment."""
+def grade_groups(rules: RulesSettings) -> list[tuple[str, list[Any], tuple[int, int]]]:
+    """The SQL condition on the grade, its parameters, and the (warn, handover) days: one per configured grade,
+    and the defaults for every other grade (or none)."""
+    grades = list(rules.ladder_by_grade)
+    groups: list[tuple[str, list[Any], tuple[int, int]]] = [
+        ("c.grade = ? AND ", [g], rules.ladder_days(g)) for g in grades
+    ]
+    others = f"c.grade NOT IN ({', '.join('?' * len(grades))}) AND " if grades else ""
+    groups.append((others, list(grades), (rules.ladder_warn_days, rules.ladder_handover_days)))
+    return groups
+
+
+async def stale_customers(ctx: RuleContext, rule: str, warn: bool) -> list[int]:
+    """Active customers with an owner whose ladder clock (``last_contact``) is as old as their grade's warn days
+    (``warn``; and not yet its handover days) or handover days, and for whom ``rule`` has not fired for that
+    moment. One query: a branch per grade group and clock."""
     branches, params = [], []
-    for column, applies in CLOCKS:
-        reached, values = crossed(ctx, column, timedelta(days=days))
-        younger = ""
-        if until_days is not None:
-            younger = f"AND {column} > ? "
-            values.append(utc(ctx.now - timedelta(days=until_days)))
-        branches.append(
-            f"SELECT c.id FROM customer c WHERE {applies}{reached} {younger}"
-            "AND c.owner_id IS NOT NULL AND c.stage NOT IN ('won', 'lost') "
-            f"AND {not_fired(rule, 'c.id', column)}"
-        )
-        params.extend(values)
+    for grade, grade_params, (warn_days, handover_days) in grade_groups(ctx.settings.rules):
+        for column, applies in CLOCKS:
+            reached, values = crossed(ctx, column, timedelta(days=warn_days if warn else handover_days))
+            younger = ""
+            if warn:
+                younger = f"AND {column} > ? "
+                values.append(utc(ctx.now - timedelta(days=handover_days)))
+            branches.append(
+                f"SELECT c.id FROM customer c WHERE {grade}{applies}{reached} {younger}"
+                "AND c.owner_id IS NOT NULL AND c.stage NOT IN ('won', 'lost') "
+                f"AND {not_fired(rule, 'c.id', column)}"
+            )
+            params.extend([*grade_params, *values])
     return ids(await select(ctx, " UNION ALL ".join(branches) + " LIMIT ?", params))
 
 
@@ -97,21 +114,22 @@ def _since_label(c: Customer, ctx: RuleContext) -> str:
 async def ladder_warn(ctx: RuleContext) -> list[Firing]:
     """No follow-up for ``ladder_warn_days``: warn the owner (until the handover threshold takes over)."""
     rules = ctx.settings.rules
-    stale = await stale_customers(ctx, "ladder_warn", rules.ladder_warn_days, rules.ladder_handover_days)
+    stale = await stale_customers(ctx, "ladder_warn", warn=True)
     firings = []
     for c in (await customers_by_id(stale)).values():
         if c.owner is None:
             continue
+        warn_days, handover_days = rules.ladder_days(c.grade)
         since = last_contact(c)
         days = (ctx.now - since).days
         text = (
             f"**跟进预警**\n> 客户：{c.name}\n> 已 {days} 天没有跟进（{_since_label(c, ctx)}）\n"
-            f"满 {rules.ladder_handover_days} 天未跟进将上报主管并移交客户。{follow_up_action(c)}"
+            f"满 {handover_days} 天未跟进将上报主管并移交客户。{follow_up_action(c)}"
         )
         firings.append(
             Firing(
                 rule="ladder_warn",
-                key=f"ladder_warn:{c.id}:{rules.ladder_warn_days}d:{iso(since)}",
+                key=f"ladder_warn:{c.id}:{warn_days}d:{iso(since)}",
                 to=c.owner,
                 text=text,
                 customer=c,
@@ -125,7 +143,7 @@ async def ladder_warn(ctx: RuleContext) -> list[Firing]:
 async def ladder_handover(ctx: RuleContext) -> list[Firing]:
     """No follow-up for ``ladder_handover_days``: tell the manager and hand the customer over (or to the pool)."""
     rules = ctx.settings.rules
-    customers = await customers_by_id(await stale_customers(ctx, "ladder_handover", rules.ladder_handover_days))
+    customers = await customers_by_id(await stale_customers(ctx, "ladder_handover", warn=False))
     managers = await staff_by_id(c.owner.manager_id for c in customers.values() if c.owner is not None)
     firings: list[Firing] = []
     for c in customers.values():
@@ -133,10 +151,11 @@ async def ladder_handover(ctx: RuleContext) -> list[Firing]:
         if owner is None:
             continue
         since = last_contact(c)
+        handover_days = rules.ladder_days(c.grade)[1]
         manager = managers.get(owner.manager_id) if owner.manager_id else None
         to_pool = rules.ladder_handover_mode == "pool" or manager is None
         days = (ctx.now - since).days
-        key = f"ladder_handover:{c.id}:{rules.ladder_handover_days}d:{iso(since)}"
+        key = f"ladder_handover:{c.id}:{handover_days}d:{iso(since)}"
         apply = _handover(c, owner, None if to_pool else manager, since)
         where = "已释放到公海" if to_pool else f"已移交给 {manager.name if manager else ''}"
         if manager is not None:
@@ -158,7 +177,7 @@ async def ladder_handover(ctx: RuleContext) -> list[Firing]:
             f"**客户已移交**\n> 客户：{c.name}\n> 已 {days} 天未跟进，{where}\n"
             f"如仍在跟进，请联系主管，并及时记录：`跟进 {short(c)} 跟进内容`"
         )
-        key = f"ladder_handover_notice:{c.id}:{rules.ladder_handover_days}d:{iso(since)}"
+        key = f"ladder_handover_notice:{c.id}:{handover_days}d:{iso(since)}"
         notice = _handover_firing(
             "ladder_handover_notice", key, owner, text, c, owner_apply, since, ctx, _notice_summary(ctx, where)
         )
@@ -209,15 +228,21 @@ def local_date(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d")
 
 
+def _handover_days(customers: list[Customer], ctx: RuleContext) -> str:
+    """The handover days of these customers' grades: one number, or the range when grades differ."""
+    days = sorted({ctx.settings.rules.ladder_days(c.grade)[1] for c in customers})
+    return str(days[0]) if len(days) == 1 else f"{days[0]}–{days[-1]}"
+
+
 def _handover_summary(ctx: RuleContext, to_pool: bool) -> Callable[[list[Firing]], str]:
     def summarize(firings: list[Firing]) -> str:
         customers = [f.customer for f in firings if f.customer is not None]
-        days = ctx.settings.rules.ladder_handover_days
         where = "已释放到公海" if to_pool else "已移交给您"
         lines = [
             "**客户移交汇总**",
             # The quoted line is what a digest keeps of this push: it names the command that lists them all.
-            f"> 本次共 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}），"
+            f"> 本次共 {len(customers)} 位客户满 {_handover_days(customers, ctx)} 天未跟进，"
+            f"{where}（{_by_grade(customers)}），"
             f"全部名单请发送 `{PENDING_COMMAND}`",
             f"按等级排在前面的 {min(len(customers), ctx.settings.rules.handover_flood_list)} 位：",
             *_top(customers, ctx),
@@ -233,11 +258,11 @@ def _handover_summary(ctx: RuleContext, to_pool: bool) -> Callable[[list[Firing]
 def _notice_summary(ctx: RuleContext, where: str) -> Callable[[list[Firing]], str]:
     def summarize(firings: list[Firing]) -> str:
         customers = [f.customer for f in firings if f.customer is not None]
-        days = ctx.settings.rules.ladder_handover_days
         return "\n".join(
             [
                 "**客户已移交**",
-                f"> 您有 {len(customers)} 位客户满 {days} 天未跟进，{where}（{_by_grade(customers)}），"
+                f"> 您有 {len(customers)} 位客户满 {_handover_days(customers, ctx)} 天未跟进，"
+                f"{where}（{_by_grade(customers)}），"
                 f"全部名单请发送 `{LIST_COMMAND}`",
                 *_top(customers, ctx),
                 "如仍在跟进，请联系主管，并及时记录：`跟进 客户名 跟进内容`",

@@ -156,3 +156,9 @@ def test_the_command_line_exits_2_with_one_line(tmp_path: Path, text: str) -> No
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("错误 error:"), result.stderr
+
+
+def test_a_grade_ladder_must_warn_before_it_hands_over(tmp_path: Path) -> None:
+    path = write(tmp_path, "[rules]\nladder_by_grade = { A = [15, 3] }\n")
+    with pytest.raises(ConfigError, match="ladder_by_grade"):
+        load_settings(path)

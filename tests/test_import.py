@@ -272,12 +272,12 @@ def test_english_headers_xlsx_with_date_cells_on_the_second_sheet(config: Path, 
     assert (sany.grade, sany.stage, sany.owner.name) == ("B", Stage.NEGOTIATION, "张伟")
     assert sany.contract_end == date(2027, 6, 30)
     assert sany.last_followup_at == datetime(2025, 3, 1, 7, 45, tzinfo=UTC)
-    assert sany.custom_fields == {"Region": "华中"}
+    assert sany.custom_fields == {"地区": "华中"}
     assert [(c.name, c.phone, c.external_userid) for c in sany.contacts] == [("Mr Zheng", "13800000005", "woSANY01")]
     goldwind = query(config, lambda: customer("Goldwind"))
     assert goldwind is not None
     assert (goldwind.grade, goldwind.stage, goldwind.owner.name) == ("C", Stage.WON, "王磊")  # owner by userid
-    assert goldwind.contract_end == date(2026, 1, 31) and goldwind.custom_fields == {"Region": 7}
+    assert goldwind.contract_end == date(2026, 1, 31) and goldwind.custom_fields == {"地区": 7}
 
 
 def test_gbk_csv_from_excel_in_china(config: Path, tmp_path: Path) -> None:

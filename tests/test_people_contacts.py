@@ -67,9 +67,9 @@ async def test_a_customer_who_adds_a_rep_lands_on_the_right_profile(
     await post_event(client, "change_external_contact", "add_external_contact", "zhangsan", "wmNEW003")
     question = chat.sent_to("zhangsan")[-1]
     assert question.startswith("新的客户联系人「马总」（远景能源）加了您，TA 属于哪个客户？请回复序号：")
-    last = question.splitlines()[-1]
-    assert last.endswith("新建客户：远景能源"), question
-    await chat.say("zhangsan", last.split(".")[0])
+    *_, new_customer, as_lead = question.splitlines()
+    assert new_customer.endswith("新建客户：远景能源") and as_lead.endswith("作为线索分配：远景能源"), question
+    await chat.say("zhangsan", new_customer.split(".")[0])
     # A new customer was created for the contact: the reply ends with how to undo that.
     linked = "已把客户联系人「马总」关联到客户「远景能源」。"
     assert chat.sent_to("zhangsan")[-1] == f"{linked}\n（10 分钟内回复「撤销」可撤回）"

@@ -1,7 +1,8 @@
 """Customer contacts as the platform reports them: a contact who adds a rep is linked to the right customer (a known
 contact id, then the company or name the rep noted, then a phone number), or the rep is asked which customer it is
-(numbered, or a new one); a customer who removes the rep is a churn warning to the owner and the manager, once; a
-contact the platform could not move is reported; an account the platform removed asks the manager for the handover.
+(numbered, a new one, or not theirs: a new customer assigned by the lead rules); a customer who removes the rep
+is a churn warning to the owner and the manager, once; a contact the platform could not move is reported; an
+account the platform removed asks the manager for the handover.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from bot.resolution import close_names, lookup_customer
 from bot.types import CONTACT_ADDED, CONTACT_LOST, CONTACT_TRANSFER_FAILED, STAFF_LEFT, IncomingMessage, Reply
 from handlers.customers.profile import snapshot
 from handlers.people.capability import capability
+from handlers.people.leads import assign, lead_of
 from models.customers import Contact, Customer, PendingChoice
 from models.people import ContactTransfer, TransferStatus
 from models.staff import Staff
 
 CHOICE_TTL = timedelta(days=3)
 NEW_CUSTOMER = "新建客户："
+AS_LEAD = "不是我的客户，作为线索分配："
 LEFT_PLATFORM = "staff.left_platform"
 
 
@@ -95,7 +98,8 @@ async def contact_added(msg: IncomingMessage, slots: Slots, ctx: Context) -> Non
         await ctx.push(staff, f"新的客户联系人「{contact.name or contact_id}」已关联到客户「{customer.name}」。")
         return
     guess = card.company or card.remark or card.name
-    options = [*(await close_names(guess) if guess else []), NEW_CUSTOMER + (guess or card.name or contact_id)]
+    company = guess or card.name or contact_id
+    options = [*(await close_names(guess) if guess else []), NEW_CUSTOMER + company, AS_LEAD + company]
     await PendingChoice.filter(staff_id=staff.id).using_db(ctx.conn).delete()
     await PendingChoice.create(
         staff_id=staff.id, intent="link_contact", slots=about, slot="choice", options=options,
@@ -115,6 +119,8 @@ async def link_contact(msg: IncomingMessage, slots: Slots, ctx: Context) -> Repl
         return Reply("请在收到「新的客户联系人」提问后回复序号。")
     if await Contact.filter(external_userid=str(slots["contact"])).using_db(ctx.conn).exists():
         return Reply("这位客户联系人已经关联过了。")
+    if choice.startswith(AS_LEAD):
+        return await _as_lead(choice.removeprefix(AS_LEAD)[:128], slots, ctx)
     if choice.startswith(NEW_CUSTOMER):
         name = choice.removeprefix(NEW_CUSTOMER)[:128]
         customer = await Customer.get_or_none(name=name, using_db=ctx.conn)
@@ -129,6 +135,26 @@ async def link_contact(msg: IncomingMessage, slots: Slots, ctx: Context) -> Repl
         customer = found
     contact = await _link(customer, slots, None, ctx.staff, ctx)
     return Reply(f"已把客户联系人「{contact.name or contact.external_userid}」关联到客户「{customer.name}」。")
+
+
+async def _as_lead(name: str, slots: Slots, ctx: Context) -> Reply:
+    """The rep says the contact is not theirs: the contact's company, new and without an owner, goes to whoever the
+    lead rules pick (not the rep who declined it); with nobody free it waits in the pool."""
+    customer = await Customer.get_or_none(name=name, using_db=ctx.conn)
+    if customer is not None and customer.owner_id is not None:
+        return Reply(f"客户「{name}」已有负责人，请回复另一个序号，或联系主管。")
+    if customer is None:
+        customer = await Customer.create(name=name, owner_id=None, using_db=ctx.conn)
+        # Recorded as a lead, not as the rep's own creation: their undo must not take back another rep's lead.
+        await ctx.audit("lead.create", "customer", customer.id, None, snapshot(customer))
+        ctx.bot.understanding.learn_customer(name, [])
+    contact = await _link(customer, slots, None, ctx.staff, ctx)
+    lead = await lead_of(customer, ctx.conn)
+    rep = await assign(ctx.bot, customer, lead, ctx.now, ctx.conn, not_to=ctx.staff.id)
+    who = contact.name or contact.external_userid
+    if rep is None:
+        return Reply(f"已为联系人「{who}」新建客户「{name}」，暂时没有同事可以接手，已放入公海。")
+    return Reply(f"已为联系人「{who}」新建客户「{name}」，按线索规则分配给了{rep.name}。")
 
 
 @capability.intent(f"event:{CONTACT_LOST}", order=911, system=True)

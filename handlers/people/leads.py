@@ -2,7 +2,8 @@
 region and industry names the team, and the team's least-loaded rep under the cap takes it — who is told the
 lead's details and a first step; a lead nobody followed up within ``return_hours`` returns to the pool. Leads
 arrive by ``POST /leads`` (JSON, signed with the shared secret: hex HMAC-SHA256 of the body in
-``X-Crmbot-Signature``).
+``X-Crmbot-Signature``), from a customer import's rows without an owner (once the import commits), and from a
+new customer contact the rep declines as theirs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from models.staff import Role, Staff
 
 SIGNATURE_HEADER = "X-Crmbot-Signature"
 MAX_LEAD_BYTES = 16 * 1024
+REGION_FIELD = "地区"  # where a customer's region is kept: a custom field, as imports and the pool read it
 TEXT_FIELDS = {"name": 128, "industry": 64, "region": 32, "contact": 64, "phone": 32, "note": 500}
 
 
@@ -81,11 +83,18 @@ def first_action(lead: Lead) -> str:
 
 
 async def assign(
-    services: Services, customer: Customer, lead: Lead, now: datetime, conn: BaseDBAsyncClient | None
+    services: Services,
+    customer: Customer,
+    lead: Lead,
+    now: datetime,
+    conn: BaseDBAsyncClient | None,
+    not_to: int | None = None,
 ) -> Staff | None:
-    """Give ``customer`` (without an owner) to the rep the rules pick, tell them; None: nobody can take it now."""
+    """Give ``customer`` (without an owner) to the rep the rules pick (other than ``not_to``), tell them; None:
+    nobody can take it now."""
     settings = services.settings.leads
-    rep = await _least_loaded(await _team_for(settings, lead, conn), settings.max_open_per_rep, conn)
+    team = [r for r in await _team_for(settings, lead, conn) if r.id != not_to]
+    rep = await _least_loaded(team, settings.max_open_per_rep, conn)
     if rep is None:
         return None
     before = snapshot(customer)
@@ -106,6 +115,24 @@ async def assign(
         rep, Reply.markdown(text), f"lead:{customer.id}:{rep.id}:{now.isoformat()}", using_db=conn
     )
     return rep
+
+
+async def lead_of(customer: Customer, conn: BaseDBAsyncClient | None) -> Lead:
+    """A stored customer as a lead: its region (custom field 地区), industry and first contact."""
+    contact = await Contact.filter(customer_id=customer.id).using_db(conn).order_by("id").first()
+    region = str((customer.custom_fields or {}).get(REGION_FIELD) or "")
+    return Lead(name=customer.name, industry=customer.industry, region=region,
+                contact=contact.name if contact else "", phone=contact.phone if contact else "")  # fmt: skip
+
+
+@capability.on_imported(order=10)
+async def assign_imported(services: Services, customer_ids: list[int]) -> None:
+    """Customers an import created without an owner are leads: each is assigned as ``POST /leads`` would."""
+    now = services.clock.now()
+    async with in_transaction() as conn:
+        unowned = Customer.filter(id__in=customer_ids, owner_id__isnull=True).exclude(stage=Stage.LOST)
+        for customer in await unowned.using_db(conn).order_by("id"):
+            await assign(services, customer, await lead_of(customer, conn), now, conn)
 
 
 def _lead_of(body: bytes) -> Lead:
@@ -152,7 +179,7 @@ async def receive_lead(request: web.Request) -> web.Response:
         if await Customer.filter(Q(name=lead.name)).using_db(conn).exists():
             return web.json_response({"error": f"customer {lead.name!r} exists"}, status=409)
         customer = await Customer.create(name=lead.name, industry=lead.industry, owner_id=None, using_db=conn,
-                                         custom_fields={"地区": lead.region} if lead.region else {})  # fmt: skip
+                                         custom_fields={REGION_FIELD: lead.region} if lead.region else {})  # fmt: skip
         if lead.contact or lead.phone:
             await Contact.create(customer_id=customer.id, name=lead.contact, phone=lead.phone, using_db=conn)
         await audit.record(

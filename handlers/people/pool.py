@@ -1,6 +1,7 @@
-"""The public pool (公海) worked both ways: ``公海`` lists it (by grade or industry, a page at a time), ``认领 X`` /
-``领取 X`` / ``把X转给我`` claims a customer within the rep's limits (claims a day, pool customers held, no reclaim
-of one they released within the cooldown), ``放入公海 X`` releases one. The claim is one conditional update, so of
+"""The public pool (公海) worked both ways: ``公海`` lists it (by grade, industry or region - ``公海 华东``,
+``公海 地区 华东`` - a page at a time), ``认领 X`` / ``领取 X`` / ``把X转给我`` claims a customer within the rep's
+limits (claims a day, pool customers held, no reclaim of one they released within the cooldown), ``放入公海 X``
+releases one. The claim is one conditional update, so of
 two reps claiming at once exactly one gets the customer; the manager is told of every move."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta
 
 from tortoise.expressions import Q
 
+from bot import sql
 from bot.access import refusal
 from bot.context import Context, HandlerResult, Slots
 from bot.nlu.reading import Reading, Result
@@ -28,11 +30,15 @@ _RELEASE = re.compile(r"^(?:放入公海|放回公海|退回公海|释放)(?:\s+
 _TO_ME = re.compile(r"^把(?P<c>.+?)(?:转给|交给|分给|划给)我(?:跟进|负责)?[。！!]?$")
 _GRADE = re.compile(r"(?<![A-Za-z])([ABCabc])(?:级|类)?(?![A-Za-z])")
 _PAGE = re.compile(r"第?\s*(\d{1,3})\s*页")
+_REGION = re.compile(r"(?:地区|区域)\s*[:：]?\s*(\S+)")
 
 
 @capability.command(_LIST, order=145)
 def pool_command(r: Reading, rest: str) -> Result:
-    slots: Slots = {"page": 1, "grade": "", "industry": ""}
+    slots: Slots = {"page": 1, "grade": "", "industry": "", "region": ""}
+    if m := _REGION.search(rest):
+        slots["region"] = m[1]
+        rest = _REGION.sub(" ", rest, count=1)
     if m := _PAGE.search(rest):
         slots["page"] = max(1, int(m[1]))
         rest = _PAGE.sub(" ", rest)
@@ -67,8 +73,12 @@ async def pool_list(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     query = Customer.filter(owner_id__isnull=True).exclude(stage=Stage.LOST)
     if grade := str(slots.get("grade") or ""):
         query = query.filter(grade=grade)
+    if region := str(slots.get("region") or ""):
+        query = query.filter(id__in=await _in_region(region, ctx))
     if industry := str(slots.get("industry") or ""):
-        query = query.filter(Q(industry__icontains=industry) | Q(name__icontains=industry))
+        # A bare word is an industry, part of a name, or a region (公海 华东).
+        in_region = await _in_region(industry, ctx)
+        query = query.filter(Q(industry__icontains=industry) | Q(name__icontains=industry) | Q(id__in=in_region))
     total = await query.count()
     rows = await query.order_by("grade", "-updated_at", "id").offset((page - 1) * size).limit(size)
     if not rows:
@@ -81,6 +91,18 @@ async def pool_list(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     more = f"发送「公海 第{page + 1}页」看下一页；" if page < pages else ""
     lines.append(f"{more}发送「认领 客户名」认领。")
     return Reply.markdown("\n".join(lines))
+
+
+async def _in_region(region: str, ctx: Context) -> list[int]:
+    """The pool's customers in ``region`` (the custom field 地区, as leads and imports keep it)."""
+    # SQLite's JSON paths compare keys as stored (escaped), so its keys are read through json_each.
+    field = (
+        "c.custom_fields->>'地区' = ?"
+        if sql.is_postgres(ctx.conn)
+        else "EXISTS (SELECT 1 FROM json_each(c.custom_fields) j WHERE j.key = '地区' AND j.value = ?)"
+    )
+    query = f"SELECT c.id FROM customer c WHERE c.owner_id IS NULL AND {field}"
+    return [int(r["id"]) for r in await sql.select(ctx.conn or sql.default(), query, [region])]
 
 
 def _day_start(ctx: Context) -> datetime:
