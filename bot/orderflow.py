@@ -366,7 +366,7 @@ async def _insert(
         marks = ", ".join("(" + ", ".join("?" * len(row)) + ")" for row in chunk)
         statement = sql.for_conn(f"INSERT INTO {into} VALUES {marks}{tail}", conn)
         params = [value for row in chunk for value in row]
-        if tail:
+        if "RETURNING" in tail:
             returned += await conn.execute_query_dict(statement, params)
         else:
             await conn.execute_query(statement, params)
@@ -420,8 +420,9 @@ async def remember_events(
     events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
 ) -> None:
     """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
-    rows = [OrderEventSeen(source=e.source, event_id=e.event_id, received_at=now) for e in events if e.event_id]
-    await OrderEventSeen.bulk_create(rows, batch_size=CHUNK, ignore_conflicts=not strict, using_db=conn)
+    rows = [(e.source, e.event_id, now) for e in events if e.event_id]
+    tail = "" if strict else " ON CONFLICT DO NOTHING"
+    await _insert(conn, "order_event_seen (source, event_id, received_at)", rows, tail)
 
 
 # Repurchase windows
@@ -461,7 +462,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
     """Recompute these customers' windows from their orders (cancelled ones aside)."""
-    rules = settings.rules
+    rules, tz, stamp = settings.rules, settings.tz, timezone.now()
     for i in range(0, len(customer_ids), CHUNK):
         chunk = customer_ids[i : i + CHUNK]
         days: dict[int, list[date]] = {}
@@ -475,21 +476,15 @@ async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: 
             days.setdefault(int(cid), []).append(day)
         await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
         windows = {cid: w for cid in chunk if (w := window_of(days.get(cid, ()), rules.repurchase_min_orders))}
-        await Repurchase.bulk_create(
+        lead = rules.repurchase_lead_days
+        await _insert(
+            conn,
+            "repurchase (customer_id, order_count, last_order_date, interval_days, spread_days, predicted_on,"
+            " remind_at, updated_at)",
             [
-                Repurchase(
-                    customer_id=cid,
-                    order_count=w.orders,
-                    last_order_date=w.last,
-                    interval_days=w.interval,
-                    spread_days=w.spread,
-                    predicted_on=w.predicted,
-                    remind_at=local_midnight(w.remind_on(rules.repurchase_lead_days), settings.tz),
-                )
+                (cid, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz), stamp)
                 for cid, w in windows.items()
             ],
-            batch_size=CHUNK,
-            using_db=conn,
         )
 
 
