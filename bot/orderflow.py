@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from tortoise import timezone
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
@@ -231,36 +232,77 @@ async def apply_events(
     now: datetime,
     conn: BaseDBAsyncClient,
 ) -> Applied:
-    """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows."""
+    """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows.
+
+    Set-based whatever the batch's size: one read of its known orders and one of their timelines, then one upsert
+    of its orders, one insert of the new steps, one replacement of the lines told, and one recomputation of each
+    affected customer's window."""
     await _lock(events, customers, conn)
-    applied = Applied()
     by_order: dict[tuple[str, str], list[OrderEvent]] = {}
     for event in events:
         by_order.setdefault((event.source, event.order_no), []).append(event)
-    for told in by_order.values():
-        customer_id, created, new = await _apply_to_order(told, customers, now, conn)
-        applied.orders += created
-        applied.statuses += new
-        applied.repeats += len(told) - new
-        applied.customers.add(customer_id)
+    known = await _known_orders(list(by_order), conn)
+    timelines = await _timelines([o.id for o in known.values()], conn)
+    applied = Applied()
+    orders: list[Order] = []
+    steps: dict[tuple[str, str], dict[OrderStatus, datetime]] = {}
+    lines: dict[tuple[str, str], tuple[Line, ...]] = {}
+    for key, told in by_order.items():
+        order = known.get(key) or Order(source=key[0], order_no=key[1], customer_id=customers[told[0].customer])
+        if order.id is None:
+            order.order_date = told[0].day
+        new = _fold(order, told, timelines.get(order.id, {}))
+        orders.append(order)
+        steps[key] = new
+        if told_lines := next((e.lines for e in reversed(told) if e.lines), ()):
+            lines[key] = told_lines
+        applied.orders += order.id is None
+        applied.statuses += len(new)
+        applied.repeats += len(told) - len(new)
+        applied.customers.add(order.customer_id)
+    ids = await _upsert_orders(orders, conn)
+    await _insert(
+        conn,
+        "order_status_change (order_id, status, at, recorded_at)",
+        [(ids[key], s.value, at, now) for key, new in steps.items() for s, at in new.items()],
+    )
+    replaced = [ids[key] for key in lines if key in known]
+    if replaced:
+        await OrderLine.filter(order_id__in=replaced).using_db(conn).delete()
+    await _insert(
+        conn,
+        "order_line (order_id, product, quantity, amount)",
+        [(ids[key], x.product, x.quantity, x.amount) for key, told in lines.items() for x in told],
+    )
     await refresh_repurchase(sorted(applied.customers), settings, conn)
     return applied
 
 
-async def _apply_to_order(
-    told: list[OrderEvent], customers: Mapping[str, int], now: datetime, conn: BaseDBAsyncClient
-) -> tuple[int, bool, int]:
-    """One order's events, in a handful of statements: its customer, whether it is new, how many steps of its
-    timeline are."""
-    first = told[0]
-    order = await Order.filter(source=first.source, order_no=first.order_no).using_db(conn).first()
-    steps: dict[OrderStatus, datetime] = {}
-    if order is None:
-        order = Order(source=first.source, order_no=first.order_no, customer_id=customers[first.customer])
-        order.order_date = first.day
-    else:
-        timeline = await OrderStatusChange.filter(order_id=order.id).using_db(conn).values_list("status", "at")
-        steps = {OrderStatus(s): a for s, a in timeline}
+async def _known_orders(keys: list[tuple[str, str]], conn: BaseDBAsyncClient) -> dict[tuple[str, str], Order]:
+    """The orders among these (source, order no.) that exist, one query per source (an ERP is usually one)."""
+    by_source: dict[str, list[str]] = {}
+    for source, order_no in keys:
+        by_source.setdefault(source, []).append(order_no)
+    found: dict[tuple[str, str], Order] = {}
+    for source, numbers in by_source.items():
+        for i in range(0, len(numbers), CHUNK):
+            query = Order.filter(source=source, order_no__in=numbers[i : i + CHUNK]).using_db(conn)
+            found.update({(o.source, o.order_no): o for o in await query})
+    return found
+
+
+async def _timelines(order_ids: list[int], conn: BaseDBAsyncClient) -> dict[int, dict[OrderStatus, datetime]]:
+    """The steps these orders reached, by order."""
+    timelines: dict[int, dict[OrderStatus, datetime]] = {}
+    for i in range(0, len(order_ids), CHUNK):
+        query = OrderStatusChange.filter(order_id__in=order_ids[i : i + CHUNK]).using_db(conn)
+        for order_id, status, at in await query.values_list("order_id", "status", "at"):
+            timelines.setdefault(int(order_id), {})[OrderStatus(status)] = at
+    return timelines
+
+
+def _fold(order: Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
+    """Take one order's events into it; the steps of its timeline they add."""
     new: dict[OrderStatus, datetime] = {}
     for event in told:
         _take_details(order, event)
@@ -268,15 +310,67 @@ async def _apply_to_order(
             new[event.status] = event.at
     # The order's status is the latest step of its timeline (the later step when two share a moment).
     order.status, order.status_at = max({**steps, **new}.items(), key=lambda s: (s[1], ORDER_STATUS_RANK[s[0]]))
-    created = order.id is None
-    await order.save(using_db=conn)
-    changes = [OrderStatusChange(order_id=order.id, status=s, at=at, recorded_at=now) for s, at in new.items()]
-    await OrderStatusChange.bulk_create(changes, using_db=conn)
-    if lines := next((e.lines for e in reversed(told) if e.lines), ()):
-        await OrderLine.filter(order_id=order.id).using_db(conn).delete()
-        rows = [OrderLine(order_id=order.id, product=x.product, quantity=x.quantity, amount=x.amount) for x in lines]
-        await OrderLine.bulk_create(rows, using_db=conn)
-    return order.customer_id, created, len(new)
+    return new
+
+
+_ORDER_COLUMNS = (
+    "source",
+    "order_no",
+    "customer_id",
+    "order_date",
+    "total",
+    "status",
+    "status_at",
+    "carrier",
+    "tracking_no",
+    "invoice_no",
+)
+_ORDER_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS[3:])
+
+
+async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[tuple[str, str], int]:
+    """Write these orders as they now are (new ones created, known ones updated; the customer of a known order
+    stays); their ids by (source, order no.)."""
+    rows = [
+        (
+            o.source,
+            o.order_no,
+            o.customer_id,
+            o.order_date,
+            o.total,
+            OrderStatus(o.status).value,
+            o.status_at,
+            o.carrier,
+            o.tracking_no,
+            o.invoice_no,
+            timezone.now(),
+        )
+        for o in orders
+    ]
+    returned = await _insert(
+        conn,
+        f"customer_order ({', '.join(_ORDER_COLUMNS)}, created_at)",
+        rows,
+        f" ON CONFLICT (source, order_no) DO UPDATE SET {_ORDER_UPDATES} RETURNING id, source, order_no",
+    )
+    return {(str(r["source"]), str(r["order_no"])): int(r["id"]) for r in returned}
+
+
+async def _insert(
+    conn: BaseDBAsyncClient, into: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> list[dict[str, Any]]:
+    """Multi-row ``INSERT INTO {into} VALUES …{tail}``, ``CHUNK`` rows a statement; what ``tail`` returns."""
+    returned: list[dict[str, Any]] = []
+    for i in range(0, len(rows), CHUNK):
+        chunk = rows[i : i + CHUNK]
+        marks = ", ".join("(" + ", ".join("?" * len(row)) + ")" for row in chunk)
+        statement = sql.for_conn(f"INSERT INTO {into} VALUES {marks}{tail}", conn)
+        params = [value for row in chunk for value in row]
+        if "RETURNING" in tail:
+            returned += await conn.execute_query_dict(statement, params)
+        else:
+            await conn.execute_query(statement, params)
+    return returned
 
 
 async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
@@ -326,8 +420,9 @@ async def remember_events(
     events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
 ) -> None:
     """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
-    rows = [OrderEventSeen(source=e.source, event_id=e.event_id, received_at=now) for e in events if e.event_id]
-    await OrderEventSeen.bulk_create(rows, batch_size=CHUNK, ignore_conflicts=not strict, using_db=conn)
+    rows = [(e.source, e.event_id, now) for e in events if e.event_id]
+    tail = "" if strict else " ON CONFLICT DO NOTHING"
+    await _insert(conn, "order_event_seen (source, event_id, received_at)", rows, tail)
 
 
 # Repurchase windows
@@ -367,7 +462,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
     """Recompute these customers' windows from their orders (cancelled ones aside)."""
-    rules = settings.rules
+    rules, tz, stamp = settings.rules, settings.tz, timezone.now()
     for i in range(0, len(customer_ids), CHUNK):
         chunk = customer_ids[i : i + CHUNK]
         days: dict[int, list[date]] = {}
@@ -381,21 +476,15 @@ async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: 
             days.setdefault(int(cid), []).append(day)
         await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
         windows = {cid: w for cid in chunk if (w := window_of(days.get(cid, ()), rules.repurchase_min_orders))}
-        await Repurchase.bulk_create(
+        lead = rules.repurchase_lead_days
+        await _insert(
+            conn,
+            "repurchase (customer_id, order_count, last_order_date, interval_days, spread_days, predicted_on,"
+            " remind_at, updated_at)",
             [
-                Repurchase(
-                    customer_id=cid,
-                    order_count=w.orders,
-                    last_order_date=w.last,
-                    interval_days=w.interval,
-                    spread_days=w.spread,
-                    predicted_on=w.predicted,
-                    remind_at=local_midnight(w.remind_on(rules.repurchase_lead_days), settings.tz),
-                )
+                (cid, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz), stamp)
                 for cid, w in windows.items()
             ],
-            batch_size=CHUNK,
-            using_db=conn,
         )
 
 
