@@ -129,8 +129,9 @@ async def generate(conn: Any, dialect: str, customers: int, tickets: int) -> Non
     )
     cte, src = _seq(dialect, customers // 5)
     await conn.execute_script(
-        f"{cte}INSERT INTO repurchase (customer_id, order_count, last_order_date, interval_days, due_at, updated_at) "
-        f"SELECT n * 5, 4, {_day(dialect, '-(n % 90)')}, 30 + n % 60, "
+        f"{cte}INSERT INTO repurchase (customer_id, order_count, last_order_date, interval_days, spread_days, "
+        "predicted_on, remind_at, updated_at) "
+        f"SELECT n * 5, 4, {_day(dialect, '-(n % 90)')}, 30 + n % 60, 0, {_day(dialect, '(n % 60) - 30')}, "
         f"{_ts(dialect, f'((n * 7) % ({120 * day})) - {60 * day}')}, {_ts(dialect, '0')} FROM {src}"
     )
     cte, src = _seq(dialect, 10000)
