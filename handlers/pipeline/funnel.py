@@ -209,12 +209,7 @@ async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None) 
         params,
     ):
         days.setdefault(Stage(row["stage"]), []).append((int(row["days"]), int(row["n"])))
-    medians: dict[Stage, float] = {}
-    for stage, counts in days.items():
-        total = sum(n for _, n in counts)
-        middle = sorted({(total - 1) // 2, total // 2})
-        medians[stage] = statistics.median([await _nth_stay(conn, stage, counts, k, owner_ids) for k in middle])
-    return medians
+    return {stage: statistics.median(await _middle(conn, stage, counts, owner_ids)) for stage, counts in days.items()}
 
 
 def _locate(counts: list[tuple[int, int]], position: int) -> tuple[int, int]:
@@ -226,19 +221,32 @@ def _locate(counts: list[tuple[int, int]], position: int) -> tuple[int, int]:
     raise LookupError(f"no stay at position {position}")
 
 
-async def _nth_stay(
-    conn: BaseDBAsyncClient, stage: Stage, counts: list[tuple[int, int]], position: int, owner_ids: list[int] | None
-) -> float:
-    """The ``position``-th shortest completed stay (from 0) in ``stage``, given its per-day ``counts`` in order."""
-    day, position = _locate(counts, position)
+async def _middle(
+    conn: BaseDBAsyncClient, stage: Stage, counts: list[tuple[int, int]], owner_ids: list[int] | None
+) -> list[float]:
+    """The middle stay of ``stage`` (an odd number of stays) or the two middle ones (even), given its per-day
+    ``counts`` in order; two middle stays in the same day are read at once."""
+    total = sum(n for _, n in counts)
+    wanted = 2 - total % 2
+    day, offset = _locate(counts, (total - 1) // 2)
+    found = await _stays_in_day(conn, stage, day, offset, wanted, owner_ids)
+    if len(found) < wanted:  # the upper middle stay is the first of the next day that has any
+        found += await _stays_in_day(conn, stage, _locate(counts, total // 2)[0], 0, 1, owner_ids)
+    return found
+
+
+async def _stays_in_day(
+    conn: BaseDBAsyncClient, stage: Stage, day: int, offset: int, limit: int, owner_ids: list[int] | None
+) -> list[float]:
+    """``limit`` completed stays of ``stage`` lasting ``day`` whole days, shortest first from ``offset``."""
     owners, params = _of_owners(owner_ids)
-    [row] = await sql.select(
+    rows = await sql.select(
         conn,
         "SELECT stay_days AS days FROM opportunity_stage WHERE stage = ? AND stay_days >= ? AND stay_days < ?"
-        f"{owners} ORDER BY stay_days LIMIT 1 OFFSET ?",
-        [stage.value, float(day), float(day + 1), *params, position],
+        f"{owners} ORDER BY stay_days LIMIT ? OFFSET ?",
+        [stage.value, float(day), float(day + 1), *params, limit, offset],
     )
-    return float(row["days"])
+    return [float(row["days"]) for row in rows]
 
 
 def stall_since(opp: Opportunity) -> datetime:
