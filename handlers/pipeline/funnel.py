@@ -198,8 +198,8 @@ def _of_owners(owner_ids: list[int] | None) -> tuple[str, list[Any]]:
 
 async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> dict[Stage, float]:
     """The median completed stay per stage of the deals of ``owner_ids`` (None: all): the per-day counts
-    (``StayCount``) say in which whole day the middle stay or stays fall and at which offset, and one indexed read
-    within that day finds each; the same values ``statistics.median`` takes from every stay."""
+    (``StayCount``) say in which whole day the middle stay or stays fall and at which offset, and an indexed read
+    within that day finds them; the same values ``statistics.median`` takes from every stay."""
     owners, params = _of_owners(owner_ids)
     days: dict[Stage, list[tuple[int, int]]] = {}
     for row in await sql.select(
