@@ -56,12 +56,20 @@ async def generate_deals(conn: Any, dialect: str, deals: int, changes: int) -> N
     start = f"-({400 * day}) + o.id % {day} + (s.n - 1) * {30 * day}"
     stay = f"{day} + (o.id * s.n) % ({20 * day})"  # minutes
     await conn.execute_script(
-        f"{cte}INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, stay_days, actor_id) "
+        f"{cte}INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, stay_days, actor_id, "
+        "owner_id) "
         f"SELECT o.id, CASE WHEN s.n = {changes} THEN o.stage ELSE {step_stage} END, "
         f"CASE WHEN s.n = {changes} THEN o.stage_entered_at ELSE {_ts(dialect, start)} END, "
         f"CASE WHEN s.n < {changes} THEN {_ts(dialect, f'{start} + {stay}')} END, "
         f"CASE WHEN s.n < {changes} THEN ({stay}) / {float(day)} END, "
-        f"o.owner_id FROM opportunity o, {steps}"
+        f"o.owner_id, o.owner_id FROM opportunity o, {steps}"
+    )
+    # The funnel's per-day counts, as moving the deals one by one would have kept them (every stay is positive).
+    whole_days = "CAST(FLOOR(stay_days) AS INTEGER)" if dialect == "postgres" else "CAST(stay_days AS INTEGER)"
+    await conn.execute_script(
+        "INSERT INTO opportunity_stay_count (owner_id, stage, days, n)"
+        f" SELECT owner_id, stage, {whole_days}, COUNT(*) FROM opportunity_stage WHERE stay_days IS NOT NULL"
+        f" GROUP BY owner_id, stage, {whole_days}"
     )
     await conn.execute_script("ANALYZE")
 

@@ -9,6 +9,8 @@ A capability module declares ``capability = Capability("tickets")`` and register
 * scheduled rules (``@capability.rule(order=...)``), evaluated in order by the rules engine;
 * hooks on newly archived customer messages (``@capability.on_archived(order=...)``);
 * hooks on the customers an import created without an owner (``@capability.on_imported(order=...)``);
+* guards on another capability's intent (``@capability.guard("request_discount")``), asked after its customer is
+  resolved and before its handler runs; a guard's reply refuses the request, so nothing is written;
 * web routes (``capability.route("GET", "/nps/{token}", view)``).
 
 The composition root builds one ``Registry`` from the list of capabilities; the core asks the registry and never
@@ -50,6 +52,7 @@ class Capability:
         self.archive_hooks: list[tuple[int, ArchiveHook]] = []
         self.import_hooks: list[tuple[int, ImportHook]] = []
         self.routes: list[Route] = []
+        self.guards: list[tuple[str, Check]] = []
 
     def intent(
         self,
@@ -106,6 +109,13 @@ class Capability:
     def route(self, method: str, path: str, view: View) -> None:
         self.routes.append(Route(method, path, view))
 
+    def guard(self, intent: str) -> Callable[[Check], Check]:
+        def register(guard: Check) -> Check:
+            self.guards.append((intent, guard))
+            return guard
+
+        return register
+
 
 class Registry:
     """Every capability's registrations, merged and ordered."""
@@ -128,9 +138,16 @@ class Registry:
             h for _, h in sorted(_all(cap.import_hooks for cap in self.capabilities), key=_first)
         ]
         self.routes = [route for cap in self.capabilities for route in cap.routes]
+        self.guards: dict[str, list[Check]] = {}
+        for intent, guard in _all(cap.guards for cap in self.capabilities):
+            self.guards.setdefault(intent, []).append(guard)
 
     def get(self, name: str) -> IntentSpec | None:
         return self.specs.get(name)
+
+    def guards_of(self, name: str) -> list[Check]:
+        """What other capabilities ask before intent ``name`` runs, in the order the capabilities are listed."""
+        return self.guards.get(name, [])
 
     def ordered(self) -> list[IntentSpec]:
         return sorted(self.specs.values(), key=lambda s: (s.order, s.name))

@@ -3,9 +3,9 @@
 Each step looks at the ``Turn`` so far and either lets it go on (returns None) or ends it with the replies to send.
 The steps, in order: understand the text (or the tapped button, or the event); make sure the sender is a
 registered staff member (the platform itself may send events some intents accept); take "2" as the answer to a
-numbered question asked earlier; find the intent's handler; run its check; resolve the customer it is about; run
-it (a reply to a change that 撤销 can take back ends with how to do so). A new cross-cutting step is one more
-entry in the list.
+numbered question asked earlier; find the intent's handler; run its check; resolve the customer it is about; ask
+the guards other capabilities put on it; run it (a reply to a change that 撤销 can take back ends with how to do
+so). A new cross-cutting step is one more entry in the list.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Dispatcher:
             self.find_handler,
             self.check,
             self.resolve_customer,
+            self.guard,
             self.run_handler,
         ]
 
@@ -143,6 +144,13 @@ class Dispatcher:
         if isinstance(found, Reply):
             return [found]
         ctx.found = found
+        return None
+
+    async def guard(self, turn: Turn) -> list[Reply] | None:
+        # Other capabilities' conditions on this intent, once its customer is known.
+        for guard in self.registry.guards_of(turn.parsed.intent):
+            if refused := await guard(turn.parsed.slots, turn.ctx):
+                return [refused]
         return None
 
     async def run_handler(self, turn: Turn) -> list[Reply] | None:

@@ -88,16 +88,36 @@ class StageChange(Model):
         "models.Staff", related_name="stage_changes", null=True, on_delete=fields.SET_NULL
     )
     actor_id: int | None
+    owner_id = fields.IntField(null=True, description="the deal's owner, so that a scope's stays need no join")
 
     class Meta:
         table = "opportunity_stage"
         # One deal's history in order; the funnel's stays per deal from the index alone; the playbook rules'
-        # "still in the stage entered then" by stage and time.
+        # "still in the stage entered then" by stage and time; the n-th stay of a stage within one whole day of
+        # its histogram, for the company and for some owners.
         indexes = (
             ("opportunity_id", "entered_at"),
             ("opportunity_id", "stage", "stay_days"),
             ("stage", "left_at", "entered_at"),
+            ("stage", "stay_days"),
+            ("owner_id", "stage", "stay_days"),
         )
+
+
+class StayCount(Model):
+    """How many completed stays of ``stage`` by deals of ``owner_id`` (0: none) lasted ``days`` whole days (the
+    floor of ``stay_days``), kept in the same transaction as the stay is closed: a median is then found by
+    walking these counts and reading one row of the history within the day it falls in."""
+
+    id = fields.IntField(primary_key=True)
+    owner_id = fields.IntField()
+    stage = fields.CharEnumField(Stage, max_length=16)
+    days = fields.IntField()
+    n = fields.IntField(default=0)
+
+    class Meta:
+        table = "opportunity_stay_count"
+        unique_together = (("owner_id", "stage", "days"),)
 
 
 class SalesTarget(Model):

@@ -7,6 +7,7 @@ Every write here goes through the audit log with before and after, inside the ca
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from bot import audit
+from bot import audit, sql
 from bot.config import Settings
 from bot.types import Reply
 from models.customers import STAGE_LABELS, Customer, PendingChoice, Stage
@@ -215,13 +216,32 @@ async def start(
         created_at=at,
         using_db=conn,
     )
-    await StageChange.create(opportunity_id=opp.id, stage=stage, entered_at=at, actor_id=actor.staff_id, using_db=conn)
+    await _enter(opp, stage, at, actor, conn)
     await audit.record(
         "create_opportunity", "opportunity", opp.id, None, snapshot(opp), actor=actor.who, platform=actor.platform,
         conn=conn,
     )  # fmt: skip
     await follow_customer(customer.id, now, actor, conn)
     return opp
+
+
+async def _enter(opp: Opportunity, stage: Stage, at: datetime, actor: Actor, conn: BaseDBAsyncClient | None) -> None:
+    """The history row of ``opp`` entering ``stage`` at ``at``."""
+    await StageChange.create(
+        opportunity_id=opp.id, stage=stage, entered_at=at, actor_id=actor.staff_id, owner_id=opp.owner_id,
+        using_db=conn,
+    )  # fmt: skip
+
+
+async def _count_stay(row: StageChange, stay: float, conn: BaseDBAsyncClient | None) -> None:
+    """One more completed stay in the funnel's per-day counts, in the transaction that closed it; an upsert, so
+    that two moves closing stays of the same day both count."""
+    db = conn or sql.default()
+    upsert = (
+        "INSERT INTO opportunity_stay_count (owner_id, stage, days, n) VALUES (?, ?, ?, 1)"
+        " ON CONFLICT (owner_id, stage, days) DO UPDATE SET n = opportunity_stay_count.n + 1"
+    )
+    await db.execute_query(sql.for_conn(upsert, db), [row.owner_id or 0, Stage(row.stage).value, math.floor(stay)])
 
 
 async def move(
@@ -240,7 +260,8 @@ async def move(
     for current in await StageChange.filter(opportunity_id=opp.id, left_at__isnull=True).using_db(conn):
         stay = (at - current.entered_at).total_seconds() / 86400
         await StageChange.filter(id=current.id).using_db(conn).update(left_at=at, stay_days=stay)
-    await StageChange.create(opportunity_id=opp.id, stage=stage, entered_at=at, actor_id=actor.staff_id, using_db=conn)
+        await _count_stay(current, stay, conn)
+    await _enter(opp, stage, at, actor, conn)
     opp.stage = stage
     opp.stage_entered_at = at
     opp.reached = max(opp.reached, rank(stage))

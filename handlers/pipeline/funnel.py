@@ -5,7 +5,8 @@ rep's monthly target). Each reads the asker's scope: a rep their own deals, a ma
 admins the company's.
 
 Conversion counts a deal as having reached a stage when it ever entered it or a later one (``Opportunity.reached``),
-so a deal that skipped a stage still passed through it; days spent are the completed stays in the stage history.
+so a deal that skipped a stage still passed through it; days spent are the completed stays in the stage history,
+their medians found through per-day counts kept as stays close (``StayCount``) rather than by reading them all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 import handlers.pipeline.deals as deals
 from bot import sql
@@ -161,8 +164,21 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         stage_row.reached = at_least[k]
         stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
-    stays: dict[Stage, list[float]] = {}
+    medians = (
+        await counted_medians(conn, scope.owner_ids) if period is None else await read_medians(conn, where, params)
+    )
     # Only open stages are ever left (won and lost end a deal), so every completed stay is an open stage's.
+    for stage, median in medians.items():
+        if stage in funnel.rows:
+            funnel.rows[stage].median_days = median
+    funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
+    return funnel
+
+
+async def read_medians(conn: BaseDBAsyncClient, where: str, params: list[Any]) -> dict[Stage, float]:
+    """The median completed stay per stage of the deals matching ``where`` on ``o``, from every such stay: for
+    deals opened in a period, which the per-day counts do not tell apart."""
+    stays: dict[Stage, list[float]] = {}
     for row in await sql.select(
         conn,
         "SELECT s.stage AS stage, s.stay_days AS days FROM opportunity o"
@@ -170,11 +186,67 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         params,
     ):
         stays.setdefault(Stage(row["stage"]), []).append(float(row["days"]))
-    for stage, days in stays.items():
-        if stage in funnel.rows:
-            funnel.rows[stage].median_days = statistics.median(days)
-    funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
-    return funnel
+    return {stage: statistics.median(days) for stage, days in stays.items()}
+
+
+def _of_owners(owner_ids: list[int] | None) -> tuple[str, list[Any]]:
+    """An ``AND owner_id IN (…)`` condition for ``owner_ids`` (None: everyone, no condition)."""
+    if owner_ids is None:
+        return "", []
+    return f" AND owner_id IN ({', '.join('?' for _ in owner_ids)})", list(owner_ids)
+
+
+async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> dict[Stage, float]:
+    """The median completed stay per stage of the deals of ``owner_ids`` (None: all): the per-day counts
+    (``StayCount``) say in which whole day the middle stay or stays fall and at which offset, and an indexed read
+    within that day finds them; the same values ``statistics.median`` takes from every stay."""
+    owners, params = _of_owners(owner_ids)
+    days: dict[Stage, list[tuple[int, int]]] = {}
+    for row in await sql.select(
+        conn,
+        f"SELECT stage, days, SUM(n) AS n FROM opportunity_stay_count WHERE n > 0{owners}"
+        " GROUP BY stage, days ORDER BY stage, days",
+        params,
+    ):
+        days.setdefault(Stage(row["stage"]), []).append((int(row["days"]), int(row["n"])))
+    return {stage: statistics.median(await _middle(conn, stage, counts, owner_ids)) for stage, counts in days.items()}
+
+
+def _locate(counts: list[tuple[int, int]], position: int) -> tuple[int, int]:
+    """The whole day the ``position``-th stay falls in, and its offset within that day."""
+    for day, n in counts:
+        if position < n:
+            return day, position
+        position -= n
+    raise LookupError(f"no stay at position {position}")
+
+
+async def _middle(
+    conn: BaseDBAsyncClient, stage: Stage, counts: list[tuple[int, int]], owner_ids: list[int] | None
+) -> list[float]:
+    """The middle stay of ``stage`` (an odd number of stays) or the two middle ones (even), given its per-day
+    ``counts`` in order; two middle stays in the same day are read at once."""
+    total = sum(n for _, n in counts)
+    wanted = 2 - total % 2
+    day, offset = _locate(counts, (total - 1) // 2)
+    found = await _stays_in_day(conn, stage, day, offset, wanted, owner_ids)
+    if len(found) < wanted:  # the upper middle stay is the first of the next day that has any
+        found += await _stays_in_day(conn, stage, _locate(counts, total // 2)[0], 0, 1, owner_ids)
+    return found
+
+
+async def _stays_in_day(
+    conn: BaseDBAsyncClient, stage: Stage, day: int, offset: int, limit: int, owner_ids: list[int] | None
+) -> list[float]:
+    """``limit`` completed stays of ``stage`` lasting ``day`` whole days, shortest first from ``offset``."""
+    owners, params = _of_owners(owner_ids)
+    rows = await sql.select(
+        conn,
+        "SELECT stay_days AS days FROM opportunity_stage WHERE stage = ? AND stay_days >= ? AND stay_days < ?"
+        f"{owners} ORDER BY stay_days LIMIT ? OFFSET ?",
+        [stage.value, float(day), float(day + 1), *params, limit, offset],
+    )
+    return [float(row["days"]) for row in rows]
 
 
 def stall_since(opp: Opportunity) -> datetime:

@@ -20,7 +20,7 @@ from bot.nlu.text import clean, cut
 from bot.types import IncomingMessage, Reply
 from handlers.pipeline.capability import capability
 from models.customers import STAGE_LABELS, Stage
-from models.opportunities import OPEN_STAGES, Opportunity
+from models.opportunities import FUNNEL, OPEN_STAGES, Opportunity, rank
 
 STAGE_WORDS: dict[str, Stage] = {
     "潜在": Stage.LEAD, "线索": Stage.LEAD, "意向": Stage.INTENT, "方案": Stage.PROPOSAL, "报价": Stage.QUOTE,
@@ -311,6 +311,30 @@ async def set_opportunity_stage(msg: IncomingMessage, slots: Slots, ctx: Context
         why = f"原因：{opp.lost_reason}。" if opp.lost_reason else "可发送「商机 … 丢单原因：…」补充原因。"
         return Reply(f"{head}。已记为丢单，{why}")
     return Reply(f"{head}。" + _checklist(ctx, stage))
+
+
+def required_by(ctx: Context, stage: Stage) -> list[str]:
+    """The fields the playbooks of ``stage`` and of every stage before it require, each once, in funnel order."""
+    names: list[str] = []
+    for step in FUNNEL[: rank(stage) + 1]:
+        playbook = ctx.settings.pipeline.playbooks.get(step.value)
+        names.extend(n for n in (playbook.required if playbook else []) if n not in names)
+    return names
+
+
+@capability.guard("request_discount")
+async def deal_complete_before_discount(slots: Slots, ctx: Context) -> Reply | None:
+    """No discount request for a customer whose open deal lacks a field its stage's playbooks require (需求分析 …):
+    a discount is negotiated on a deal that has been qualified."""
+    if not await visible_to(ctx.staff, ctx.customer):
+        return None  # the request itself refuses it, without naming the customer's deals
+    for opp in await Opportunity.filter(customer_id=ctx.customer.id, stage__in=list(OPEN_STAGES)).order_by("id"):
+        if lacking := deals.missing(opp, required_by(ctx, Stage(opp.stage))):
+            return Reply(
+                f"「{ctx.customer.name}」的商机「{opp.name}」还缺少：{'、'.join(lacking)}，暂不能申请折扣。"
+                f"请先发送{deals.fill_hint(opp, lacking)}补充，再申请折扣。"
+            )
+    return None
 
 
 async def _field_given(slots: Slots, ctx: Context) -> Reply | None:
