@@ -20,6 +20,7 @@ ARCHIVE_READY = "archive_ready"
 # id), ``contact`` (the customer contact's id) and, for a failed transfer, ``reason``.
 CONTACT_ADDED = "contact_added"  # a customer contact and a staff member became contacts (or their details changed)
 CONTACT_LOST = "contact_lost"  # the customer removed the staff member
+CONTACT_DROPPED = "contact_dropped"  # the staff member removed the customer contact
 CONTACT_TRANSFER_FAILED = "contact_transfer_failed"  # a contact did not move to the successor
 STAFF_LEFT = "staff_left"  # the platform removed a staff member's account
 # ``reply_to`` flag on an outbox row: deliver the text to these customer contacts (platform ids) on behalf of the

@@ -119,3 +119,17 @@ async def test_a_member_removed_from_wecom_asks_for_the_handover_and_moves_as_de
         "externalcontact/resigned/transfer_result",
     ]
     assert sorted(ask_to_move["external_userid"]) == ["wmBYD01", "wmHW001", "wmSY001"]
+
+
+async def test_a_rep_who_deletes_a_customer_contact_is_reported_to_the_manager_once(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    client = await demo_app(start_app, make_settings)
+    chat = WeComChat(client, wecom_sim, deliver=True)
+    for _ in range(2):  # WeCom may report it again
+        await post_event(client, "change_external_contact", "del_external_contact", "lisi", "wmHL001")
+    [to_manager] = chat.sent_to("wangjl")
+    assert "客户联系人被删除" in to_manager and "客户：恒力液压有限公司" in to_manager
+    assert "李四 删除了客户联系人「孙主任」" in to_manager
+    assert chat.sent_to("lisi") == []  # the one who deleted it is not told of their own act
+    assert await AuditLog.filter(action="contact.dropped").count() == 1

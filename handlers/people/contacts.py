@@ -14,10 +14,19 @@ from bot import audit
 from bot.context import Context, Slots
 from bot.identity import ContactCard
 from bot.resolution import close_names, lookup_customer
-from bot.types import CONTACT_ADDED, CONTACT_LOST, CONTACT_TRANSFER_FAILED, STAFF_LEFT, IncomingMessage, Reply
+from bot.types import (
+    CONTACT_ADDED,
+    CONTACT_DROPPED,
+    CONTACT_LOST,
+    CONTACT_TRANSFER_FAILED,
+    STAFF_LEFT,
+    IncomingMessage,
+    Reply,
+)
 from handlers.customers.profile import snapshot
 from handlers.people.capability import capability
 from handlers.people.leads import assign, lead_of
+from models.audit import AuditLog
 from models.customers import Contact, Customer, PendingChoice
 from models.people import ContactTransfer, TransferStatus
 from models.staff import Staff
@@ -174,6 +183,33 @@ async def contact_lost(msg: IncomingMessage, slots: Slots, ctx: Context) -> None
     for person in {p.id: p for p in (owner, await _manager_of(owner, ctx)) if p is not None}.values():
         # Keyed by the contact and the person told: a repeat of the event warns nobody twice.
         await ctx.push(person, Reply.markdown(text), key=f"churn:{msg.platform}:{contact_id}:{staff.id}:{person.id}")
+
+
+@capability.intent(f"event:{CONTACT_DROPPED}", order=914, system=True)
+async def contact_dropped(msg: IncomingMessage, slots: Slots, ctx: Context) -> None:
+    """同事删除了客户联系人：告知负责人的主管"""
+    contact_id = str(msg.raw.get("contact") or "")
+    contact = await Contact.filter(external_userid=contact_id).using_db(ctx.conn).first() if contact_id else None
+    staff = await _staff_of(msg, ctx)
+    if contact is None or staff is None:
+        return
+    customer = await Customer.get(id=contact.customer_id, using_db=ctx.conn)
+    owner = await Staff.filter(id=customer.owner_id or 0, active=True).using_db(ctx.conn).first() or staff
+    # A rep deleting a customer contact is how customers leave with a rep: the manager hears of it.
+    who = contact.name or contact_id
+    text = (
+        f"**客户联系人被删除**\n> 客户：{customer.name}\n> {staff.name} 删除了客户联系人「{who}」\n"
+        "如非误删，请了解原因；客户资料与聊天记录仍保留在 CRM 中。"
+    )
+    dropped = AuditLog.filter(action="contact.dropped", entity="contact", entity_id=str(contact.id))
+    if await dropped.using_db(ctx.conn).exists():
+        return  # reported again: told once already
+    await ctx.audit("contact.dropped", "contact", contact.id, {"follower": staff.name}, None)
+    for person in {p.id: p for p in (await _manager_of(owner, ctx), owner) if p is not None}.values():
+        if person.id != staff.id:
+            await ctx.push(
+                person, Reply.markdown(text), key=f"dropped:{msg.platform}:{contact_id}:{staff.id}:{person.id}"
+            )
 
 
 @capability.intent(f"event:{CONTACT_TRANSFER_FAILED}", order=912, system=True)

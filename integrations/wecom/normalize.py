@@ -18,6 +18,7 @@ import xmltodict
 from bot.types import (
     ARCHIVE_READY,
     CONTACT_ADDED,
+    CONTACT_DROPPED,
     CONTACT_LOST,
     CONTACT_TRANSFER_FAILED,
     STAFF_LEFT,
@@ -205,6 +206,7 @@ CHANGES = {
     ("change_external_contact", "add_half_external_contact"): CONTACT_ADDED,
     ("change_external_contact", "edit_external_contact"): CONTACT_ADDED,
     ("change_external_contact", "del_follow_user"): CONTACT_LOST,
+    ("change_external_contact", "del_external_contact"): CONTACT_DROPPED,
     ("change_external_contact", "transfer_fail"): CONTACT_TRANSFER_FAILED,
     ("change_contact", "delete_user"): STAFF_LEFT,
 }
