@@ -166,50 +166,56 @@ async def _as_lead(name: str, slots: Slots, ctx: Context) -> Reply:
     return Reply(f"已为联系人「{who}」新建客户「{name}」，按线索规则分配给了{rep.name}。")
 
 
-@capability.intent(f"event:{CONTACT_LOST}", order=911, system=True)
-async def contact_lost(msg: IncomingMessage, slots: Slots, ctx: Context) -> None:
-    """客户删除了同事：流失预警"""
+async def _contact_change(msg: IncomingMessage, ctx: Context) -> tuple[Contact, Customer, Staff, Staff] | None:
+    """The known contact an event is about, its customer, the staff member of the event and the customer's owner
+    (that staff member when the customer has no active owner); None for a contact or member we do not know."""
     contact_id = str(msg.raw.get("contact") or "")
     contact = await Contact.filter(external_userid=contact_id).using_db(ctx.conn).first() if contact_id else None
     staff = await _staff_of(msg, ctx)
     if contact is None or staff is None:
-        return
+        return None
     customer = await Customer.get(id=contact.customer_id, using_db=ctx.conn)
     owner = await Staff.filter(id=customer.owner_id or 0, active=True).using_db(ctx.conn).first() or staff
+    return contact, customer, staff, owner
+
+
+@capability.intent(f"event:{CONTACT_LOST}", order=911, system=True)
+async def contact_lost(msg: IncomingMessage, slots: Slots, ctx: Context) -> None:
+    """客户删除了同事：流失预警"""
+    if (change := await _contact_change(msg, ctx)) is None:
+        return
+    contact, customer, staff, owner = change
+    who = contact.name or contact.external_userid
     text = (
-        f"**流失预警**\n> 客户：{customer.name}\n> 联系人「{contact.name or contact_id}」删除了{staff.name}\n"
+        f"**流失预警**\n> 客户：{customer.name}\n> 联系人「{who}」删除了{staff.name}\n"
         f"请尽快电话联系了解原因，并记录：`跟进 {customer.name} 跟进内容`"
     )
     for person in {p.id: p for p in (owner, await _manager_of(owner, ctx)) if p is not None}.values():
         # Keyed by the contact and the person told: a repeat of the event warns nobody twice.
-        await ctx.push(person, Reply.markdown(text), key=f"churn:{msg.platform}:{contact_id}:{staff.id}:{person.id}")
+        key = f"churn:{msg.platform}:{contact.external_userid}:{staff.id}:{person.id}"
+        await ctx.push(person, Reply.markdown(text), key=key)
 
 
 @capability.intent(f"event:{CONTACT_DROPPED}", order=914, system=True)
 async def contact_dropped(msg: IncomingMessage, slots: Slots, ctx: Context) -> None:
     """同事删除了客户联系人：告知负责人的主管"""
-    contact_id = str(msg.raw.get("contact") or "")
-    contact = await Contact.filter(external_userid=contact_id).using_db(ctx.conn).first() if contact_id else None
-    staff = await _staff_of(msg, ctx)
-    if contact is None or staff is None:
+    if (change := await _contact_change(msg, ctx)) is None:
         return
-    customer = await Customer.get(id=contact.customer_id, using_db=ctx.conn)
-    owner = await Staff.filter(id=customer.owner_id or 0, active=True).using_db(ctx.conn).first() or staff
+    contact, customer, staff, owner = change
+    told = AuditLog.filter(action="contact.dropped", entity="contact", entity_id=str(contact.id))
+    if await told.using_db(ctx.conn).exists():
+        return  # reported again: told once already
+    await ctx.audit("contact.dropped", "contact", contact.id, {"follower": staff.name}, None)
     # A rep deleting a customer contact is how customers leave with a rep: the manager hears of it.
-    who = contact.name or contact_id
+    who = contact.name or contact.external_userid
     text = (
         f"**客户联系人被删除**\n> 客户：{customer.name}\n> {staff.name} 删除了客户联系人「{who}」\n"
         "如非误删，请了解原因；客户资料与聊天记录仍保留在 CRM 中。"
     )
-    dropped = AuditLog.filter(action="contact.dropped", entity="contact", entity_id=str(contact.id))
-    if await dropped.using_db(ctx.conn).exists():
-        return  # reported again: told once already
-    await ctx.audit("contact.dropped", "contact", contact.id, {"follower": staff.name}, None)
     for person in {p.id: p for p in (await _manager_of(owner, ctx), owner) if p is not None}.values():
         if person.id != staff.id:
-            await ctx.push(
-                person, Reply.markdown(text), key=f"dropped:{msg.platform}:{contact_id}:{staff.id}:{person.id}"
-            )
+            key = f"dropped:{msg.platform}:{contact.external_userid}:{staff.id}:{person.id}"
+            await ctx.push(person, Reply.markdown(text), key=key)
 
 
 @capability.intent(f"event:{CONTACT_TRANSFER_FAILED}", order=912, system=True)
