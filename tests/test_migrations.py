@@ -4,7 +4,10 @@ that refers to a staff member is lost (SQLite rebuilds ``staff`` to drop its col
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,30 @@ LEGACY_APPROVAL = (
 )
 
 
+@dataclass(frozen=True)
+class OldDatabase:
+    """A database of its own for one migration test, and how its SQL spells true, false and now."""
+
+    url: str
+    true: str
+    false: str
+    now: str
+
+
+@contextlib.asynccontextmanager
+async def old_database(tmp_path: Path, sqlite_now: str = "'2026-01-01 00:00:00+00:00'") -> AsyncIterator[OldDatabase]:
+    """An empty database: an SQLite file, or a throw-away PostgreSQL database dropped afterwards."""
+    if not PG_URL:
+        yield OldDatabase(f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "0", sqlite_now)
+        return
+    name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield OldDatabase(_with_database(PG_URL, name), "TRUE", "FALSE", "now()")
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def _at(url: str, target: str) -> None:
     async with TortoiseContext():
         await migrate(config=tortoise_config(url), target=target)
@@ -50,13 +77,8 @@ async def _script(url: str, sql: str) -> None:
 
 
 async def test_accounts_and_cards_survive_the_move_to_staff_accounts(tmp_path: Path) -> None:
-    if PG_URL:
-        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
-        await _admin(f'CREATE DATABASE "{name}"')
-        url, true, false, now = _with_database(PG_URL, name), "TRUE", "FALSE", "now()"
-    else:
-        url, true, false, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "0", "'2026-01-01 00:00:00+00:00'"
-    try:
+    async with old_database(tmp_path) as db:
+        url, true, false, now = db.url, db.true, db.false, db.now
         await _at(url, BEFORE_ACCOUNTS)
         await _script(url, LEGACY_STAFF.format(true=true, false=false, now=now))
         await _script(url, LEGACY_APPROVAL.format(now=now))
@@ -81,9 +103,6 @@ async def test_accounts_and_cards_survive_the_move_to_staff_accounts(tmp_path: P
             "张三",
             "李四",
         ]
-    finally:
-        if PG_URL:
-            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 BEFORE_UNDO = "models.0003_staff_accounts"
@@ -106,13 +125,8 @@ LEGACY_AUDIT = (
 
 
 async def test_the_audit_rows_already_there_learn_their_customer(tmp_path: Path) -> None:
-    if PG_URL:
-        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
-        await _admin(f'CREATE DATABASE "{name}"')
-        url, true, now = _with_database(PG_URL, name), "TRUE", "now()"
-    else:
-        url, true, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "'2026-01-01 00:00:00+00:00'"
-    try:
+    async with old_database(tmp_path) as db:
+        url, true, now = db.url, db.true, db.now
         await _at(url, BEFORE_UNDO)
         await _script(url, LEGACY_AUDIT.format(true=true, now=now))
 
@@ -129,9 +143,6 @@ async def test_the_audit_rows_already_there_learn_their_customer(tmp_path: Path)
         assert {(r["source"], r["undo_of"]) for r in rows} == {("", None)}
         [contact] = await _query(url, "SELECT name, title FROM contact")
         assert (contact["name"], contact["title"]) == ("刘工", "")
-    finally:
-        if PG_URL:
-            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 LEGACY_ORDERS = (
@@ -143,13 +154,8 @@ LEGACY_ORDERS = (
 
 
 async def test_existing_orders_keep_their_numbers_and_start_a_timeline(tmp_path: Path) -> None:
-    if PG_URL:
-        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
-        await _admin(f'CREATE DATABASE "{name}"')
-        url, now = _with_database(PG_URL, name), "now()"
-    else:
-        url, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "'2026-03-01 00:00:00+00:00'"
-    try:
+    async with old_database(tmp_path, sqlite_now="'2026-03-01 00:00:00+00:00'") as db:
+        url, now = db.url, db.now
         await _at(url, "models.0003_staff_accounts")
         await _script(url, LEGACY_ORDERS.format(now=now))
 
@@ -162,6 +168,3 @@ async def test_existing_orders_keep_their_numbers_and_start_a_timeline(tmp_path:
         ]
         timeline = await _query(url, "SELECT order_id, status FROM order_status_change ORDER BY order_id")
         assert [(t["order_id"], t["status"]) for t in timeline] == [(1, "placed"), (2, "placed")]
-    finally:
-        if PG_URL:
-            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

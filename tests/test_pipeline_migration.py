@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from bot.db import migrate_database
-from tests.conftest import PG_URL, _admin, _with_database
-from tests.test_migrations import _at, _query, _script
+from tests.test_migrations import _at, _query, _script, old_database
 
 BEFORE_OPPORTUNITIES = "models.0003_staff_accounts"
 CUSTOMERS = (
@@ -22,13 +20,8 @@ CUSTOMERS = (
 
 
 async def test_customers_beyond_lead_get_one_opportunity_each(tmp_path: Path) -> None:
-    if PG_URL:
-        name = f"crmbot_m_{uuid.uuid4().hex[:12]}"
-        await _admin(f'CREATE DATABASE "{name}"')
-        url, true, now = _with_database(PG_URL, name), "TRUE", "now()"
-    else:
-        url, true, now = f"sqlite://{tmp_path / 'old.sqlite3'}", "1", "'2026-01-01 00:00:00+00:00'"
-    try:
+    async with old_database(tmp_path) as db:
+        url, true, now = db.url, db.true, db.now
         await _at(url, BEFORE_OPPORTUNITIES)
         await _script(url, CUSTOMERS.format(true=true, now=now))
 
@@ -44,6 +37,3 @@ async def test_customers_beyond_lead_get_one_opportunity_each(tmp_path: Path) ->
         assert deals[0]["closed_at"] is None and deals[1]["closed_at"] is not None
         history = await _query(url, "SELECT opportunity_id, stage, left_at FROM opportunity_stage ORDER BY id")
         assert [(h["stage"], h["left_at"]) for h in history] == [("quote", None), ("won", None)]
-    finally:
-        if PG_URL:
-            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
