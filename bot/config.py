@@ -286,6 +286,15 @@ class LeadSettings(_Section):
     secret: str = ""  # signs POST /leads (hex HMAC-SHA256 of the body in X-Crmbot-Signature); empty: no endpoint
 
 
+class FilesSettings(_Section):
+    """Files the bot hands out (exports, charts): how long they are kept and how their download links are signed."""
+
+    keep_hours: int = Field(72, ge=1)  # a stored file is deleted this long after it was made
+    link_hours: int = Field(24, ge=1)  # a download link works this long (410 once the file is swept)
+    secret: str = ""  # signs download links; empty: derived from the platforms' app secrets
+    console_dir: str = "crmbot-files"  # where `crmbot chat` writes the files it is sent
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -306,6 +315,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     pool: PoolSettings = PoolSettings()
     leads: LeadSettings = LeadSettings()
+    files: FilesSettings = FilesSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")
