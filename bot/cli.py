@@ -27,7 +27,7 @@ from bot.clock import Clock
 from bot.config import ConfigError, Settings
 from bot.db import DatabaseUnavailable
 from bot.identity import find_staff as lookup
-from bot.keys import BOT, CLOCK, OUTBOX
+from bot.keys import BOT, CLOCK, OUTBOX, SETTINGS
 from integrations.console import chat as console_chat
 from models.customers import Customer
 from models.staff import Staff
@@ -325,6 +325,42 @@ def audit(config: str | None, customer: str | None, since: str | None, actor: st
         else:
             who = f"{line['actor']}（{platform}）"
             click.echo(f"{line['time'][:16].replace('T', ' ')}  {who}  {line['customer'] or '—'}  {line['summary']}")
+
+
+@main.command()
+@config_option
+@click.argument("kind")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--since", "since", default=None, help="Only rows since this ISO 8601 date or time (local).")
+@click.option("--team", "team", default=None, help="Only this manager's team (name or user id).")
+@click.option("--as", "as_user", default=None, help="Within this staff member's data scope; default: all data.")
+def export(config: str | None, kind: str, file: Path, since: str | None, team: str | None, as_user: str | None) -> None:
+    """Export KIND (customers, followups, tickets, opportunities, orders, audit or report) to FILE (.xlsx)."""
+    from handlers.exports.export import KINDS, ExportRefused, export_to_file, filters_for  # start-up time
+
+    if kind not in KINDS:
+        raise BadInput(f"unknown export {kind!r} (one of: {', '.join(KINDS)})")
+    if file.suffix.lower() != ".xlsx":
+        raise BadInput(f"{file.name}: 只能导出为 .xlsx 文件 (FILE must end in .xlsx)")
+    if not file.parent.is_dir():
+        raise BadInput(f"目录不存在 directory not found: {file.parent}")
+    settings = _settings(config)
+    moment = parse_now(since, settings, "--since")
+
+    async def go() -> int:
+        async with running_app(settings) as app:
+            asker = await find_staff(as_user) if as_user else None
+            lead = await find_staff(team) if team else None
+            filters = await filters_for(asker, lead, moment)
+            return await export_to_file(kind, file, filters, app[SETTINGS].tz)
+
+    try:
+        rows = _run(go())
+    except ExportRefused as exc:
+        raise BadInput(str(exc)) from exc
+    except OSError as exc:
+        raise BadInput(f"{file.name}: 无法写入 cannot write: {exc.strerror}") from exc
+    click.echo(f"已导出 exported {rows} 行 rows → {file}")
 
 
 @main.group()

@@ -11,6 +11,7 @@ from handlers import (
     archive,
     clarify,
     customers,
+    exports,
     followups,
     help,
     history,
@@ -42,4 +43,5 @@ CAPABILITIES: list[Capability] = [
     clarify.capability,
     pipeline.capability,
     people.capability,
+    exports.capability,
 ]
