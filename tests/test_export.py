@@ -29,7 +29,7 @@ CUSTOMERS = 2005  # more than one chunk of the keyset pagination
 
 def customers_csv() -> str:
     lines = [
-        "客户名称,别名,行业,等级,阶段,负责人,标签,联系人,联系人角色,电话,外部联系人ID,合同到期,最近跟进,下次跟进,成交日期"
+        "客户名称,别名,行业,等级,阶段,负责人,标签,联系人,联系人角色,电话,外部联系人ID,合同到期,最近跟进,下次跟进,成交日期,地区,付款方式"
     ]
     for i in range(CUSTOMERS):
         stage = STAGES[i % len(STAGES)]
@@ -42,6 +42,7 @@ def customers_csv() -> str:
         row = [
             f"客户{i:04d}有限公司", alias, "制造" if i % 2 else "能源", "ABC"[i % 3], stage, OWNERS[i % 4], tags,
             f"联系人{i}", "采购", f"1380000{i:04d}", f"wm{i:06d}", contract, last, nxt, won,
+            ("华东", "华南", "")[i % 3], "月结60天" if i % 7 == 0 else "",
         ]  # fmt: skip
         lines.append(",".join(row))
         if i % 50 == 0:  # a second contact: a second row of the same customer
@@ -139,6 +140,8 @@ def test_an_export_imports_back_into_a_fresh_database_unchanged(config: Path, tm
     assert customers[1][:7] == ("客户0000有限公司", "简称0", "能源", "A", "报价", "张伟", "重点、华东")
     assert customers[2][7:10] == ("技术0", "技术", "13900000000")  # the second contact, its own row
     assert customers[1][12] == datetime(2026, 10, 10, 9, 0)  # a real date, in local time
+    assert customers[0][15:] == ("付款方式", "地区")  # custom fields, one column each
+    assert customers[1][15:] == ("月结60天", "华东")
 
     with fresh_database(tmp_path) as url:
         other = config_for(tmp_path / "fresh.toml", url)

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from handlers.exports.report import REPORT_SHEETS
 from handlers.exports.sheets import DATA_SHEETS, Filters
-from handlers.exports.workbook import Book, write_sheet
+from handlers.exports.workbook import Book, Column, write_sheet
 from handlers.pipeline.funnel import scope_of
 from models.staff import Role, Staff
 
@@ -55,7 +55,9 @@ async def write_export(kind: str, target: Path | IO[bytes], filters: Filters, tz
             book.append(await sheet.rows(filters))
     else:
         data = DATA_SHEETS[kind]
-        await write_sheet(book, data.title, data.columns, data.rows(filters))
+        extra = await data.extra(filters)
+        columns = (*data.columns, *(Column(name, 14) for name in extra))
+        await write_sheet(book, data.title, columns, data.rows(filters, extra))
     await asyncio.to_thread(book.save, target)
     return book.rows
 

@@ -1,6 +1,9 @@
 """The data sheets of ``crmbot export`` (customers, follow-ups, tickets, opportunities, orders, audit) and who they
 cover.
 
+Customers' custom fields (the columns an import kept, such as 地区) become one column each after the fixed ones,
+found by a first pass over the same rows; fields holding structures (a buying signal's details) are left out.
+
 Each sheet reads its rows in chunks of ``CHUNK`` by keyset pagination (``id > last ORDER BY id LIMIT n``, on the
 primary key), so an export never holds more than one chunk; related rows (a chunk's contacts, its orders' lines)
 come with one query per chunk, and staff names from one small dictionary. The headers of customers, opportunities
@@ -11,7 +14,7 @@ unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from tortoise.queryset import QuerySet
 
 from bot.importer import CUSTOMER_COLUMNS
+from bot.spreadsheet import column_index, header_key
 from bot.sql import compact_json
 from handlers.exports.workbook import Column
 from handlers.orders.spreadsheet import ORDER_COLUMNS
@@ -45,11 +49,19 @@ class Filters:
     since: datetime | None = None
 
 
+async def no_extra(filters: Filters) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class DataSheet:
+    """A sheet's title, its fixed columns, the names of the columns it adds for these filters (custom fields), and
+    its rows (the fixed columns' values, then one per added column)."""
+
     title: str
     columns: tuple[Column, ...]
-    rows: Callable[[Filters], AsyncIterator[Rows]]
+    rows: Callable[[Filters, list[str]], AsyncIterator[Rows]]
+    extra: Callable[[Filters], Awaitable[list[str]]] = no_extra
 
 
 async def staff_names() -> dict[int, str]:
@@ -117,14 +129,31 @@ def customers_query(filters: Filters) -> Callable[[int], QuerySet[Customer]]:
     return query
 
 
-async def customer_rows(filters: Filters) -> AsyncIterator[Rows]:
+CONTACT_FIELDS = ("customer_id", "name", "role", "phone", "external_userid")
+KNOWN_HEADERS = column_index(CUSTOMER_COLUMNS)
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and value != ""
+
+
+async def custom_field_names(filters: Filters) -> list[str]:
+    """The custom fields with a plain value on any customer covered, in name order (one pass, one column read)."""
+    found: set[str] = set()
+    async for page in _keyset(customers_query(filters), ("custom_fields",)):
+        for c in page:
+            found.update(k for k, v in (c["custom_fields"] or {}).items() if _plain(v))
+    return sorted(k for k in found if header_key(k) not in KNOWN_HEADERS)
+
+
+async def customer_rows(filters: Filters, custom: list[str]) -> AsyncIterator[Rows]:
     """One row per contact (a customer without contacts: one row), as ``crmbot import customers`` merges them."""
     names = await staff_names()
-    async for page in _keyset(customers_query(filters), CUSTOMER_FIELDS):
+    fields = (*CUSTOMER_FIELDS, "custom_fields") if custom else CUSTOMER_FIELDS
+    async for page in _keyset(customers_query(filters), fields):
         contacts: dict[int, list[dict[str, Any]]] = {}
         ids = [int(c["id"]) for c in page]
-        fields = ("customer_id", "name", "role", "phone", "external_userid")
-        for contact in await Contact.filter(customer_id__in=ids).order_by("id").values(*fields):
+        for contact in await Contact.filter(customer_id__in=ids).order_by("id").values(*CONTACT_FIELDS):
             contacts.setdefault(int(contact["customer_id"]), []).append(contact)
         rows: Rows = []
         for c in page:
@@ -133,9 +162,11 @@ async def customer_rows(filters: Filters) -> AsyncIterator[Rows]:
                 _name(names, c["owner_id"]), _listed(c["tags"]),
             ]  # fmt: skip
             dates = [c["contract_end"], c["last_followup_at"], c["next_followup_at"], c["won_at"]]
+            values = c.get("custom_fields") or {}
+            extra = [v if _plain(v := values.get(k)) else "" for k in custom]
             for p in contacts.get(int(c["id"])) or [{}]:
                 person = [p.get("name", ""), p.get("role", ""), p.get("phone", ""), p.get("external_userid") or ""]
-                rows.append([*base, *person, *dates])
+                rows.append([*base, *person, *dates, *extra])
         yield rows
 
 
@@ -152,7 +183,7 @@ FOLLOWUP_COLUMNS = (
 )
 
 
-async def followup_rows(filters: Filters) -> AsyncIterator[Rows]:
+async def followup_rows(filters: Filters, _: list[str]) -> AsyncIterator[Rows]:
     names = await staff_names()
 
     def query(last: int) -> QuerySet[FollowUp]:
@@ -192,7 +223,7 @@ TICKET_COLUMNS = (
 )
 
 
-async def ticket_rows(filters: Filters) -> AsyncIterator[Rows]:
+async def ticket_rows(filters: Filters, _: list[str]) -> AsyncIterator[Rows]:
     names = await staff_names()
 
     def query(last: int) -> QuerySet[Ticket]:
@@ -235,7 +266,7 @@ OPPORTUNITY_SHEET_COLUMNS = (
 )
 
 
-async def opportunity_rows(filters: Filters) -> AsyncIterator[Rows]:
+async def opportunity_rows(filters: Filters, _: list[str]) -> AsyncIterator[Rows]:
     names = await staff_names()
 
     def query(last: int) -> QuerySet[Opportunity]:
@@ -274,7 +305,7 @@ ORDER_SHEET_COLUMNS = (
 )
 
 
-async def order_rows(filters: Filters) -> AsyncIterator[Rows]:
+async def order_rows(filters: Filters, _: list[str]) -> AsyncIterator[Rows]:
     """One row per order line (an order without lines: one row), as ``crmbot import orders`` gathers them."""
 
     def query(last: int) -> QuerySet[Order]:
@@ -318,7 +349,7 @@ AUDIT_COLUMNS = (
 )
 
 
-async def audit_rows(filters: Filters) -> AsyncIterator[Rows]:
+async def audit_rows(filters: Filters, _: list[str]) -> AsyncIterator[Rows]:
     """The audit log, oldest first; a scope limits it to what its people did."""
 
     def query(last: int) -> QuerySet[AuditLog]:
@@ -342,7 +373,7 @@ async def audit_rows(filters: Filters) -> AsyncIterator[Rows]:
 
 
 DATA_SHEETS: dict[str, DataSheet] = {
-    "customers": DataSheet("客户", CUSTOMER_SHEET_COLUMNS, customer_rows),
+    "customers": DataSheet("客户", CUSTOMER_SHEET_COLUMNS, customer_rows, custom_field_names),
     "followups": DataSheet("跟进记录", FOLLOWUP_COLUMNS, followup_rows),
     "tickets": DataSheet("工单", TICKET_COLUMNS, ticket_rows),
     "opportunities": DataSheet("商机", OPPORTUNITY_SHEET_COLUMNS, opportunity_rows),
