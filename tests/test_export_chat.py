@@ -4,15 +4,18 @@ not an export."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import openpyxl
 
 from bot.keys import BOT
 from models.customers import Customer
 from models.staff import Role
-from tests.driver import WeComChat
+from tests.driver import ConsoleChat, DingTalkChat, WeComChat
 from tests.helpers import staff_member
 
 
@@ -88,3 +91,38 @@ async def test_a_rep_without_customers_is_told_so(make_settings: Any, start_app:
     await chat.say("xinren", "导出我的客户")
     assert chat.sent_to("xinren") == ["您名下还没有客户，没有可导出的内容。"]
     assert wecom_sim.media_to("xinren") == []
+
+
+async def test_on_dingtalk_the_export_is_a_link_that_downloads_the_workbook(
+    make_settings: Any, start_app: Any, dingtalk_sim: Any
+) -> None:
+    settings = make_settings(dingtalk=dingtalk_sim.settings(), server={"public_url": "https://crm.example.com"})
+    client = await start_app(settings, clock=dingtalk_sim.clock, run_dispatcher=False, run_scheduler=False)
+    rep = await staff_member(name="张三", dingtalk="ding_zhangsan", role=Role.REP)
+    other = await staff_member(name="李四", dingtalk="ding_lisi", role=Role.REP)
+    await Customer.create(name="华为技术有限公司", owner_id=rep.id)
+    await Customer.create(name="恒力液压有限公司", owner_id=other.id)
+    await client.app[BOT].understanding.refresh()
+    await DingTalkChat(client, dingtalk_sim).say("ding_zhangsan", "导出我的客户")
+
+    [message] = dingtalk_sim.delivered_to("ding_zhangsan")
+    assert "已导出我的客户 1 位" in message.text
+    [(name, url)] = message.links
+    assert name.startswith("我的客户_") and url.startswith("https://crm.example.com/files/")
+    parts = urlsplit(url)
+    resp = await client.get(f"{parts.path}?{parts.query}")
+    assert resp.status == 200
+    assert customer_names(await resp.read()) == ["华为技术有限公司"]
+
+
+async def test_at_the_terminal_the_export_is_saved_and_its_path_printed(
+    make_settings: Any, start_app: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings(files={"console_dir": str(tmp_path)}), run_dispatcher=False)
+    rep = await staff_member(name="张三", role=Role.REP)
+    await Customer.create(name="华为技术有限公司", owner_id=rep.id)
+    printed = await ConsoleChat(client.app).say(rep, "导出我的客户")
+    [line] = [line for line in printed.splitlines() if line.startswith("文件已保存：")]
+    saved = Path(line.removeprefix("文件已保存："))
+    assert saved.parent.name == tmp_path.name
+    assert customer_names(await asyncio.to_thread(saved.read_bytes)) == ["华为技术有限公司"]
