@@ -126,3 +126,18 @@ async def test_at_the_terminal_the_export_is_saved_and_its_path_printed(
     saved = Path(line.removeprefix("文件已保存："))
     assert saved.parent.name == tmp_path.name
     assert customer_names(await asyncio.to_thread(saved.read_bytes)) == ["华为技术有限公司"]
+
+
+async def test_asked_in_a_dingtalk_group_the_link_goes_to_the_asker_alone(
+    make_settings: Any, start_app: Any, dingtalk_sim: Any
+) -> None:
+    settings = make_settings(dingtalk=dingtalk_sim.settings())
+    client = await start_app(settings, clock=dingtalk_sim.clock, run_dispatcher=False, run_scheduler=False)
+    rep = await staff_member(name="张三", dingtalk="ding_zhangsan", role=Role.REP)
+    await Customer.create(name="华为技术有限公司", owner_id=rep.id)
+    await client.app[BOT].understanding.refresh()
+    await DingTalkChat(client, dingtalk_sim).say("ding_zhangsan", "导出我的客户", group=True)
+
+    [message] = dingtalk_sim.delivered_to("ding_zhangsan")
+    assert message.via == "batch_send" and message.conversation_id == ""
+    assert len(message.links) == 1

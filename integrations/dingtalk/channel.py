@@ -19,7 +19,7 @@ ActionCards cannot be edited after sending, so a ``card_update`` becomes a short
 
 Attachments: a robot message cannot carry our bytes, so the reply becomes one markdown message, its text followed
 by a picture ``![图表](link)`` for each image and a link ``[文件名](link)`` for each file, the links signed and
-expiring (``bot.files.download_url`` under ``[server] public_url``).
+expiring (``bot.files.download_url`` under ``[server] public_url``). Asked for in a group, it goes 1:1 to the asker.
 """
 
 from __future__ import annotations
@@ -182,12 +182,13 @@ class DingTalkChannel:
         # (docs/DELIVERY.md says what remains possible), so ``maybe_sent_at`` changes nothing here.
         if reply.kind == "card_update":
             reply = Reply(update_notice(reply))
+        # In a group the robot only hears messages that @ it, and a button tap does not: cards go 1:1. So do files:
+        # a download link posted in a group would hand the asker's data to everyone in it.
+        one_to_one = (reply.kind == "card" or bool(reply.attachments)) and reply_to.get(CONVERSATION_TYPE) == GROUP
         if reply.attachments:
             now = self.clock.now()
             reply = with_links(reply, [(a, self.links(a, now)) for a in reply.attachments])
-        # In a group the robot only hears messages that @ it, and a button tap does not: cards go 1:1.
-        group_card = reply.kind == "card" and reply_to.get(CONVERSATION_TYPE) == GROUP
-        if not group_card and (webhook := self._live_webhook(reply_to)):
+        if not one_to_one and (webhook := self._live_webhook(reply_to)):
             try:
                 await self.client.post_webhook(webhook, webhook_body(reply, str(reply_to.get(AT_USER) or "")))
                 return {"via": "session_webhook"}
