@@ -5,8 +5,9 @@ A database of its own (an SQLite file in a temporary directory, or a PostgreSQL 
 aliases, tags and dates set as in real data); then, ``--rounds`` times, the real command runs as a child process
 with its defaults, timed on the wall clock, and its peak RSS is read from the kernel (``wait4``). The baseline in
 the same run is the same command exporting nothing (``--as`` a rep without customers): what starting the command
-costs, so that what the rows cost can be told apart. Reported per database: wall seconds, rows/s and peak RSS,
-min–max over the rounds::
+costs, so that what the rows cost can be told apart; and the full export again with openpyxl's pure-Python XML
+writer (``OPENPYXL_LXML=False``), which is what it used before lxml was a dependency. Reported per database: wall
+seconds, rows/s and peak RSS, min–max over the rounds::
 
     .venv/bin/python -m bench.export --n 100000 --rounds 3 --db sqlite
     .venv/bin/python -m bench.export --n 100000 --rounds 3 --db postgres --pg postgres://postgres@127.0.0.1:5432/test
@@ -68,9 +69,10 @@ async def fill(url: str, n: int) -> None:
             )  # fmt: skip
 
 
-def run_export(config: Path, out: Path, *extra: str) -> tuple[float, int]:
+def run_export(config: Path, out: Path, *extra: str, lxml: bool = True) -> tuple[float, int]:
     """Wall seconds and peak RSS (MiB) of one ``crmbot export customers`` child process."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRMBOT_")}
+    env["OPENPYXL_LXML"] = str(lxml)
     began = time.perf_counter()
     child = subprocess.Popen(
         [str(CRMBOT), "export", "customers", str(out), "--config", str(config), *extra],
@@ -93,17 +95,22 @@ def measure(label: str, url: str, n: int, rounds: int, workdir: Path) -> None:
     began = time.perf_counter()
     asyncio.run(fill(url, n))
     print(f"{label}: filled {n:,} customers in {time.perf_counter() - began:.1f} s", flush=True)
-    base = [run_export(config, workdir / "empty.xlsx", "--as", "销售20") for _ in range(rounds)]
-    full = [run_export(config, workdir / "all.xlsx") for _ in range(rounds)]
+    base, full, pure = [], [], []
+    for _ in range(rounds):  # interleaved, so that a change of load hits every variant alike
+        base.append(run_export(config, workdir / "empty.xlsx", "--as", "销售20"))
+        full.append(run_export(config, workdir / "all.xlsx"))
+        pure.append(run_export(config, workdir / "pure.xlsx", lxml=False))
     size = (workdir / "all.xlsx").stat().st_size / 2**20
-    walls = [w for w, _ in full]
-    print(f"{label}: baseline (0 rows): {spread([w for w, _ in base], '{:.2f}')} s, "
-          f"peak RSS {spread([r for _, r in base], '{:.0f}')} MiB")  # fmt: skip
     start = min(w for w, _ in base)
-    net = [n / max(w - start, 1e-3) for w in walls]
-    print(f"{label}: {n:,} rows: {spread(walls, '{:.1f}')} s = {spread([n / w for w in walls], '{:,.0f}')} rows/s "
-          f"({spread(net, '{:,.0f}')} rows/s after start-up), peak RSS {spread([r for _, r in full], '{:.0f}')} MiB, "
-          f"file {size:.1f} MiB")  # fmt: skip
+    print(f"{label}: baseline (0 rows): {spread([w for w, _ in base], '{:.1f}')} s, "
+          f"peak RSS {spread([r for _, r in base], '{:.0f}')} MiB")  # fmt: skip
+    for name, runs in (("lxml", full), ("pure-Python writer", pure)):
+        walls = [w for w, _ in runs]
+        net = [n / max(w - start, 1e-3) for w in walls]
+        print(f"{label}: {n:,} rows, {name}: {spread(walls, '{:.1f}')} s = {spread([n / w for w in walls], '{:,.0f}')}"
+              f" rows/s ({spread(net, '{:,.0f}')} rows/s after start-up), "
+              f"peak RSS {spread([r for _, r in runs], '{:.0f}')} MiB", flush=True)  # fmt: skip
+    print(f"{label}: file {size:.1f} MiB", flush=True)
 
 
 async def _admin(pg: str, sql: str) -> None:
