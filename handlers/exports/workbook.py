@@ -2,11 +2,11 @@
 appended in chunks as they are read from the database, so a sheet of 100,000 rows is never held in memory.
 
 openpyxl is already what ``crmbot import`` reads spreadsheets with; its write-only workbook spools each sheet's rows
-to a temporary file and zips them on save, which keeps memory flat (xlsxwriter's constant_memory would too, but
-would add a second spreadsheet library). With lxml installed openpyxl writes that XML through it, about twice as
-fast as through its pure-Python writer. Each column has a header (bold, the row frozen), a width and a kind:
-dates and times are written as real Excel dates in local time, amounts as numbers, and text stays text (a value
-starting with ``=`` is never a formula).
+to a temporary file and zips them on save, which keeps memory flat (xlsxwriter's constant_memory would too, but would
+add a second spreadsheet library). With lxml installed openpyxl writes that XML through it, 1.8 times as fast as
+through its pure-Python writer (docs/BENCHMARKS.md, "Excel export"). Each column has a header (bold, the row frozen),
+a width and a kind: dates and times are written as real Excel dates in local time, amounts as numbers, and text stays
+text (a value starting with ``=`` is never a formula).
 """
 
 from __future__ import annotations
