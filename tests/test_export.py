@@ -229,3 +229,17 @@ def test_parse_answers_the_export_intent_and_leaves_questions_alone(config: Path
     lines = ok(crmbot(config, "parse", "导出我的客户", "导出团队客户", "导出客户", "怎么导出客户？")).splitlines()
     assert [line.split("\t")[1] for line in lines] == ["export_customers"] * 3 + ["unknown"]
     assert '"whose": "mine"' in lines[0] and '"whose": "team"' in lines[1]
+
+
+def test_a_value_that_looks_like_a_formula_stays_text(config: Path, tmp_path: Path) -> None:
+    ok(crmbot(config, "import", "staff", str(write(tmp_path / "staff.csv", STAFF_CSV))))
+    name = '=HYPERLINK("http://evil.example/","点我")'
+    csv = '客户名称,负责人,标签\n"=HYPERLINK(""http://evil.example/"",""点我"")",张伟,=1+1\n'
+    ok(crmbot(config, "import", "customers", str(write(tmp_path / "c.csv", csv))))
+    path = tmp_path / "customers.xlsx"
+    ok(crmbot(config, "export", "customers", str(path)))
+
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    assert (sheet["A2"].value, sheet["A2"].data_type) == (name, "s")
+    assert (sheet["G2"].value, sheet["G2"].data_type) == ("=1+1", "s")
