@@ -5,7 +5,8 @@ known customer (a customer called 导出客户…) goes to free phrasing instead
 ``crmbot export customers`` within the asker's data scope (``导出我的客户``: their own customers; ``导出客户``: a rep's
 own, a manager's team's, everyone's for directors and admins; ``导出团队客户``: a manager's team), stored with
 ``bot.files`` and sent as a file: a file message on WeCom, a signed download link on DingTalk, a saved file at the
-terminal. Reading only: nothing is written but the file.
+terminal. Reading only: nothing is written but the file. Past ``CHAT_LIMIT`` customers the reply points to
+``crmbot export`` instead, so that building a company-wide workbook never holds up the messages handled with it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from models.customers import Customer
 from models.staff import Role
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# The workbook is built while the message is handled, in its batch's transaction: past this many customers (a whole
+# company's) that would hold up everyone's messages, so the reply points to ``crmbot export`` instead.
+CHAT_LIMIT = 20_000
 _EXPORT = re.compile(
     r"^(?:请|帮我|麻烦)?(?:导出|下载)(?P<whose>我的|我名下的?|团队的?|全部|所有)?客户"
     r"(?:列表|名单|清单|资料|数据|表格?)?(?:\s*(?:到|成|为)?\s*(?:excel|xlsx|表格))?\s*[。！!]?$",
@@ -59,6 +63,11 @@ async def export_customers(msg: IncomingMessage, slots: Slots, ctx: Context) -> 
     if not count:
         return Reply(
             "您名下还没有客户，没有可导出的内容。" if label == "我的" else f"{label}还没有客户，没有可导出的内容。"
+        )
+    if count > CHAT_LIMIT:
+        return Reply(
+            f"{label}客户共 {count} 位，太多了，无法在聊天中导出。请管理员在服务器上运行"
+            " `crmbot export customers 文件.xlsx` 导出。"
         )
     data, _ = await export_to_bytes("customers", filters, ctx.settings.tz)
     day = ctx.now.astimezone(ctx.settings.tz).strftime("%Y%m%d")
