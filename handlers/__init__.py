@@ -21,6 +21,7 @@ from handlers import (
     people,
     pipeline,
     reminders,
+    reports,
     search,
     tickets,
 )
@@ -42,4 +43,5 @@ CAPABILITIES: list[Capability] = [
     clarify.capability,
     pipeline.capability,
     people.capability,
+    reports.capability,
 ]
