@@ -321,6 +321,7 @@ class ReportSettings(_Section):
     weekly_at: time = time(9, 0)
     monthly_day: int = Field(1, ge=1, le=28)
     monthly_at: time = time(9, 0)
+    push_window_minutes: int = Field(60, ge=1, le=1440)  # a report not pushed this long after its time is skipped
     trend_periods: int = Field(6, ge=2, le=24)  # periods shown in the trend chart
     dashboard_link_days: int = Field(7, ge=1, le=90)
     dashboard_secret: str = ""  # signs dashboard links; empty: derived from the platforms' app secrets

@@ -9,6 +9,7 @@ import itertools
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp.test_utils import TestClient
 
@@ -25,12 +26,13 @@ from tests.simulators.wecom import WeComSimulator
 
 # Monday 2 March 2026, 10:00 in Shanghai: the morning the February numbers are read.
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 _msgids = itertools.count(7_000_000)
 
 
 def at(month: int, day: int, hour: int = 10, minute: int = 0) -> datetime:
     """A local (Shanghai) moment of 2026 as UTC."""
-    return datetime(2026, month, day, hour - 8, minute, tzinfo=UTC)
+    return datetime(2026, month, day, hour, minute, tzinfo=SHANGHAI).astimezone(UTC)
 
 
 class Office:
@@ -53,8 +55,7 @@ class Office:
     async def rules(self, moment: datetime) -> list[Any]:
         self.clock.set(moment)
         fired = await run_rules(self.client.app[BOT], moment, full=True)
-        await self.client.app[OUTBOX].drain(moment)
-        await deliver_all(self.client.app)
+        await self.client.app[OUTBOX].drain(moment)  # what is due by then leaves; what is held waits
         return fired
 
 
@@ -69,7 +70,12 @@ async def open_office(start_app: Any, make_settings: Any, sim: WeComSimulator, *
     li = await staff_member(name="李四", wecom="lisi", role=Role.REP, manager=wang)
     zhao = await staff_member(name="赵六", wecom="zhaoliu", role=Role.REP, manager=liu)
     huawei = await Customer.create(
-        name="华为技术有限公司", aliases=["华为"], owner=zhang, industry="通信设备", grade="A", last_followup_at=at(2, 20)
+        name="华为技术有限公司",
+        aliases=["华为"],
+        owner=zhang,
+        industry="通信设备",
+        grade="A",
+        last_followup_at=at(2, 20),
     )
     await Contact.create(customer=huawei, name="刘强", phone="13800000001")
     await Customer.create(name="比亚迪股份有限公司", aliases=["比亚迪"], owner=li, last_followup_at=at(1, 15))
@@ -198,19 +204,35 @@ async def test_the_weekly_report_reaches_each_manager_once(
     await february(office)
     before = {u: len(wecom_sim.texts_to(u)) for u in ("wangjl", "liujl", "zhangsan", "chenzong")}
 
-    fired = await office.rules(NOW)
+    monday = at(3, 2, 9)
+    fired = await office.rules(monday)
     weekly = [f for f in fired if f.rule == "weekly_report"]
     assert sorted(f.to.name for f in weekly) == ["刘经理", "王经理"]
-    # Run again the same morning, and later that week: nothing new.
-    assert [f for f in await office.rules(NOW + timedelta(minutes=5)) if f.rule == "weekly_report"] == []
-    assert [f for f in await office.rules(NOW + timedelta(days=3)) if f.rule == "weekly_report"] == []
+    # Run again the same morning: nothing new; an hour after its time the week's report is no longer due.
+    assert [f for f in await office.rules(monday + timedelta(minutes=5)) if f.rule == "weekly_report"] == []
+    assert [f for f in await office.rules(monday + timedelta(hours=1)) if f.rule == "weekly_report"] == []
     pushed = [t for t in wecom_sim.texts_to("wangjl")[before["wangjl"] :] if "团队周报" in t]
     assert len(pushed) == 1
     assert "王经理团队周报（02-23~03-01）" in pushed[0] and "https://crm.example.com/dash/" in pushed[0]
     for other in ("zhangsan", "chenzong"):  # reps and directors get none
         assert not [t for t in wecom_sim.texts_to(other)[before[other] :] if "周报" in t]
     # The next Monday, the next week's.
-    assert [f.to.name for f in await office.rules(NOW + timedelta(days=7)) if f.rule == "weekly_report"] == [
+    assert [f.to.name for f in await office.rules(monday + timedelta(days=7)) if f.rule == "weekly_report"] == [
         "王经理",
         "刘经理",
     ]
+
+
+async def test_the_monthly_report_on_the_first_and_quiet_hours(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim, reports={"monthly_at": "07:30"})
+    await february(office)
+    # 07:30 on Sunday 1 March is in the quiet hours (20:00-09:00): recorded now, delivered at 09:00.
+    fired = await office.rules(at(3, 1, 7, 30))
+    assert sorted(f.to.name for f in fired if f.rule == "monthly_report") == ["刘经理", "王经理"]
+    assert not [t for t in wecom_sim.texts_to("wangjl") if "团队月报" in t]
+    await office.rules(at(3, 1, 9))
+    [report] = [t for t in wecom_sim.texts_to("wangjl") if "团队月报" in t]
+    assert "王经理团队月报（2026年2月）" in report and "健康度：🟡 76 分" in report
+    assert [f for f in await office.rules(at(3, 1, 9)) if f.rule == "monthly_report"] == []

@@ -2,7 +2,7 @@
 the reps' ranking, drawn for a phone screen.
 
 Chinese is set in the font shipped next to this module, a subset of Noto Sans CJK SC (SIL Open Font License 1.1,
-``fonts/OFL.txt``) covering every CJK Unified Ideograph, so a fresh machine draws names and labels without
+``fonts/OFL.txt``) covering the CJK Unified Ideographs U+4E00–U+9FD0, so a fresh machine draws names and labels without
 missing-glyph boxes whatever fonts it has. The figure is built with the object-oriented API (no pyplot state), so
 ``render`` is safe in a worker thread; ``render_in_thread`` keeps it off the event loop.
 """

@@ -20,7 +20,8 @@ from handlers.reports.risk import at_risk, at_risk_text
 from handlers.reports.send import report_reply
 
 _END = r"(?:\s+|[:：]|$|(?=\S))"
-_NPS_RANK = re.compile(r"(?:nps|净推荐值?).{0,6}(?:排名|排行|榜|谁.{0,4}(?:第一|最高|最好))|(?:排名|排行|榜).{0,6}(?:nps|净推荐)", re.I)
+_RANK_WORDS = r"(?:排名|排行|榜|谁.{0,4}(?:第一|最高|最好))"
+_NPS_RANK = re.compile(rf"(?:nps|净推荐值?).{{0,6}}{_RANK_WORDS}|(?:排名|排行|榜).{{0,6}}(?:nps|净推荐)", re.I)
 _HEALTH = re.compile(r"健康度|健康分|健康情况|健康报告")
 _WEEKLY = re.compile(r"周报")
 _MONTHLY = re.compile(r"月报")
@@ -36,7 +37,7 @@ def _period(r: Reading) -> Slots:
     return {"period": period.value} if period else {}
 
 
-@capability.command(re.compile(rf"^(?:nps|净推荐值)\s*(?:排名|排行|榜|谁.{{0,4}}(?:第一|最高|最好)){_END}", re.I), order=139)
+@capability.command(re.compile(rf"^(?:nps|净推荐值)\s*{_RANK_WORDS}{_END}", re.I), order=139)
 def nps_ranking_command(r: Reading, rest: str) -> Result:
     return "nps_ranking", _period(r)
 

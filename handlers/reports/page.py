@@ -119,11 +119,11 @@ def _bars(rows: list[tuple[str, float, str]], color: str) -> str:
     parts = [f'<svg viewBox="0 0 340 {height}" role="img" xmlns="http://www.w3.org/2000/svg">']
     for i, (label, value, shown) in enumerate(rows):
         y = 4 + 28 * i
-        width = 0 if value <= 0 else max(2.0, 200 * value / top)
+        width = 0 if value <= 0 else max(2.0, 150 * value / top)
         parts.append(
             f'<text x="0" y="{y + 16}" font-size="13" fill="#1f2329">{html.escape(label)}</text>'
-            f'<rect x="76" y="{y + 3}" width="{width:.1f}" height="18" rx="3" fill="{color}"></rect>'
-            f'<text x="{80 + width:.1f}" y="{y + 16}" font-size="12" fill="#646a73">{html.escape(shown)}</text>'
+            f'<rect x="64" y="{y + 3}" width="{width:.1f}" height="18" rx="3" fill="{color}"></rect>'
+            f'<text x="{68 + width:.1f}" y="{y + 16}" font-size="12" fill="#646a73">{html.escape(shown)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -2,9 +2,10 @@
 
 From ``[reports] weekly_weekday`` at ``weekly_at`` (Monday 09:00 by default) each active manager gets the report of
 their team's last complete week, and from ``monthly_day`` at ``monthly_at`` (the 1st, 09:00) the last complete
-month's. The firing key is ``weekly_report:<manager id>:<that moment>``, so each manager gets one per period
-however often the rules run (``crmbot jobs run --now`` included), and the engine's quiet hours and digests apply.
-A report is computed only for the managers who have not had it yet in the period.
+month's, within ``push_window_minutes`` of that time (a report that could not leave by then, the bot being down,
+is stale and skipped). The firing key is ``weekly_report:<manager id>:<that moment>``, so each manager gets one per
+period however often the rules run (``crmbot jobs run --now`` included); the engine's quiet hours apply, and a
+report is never folded into a digest. A report is computed only for the managers who have not had it yet.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def monthly_moment(now: datetime, settings: Settings) -> datetime:
 
 
 async def _reports(ctx: RuleContext, rule: str, kind: summary.Kind, moment: datetime) -> list[Firing]:
+    if ctx.now >= moment + timedelta(minutes=ctx.settings.reports.push_window_minutes):
+        return []
     fired = await RuleFiring.filter(rule=rule, period_at=moment).values_list("staff_id", flat=True)
     told = {int(str(staff_id)) for staff_id in fired}
     firings = []
