@@ -62,7 +62,7 @@ class Office:
 async def open_office(start_app: Any, make_settings: Any, sim: WeComSimulator, **sections: Any) -> Office:
     clock = Clock(at(1, 5))
     settings = make_settings(server={"public_url": "https://crm.example.com"}, **sections)
-    client = await start_app(settings, clock=clock, run_scheduler=False)
+    client = await start_app(settings, clock=clock, run_scheduler=False, run_dispatcher=False)
     wang = await staff_member(name="王经理", wecom="wangjl", role=Role.MANAGER)
     liu = await staff_member(name="刘经理", wecom="liujl", role=Role.MANAGER)
     await staff_member(name="陈总", wecom="chenzong", role=Role.DIRECTOR)
