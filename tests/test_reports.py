@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from bot.clock import Clock
 from bot.keys import BOT, OUTBOX
 from bot.scheduled import run_rules
+from bot.types import IncomingMessage
 from models.customers import Contact, Customer
 from models.nps import Survey, SurveyChannel, SurveyTrigger
 from models.opportunities import Opportunity
@@ -236,3 +237,26 @@ async def test_the_monthly_report_on_the_first_and_quiet_hours(
     [report] = [t for t in wecom_sim.texts_to("wangjl") if "团队月报" in t]
     assert "王经理团队月报（2026年2月）" in report and "健康度：🟡 76 分" in report
     assert [f for f in await office.rules(at(3, 1, 9)) if f.rule == "monthly_report"] == []
+
+
+async def test_a_complaint_in_the_customer_chat_lowers_its_health(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    office = await open_office(start_app, make_settings, wecom_sim)
+    await february(office)
+    huawei = await Customer.get(name="华为技术有限公司")
+    await Contact.filter(customer_id=huawei.id).update(external_userid="wmLiuQiang")
+    bot = office.client.app[BOT]
+    for n, (text, day) in enumerate((("设备又坏了，我们要投诉", 27), ("没有故障了，谢谢", 28), ("报价收到了", 28))):
+        message = IncomingMessage(
+            platform="wecom", msgid=f"archived-{n}", sender="wmLiuQiang", text=text, sent_at=at(2, day),
+            to_bot=False, receivers=("zhangsan",),
+        )  # fmt: skip
+        assert await bot.archive(message)
+    await deliver_all(office.client.app)
+
+    # As before (55), and one complaint (−10); the negated one and the quote request do not count.
+    card = await office.say(NOW, "zhangsan", "客户 华为")
+    assert "健康度：🔴 45 分（10 天未联系、未结工单 1、超时工单 1、NPS 8 分、负面消息 1）" in card
+    # Thirty days later the complaint has aged out of the window (and the rest has moved on).
+    assert "负面消息" not in await office.say(NOW + timedelta(days=31), "zhangsan", "客户 华为")
