@@ -27,6 +27,7 @@ from models.tickets import TicketStatus
 WINDOW_DAYS = 90  # SLA breaches and the order trend look this far back
 WORDS_DAYS = 30  # negative words look this far back
 ORDER_DROP = 0.7  # orders of the last window under this share of the window before: a drop
+CHUNK = 500  # customers per query
 
 
 @dataclass
@@ -59,9 +60,14 @@ async def _counts(query: str, params: list[Any]) -> dict[int, int]:
 
 
 async def score_customers(bot: Services, customers: list[Customer], now: datetime) -> list[CustomerHealth]:
-    """The health of each of ``customers`` as of ``now``."""
-    if not customers:
-        return []
+    """The health of each of ``customers`` as of ``now``, a chunk of them per query (bounded parameter lists)."""
+    scored: list[CustomerHealth] = []
+    for start in range(0, len(customers), CHUNK):
+        scored.extend(await _score_chunk(bot, customers[start : start + CHUNK], now))
+    return scored
+
+
+async def _score_chunk(bot: Services, customers: list[Customer], now: datetime) -> list[CustomerHealth]:
     ids = [c.id for c in customers]
     rules = bot.settings.rules
     window = (now - timedelta(days=WINDOW_DAYS)).astimezone(UTC)
