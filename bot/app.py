@@ -23,6 +23,7 @@ from bot.channels import Outbox
 from bot.clock import Clock
 from bot.config import Settings
 from bot.db import close_database, health, open_database
+from bot.files import DOWNLOAD_PATH, download
 from bot.identity import Directory
 from bot.inbox import Inbox
 from bot.integration import Integration, settings_sections
@@ -85,6 +86,7 @@ def create_app(
         app.cleanup_ctx.append(scheduler_context)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    app.router.add_get(DOWNLOAD_PATH, download)
     for route in registry.routes:
         app.router.add_route(route.method, route.path, route.view)
     return app

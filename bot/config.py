@@ -360,6 +360,15 @@ def _known_keys(value: dict[str, T], known: tuple[str, ...]) -> dict[str, T]:
     return value
 
 
+class FilesSettings(_Section):
+    """Files the bot hands out (exports, charts): how long they are kept and how their download links are signed."""
+
+    keep_hours: int = Field(72, ge=1)  # a stored file is deleted this long after it was made
+    link_hours: int = Field(24, ge=1)  # a download link works this long (410 once the file is swept)
+    secret: str = ""  # signs download links; empty: derived from the platforms' app secrets
+    console_dir: str = "crmbot-files"  # where `crmbot chat` writes the files it is sent
+
+
 class Settings(BaseSettings):
     """The whole configuration; see ``config.example.toml`` for every key."""
 
@@ -381,6 +390,7 @@ class Settings(BaseSettings):
     pool: PoolSettings = PoolSettings()
     leads: LeadSettings = LeadSettings()
     reports: ReportSettings = ReportSettings()
+    files: FilesSettings = FilesSettings()
     # Platform sections are added by ``settings_class``.
 
     @field_validator("timezone")

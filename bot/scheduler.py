@@ -20,6 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.clock import Clock
 from bot.context import Firing
+from bot.files import sweep
 from bot.keys import BOT, CLOCK
 from bot.pipeline import LEFT_BEHIND, Bot
 from bot.scheduled import run_rules
@@ -30,6 +31,8 @@ SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 RULES_JOB = "rules"
 LEFT_BEHIND_JOB = "left_behind"
 LEFT_BEHIND_EVERY_SECONDS = 60
+FILES_JOB = "files_sweep"
+FILES_SWEEP_EVERY_SECONDS = 3600
 
 
 async def rules_tick(bot: Bot, clock: Clock) -> list[Firing]:
@@ -50,9 +53,19 @@ async def handle_left_behind(bot: Bot, older_than: timedelta = LEFT_BEHIND) -> i
         return 0
 
 
+async def sweep_files(clock: Clock) -> int:
+    """Delete the stored files past their expiry (``bot/files.py``); errors are logged, the next hour tries again."""
+    try:
+        return await sweep(clock.now())
+    except Exception:
+        log.exception("sweeping expired files failed")
+        return 0
+
+
 def make_scheduler(bot: Bot, clock: Clock) -> AsyncIOScheduler:
     """A scheduler with the rules job every ``rules.engine_interval_seconds`` (the first run one interval in), the
-    search for messages left unhandled every minute, and each archive source's pull."""
+    search for messages left unhandled every minute, the sweep of expired files every hour, and each archive
+    source's pull."""
     settings = bot.settings
     scheduler = AsyncIOScheduler(timezone=str(settings.timezone))
     interval = settings.rules.engine_interval_seconds
@@ -72,6 +85,15 @@ def make_scheduler(bot: Bot, clock: Clock) -> AsyncIOScheduler:
         args=[bot],
         id=LEFT_BEHIND_JOB,
         name="handle messages left unhandled",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        sweep_files,
+        IntervalTrigger(seconds=FILES_SWEEP_EVERY_SECONDS),
+        args=[clock],
+        id=FILES_JOB,
+        name="delete expired files",
         max_instances=1,
         coalesce=True,
     )

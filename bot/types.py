@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 Platform = str  # the name an integration registers under
 ReplyKind = Literal["text", "markdown", "card", "card_update"]
+AttachmentKind = Literal["image", "file"]
 
 # The neutral event an integration reports when its chat archive has new messages to pull.
 ARCHIVE_READY = "archive_ready"
@@ -96,13 +97,33 @@ class CardUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a reply: a picture (``image``) or any other file (``file``), by the id of its stored bytes
+    (``bot.files.store_file`` makes one)."""
+
+    kind: AttachmentKind
+    filename: str
+    file_id: int
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"kind": self.kind, "filename": self.filename, "file_id": self.file_id}
+
+    @staticmethod
+    def from_payload(payload: dict[str, Any]) -> Attachment:
+        kind: AttachmentKind = "image" if payload.get("kind") == "image" else "file"
+        return Attachment(kind, str(payload.get("filename", "")), int(payload["file_id"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
-    """Something to say: plain text, markdown, a card, or the new state of a card already sent."""
+    """Something to say: plain text, markdown, a card, or the new state of a card already sent; ``attachments``
+    go out after the text (pictures and files, see ``bot/files.py``)."""
 
     text: str = ""
     kind: ReplyKind = "text"
     card: Card | None = None
     card_update: CardUpdate | None = None
+    attachments: tuple[Attachment, ...] = ()
 
     @staticmethod
     def markdown(text: str) -> Reply:
@@ -125,6 +146,8 @@ class Reply:
         if self.card_update is not None:
             u = self.card_update
             payload["card_update"] = {"card_id": u.card_id, "handle": u.handle, "label": u.label}
+        if self.attachments:
+            payload["attachments"] = [a.to_payload() for a in self.attachments]
         return payload
 
     @staticmethod
@@ -141,4 +164,5 @@ class Reply:
         update = None
         if (u := payload.get("card_update")) is not None:
             update = CardUpdate(str(u.get("card_id", "")), str(u.get("handle", "")), str(u.get("label", "")))
-        return Reply(text=payload.get("text", ""), kind=kind, card=card, card_update=update)
+        attachments = tuple(Attachment.from_payload(a) for a in payload.get("attachments", ()))
+        return Reply(text=payload.get("text", ""), kind=kind, card=card, card_update=update, attachments=attachments)

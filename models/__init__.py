@@ -19,4 +19,5 @@ MODEL_MODULES: list[str] = [
     "models.seen",
     "models.opportunities",
     "models.people",
+    "models.files",
 ]

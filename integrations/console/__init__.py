@@ -2,24 +2,29 @@
 
 It goes through the same pipeline and outbox as every other platform; only the adapter at the end differs. Its
 user ids are ``staff:<id>``, so it needs no accounts, and it reaches everyone: a push to somebody no other
-platform reaches waits here until they open a console.
+platform reaches waits here until they open a console. A file or picture sent with a reply is written under
+``[files] console_dir`` and its path printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from aiohttp import web
 
+from bot.channels import PermanentDeliveryError
+from bot.files import load
 from bot.identity import Identity
 from bot.integration import Integration
-from bot.keys import BOT, CLOCK, OUTBOX
-from bot.types import IncomingMessage, Platform, Reply
+from bot.keys import BOT, CLOCK, OUTBOX, SETTINGS
+from bot.types import Attachment, IncomingMessage, Platform, Reply
 from models.staff import Staff
 
 PLATFORM = "console"
@@ -56,20 +61,41 @@ def render(reply: Reply) -> str:
 
 
 class ConsoleChannel:
-    """Prints what is sent to the staff members at this terminal (``live_for``)."""
+    """Prints what is sent to the staff members at this terminal (``live_for``); files go under ``directory``."""
 
     platform: Platform = PLATFORM
 
-    def __init__(self, out: TextIO, live_for: set[int]) -> None:
+    def __init__(self, out: TextIO, live_for: set[int], directory: Path) -> None:
         self.out = out
         self.live_for: set[int] | None = live_for
+        self.directory = directory
 
     async def send(
         self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
     ) -> dict[str, Any]:
-        self.out.write(render(reply).rstrip() + "\n")
+        lines = [render(reply).rstrip()] if reply.text.strip() or reply.card is not None else []
+        paths = []
+        for attachment in reply.attachments:
+            path = await self._save(attachment)
+            paths.append(str(path))
+            lines.append(f"{'图片' if attachment.kind == 'image' else '文件'}已保存：{path}")
+        self.out.write("\n".join(lines) + "\n")
         self.out.flush()
-        return {}
+        return {"files": paths} if paths else {}
+
+    async def _save(self, attachment: Attachment) -> Path:
+        """Write the attachment as ``<directory>/<id>-<name>`` (once: a repeat finds it there)."""
+        stored = await load(attachment.file_id)
+        if stored is None:
+            raise PermanentDeliveryError(f"file {attachment.file_id} is no longer stored")
+        path = (self.directory / f"{stored.id}-{stored.filename}").resolve()
+        await asyncio.to_thread(_write, path, bytes(stored.data))
+        return path
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def setup(app: web.Application) -> None:
@@ -82,7 +108,7 @@ async def chat(app: web.Application, staff: Staff, lines: AsyncIterable[str], ou
     bot, outbox = app[BOT], app[OUTBOX]
     earlier = outbox.adapters.get(PLATFORM)
     live = {staff.id, *(earlier.live_for or ())} if earlier is not None else {staff.id}
-    outbox.register(ConsoleChannel(out, live))
+    outbox.register(ConsoleChannel(out, live, Path(app[SETTINGS].files.console_dir)))
     await outbox.drain()  # pushes that waited for this member
     count = 0
     async for line in lines:

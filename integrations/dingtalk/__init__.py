@@ -9,12 +9,15 @@ websocket (``stream.py``; its client is ``stream.STREAM``).
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from bot.config import ConfigError
+from bot.files import download_url
 from bot.identity import Identity
 from bot.integration import Integration
-from bot.keys import BOT, CLOCK, HTTP, OUTBOX
+from bot.keys import BOT, CLOCK, HTTP, OUTBOX, SETTINGS
 from integrations.dingtalk.callback import REPLAY, ReplayGuard, receive
 from integrations.dingtalk.channel import DingTalkChannel
 from integrations.dingtalk.client import DingTalkClient
@@ -33,7 +36,8 @@ def setup(app: web.Application) -> None:
     # The HTTP session exists only once the app has started: look it up at call time.
     client = DingTalkClient(settings, lambda: app[HTTP], app[CLOCK])
     app[DINGTALK_CLIENT] = client
-    app[OUTBOX].register(DingTalkChannel(client, settings, app[CLOCK]))
+    links = functools.partial(download_url, app[SETTINGS])
+    app[OUTBOX].register(DingTalkChannel(client, settings, app[CLOCK], links))
     app[REPLAY] = ReplayGuard(app[CLOCK], settings.callback_window_seconds)
     app.router.add_post("/dingtalk/callback", receive)
     if settings.stream:

@@ -16,19 +16,24 @@ the two-button horizontal ``sampleActionCard6`` is avoided because its key casin
 robot only hears messages that @ it, which a tap does not, so a card answering a group message goes 1:1. A card with
 more than five buttons shows the first five; the text always lists every command so it can also be typed.
 ActionCards cannot be edited after sending, so a ``card_update`` becomes a short text notice to the recipient.
+
+Attachments: a robot message cannot carry our bytes, so the reply becomes one markdown message, its text followed
+by a picture ``![图表](link)`` for each image and a link ``[文件名](link)`` for each file, the links signed and
+expiring (``bot.files.download_url`` under ``[server] public_url``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from bot.channels import DeliveryError, PermanentDeliveryError
 from bot.clock import Clock
-from bot.types import Button, Card, Platform, Reply
+from bot.types import Attachment, Button, Card, Platform, Reply
 from integrations.dingtalk.client import DingTalkClient, WebhookGone
 from integrations.dingtalk.normalize import (
     AT_USER,
@@ -45,6 +50,9 @@ log = logging.getLogger(__name__)
 MAX_BUTTONS = 5
 DEFAULT_TITLE = "CRM 助手"
 _MARKUP = re.compile(r"^[\s#>*\-]+|[*`]+")
+_LINK_TEXT_UNSAFE = re.compile(r"[\[\]()\\`*_]")
+# The signed download link of an attachment as of a moment (``bot.files.download_url`` with the settings).
+Links = Callable[[Attachment, datetime], str]
 
 
 def tap_url(key: str) -> str:
@@ -76,6 +84,17 @@ def update_notice(reply: Reply) -> str:
     if reply.card_update is not None and (label := reply.card_update.label):
         return f"审批卡片状态已更新：{label}"
     return reply.text or "审批卡片状态已更新"
+
+
+def with_links(reply: Reply, links: list[tuple[Attachment, str]]) -> Reply:
+    """``reply`` as one markdown message: its text, then each image shown and each file as a download link."""
+    lines = [reply.text] if reply.text.strip() else []
+    for attachment, url in links:
+        if attachment.kind == "image":
+            lines.append(f"![图表]({url})")
+        else:
+            lines.append(f"[{_LINK_TEXT_UNSAFE.sub('_', attachment.filename)}]({url})")
+    return Reply.markdown("\n\n".join(lines))
 
 
 def _buttons(card: Card) -> tuple[Button, ...]:
@@ -139,10 +158,11 @@ class DingTalkChannel:
     platform: Platform = "dingtalk"
     live_for: set[int] | None = None
 
-    def __init__(self, client: DingTalkClient, settings: DingTalkSettings, clock: Clock) -> None:
+    def __init__(self, client: DingTalkClient, settings: DingTalkSettings, clock: Clock, links: Links) -> None:
         self.client = client
         self.settings = settings
         self.clock = clock
+        self.links = links
 
     def _live_webhook(self, reply_to: dict[str, Any]) -> str:
         url, expires_ms = reply_to.get(WEBHOOK), reply_to.get(WEBHOOK_EXPIRES_MS)
@@ -162,6 +182,9 @@ class DingTalkChannel:
         # (docs/DELIVERY.md says what remains possible), so ``maybe_sent_at`` changes nothing here.
         if reply.kind == "card_update":
             reply = Reply(update_notice(reply))
+        if reply.attachments:
+            now = self.clock.now()
+            reply = with_links(reply, [(a, self.links(a, now)) for a in reply.attachments])
         # In a group the robot only hears messages that @ it, and a button tap does not: cards go 1:1.
         group_card = reply.kind == "card" and reply_to.get(CONVERSATION_TYPE) == GROUP
         if not group_card and (webhook := self._live_webhook(reply_to)):

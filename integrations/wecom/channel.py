@@ -1,10 +1,15 @@
-"""The WeCom channel adapter: a platform-neutral ``Reply`` becomes ``message/send`` (text, markdown, template card)
-or ``message/update_template_card`` (the state of a clicked card).
+"""The WeCom channel adapter: a platform-neutral ``Reply`` becomes ``message/send`` (text, markdown, template card,
+image, file) or ``message/update_template_card`` (the state of a clicked card).
+
+Attachments: the text goes first as its own message, then each attachment as an ``image`` (PNG or JPEG up to
+10 MB) or ``file`` message (up to 20 MB) whose ``media_id`` comes from ``media/upload``. The media id is valid
+for three days; it is remembered with the stored file (``bot.files.remember_remote``), so a repeated send, on
+any instance, does not upload again.
 
 Long text: WeCom cuts text and markdown content at 2048 bytes without saying so. A longer reply is split at line
 breaks into up to ``MAX_PARTS`` messages sent in order; beyond that the last part ends with a visible note that
-the answer was cut. Parts already delivered are remembered (in memory) so that a retry after a failure in the
-middle does not repeat them.
+the answer was cut. Parts (and attachments) already delivered are remembered (in memory) so that a retry after a failure
+in the middle does not repeat them.
 
 Repeats: WeCom drops a ``message/send`` identical to one delivered to the same user within
 ``duplicate_check_interval`` seconds (at most 4 hours) when the request says ``enable_duplicate_check: 1``. The
@@ -27,11 +32,12 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.channels import CARD_HANDLE, PermanentDeliveryError
-from bot.types import Card, Platform, Reply
+from bot.files import load, remember_remote, remote_id
+from bot.types import Attachment, Card, Platform, Reply
 from integrations.wecom.client import WeComClient
 from integrations.wecom.customer_message import customer_recipients, send_customer_message
 
@@ -47,6 +53,12 @@ REMEMBERED_PARTS = 2000
 DUPLICATE_CHECK_MAX_SECONDS = 4 * 3600  # WeCom's ceiling for duplicate_check_interval
 # Added to the time since the first send: this host's clock against WeCom's, and the request's own time.
 DUPLICATE_CHECK_MARGIN_SECONDS = 300
+# media/upload: a media id is valid for three days (used here for a little less); size limits per type.
+MEDIA_VALID = timedelta(days=3) - timedelta(hours=1)
+IMAGE_TYPES = {"image/png", "image/jpeg"}
+IMAGE_LIMIT = 10 * 1024 * 1024
+FILE_LIMIT = 20 * 1024 * 1024
+MEDIA_MIN_BYTES = 6  # "every file must be larger than 5 bytes"
 
 
 def split_content(text: str, limit: int = CONTENT_LIMIT, max_parts: int = MAX_PARTS) -> list[str]:
@@ -148,32 +160,57 @@ class WeComChannel:
             return {"msgid": answer.get("msgid", ""), CARD_HANDLE: answer.get("response_code", "")}
         msgtype = "markdown" if reply.kind == "markdown" else "text"
         text = reply.text  # a "card" without a card is plain text
-        if not text.strip():
+        if not text.strip() and not reply.attachments:
             raise PermanentDeliveryError("empty message")
-        return await self._send_parts(recipient, msgtype, text, check)
+        return await self._send_parts(recipient, msgtype, text, reply.attachments, check)
 
-    async def _send_parts(self, recipient: str, msgtype: str, text: str, check: dict[str, Any]) -> dict[str, Any]:
-        parts = split_content(text)
-        digest = hashlib.sha256(f"{recipient}\0{msgtype}\0{text}".encode()).hexdigest()[:32]
+    async def _send_parts(
+        self, recipient: str, msgtype: str, text: str, attachments: tuple[Attachment, ...], check: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The text's parts, then each attachment, each its own message, in order."""
+        parts = split_content(text) if text.strip() else []
+        files = ",".join(str(a.file_id) for a in attachments)
+        digest = hashlib.sha256(f"{recipient}\0{msgtype}\0{text}\0{files}".encode()).hexdigest()[:32]
+        steps = len(parts) + len(attachments)
         msgids = []
-        for i, part in enumerate(parts):
+        for i in range(steps):
             key = f"{digest}:{i}"
             if (done := self._delivered.get(key)) is not None:
                 msgids.append(done)
                 continue
-            answer = await self.client.send_message(
-                {"touser": recipient, "msgtype": msgtype, msgtype: {"content": part}} | check
-            )
+            if i < len(parts):
+                body = {"touser": recipient, "msgtype": msgtype, msgtype: {"content": parts[i]}}
+            else:
+                body = await self._media_message(recipient, attachments[i - len(parts)])
+            answer = await self.client.send_message(body | check)
             msgid = str(answer.get("msgid", ""))
             msgids.append(msgid)
-            if len(parts) > 1:
+            if steps > 1:
                 self._remember(key, msgid)
-        for i in range(len(parts)):
+        for i in range(steps):
             self._delivered.pop(f"{digest}:{i}", None)
         result: dict[str, Any] = {"msgid": msgids[0] if msgids else ""}
         if len(msgids) > 1:
             result["msgids"] = msgids
         return result
+
+    async def _media_message(self, recipient: str, attachment: Attachment) -> dict[str, Any]:
+        """An image or file message for ``attachment``, uploading it unless WeCom already holds it."""
+        stored = await load(attachment.file_id)
+        if stored is None:
+            raise PermanentDeliveryError(f"file {attachment.file_id} is no longer stored")
+        if not MEDIA_MIN_BYTES <= stored.size <= FILE_LIMIT:
+            raise PermanentDeliveryError(f"file {attachment.file_id}: {stored.size} bytes cannot be sent")
+        image = attachment.kind == "image" and stored.content_type in IMAGE_TYPES and stored.size <= IMAGE_LIMIT
+        media_type = "image" if image else "file"
+        now = datetime.now(UTC)
+        where = f"{self.platform}:{media_type}"
+        if (media_id := remote_id(stored, where, now)) is None:
+            media_id = await self.client.upload_media(
+                media_type, stored.filename, bytes(stored.data), stored.content_type
+            )
+            await remember_remote(stored, where, media_id, now + MEDIA_VALID)
+        return {"touser": recipient, "msgtype": media_type, media_type: {"media_id": media_id}}
 
     def _remember(self, key: str, msgid: str) -> None:
         self._delivered[key] = msgid

@@ -130,6 +130,21 @@ class WeComClient:
             log.warning("wecom message/send: some recipients are not reachable by the app: %s", answer["invaliduser"])
         return answer
 
+    async def upload_media(self, media_type: str, filename: str, data: bytes, content_type: str) -> str:
+        """``media/upload`` (multipart, field ``media``): a temporary media id, valid for three days."""
+
+        def form() -> aiohttp.FormData:  # a FormData is spent once sent: each attempt builds its own
+            # WeCom shows the filename as given: UTF-8 in the part header, not percent-encoded.
+            body = aiohttp.FormData(quote_fields=False)
+            body.add_field("media", data, filename=filename, content_type=content_type)
+            return body
+
+        answer = await self._call("POST", "media/upload", params={"type": media_type}, form=form)
+        media_id = answer.get("media_id")
+        if not isinstance(media_id, str) or not media_id:
+            raise DeliveryError("wecom media/upload: no media_id in the answer")
+        return media_id
+
     async def update_template_card(self, userids: list[str], response_code: str, replace_name: str) -> dict[str, Any]:
         """Turn a clicked button_interaction card's buttons into one disabled label (``replace_name``)."""
         body = {
@@ -147,6 +162,7 @@ class WeComClient:
         *,
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
         with_token: bool = True,
     ) -> dict[str, Any]:
         """One API call with the token, quick retries for transient failures and one token refresh."""
@@ -159,7 +175,7 @@ class WeComClient:
             attempt += 1
             token = await self.token() if with_token else None
             try:
-                return await self._once(method, api, params, json, token)
+                return await self._once(method, api, params, json, token, form)
             except _Transient as exc:
                 last = exc
                 if exc.retry_after is not None:  # a rate limit: retrying within seconds only makes it worse
@@ -188,6 +204,7 @@ class WeComClient:
         params: dict[str, str] | None,
         json: dict[str, Any] | None,
         token: str | None,
+        form: Callable[[], aiohttp.FormData] | None = None,
     ) -> dict[str, Any]:
         query = dict(params or {})
         if token is not None:
@@ -195,7 +212,7 @@ class WeComClient:
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_seconds)
         try:
             async with self._session().request(
-                method, self._base + api, params=query, json=json, timeout=timeout
+                method, self._base + api, params=query, json=json, data=form() if form else None, timeout=timeout
             ) as resp:
                 if resp.status == 429:
                     raise _Transient(f"wecom {api}: HTTP 429", self.settings.rate_limit_retry_seconds)

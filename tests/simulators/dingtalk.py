@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ MSG_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\(([^)\s]+)\)")
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A message the simulated DingTalk accepted for one user."""
@@ -68,6 +72,11 @@ class Delivery:
     def text(self) -> str:
         c = self.content
         return str(c.get("content") or c.get("text") or "")
+
+    @property
+    def links(self) -> list[tuple[str, str]]:
+        """(text, url) of every markdown link and picture (``[text](url)``, ``![text](url)``) in the message."""
+        return _MARKDOWN_LINK.findall(self.text)
 
     @property
     def buttons(self) -> list[tuple[str, str]]:

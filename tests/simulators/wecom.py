@@ -1,15 +1,17 @@
-"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``message/send``, ``message/update_template_card``, and
-of 客户联系 ``externalcontact/get``, ``add_msg_template``, ``transfer_customer`` and ``transfer_result``, in service
-and ``resigned/``).
+"""A WeCom server API simulator (``/cgi-bin/gettoken``, ``media/upload``, ``message/send``,
+``message/update_template_card``, and of 客户联系 ``externalcontact/get``, ``add_msg_template``,
+``transfer_customer`` and ``transfer_result``, in service and ``resigned/``).
 
-It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right
-corp id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of
-that type; template cards get a ``response_code`` that ``update_template_card`` accepts once. A ``message/send``
-with ``enable_duplicate_check: 1`` whose touser, msgtype and content equal a message delivered within
-``duplicate_check_interval`` seconds (default 1800, at most 4 hours) is answered ok (with the earlier message's
-msgid) and not delivered again. Everything accepted is recorded in ``sent`` (what users would see); every call,
-accepted or not, in ``calls`` (a dropped repeat with ``"duplicate": True``). Faults can be injected for the next N
-calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP status (500, 502), a slow answer, or a lost answer
+It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right corp
+id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of that
+type; template cards get a ``response_code`` that ``update_template_card`` accepts once. ``media/upload`` takes a
+multipart ``media`` part (more than 5 bytes; an image PNG or JPEG up to 10 MB, a file up to 20 MB), records it in
+``uploads`` and answers a ``media_id``, which an image or file message must then name (of its type). A
+``message/send`` with ``enable_duplicate_check: 1`` whose touser, msgtype and content equal a message delivered
+within ``duplicate_check_interval`` seconds (default 1800, at most 4 hours) is answered ok (with the earlier
+message's msgid) and not delivered again. Everything accepted is recorded in ``sent`` (what users would see); every
+call, accepted or not, in ``calls`` (a dropped repeat with ``"duplicate": True``). Faults can be injected for the
+next N calls: an errcode (-1 busy, 45009 rate limit, ...), an HTTP status (500, 502), a slow answer, or a lost answer
 (the call is applied, its answer held back longer than the caller waits).
 
 Used by the tests (fixture ``wecom_sim``) and for a local demo::
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 CONTENT_LIMIT = 2048
 TOKEN_TTL = 7200
@@ -56,6 +58,21 @@ CARD_TYPES = {"text_notice", "news_notice", "button_interaction", "vote_interact
 TRANSFER_LIMIT = 100  # external_userid per transfer_customer call
 WAITING_TAKEOVER = 2  # transfer_result status: 等待接替
 TASK_ID = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
+MB = 1024 * 1024
+MEDIA_LIMITS = {"image": 10 * MB, "voice": 2 * MB, "video": 10 * MB, "file": 20 * MB}
+MEDIA_TTL = 3 * 24 * 3600
+
+
+@dataclass
+class Upload:
+    """One accepted ``media/upload``: what WeCom now holds under ``media_id``."""
+
+    media_id: str
+    type: str
+    filename: str
+    content_type: str
+    data: bytes
+    expires_at: float
 
 
 class _Duplicate(Exception):
@@ -124,6 +141,8 @@ class WeComSimulator:
     # (touser, msgtype, content as JSON) → when it was last delivered and its answer: what the duplicate check compares
     _delivered: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
     _applying: set[asyncio.Future[web.Response]] = field(default_factory=set)
+    uploads: list[Upload] = field(default_factory=list)
+    _media: dict[str, Upload] = field(default_factory=dict)
     url: str = ""
 
     # -- fault injection and control -------------------------------------------------------------------------
@@ -208,6 +227,14 @@ class WeComSimulator:
         """How many sends the duplicate check dropped."""
         return sum(1 for call in self.calls if call.get("duplicate"))
 
+    def media_to(self, userid: str) -> list[Upload]:
+        """The uploads delivered to ``userid`` as image or file messages, in order."""
+        return [
+            self._media[body[body["msgtype"]]["media_id"]]
+            for body in self.messages_to(userid)
+            if body.get("msgtype") in ("image", "file")
+        ]
+
     def card_updates(self) -> list[dict[str, Any]]:
         """Accepted ``message/update_template_card`` bodies."""
         return [item["body"] for item in self.sent if item["endpoint"] == "message/update_template_card"]
@@ -217,6 +244,7 @@ class WeComSimulator:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cgi-bin/gettoken", self._gettoken)
+        app.router.add_post("/cgi-bin/media/upload", self._upload)
         app.router.add_post("/cgi-bin/message/send", self._endpoint("message/send", self._send))
         app.router.add_post(
             "/cgi-bin/message/update_template_card", self._endpoint("message/update_template_card", self._update)
@@ -285,6 +313,51 @@ class WeComSimulator:
         call["answer"] = {"errcode": 0}
         self._log("gettoken: issued a token")
         return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": value, "expires_in": self.token_ttl})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """``media/upload?type=``: a multipart ``media`` part with its filename and content type → ``media_id``."""
+        call: dict[str, Any] = {"endpoint": "media/upload", "query": {"type": request.query.get("type", "")}}
+        self.calls.append(call)
+        if (faulty := await self._fault("media/upload")) is not None:
+            call["answer"] = {"fault": True}
+            return faulty
+        try:
+            self._check_token(request.query.get("access_token", ""))
+            media_type = request.query.get("type", "")
+            if media_type not in MEDIA_LIMITS:
+                raise _Reject(40004, "invalid media type")
+            upload = await self._read_media(request, media_type)
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode, "errmsg": exc.errmsg}
+            self._log(f"media/upload: rejected with {exc.errcode} ({exc.errmsg})")
+            return _answer(exc.errcode, exc.errmsg)
+        self.uploads.append(upload)
+        self._media[upload.media_id] = upload
+        answer = {"errcode": 0, "errmsg": "", "type": media_type, "media_id": upload.media_id,
+                  "created_at": str(int(time.time()))}  # fmt: skip
+        call["answer"] = answer
+        self._log(f"media/upload: {media_type} {upload.filename} ({len(upload.data)} bytes)")
+        return web.json_response(answer)
+
+    async def _read_media(self, request: web.Request, media_type: str) -> Upload:
+        if not request.content_type.startswith("multipart/"):
+            raise _Reject(44001, "empty media data")
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, BodyPartReader) or part.name != "media":
+                continue
+            data = await part.read()
+            content_type = part.headers.get("Content-Type", "application/octet-stream")
+            if len(data) <= 5:
+                raise _Reject(40005, "invalid file size: every file must be larger than 5 bytes")
+            if len(data) > MEDIA_LIMITS[media_type]:
+                raise _Reject(40006, "invalid file size")
+            if media_type == "image" and not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+                raise _Reject(40005, "invalid file type: images are JPG or PNG")
+            media_id = f"media{secrets.token_hex(16)}"
+            return Upload(media_id, media_type, part.filename or "", content_type, bytes(data),
+                          time.monotonic() + MEDIA_TTL)  # fmt: skip
+        raise _Reject(44001, "empty media data: no form-data part named media")
 
     def _endpoint(self, name: str, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
@@ -384,6 +457,10 @@ class WeComSimulator:
                 answer["truncated"] = True
         elif msgtype == "template_card":
             answer["response_code"] = self._check_card(content, users)
+        elif msgtype in ("image", "file", "voice"):
+            media = self._media.get(str(content.get("media_id") or ""))
+            if media is None or media.type != msgtype or time.monotonic() >= media.expires_at:
+                raise _Reject(40007, "invalid media_id")
         answer["msgid"] = f"sim{self._next_msgid:08d}"
         self._next_msgid += 1
         self._delivered[key] = (time.monotonic(), {"errcode": 0, "errmsg": "ok", **answer})
