@@ -20,7 +20,7 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.identity import Directory
 from bot.tasks import TaskTracker
-from bot.types import Click, IncomingMessage, Reply
+from bot.types import Attachment, Click, IncomingMessage, Reply
 from bot.understanding import Understanding
 from models.customers import Customer
 from models.messages import Message
@@ -178,6 +178,7 @@ class Firing:
     period_at: datetime | None = None
     batch: Batch | None = None  # pushes of this kind to one person become one summary past a threshold
     alone: bool = False  # True: sent as its own message (a report), never folded into a digest
+    attachments: tuple[Attachment, ...] = ()  # files sent with it (a report's chart); such a firing goes alone
 
 
 @dataclass(frozen=True)

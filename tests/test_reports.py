@@ -171,6 +171,13 @@ async def test_the_manager_reads_february_health_computed_by_hand(
     assert "🔴 工单关闭率：33%（1/3 张工单已解决或关闭）" in quality
     assert "缺得最多：行业 1 个客户、等级 1 个客户、联系人 1 个客户" in quality
 
+    # 团队月报 in chat: the same numbers, with the chart as a picture.
+    monthly = await office.say(NOW, "wangjl", "团队月报")
+    assert "王经理团队月报（2026年2月）" in monthly and "健康度：🟡 76 分" in monthly
+    assert "> 🟢 线索转化率：67%（2/3 个商机）" in monthly
+    [picture] = wecom_sim.media_to("wangjl")
+    assert picture.data.startswith(b"\x89PNG") and picture.filename.endswith(".png")
+
     ranking = await office.say(NOW, "wangjl", "NPS 排名 上个月")
     assert ranking.index("1. 张三：NPS +50") < ranking.index("2. 李四：NPS -100")
     # A rep's ranking is their own line only.
@@ -215,8 +222,15 @@ async def test_the_weekly_report_reaches_each_manager_once(
     pushed = [t for t in wecom_sim.texts_to("wangjl")[before["wangjl"] :] if "团队周报" in t]
     assert len(pushed) == 1
     assert "王经理团队周报（02-23~03-01）" in pushed[0] and "https://crm.example.com/dash/" in pushed[0]
+    # Its chart reached WeCom's media/upload once and was sent to him as an image, after the text.
+    [chart] = wecom_sim.media_to("wangjl")
+    assert (chart.type, chart.content_type) == ("image", "image/png") and chart.data.startswith(b"\x89PNG")
+    assert [u.media_id for u in wecom_sim.uploads] == [u.media_id for u in wecom_sim.media_to("wangjl")] + [
+        u.media_id for u in wecom_sim.media_to("liujl")
+    ]
     for other in ("zhangsan", "chenzong"):  # reps and directors get none
         assert not [t for t in wecom_sim.texts_to(other)[before[other] :] if "周报" in t]
+        assert wecom_sim.media_to(other) == []
     # The next Monday, the next week's.
     assert [f.to.name for f in await office.rules(monday + timedelta(days=7)) if f.rule == "weekly_report"] == [
         "王经理",

@@ -108,7 +108,7 @@ async def team_report(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply
     """查看上周（或上月）的团队报告与图表"""
     kind: summary.Kind = "month" if slots.get("kind") == "month" else "week"
     report = await summary.build(ctx.bot, ctx.staff, kind, ctx.now)
-    return await report_reply(report, ctx.conn)
+    return await report_reply(report, ctx.now, ctx.conn)
 
 
 @capability.intent("data_quality", examples=["数据质量"], order=86)
