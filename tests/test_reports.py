@@ -175,6 +175,7 @@ async def test_the_manager_reads_february_health_computed_by_hand(
     monthly = await office.say(NOW, "wangjl", "团队月报")
     assert "王经理团队月报（2026年2月）" in monthly and "健康度：🟡 76 分" in monthly
     assert "> 🟢 线索转化率：67%（2/3 个商机）" in monthly
+    assert "销售健康度排名：张三 81、李四 62" in monthly  # each rep's own score, as they read it themselves
     [picture] = wecom_sim.media_to("wangjl")
     assert picture.data.startswith(b"\x89PNG") and picture.filename.endswith(".png")
 

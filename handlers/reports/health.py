@@ -178,56 +178,96 @@ def _num(value: Any) -> float:
     return float(value or 0)
 
 
+# The rows of a metric's query: the scope's total (key None), or one row per owner (``by_owner``: the ranking's).
+Rows = dict[int | None, dict[str, Any]]
+
+
+async def _rows(query: str, params: list[Any], owner: str | None, by_owner: bool) -> Rows:
+    """``query`` (``SELECT {head}… WHERE …{tail}``) for the scope's total, or grouped by the ``owner`` column."""
+    if not by_owner or owner is None:
+        return {None: await _one(query.format(head="", tail=""), params)}
+    rows = await sql.select(sql.default(), query.format(head=f"{owner} AS owner, ", tail=f" GROUP BY {owner}"), params)
+    return {int(r["owner"]): r for r in rows if r["owner"] is not None}
+
+
 # -- the five metrics ------------------------------------------------------------------------------------------------
 
 
-async def conversion(scope: Scope, period: Period) -> Metric:
+async def conversion_rows(scope: Scope, period: Period, by_owner: bool = False) -> dict[int | None, Metric]:
     """线索转化率 = deals of the scope created in the period that entered a stage past 潜在 (stage history) before
     the period's end ÷ deals of the scope created in the period."""
     owners, params = _owners("o.owner_id", scope)
     stages = ", ".join("?" for _ in CONVERTED_STAGES)
-    row = await _one(
-        "SELECT COUNT(*) AS n, SUM(CASE WHEN EXISTS (SELECT 1 FROM opportunity_stage s WHERE s.opportunity_id = o.id"
-        f" AND s.stage IN ({stages}) AND s.entered_at < ?) THEN 1 ELSE 0 END) AS converted"
-        f" FROM opportunity o WHERE o.created_at >= ? AND o.created_at < ?{owners}",
+    rows = await _rows(
+        "SELECT {head}COUNT(*) AS n, SUM(CASE WHEN EXISTS (SELECT 1 FROM opportunity_stage s"
+        f" WHERE s.opportunity_id = o.id AND s.stage IN ({stages}) AND s.entered_at < ?) THEN 1 ELSE 0 END)"
+        f" AS converted FROM opportunity o WHERE o.created_at >= ? AND o.created_at < ?{owners}{{tail}}",
         [*CONVERTED_STAGES, _utc(period.end), _utc(period.start), _utc(period.end), *params],
+        "o.owner_id",
+        by_owner,
     )
-    n, converted = _num(row.get("n")), _num(row.get("converted"))
-    return Metric("conversion", converted / n if n else None, converted, n, f"{converted:.0f}/{n:.0f} 个商机")
+    metrics = {}
+    for key, row in rows.items():
+        n, converted = _num(row.get("n")), _num(row.get("converted"))
+        metrics[key] = Metric(
+            "conversion", converted / n if n else None, converted, n, f"{converted:.0f}/{n:.0f} 个商机"
+        )
+    return metrics
 
 
-async def order_value(scope: Scope, period: Period, settings: Settings) -> tuple[float, float]:
+async def conversion(scope: Scope, period: Period) -> Metric:
+    return (await conversion_rows(scope, period))[None]
+
+
+async def order_values(
+    scope: Scope, period: Period, settings: Settings, by_owner: bool = False
+) -> dict[int | None, tuple[float, float]]:
     """(amount, customers) of the period: won deals closed in it (by the deal's owner), or with ``aov_source =
     "orders"`` the orders dated in it that were not cancelled (by the customer's owner)."""
     if settings.reports.aov_source == "orders":
         owners, params = _owners("c.owner_id", scope)
         tz = settings.tz
-        row = await _one(
-            "SELECT SUM(r.total) AS amount, COUNT(DISTINCT r.customer_id) AS customers FROM customer_order r"
+        rows = await _rows(
+            "SELECT {head}SUM(r.total) AS amount, COUNT(DISTINCT r.customer_id) AS customers FROM customer_order r"
             " JOIN customer c ON c.id = r.customer_id WHERE r.status <> 'cancelled' AND r.order_date >= ?"
-            f" AND r.order_date < ?{owners}",
+            f" AND r.order_date < ?{owners}{{tail}}",
             [period.start.astimezone(tz).date(), period.end.astimezone(tz).date(), *params],
+            "c.owner_id",
+            by_owner,
         )
     else:
         owners, params = _owners("o.owner_id", scope)
-        row = await _one(
-            "SELECT SUM(o.amount) AS amount, COUNT(DISTINCT o.customer_id) AS customers FROM opportunity o"
-            f" WHERE o.stage = 'won' AND o.closed_at >= ? AND o.closed_at < ?{owners}",
+        rows = await _rows(
+            "SELECT {head}SUM(o.amount) AS amount, COUNT(DISTINCT o.customer_id) AS customers FROM opportunity o"
+            f" WHERE o.stage = 'won' AND o.closed_at >= ? AND o.closed_at < ?{owners}{{tail}}",
             [_utc(period.start), _utc(period.end), *params],
+            "o.owner_id",
+            by_owner,
         )
-    return _num(row.get("amount")), _num(row.get("customers"))
+    return {key: (_num(row.get("amount")), _num(row.get("customers"))) for key, row in rows.items()}
+
+
+async def aov_growth_rows(
+    scope: Scope, period: Period, settings: Settings, by_owner: bool = False
+) -> dict[int | None, Metric]:
+    """客单价增长率 = (客单价 of the period − 客单价 of the previous period) ÷ 客单价 of the previous period, where
+    客单价 = amount won ÷ distinct customers it was won from; none when either period has no sale."""
+    now_values = await order_values(scope, period, settings, by_owner)
+    before_values = await order_values(scope, previous(period, settings), settings, by_owner)
+    metrics = {}
+    for key in {*now_values, *before_values}:
+        amount, customers = now_values.get(key, (0.0, 0.0))
+        before_amount, before_customers = before_values.get(key, (0.0, 0.0))
+        now_aov = amount / customers if customers else None
+        before_aov = before_amount / before_customers if before_customers else None
+        growth = (now_aov - before_aov) / before_aov if now_aov is not None and before_aov else None
+        detail = f"本期 {_yuan(now_aov)} / 上期 {_yuan(before_aov)}"
+        metrics[key] = Metric("aov_growth", growth, now_aov or 0.0, before_aov or 0.0, detail)
+    return metrics
 
 
 async def aov_growth(scope: Scope, period: Period, settings: Settings) -> Metric:
-    """客单价增长率 = (客单价 of the period − 客单价 of the previous period) ÷ 客单价 of the previous period, where
-    客单价 = amount won ÷ distinct customers it was won from; none when either period has no sale."""
-    amount, customers = await order_value(scope, period, settings)
-    before_amount, before_customers = await order_value(scope, previous(period, settings), settings)
-    now_aov = amount / customers if customers else None
-    before_aov = before_amount / before_customers if before_customers else None
-    growth = (now_aov - before_aov) / before_aov if now_aov is not None and before_aov else None
-    detail = f"本期 {_yuan(now_aov)} / 上期 {_yuan(before_aov)}"
-    return Metric("aov_growth", growth, now_aov or 0.0, before_aov or 0.0, detail)
+    return (await aov_growth_rows(scope, period, settings))[None]
 
 
 def _yuan(value: float | None) -> str:
@@ -236,26 +276,33 @@ def _yuan(value: float | None) -> str:
     return f"{value / 10000:.1f}万" if value >= 10000 else f"{value:.0f}元"
 
 
-async def sla(scope: Scope, period: Period, now: datetime) -> Metric:
+async def sla_rows(scope: Scope, period: Period, now: datetime, by_owner: bool = False) -> dict[int | None, Metric]:
     """售后响应时效 = tickets of the scope's customers created in the period whose first response came by its due
     time ÷ those tickets that can be judged at ``now`` (answered, or unanswered and past due)."""
     owners, params = _owners("c.owner_id", scope)
-    row = await _one(
-        "SELECT COUNT(*) AS n, SUM(CASE WHEN t.first_responded_at IS NOT NULL"
+    rows = await _rows(
+        "SELECT {head}COUNT(*) AS n, SUM(CASE WHEN t.first_responded_at IS NOT NULL"
         " AND t.first_responded_at <= t.first_response_due THEN 1 ELSE 0 END) AS met"
         " FROM ticket t JOIN customer c ON c.id = t.customer_id WHERE t.created_at >= ? AND t.created_at < ?"
-        f" AND (t.first_responded_at IS NOT NULL OR t.first_response_due <= ?){owners}",
+        f" AND (t.first_responded_at IS NOT NULL OR t.first_response_due <= ?){owners}{{tail}}",
         [_utc(period.start), _utc(period.end), _utc(now), *params],
+        "c.owner_id",
+        by_owner,
     )
-    n, met = _num(row.get("n")), _num(row.get("met"))
-    return Metric("sla", met / n if n else None, met, n, f"{met:.0f}/{n:.0f} 张工单按时首次响应")
+    metrics = {}
+    for key, row in rows.items():
+        n, met = _num(row.get("n")), _num(row.get("met"))
+        metrics[key] = Metric("sla", met / n if n else None, met, n, f"{met:.0f}/{n:.0f} 张工单按时首次响应")
+    return metrics
 
 
-async def nps(scope: Scope, period: Period) -> Metric:
+async def sla(scope: Scope, period: Period, now: datetime) -> Metric:
+    return (await sla_rows(scope, period, now))[None]
+
+
+def nps_metric(tally: Tally) -> Metric:
     """NPS = % promoters (9–10) − % detractors (0–6) of the surveys answered in the period whose customer the scope
     owned when surveyed."""
-    report = await compute(period, scope.owner_ids)
-    tally: Tally = report.overall
     value = tally.nps
     return Metric(
         "nps",
@@ -266,6 +313,10 @@ async def nps(scope: Scope, period: Period) -> Metric:
     )
 
 
+async def nps(scope: Scope, period: Period) -> Metric:
+    return nps_metric((await compute(period, scope.owner_ids)).overall)
+
+
 async def reps_of(scope: Scope) -> list[Staff]:
     """The active reps (role rep) of the scope."""
     query = Staff.filter(active=True, role=Role.REP)
@@ -274,41 +325,52 @@ async def reps_of(scope: Scope) -> list[Staff]:
     return list(await query.order_by("id"))
 
 
-async def activity(scope: Scope, period: Period) -> Metric:
-    """员工使用活跃度 = active reps of the scope who sent the bot at least one message in the period ÷ active reps
-    of the scope; the detail is the messages sent to the bot per active rep."""
-    reps = await reps_of(scope)
+async def messages_by_rep(reps: list[Staff], period: Period) -> dict[int, int]:
+    """Messages each of ``reps`` sent the bot in the period (reps who sent none are absent)."""
     if not reps:
-        return Metric("activity", None, detail="没有销售")
-    marks = ", ".join("?" for _ in reps)
+        return {}
     rows = await sql.select(
         sql.default(),
         "SELECT m.staff_id AS staff_id, COUNT(*) AS n FROM message m WHERE m.to_bot = ? AND m.sent_at >= ?"
-        f" AND m.sent_at < ? AND m.staff_id IN ({marks}) GROUP BY m.staff_id",
+        f" AND m.sent_at < ? AND m.staff_id IN ({', '.join('?' for _ in reps)}) GROUP BY m.staff_id",
         [True, _utc(period.start), _utc(period.end), *(r.id for r in reps)],
     )
-    active = len(rows)
-    handled = sum(int(r["n"]) for r in rows)
+    return {int(r["staff_id"]): int(r["n"]) for r in rows}
+
+
+def activity_metric(reps: int, sent: dict[int, int]) -> Metric:
+    """员工使用活跃度 = active reps of the scope who sent the bot at least one message in the period ÷ active reps
+    of the scope; the detail is the messages sent to the bot per active rep."""
+    if not reps:
+        return Metric("activity", None, detail="没有销售")
+    active, handled = len(sent), sum(sent.values())
     per_rep = handled / active if active else 0.0
-    return Metric(
-        "activity", active / len(reps), active, len(reps), f"{active}/{len(reps)} 人活跃，人均 {per_rep:.1f} 条"
-    )
+    return Metric("activity", active / reps, active, reps, f"{active}/{reps} 人活跃，人均 {per_rep:.1f} 条")
+
+
+async def activity(scope: Scope, period: Period) -> Metric:
+    reps = await reps_of(scope)
+    return activity_metric(len(reps), await messages_by_rep(reps, period))
+
+
+def _scored(result: Health, metrics: list[Metric], settings: Settings) -> Health:
+    for metric in metrics:
+        metric.light = light_of(metric.value, settings.reports.thresholds[metric.key])
+        result.metrics[metric.key] = metric
+    result.score = weighted_score(result.metrics, settings.reports.weights)
+    return result
 
 
 async def health(scope: Scope, period: Period, settings: Settings, now: datetime) -> Health:
     """The five metrics of ``scope`` in ``period``, their lights and the weighted score."""
-    result = Health(scope, period)
-    for metric in (
+    metrics = [
         await conversion(scope, period),
         await aov_growth(scope, period, settings),
         await sla(scope, period, now),
         await nps(scope, period),
         await activity(scope, period),
-    ):
-        metric.light = light_of(metric.value, settings.reports.thresholds[metric.key])
-        result.metrics[metric.key] = metric
-    result.score = weighted_score(result.metrics, settings.reports.weights)
-    return result
+    ]
+    return _scored(Health(scope, period), metrics, settings)
 
 
 def health_text(h: Health) -> str:
@@ -414,12 +476,28 @@ class Ranked:
 
 
 async def rep_ranking(scope: Scope, period: Period, settings: Settings, now: datetime) -> list[Ranked]:
-    """Each active rep of the scope with their own health score and NPS tally, best score first."""
-    ranked: list[Ranked] = []
-    report = await compute(period, scope.owner_ids)
-    for rep in await reps_of(scope):
-        own = await health(Scope(rep.name, [rep.id]), period, settings, now)
-        ranked.append(Ranked(rep, own.score, report.by_rep.get(rep.id, Tally())))
+    """Each active rep of the scope with their own health score (the same five metrics, each query grouped by
+    owner once for all of them) and NPS tally, best score first."""
+    reps = await reps_of(scope)
+    if not reps:
+        return []
+    group = Scope("", [r.id for r in reps])
+    conversions = await conversion_rows(group, period, by_owner=True)
+    growths = await aov_growth_rows(group, period, settings, by_owner=True)
+    slas = await sla_rows(group, period, now, by_owner=True)
+    tallies = (await compute(period, group.owner_ids)).by_rep
+    sent = await messages_by_rep(reps, period)
+    ranked = []
+    for rep in reps:
+        metrics = [
+            conversions.get(rep.id) or Metric("conversion", None),
+            growths.get(rep.id) or Metric("aov_growth", None),
+            slas.get(rep.id) or Metric("sla", None),
+            nps_metric(tallies.get(rep.id, Tally())),
+            activity_metric(1, {rep.id: sent[rep.id]} if rep.id in sent else {}),
+        ]
+        own = _scored(Health(Scope(rep.name, [rep.id]), period), metrics, settings)
+        ranked.append(Ranked(rep, own.score, tallies.get(rep.id, Tally())))
     ranked.sort(key=lambda r: (r.score is None, -(r.score or 0), r.staff.id))
     return ranked
 
