@@ -30,9 +30,25 @@ ORDER_DROP = 0.7  # orders of the last window under this share of the window bef
 CHUNK = 500  # customers per query
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What scoring a customer reads of it (plain values: a team's thousands are not loaded as models)."""
+
+    id: int
+    name: str
+    grade: str
+    last_contact: datetime  # the last follow-up, else when the customer was created
+    owner: str  # the owner's name, empty in the pool
+
+    @staticmethod
+    def of(customer: Customer) -> Subject:
+        last = customer.last_followup_at or customer.created_at
+        return Subject(customer.id, customer.name, customer.grade, last, "")
+
+
 @dataclass
 class CustomerHealth:
-    customer: Customer
+    customer: Subject
     score: int = 100
     reasons: list[str] = field(default_factory=list)
 
@@ -59,7 +75,7 @@ async def _counts(query: str, params: list[Any]) -> dict[int, int]:
     return {int(r["id"]): int(r["n"]) for r in await sql.select(sql.default(), query, params)}
 
 
-async def score_customers(bot: Services, customers: list[Customer], now: datetime) -> list[CustomerHealth]:
+async def score_customers(bot: Services, customers: list[Subject], now: datetime) -> list[CustomerHealth]:
     """The health of each of ``customers`` as of ``now``, a chunk of them per query (bounded parameter lists)."""
     scored: list[CustomerHealth] = []
     for start in range(0, len(customers), CHUNK):
@@ -67,7 +83,7 @@ async def score_customers(bot: Services, customers: list[Customer], now: datetim
     return scored
 
 
-async def _score_chunk(bot: Services, customers: list[Customer], now: datetime) -> list[CustomerHealth]:
+async def _score_chunk(bot: Services, customers: list[Subject], now: datetime) -> list[CustomerHealth]:
     ids = [c.id for c in customers]
     rules = bot.settings.rules
     window = (now - timedelta(days=WINDOW_DAYS)).astimezone(UTC)
@@ -111,8 +127,7 @@ async def _score_chunk(bot: Services, customers: list[Customer], now: datetime) 
     for customer in customers:
         h = CustomerHealth(customer)
         warn, handover = rules.ladder_days(customer.grade)
-        last = customer.last_followup_at or customer.created_at
-        days = int((now - last).total_seconds() // 86400) if last is not None else handover
+        days = int((now - customer.last_contact).total_seconds() // 86400)
         if days >= handover:
             h.lose(30, f"{days} 天未联系")
         elif days >= warn:
@@ -157,10 +172,28 @@ async def _negative_messages(bot: Services, ids: list[int], now: datetime) -> di
 async def at_risk(bot: Services, scope: Scope, now: datetime, limit: int) -> tuple[list[CustomerHealth], int]:
     """The customers of ``scope`` scoring under ``[reports] at_risk_below``, lowest first (at most ``limit``), and
     how many there are."""
-    query = Customer.all()
+    owners = ""
+    params: list[Any] = []
     if scope.owner_ids is not None:
-        query = query.filter(owner_id__in=scope.owner_ids)
-    scored = await score_customers(bot, list(await query.select_related("owner").order_by("id")), now)
+        owners, params = f" WHERE {_in('c.owner_id', scope.owner_ids)}", list(scope.owner_ids)
+    rows = await sql.select(
+        sql.default(),
+        "SELECT c.id AS id, c.name AS name, c.grade AS grade, c.last_followup_at AS last_followup_at,"
+        " c.created_at AS created_at, s.name AS owner FROM customer c LEFT JOIN staff s ON s.id = c.owner_id"
+        f"{owners} ORDER BY c.id",
+        params,
+    )
+    subjects = [
+        Subject(
+            int(r["id"]),
+            str(r["name"]),
+            str(r["grade"] or ""),
+            _moment(r["last_followup_at"] or r["created_at"]),
+            str(r["owner"] or ""),
+        )
+        for r in rows
+    ]
+    scored = await score_customers(bot, subjects, now)
     risky = [h for h in scored if h.score < bot.settings.reports.at_risk_below]
     risky.sort(key=lambda h: (h.score, h.customer.id))
     return risky[:limit], len(risky)
@@ -171,7 +204,7 @@ def at_risk_text(scope: Scope, rows: list[CustomerHealth], total: int, show_owne
         return f"✅ {scope.label}客户暂时没有风险客户（健康度都不低于阈值）。"
     lines = [f"⚠️ {scope.label}风险客户 {total} 个（健康度从低到高）："]
     for h in rows:
-        owner = f"［{h.customer.owner.name if h.customer.owner else '公海'}］" if show_owner else ""
+        owner = f"［{h.customer.owner or '公海'}］" if show_owner else ""
         lines.append(f"{h.light} {h.customer.name}{owner} {h.score} 分：{'、'.join(h.reasons)}")
     if total > len(rows):
         lines.append(f"……另有 {total - len(rows)} 个")
@@ -181,6 +214,6 @@ def at_risk_text(scope: Scope, rows: list[CustomerHealth], total: int, show_owne
 @capability.card_line(order=10)
 async def health_line(bot: Services, customer: Customer, now: datetime) -> list[str]:
     """健康度：72 分 🟡（20 天未联系、未结工单 1）on the profile card."""
-    [h] = await score_customers(bot, [customer], now)
+    [h] = await score_customers(bot, [Subject.of(customer)], now)
     reasons = f"（{'、'.join(h.reasons)}）" if h.reasons else ""
     return [f"健康度：{h.light} {h.score} 分{reasons}"]
