@@ -5,8 +5,9 @@ their team's last complete week, and from ``monthly_day`` at ``monthly_at`` (the
 month's, within ``push_window_minutes`` of that time (a report that could not leave by then, the bot being down,
 is stale and skipped). The firing key is ``weekly_report:<manager id>:<that moment>``, so each manager gets one per
 period however often the rules run (``crmbot jobs run --now`` included); the engine's quiet hours apply, and a
-report is never folded into a digest. A report is computed only for the managers who have not had it yet, and its
-chart drawn (in a worker thread) and stored only once its key is new, by the firing's side effect.
+report is never folded into a digest. A report is computed, and its chart drawn (in a worker thread), only for the
+managers who have not had it yet, while the pass still only reads; the chart is stored by the firing's side effect,
+once its key is new.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import handlers.reports.summary as summary
 from bot.config import Settings
 from bot.context import Firing, RuleContext
 from handlers.reports.capability import capability
-from handlers.reports.send import chart_attachment
+from handlers.reports.send import chart_png, store_chart
 from models.reminders import RuleFiring
 from models.staff import Role, Staff
 
@@ -54,18 +55,19 @@ async def _reports(ctx: RuleContext, rule: str, kind: summary.Kind, moment: date
         if manager.id in told:
             continue
         report = await summary.build(ctx.bot, manager, kind, ctx.now)
+        png = await chart_png(report)  # drawn while the pass only reads: SQLite's write lock is not held yet
         key = f"{rule}:{manager.id}:{moment.isoformat()}"
         firing = Firing(rule, key, manager, summary.text(report), period_at=moment, alone=True)
-        firing.apply = _with_chart(firing, report, ctx.now)
+        firing.apply = _with_chart(firing, report, png, ctx.now)
         firings.append(firing)
     return firings
 
 
-def _with_chart(firing: Firing, report: summary.Report, now: datetime) -> Callable[[], Awaitable[None]]:
-    """The firing's side effect, run once when its key is new: draw the chart and attach it."""
+def _with_chart(firing: Firing, report: summary.Report, png: bytes, now: datetime) -> Callable[[], Awaitable[None]]:
+    """The firing's side effect, run once when its key is new: store the chart and attach it."""
 
     async def attach() -> None:
-        firing.attachments = (await chart_attachment(report, now, None),)
+        firing.attachments = (await store_chart(report, png, now, None),)
 
     return attach
 

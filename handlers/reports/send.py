@@ -20,13 +20,13 @@ async def chart_png(report: summary.Report) -> bytes:
     return await render_in_thread(summary.chart_data(report))
 
 
-async def chart_attachment(report: summary.Report, now: datetime, conn: BaseDBAsyncClient | None) -> Attachment:
-    """The report's chart, stored to be sent as a picture."""
+async def store_chart(report: summary.Report, png: bytes, now: datetime, conn: BaseDBAsyncClient | None) -> Attachment:
+    """The report's chart (drawn by ``chart_png``), stored to be sent as a picture."""
     name = f"{summary.KIND_LABELS[report.kind]}-{report.period.start:%Y%m%d}.png"
-    return await store_file(name, await chart_png(report), "image/png", now=now, using_db=conn)
+    return await store_file(name, png, "image/png", now=now, using_db=conn)
 
 
 async def report_reply(report: summary.Report, now: datetime, conn: BaseDBAsyncClient | None) -> Reply:
     """The report as one reply: the summary, and the chart as its picture."""
-    attachment = await chart_attachment(report, now, conn)
+    attachment = await store_chart(report, await chart_png(report), now, conn)
     return Reply(summary.text(report), kind="markdown", attachments=(attachment,))
