@@ -4,6 +4,8 @@ included), matplotlib finds each glyph (no "Glyph … missing" warning), and the
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import warnings
 
 from matplotlib.ft2font import FT2Font
@@ -47,3 +49,10 @@ def test_the_chart_renders_chinese_without_missing_glyphs() -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (768, 1320)  # 6.4 × 11 inches at 120 dpi: a phone's portrait
+
+
+def test_the_cli_starts_without_matplotlib() -> None:
+    """Drawing is the only thing that needs matplotlib: every other command starts without importing it."""
+    probe = "import sys, bot.cli, handlers; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
