@@ -18,6 +18,7 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from handlers.reports.chartdata import ChartData
 
@@ -52,6 +53,7 @@ def _funnel(ax: Axes, rows: list[tuple[str, int]]) -> None:
     for y, n in zip(positions, counts, strict=True):
         ax.text(n, y, f" {n}", va="center", fontproperties=font(), fontsize=10)
     ax.set_xlim(0, max([*counts, 1]) * 1.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # deals are counted whole
     _style(ax, "销售漏斗（进行中商机数）")
 
 
@@ -61,6 +63,8 @@ def _trend(ax: Axes, periods: list[str], trend: dict[str, list[float | None]]) -
         ys = [MISSING if v is None else v for v in values]
         ax.plot(xs, ys, marker="o", color=color, label=label)
     ax.set_xticks(xs, periods)
+    seen = [v for values in trend.values() for v in values if v is not None]
+    ax.set_ylim(min([-10.0, *seen]) - 5, max([100.0, *seen]) + 5)  # the scale of a rate, whatever the data
     ax.axhline(0, color="#c0c4cc", linewidth=0.8)
     ax.legend(prop=font(), fontsize=9, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=3, frameon=False)
     _style(ax, "五项指标趋势（%，NPS 为分）")
