@@ -22,10 +22,23 @@ REPORT_LINES = {
     "风险客户": ("at_risk", {}),
     "哪些客户有流失风险": ("at_risk", {}),
     "看板": ("dashboard", {}),
+    "给我看看看板": ("dashboard", {}),
+    "华为的健康度": ("show_customer", {"customer": "华为技术有限公司"}),
+    "健康度 华为": ("show_customer", {"customer": "华为技术有限公司"}),
+    "华为的健康度不错，下周再聊": (
+        "follow_up",
+        {
+            "customer": "华为技术有限公司",
+            "content": "华为的健康度不错，下周再聊",
+            "next_at": "2026-03-09T09:00:00+08:00",
+        },
+    ),
+    "周一提醒我写周报": ("remind", {"at": "2026-03-09T09:00:00+08:00", "content": "写周报"}),
 }
 
 
 def test_parse_shows_the_report_intents(workdir: Path, config: Path) -> None:
+    assert crmbot(workdir, "demo", "--config", str(config)).returncode == 0  # 华为 is a customer
     result = crmbot(
         workdir, "parse", *REPORT_LINES, "--now", "2026-03-02T10:00:00+08:00", "--json", "--config", str(config)
     )

@@ -54,6 +54,8 @@ def monthly_command(r: Reading, rest: str) -> Result:
 
 @capability.command(re.compile(rf"^(?:团队)?(?:健康度|健康分){_END}"), order=136)
 def health_command(r: Reading, rest: str) -> Result:
+    if r.customers:  # 健康度 华为: that customer's health, on its profile card
+        return "show_customer", r.customer_slot(rest)
     return "health_report", _period(r)
 
 
@@ -74,9 +76,15 @@ def dashboard_command(r: Reading, rest: str) -> Result:
 
 @capability.phrase(order=7)
 def report_phrase(r: Reading) -> Result | None:
-    """我们团队的健康度怎么样 / 这周的周报 / 数据质量如何 / NPS谁排第一 / 哪些客户有流失风险 / 看板: reads only. A line
-    naming a customer is left to the customer's own reads (华为的健康度 → the profile card, which shows it)."""
-    if r.customers or _ELSEWHERE.search(r.text):
+    """我们团队的健康度怎么样 / 这周的周报 / 数据质量如何 / NPS谁排第一 / 哪些客户有流失风险 / 看板: reads only. A
+    customer's health (华为的健康度) is its profile card, which shows it; other lines naming a customer are left to
+    the customer's own reads."""
+    if _ELSEWHERE.search(r.text):
+        return None
+    if r.customers:  # a customer's health, asked or named alone, is its profile card; else not ours
+        bare = _HEALTH.sub("", r.text.replace(r.customers[0].surface, "", 1))
+        if _HEALTH.search(r.text) and (r.question or not re.sub(r"[\s的了吗呢？?。！!]", "", bare)):
+            return "show_customer", r.customer_slot(r.text)
         return None
     if _NPS_RANK.search(r.text):
         return "nps_ranking", _period(r)
