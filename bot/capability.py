@@ -11,7 +11,8 @@ A capability module declares ``capability = Capability("tickets")`` and register
 * hooks on the customers an import created without an owner (``@capability.on_imported(order=...)``);
 * guards on another capability's intent (``@capability.guard("request_discount")``), asked after its customer is
   resolved and before its handler runs; a guard's reply refuses the request, so nothing is written;
-* web routes (``capability.route("GET", "/nps/{token}", view)``).
+* web routes (``capability.route("GET", "/nps/{token}", view)``);
+* lines on the customer profile card (``@capability.card_line(order=...)``), asked in order when a card is shown.
 
 The composition root builds one ``Registry`` from the list of capabilities; the core asks the registry and never
 imports a capability.
@@ -26,7 +27,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from bot.context import ArchiveHook, Check, Handler, ImportHook, IntentSpec, Rule
+from bot.context import ArchiveHook, CardLine, Check, Handler, ImportHook, IntentSpec, Rule
 from bot.nlu.reading import Command, CommandMatch, Phrase, PhraseMatch
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Capability:
         self.import_hooks: list[tuple[int, ImportHook]] = []
         self.routes: list[Route] = []
         self.guards: list[tuple[str, Check]] = []
+        self.card_lines: list[tuple[int, CardLine]] = []
 
     def intent(
         self,
@@ -109,6 +111,13 @@ class Capability:
     def route(self, method: str, path: str, view: View) -> None:
         self.routes.append(Route(method, path, view))
 
+    def card_line(self, *, order: int = 100) -> Callable[[CardLine], CardLine]:
+        def register(line: CardLine) -> CardLine:
+            self.card_lines.append((order, line))
+            return line
+
+        return register
+
     def guard(self, intent: str) -> Callable[[Check], Check]:
         def register(guard: Check) -> Check:
             self.guards.append((intent, guard))
@@ -136,6 +145,9 @@ class Registry:
         ]
         self.import_hooks: list[ImportHook] = [
             h for _, h in sorted(_all(cap.import_hooks for cap in self.capabilities), key=_first)
+        ]
+        self.card_lines: list[CardLine] = [
+            c for _, c in sorted(_all(cap.card_lines for cap in self.capabilities), key=_first)
         ]
         self.routes = [route for cap in self.capabilities for route in cap.routes]
         self.guards: dict[str, list[Check]] = {}

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
 P = TypeVar("P", bound="PlatformSettings")
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -286,6 +287,79 @@ class LeadSettings(_Section):
     secret: str = ""  # signs POST /leads (hex HMAC-SHA256 of the body in X-Crmbot-Signature); empty: no endpoint
 
 
+METRICS: tuple[str, ...] = ("conversion", "aov_growth", "sla", "nps", "activity")
+QUALITY_CHECKS: tuple[str, ...] = ("completeness", "updates", "closure")
+PROFILE_FIELDS: tuple[str, ...] = ("industry", "grade", "contract_end", "contact", "phone", "next_followup_at")
+THRESHOLDS: dict[str, tuple[float, float]] = {
+    "conversion": (0.3, 0.15),
+    "aov_growth": (0.05, -0.05),
+    "sla": (0.9, 0.75),
+    "nps": (30.0, 0.0),
+    "activity": (0.8, 0.5),
+}
+WEIGHTS: dict[str, float] = {"conversion": 0.25, "aov_growth": 0.15, "sla": 0.2, "nps": 0.2, "activity": 0.2}
+QUALITY_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "completeness": (0.9, 0.7),
+    "updates": (0.8, 0.6),
+    "closure": (0.9, 0.7),
+}
+
+
+class ReportSettings(_Section):
+    """The health model, data quality, the weekly and monthly reports and the manager dashboard."""
+
+    # Per metric [green at least, yellow at least]; below yellow is red. Metrics not named keep their default.
+    thresholds: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(THRESHOLDS))
+    weights: dict[str, float] = Field(default_factory=lambda: dict(WEIGHTS))
+    aov_source: Literal["deals", "orders"] = "deals"
+    quality_thresholds: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(QUALITY_THRESHOLDS))
+    required_fields: list[str] = Field(default_factory=lambda: ["industry", "grade", "contact", "phone"])
+    update_days: int = Field(14, ge=1)  # an open deal untouched (no stage change, no follow-up) longer is stale
+    at_risk_below: int = Field(60, ge=1, le=100)  # a customer health score below this is at risk
+    at_risk_shown: int = Field(10, ge=1, le=50)
+    weekly_weekday: int = Field(1, ge=1, le=7)  # 1 = Monday
+    weekly_at: time = time(9, 0)
+    monthly_day: int = Field(1, ge=1, le=28)
+    monthly_at: time = time(9, 0)
+    push_window_minutes: int = Field(60, ge=1, le=1440)  # a report not pushed this long after its time is skipped
+    trend_periods: int = Field(6, ge=2, le=24)  # periods shown in the trend chart
+    dashboard_link_days: int = Field(7, ge=1, le=90)
+    dashboard_secret: str = ""  # signs dashboard links; empty: derived from the platforms' app secrets
+
+    @field_validator("thresholds")
+    @classmethod
+    def _metric_thresholds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        return {**THRESHOLDS, **_known_keys(value, METRICS)}
+
+    @field_validator("weights")
+    @classmethod
+    def _metric_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in value.values()):
+            raise ValueError("weights cannot be negative")
+        return {**WEIGHTS, **_known_keys(value, METRICS)}
+
+    @field_validator("quality_thresholds")
+    @classmethod
+    def _check_thresholds(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        return {**QUALITY_THRESHOLDS, **_known_keys(value, QUALITY_CHECKS)}
+
+    @field_validator("required_fields")
+    @classmethod
+    def _known_fields(cls, value: list[str]) -> list[str]:
+        if unknown := [f for f in value if f not in PROFILE_FIELDS]:
+            raise ValueError(f"unknown profile field(s) {unknown}; known: {', '.join(PROFILE_FIELDS)}")
+        return value
+
+
+def _known_keys(value: dict[str, T], known: tuple[str, ...]) -> dict[str, T]:
+    if unknown := sorted(set(value) - set(known)):
+        raise ValueError(f"unknown key(s) {unknown}; known: {', '.join(known)}")
+    for key, pair in value.items():
+        if isinstance(pair, tuple) and len(pair) == 2 and pair[0] < pair[1]:
+            raise ValueError(f"{key}: the green threshold must be at least the yellow one")
+    return value
+
+
 class FilesSettings(_Section):
     """Files the bot hands out (exports, charts): how long they are kept and how their download links are signed."""
 
@@ -315,6 +389,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     pool: PoolSettings = PoolSettings()
     leads: LeadSettings = LeadSettings()
+    reports: ReportSettings = ReportSettings()
     files: FilesSettings = FilesSettings()
     # Platform sections are added by ``settings_class``.
 

@@ -20,7 +20,7 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.identity import Directory
 from bot.tasks import TaskTracker
-from bot.types import Click, IncomingMessage, Reply
+from bot.types import Attachment, Click, IncomingMessage, Reply
 from bot.understanding import Understanding
 from models.customers import Customer
 from models.messages import Message
@@ -86,9 +86,13 @@ class Services(Protocol):
     def scheduled_rules(self) -> Sequence[Rule]: ...
     @property
     def import_hooks(self) -> Sequence[ImportHook]: ...
+    @property
+    def card_lines(self) -> Sequence[CardLine]: ...
 
 
 ArchiveHook = Callable[[Services, list[Message]], Awaitable[object]]
+# A line another capability adds to the profile card of a customer (empty: nothing to add), as of a moment.
+CardLine = Callable[[Services, Customer, datetime], Awaitable[list[str]]]
 # Called after a customer import commits, with the ids of the customers it created without an owner.
 ImportHook = Callable[[Services, list[int]], Awaitable[object]]
 
@@ -173,6 +177,8 @@ class Firing:
     # firing so that a rule can skip subjects that already fired in SQL (see ``models.reminders.RuleFiring``).
     period_at: datetime | None = None
     batch: Batch | None = None  # pushes of this kind to one person become one summary past a threshold
+    alone: bool = False  # True: sent as its own message (a report), never folded into a digest
+    attachments: tuple[Attachment, ...] = ()  # files sent with it (a report's chart); such a firing goes alone
 
 
 @dataclass(frozen=True)

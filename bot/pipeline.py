@@ -27,7 +27,7 @@ from bot.capability import Registry
 from bot.channels import Address, Outbox
 from bot.clock import Clock
 from bot.config import Settings
-from bot.context import ArchiveHook, ArchiveSource, ImportHook, Rule
+from bot.context import ArchiveHook, ArchiveSource, CardLine, ImportHook, Rule
 from bot.dispatch import Dispatcher
 from bot.identity import Directory
 from bot.inbox import Inbox, store_bot_messages
@@ -76,6 +76,7 @@ class Bot:
         self.scheduled_rules: list[Rule] = list(registry.rules)
         self.archive_hooks: list[ArchiveHook] = list(registry.archive_hooks)
         self.import_hooks: list[ImportHook] = list(registry.import_hooks)
+        self.card_lines: list[CardLine] = list(registry.card_lines)
         self.archive_sources: list[ArchiveSource] = []  # chat archives to pull, registered by integrations
         self.dispatcher = Dispatcher(self, registry)
         self.tasks = TaskTracker()

@@ -9,7 +9,8 @@ yields it, across restarts and instances), runs the side effect of the keys that
 quiet hours (except urgent ones), digests several pushes for one person into one message, and queues them in
 the outbox. On PostgreSQL a transaction-level advisory lock lets only one instance do a pass at a time.
 Firings a rule puts in a ``Batch`` arrive as one summary once a pass makes too many for one person; a digest that
-lists only some pushes names the command that lists them all; a dry run does the whole pass and rolls it back.
+lists only some pushes names the command that lists them all; a firing marked ``alone`` (a report) or carrying
+attachments is never digested; a dry run does the whole pass and rolls it back.
 """
 
 from __future__ import annotations
@@ -273,6 +274,10 @@ async def _deliver(bot: Services, firings: list[Firing], now: datetime, conn: Ba
     groups: dict[tuple[int, bool, datetime], list[Firing]] = {}
     for firing in batched(firings):
         release = now if firing.urgent else release_time(now, bot.settings)
+        if firing.alone or firing.attachments:  # a report keeps its own message, held to the morning like any push
+            reply = Reply(firing.text, kind="markdown", attachments=firing.attachments)
+            await bot.outbox.push(firing.to, reply, f"rule:{firing.key}", not_before=release, using_db=conn)
+            continue
         groups.setdefault((firing.to.id, firing.urgent, release), []).append(firing)
     for (_, _, release), group in groups.items():
         staff = group[0].to

@@ -22,6 +22,7 @@ from handlers import (
     people,
     pipeline,
     reminders,
+    reports,
     search,
     tickets,
 )
@@ -44,4 +45,5 @@ CAPABILITIES: list[Capability] = [
     pipeline.capability,
     people.capability,
     exports.capability,
+    reports.capability,
 ]

@@ -1,5 +1,5 @@
-"""The profile card (客户资料卡): owner, stage, grade, tags, contacts, follow-ups, open tickets, NPS, buying signal and
-the latest messages."""
+"""The profile card (客户资料卡): owner, stage, grade, tags, contacts, follow-ups, open tickets, NPS, the lines other
+capabilities register (``Capability.card_line``), buying signal and the latest messages."""
 
 from __future__ import annotations
 
@@ -156,6 +156,8 @@ async def show_customer(msg: IncomingMessage, slots: Slots, ctx: Context) -> Rep
     lines.extend(await order_lines(customer.id, tz))
     if nps := await _latest_nps(customer.id, tz):
         lines.append(f"最近 NPS：{nps}")
+    for card_line in ctx.bot.card_lines:  # what other capabilities add (the customer health score)
+        lines.extend(await card_line(ctx.bot, customer, ctx.now))
     signal = (customer.custom_fields or {}).get(ctx.settings.keywords.buying_signal_field)
     if isinstance(signal, dict) and signal.get("at"):
         lines.append(f"购买信号：{signal.get('at')} {signal.get('words', '')}".rstrip())
