@@ -22,6 +22,7 @@ from handlers import (
     pipeline,
     reminders,
     search,
+    sidebar,
     tickets,
 )
 
@@ -42,4 +43,5 @@ CAPABILITIES: list[Capability] = [
     clarify.capability,
     pipeline.capability,
     people.capability,
+    sidebar.capability,
 ]
