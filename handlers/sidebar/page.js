@@ -34,6 +34,8 @@
     var opener = event.target.closest("[data-open]");
     var closer = event.target.closest("[data-close]");
     if (opener) {
+      var done = document.getElementById("notice");
+      if (done) { done.remove(); }
       main.querySelectorAll("form.sheet").forEach(function (form) { form.hidden = true; });
       var form = document.getElementById(opener.getAttribute("data-open") + "-form");
       form.hidden = false;
