@@ -316,8 +316,10 @@ async def _act(request: web.Request, intent: str) -> web.Response:
         customer = await Customer.filter(id=int(customer_id)).using_db(conn).select_for_update().first()
         if customer is None or not await visible_to(staff, customer):
             return _fragment(message("无权操作", "这位客户不在您的名下。", "forbidden"), status=403)
-        if await AuditLog.filter(source=f"{msg.platform}:{msg.msgid}").using_db(conn).exists():
-            notice = "已经保存过了。"  # a second tap on the same form
+        # A second tap on the same form: its write is among the customer's audit rows (found by their index).
+        source = f"{msg.platform}:{msg.msgid}"
+        if await AuditLog.filter(customer_id=customer.id, source=source).using_db(conn).exists():
+            notice = "已经保存过了。"
         else:
             ctx = Context(bot=bot, staff=staff, msg=msg, now=now.astimezone(UTC), conn=conn, found=customer)
             replies = await bot.dispatcher.perform(intent, slots, ctx)
