@@ -6,6 +6,7 @@ bad or reused sign-in codes, strangers, another rep's customer, forged form toke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import create_app
 from bot.demo import load_demo
 from bot.keys import BOT
+from integrations.wecom.sidebar import signature
 from models.audit import AuditLog
 from models.customers import Customer
 from models.followups import FollowUp
@@ -322,3 +324,45 @@ async def test_bad_input_is_a_400_and_writes_nothing(sidebar: Client, wecom_sim:
     status, html = await customer_card(sidebar, "wmUNKNOWN")
     assert status == 404 and "还没有关联到客户档案" in html
     await nothing_written()
+
+
+# -- the protocol's corners ---------------------------------------------------------------------------------------
+
+
+def test_the_js_sdk_signature_is_the_documented_one() -> None:
+    # The JS-SDK signature appendix's example (附录1-JS-SDK使用权限签名算法); a fragment is never signed.
+    ticket = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
+    expected = "0f9de62fce790f9a083d5c99e95740ceb90c27ed"
+    assert signature(ticket, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value") == expected
+    assert signature(ticket, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value#top") == expected
+
+
+async def test_pages_opened_together_fetch_each_ticket_once(sidebar: Client, wecom_sim: WeComSimulator) -> None:
+    await sign_in(sidebar, wecom_sim, "zhangsan")
+    address = str(sidebar.make_url("/sidebar"))
+    answers = await asyncio.gather(*(sidebar.get("/sidebar/config", params={"url": address}) for _ in range(8)))
+    assert [a.status for a in answers] == [200] * 8
+    endpoints = [c["endpoint"] for c in wecom_sim.calls]
+    assert (endpoints.count("get_jsapi_ticket"), endpoints.count("ticket/get")) == (1, 1)
+
+
+async def test_when_wecom_cannot_answer_the_sign_in_waits(sidebar: Client, wecom_sim: WeComSimulator) -> None:
+    first = await sidebar.get("/sidebar", allow_redirects=False)
+    state = parse_qs(urlsplit(first.headers["Location"]).query)["state"][0]
+    wecom_sim.fail_next(3, errcode=-1, endpoint="auth/getuserinfo")  # system busy, on each of the 3 tries
+    code = wecom_sim.issue_oauth_code("zhangsan")
+    answer = await sidebar.get("/sidebar", params={"code": code, "state": state}, allow_redirects=False)
+    assert answer.status == 503 and "请稍后再试" in await answer.text()
+    await sign_in(sidebar, wecom_sim, "zhangsan")
+    wecom_sim.fail_next(3, errcode=-1, endpoint="get_jsapi_ticket")
+    answer = await sidebar.get("/sidebar/config", params={"url": str(sidebar.make_url("/sidebar"))})
+    assert answer.status == 503
+
+
+async def test_without_the_wecom_app_there_is_no_sidebar(
+    make_settings: Callable[..., Any], start_app: Callable[..., Any]
+) -> None:
+    client = await start_app(make_settings(wecom={"secret": ""}), run_scheduler=False)
+    answer = await client.get("/sidebar", allow_redirects=False)
+    assert answer.status == 404 and "尚未配置" in await answer.text()
+    assert (await client.get("/sidebar/platform.js")).status == 404
