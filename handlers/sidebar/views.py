@@ -59,8 +59,8 @@ STATE_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
 MAX_FORM_BYTES = 64 * 1024
 MAX_URL_CHARS = 2048
 FORM_TYPE = "application/x-www-form-urlencoded"
-# What may appear in a note besides printable text.
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\ufeff]")
+# What may not appear in a note: control characters, and the direction overrides that make text read otherwise.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
 
 NOT_REGISTERED = "您还不是本系统的注册用户，暂时无法使用客户侧边栏。请联系管理员为您开通账号。"
 SIGN_IN_FAILED = "登录已失效或链接不完整，请关闭侧边栏后重新打开。"
@@ -81,7 +81,7 @@ def _headers(sdk_url: str = "") -> dict[str, str]:
         "Referrer-Policy": "no-referrer",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": (
-            f"default-src 'none'; script-src {scripts}; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+            f"default-src 'none'; script-src {scripts}; style-src 'self'; connect-src 'self'; "
             "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
         ),
     }
@@ -253,7 +253,7 @@ async def _form(request: web.Request) -> dict[str, str]:
         raise BadForm("请求格式不正确。")
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise BadForm("内容太长了。")
-    raw = await request.content.read(MAX_FORM_BYTES + 1)
+    raw = await request.read()  # within the app's client_max_size
     if len(raw) > MAX_FORM_BYTES:
         raise BadForm("内容太长了。")
     try:
