@@ -23,6 +23,8 @@ class SidebarUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SidebarPlatform:
+    """One platform's side of the sidebar; ``platform`` names its identity (whose accounts are staff)."""
+
     platform: str
     # (the page's address to come back to, an opaque state) → where the browser signs in
     login_url: Callable[[str, str], str]
