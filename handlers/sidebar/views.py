@@ -13,15 +13,17 @@ message writes; bad input is a 400 with nothing written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import secrets
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.access import visible_to
@@ -44,8 +46,8 @@ from handlers.sidebar.session import (
     seal,
     session_key,
 )
-from models.audit import AuditLog
 from models.customers import Contact, Customer
+from models.seen import SeenSignature
 from models.staff import Staff
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ CONTACT_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 KEY_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
 STATE_SHAPE = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
 MAX_FORM_BYTES = 64 * 1024
+SEEN_SCOPE = "sidebar-form"  # each form shown is posted once (models.seen)
+SEEN_MARGIN = timedelta(minutes=5)
 MAX_URL_CHARS = 2048
 FORM_TYPE = "application/x-www-form-urlencoded"
 # What may not appear in a note: control characters, and the direction overrides that make text read otherwise.
@@ -312,23 +316,45 @@ async def _act(request: web.Request, intent: str) -> web.Response:
     msg = IncomingMessage(
         platform=session.platform, msgid=f"sidebar-{key}", sender=session.user_id, text=content, sent_at=now
     )
-    async with in_transaction() as conn:
-        customer = await Customer.filter(id=int(customer_id)).using_db(conn).select_for_update().first()
-        if customer is None or not await visible_to(staff, customer):
-            return _fragment(message("无权操作", "这位客户不在您的名下。", "forbidden"), status=403)
-        # A second tap on the same form: its write is among the customer's audit rows (found by their index).
-        source = f"{msg.platform}:{msg.msgid}"
-        if await AuditLog.filter(customer_id=customer.id, source=source).using_db(conn).exists():
-            notice = "已经保存过了。"
-        else:
-            ctx = Context(bot=bot, staff=staff, msg=msg, now=now.astimezone(UTC), conn=conn, found=customer)
-            replies = await bot.dispatcher.perform(intent, slots, ctx)
-            notice = "\n".join(r.text for r in replies if r.text)
-            if not ctx.audited:
-                return _fragment(message("没有保存", notice or "没有保存。", "invalid"), status=409)
+    try:
+        async with in_transaction() as conn:
+            customer = await Customer.filter(id=int(customer_id)).using_db(conn).select_for_update().first()
+            if customer is None or not await visible_to(staff, customer):
+                raise NotWritten(403, message("无权操作", "这位客户不在您的名下。", "forbidden"))
+            if await _seen(conn, f"{staff.id}:{customer.id}:{key}", content, now, settings.sidebar.session_minutes):
+                notice = "已经保存过了。"  # a second tap on the same form (the customer's lock orders the two)
+            else:
+                ctx = Context(bot=bot, staff=staff, msg=msg, now=now.astimezone(UTC), conn=conn, found=customer)
+                replies = await bot.dispatcher.perform(intent, slots, ctx)
+                notice = "\n".join(r.text for r in replies if r.text)
+                if not ctx.audited:  # refused by the intent's own checks: nothing of it is kept
+                    raise NotWritten(409, message("没有保存", notice or "没有保存。", "invalid"))
+    except NotWritten as refused:
+        return _fragment(refused.body, status=refused.status)
     bot.outbox.wake()
     contact = await Contact.get_or_none(external_userid=contact_id, customer_id=customer.id) if contact_id else None
     return _fragment(await _render(request, session, customer, contact, notice))
+
+
+class NotWritten(Exception):
+    """Ends an action's transaction with nothing of it kept, answering ``status`` with ``body``."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+async def _seen(conn: BaseDBAsyncClient, key: str, content: str, now: datetime, minutes: int) -> bool:
+    """True when this form (``key``) was posted before; else it is recorded as posted now. A form can only be
+    posted while its session lasts, so its record lapses with it (and lapsed ones are swept)."""
+    await SeenSignature.filter(scope=SEEN_SCOPE, expires_at__lt=now).using_db(conn).delete()
+    if await SeenSignature.filter(scope=SEEN_SCOPE, key=key).using_db(conn).exists():
+        return True
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    expires_at = now + timedelta(minutes=minutes) + SEEN_MARGIN
+    await SeenSignature.create(scope=SEEN_SCOPE, key=key, digest=digest, expires_at=expires_at, using_db=conn)
+    return False
 
 
 async def log_followup(request: web.Request) -> web.Response:
