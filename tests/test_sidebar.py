@@ -186,7 +186,7 @@ async def test_a_follow_up_from_the_sidebar_is_the_chats_own_write_audited_and_u
     assert status == 200 and "已经保存过了" in html
     assert await FollowUp.all().count() == 1
 
-    chat = WeComChat(sidebar, wecom_sim)
+    chat = WeComChat(sidebar, wecom_sim, deliver=True)
     before = len(chat.sent_to("zhangsan"))
     await chat.say("zhangsan", "撤销")
     said = chat.sent_to("zhangsan")[before:]
