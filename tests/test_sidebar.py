@@ -39,6 +39,7 @@ HUAWEI_CONTACT, HENGLI_CONTACT = "wmHW001", "wmHL001"  # 华为 is 张三's, 恒
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 KEY = re.compile(r'id="followup-form".*?name="key" value="([^"]+)"', re.S)
 TICKET_KEY = re.compile(r'id="ticket-form".*?name="key" value="([^"]+)"', re.S)
+UNDO_KEY = re.compile(r'id="undo-form".*?name="key" value="([^"]+)"', re.S)
 
 
 @pytest.fixture
@@ -169,7 +170,10 @@ async def test_a_follow_up_from_the_sidebar_is_the_chats_own_write_audited_and_u
     form = await form_for(sidebar)
     status, html = await post(sidebar, "/sidebar/followup", **form, content="电话沟通了报价，下周三再联系")
     assert status == 200, html
-    assert "已记录「华为技术有限公司」的跟进（电话）" in html and "撤销" in html
+    assert "已记录「华为技术有限公司」的跟进（电话）" in html
+    # Beside the customer's chat the way back is a button, not "reply 撤销" (which would go to the customer).
+    assert 'id="undo-form"' in html and "回复「撤销」" not in html
+    undo_key = UNDO_KEY.search(html)
     assert "电话沟通了报价" in html.split('id="followups"')[1]  # the card shows it among the latest
     record = await FollowUp.get()
     customer = await Customer.get(name=HUAWEI)
@@ -186,6 +190,19 @@ async def test_a_follow_up_from_the_sidebar_is_the_chats_own_write_audited_and_u
     assert status == 200 and "已经保存过了" in html
     assert await FollowUp.all().count() == 1
 
+    # 撤销这一步 takes it back, as 撤销 in chat does (and is audited as an undo).
+    assert undo_key is not None
+    status, html = await post(sidebar, "/sidebar/undo", **{**form, "key": undo_key[1]})
+    assert status == 200 and "已撤销" in html and 'id="undo-form"' not in html
+    assert await FollowUp.all().count() == 0
+    assert await AuditLog.filter(action="undo", actor_id=zhangsan.id).count() == 1
+    status, html = await post(sidebar, "/sidebar/undo", **{**form, "key": "another-key-1"})
+    assert status == 409 and "没有可以撤销的操作" in html
+
+    # 撤销 in chat takes back a follow-up written in the sidebar the same way.
+    form = await form_for(sidebar)
+    status, html = await post(sidebar, "/sidebar/followup", **form, content="客户确认了交期")
+    assert status == 200 and await FollowUp.all().count() == 1
     chat = WeComChat(sidebar, wecom_sim, deliver=True)
     before = len(chat.sent_to("zhangsan"))
     await chat.say("zhangsan", "撤销")

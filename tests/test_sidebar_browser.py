@@ -68,7 +68,8 @@ async def test_a_rep_logs_a_follow_up_and_opens_a_ticket_from_the_sidebar(
 
         await write_and_send(phone, "followup", "拜访了刘工，聊了二期扩容，下周三再联系")
         notice = await phone.js("document.getElementById('notice').innerText")
-        assert "已记录「华为技术有限公司」的跟进（拜访）" in notice and "撤销" in notice
+        assert "已记录「华为技术有限公司」的跟进（拜访）" in notice and "回复「撤销」" not in notice
+        assert await phone.js("document.getElementById('undo-submit').innerText") == "撤销这一步"
         assert "二期扩容" in await phone.js("document.getElementById('followups').innerText")
         await phone.screenshot(tmp_path / "followup.png")
 

@@ -39,10 +39,21 @@ def _section(title: str, items: list[str], empty: str, ident: str) -> str:
     return f'<section class="block" id="{ident}"><h2>{title}</h2><ul>{rows}</ul></section>'
 
 
+@dataclass(frozen=True, slots=True)
+class FormContext:
+    """What every form of one fragment carries: the customer, the contact it was opened for, the form token."""
+
+    customer_id: int
+    contact: str
+    token: str
+    max_chars: int
+
+
 async def render_customer(
-    customer: Customer, contact: Contact | None, tz: ZoneInfo, form_token: str, max_chars: int, notice: str = ""
+    customer: Customer, contact: Contact | None, forms: FormContext, tz: ZoneInfo, notice: str = "", undo: bool = False
 ) -> str:
-    """The fragment for ``customer``, met through ``contact``; ``notice`` is said at the top (what was just done)."""
+    """The fragment for ``customer``, met through ``contact``; ``notice`` is said at the top (what was just done),
+    with a button that takes it back when ``undo``."""
     owner = await Staff.get_or_none(id=customer.owner_id) if customer.owner_id else None
     followups = await FollowUp.filter(customer_id=customer.id).order_by("-created_at", "-id").limit(LATEST_FOLLOWUPS)
     writers = {s.id: s.name for s in await Staff.filter(id__in={f.staff_id for f in followups if f.staff_id})}
@@ -91,40 +102,41 @@ async def render_customer(
         f"{' · 预计 ' + d.expected_close.isoformat() if d.expected_close else ''}</span>{escape(d.name)}"
         for d in deals
     ]
-    said = f'<p class="notice" id="notice" role="status">{escape(notice)}</p>' if notice else ""
+    said = ""
+    if notice:
+        button = _form("undo", forms, "", "", "撤销这一步", sheet=False) if undo else ""
+        said = f'<div class="notice" id="notice" role="status"><p>{escape(notice)}</p>{button}</div>'
     return (
         said
         + card
-        + _actions(FormContext(customer.id, (contact.external_userid or "") if contact else "", form_token, max_chars))
+        + _actions(forms)
         + _section("最近跟进", followup_items, "还没有跟进记录", "followups")
         + _section("未结工单", ticket_items, "没有未结工单", "tickets")
         + _section("进行中的商机", deal_items, "没有进行中的商机", "deals")
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FormContext:
-    """What every form of one fragment carries: the customer, the contact it was opened for, the form token."""
-
-    customer_id: int
-    contact: str
-    token: str
-    max_chars: int
-
-
-def _form(kind: str, f: FormContext, placeholder: str, extra: str, label: str) -> str:
+def _form(kind: str, f: FormContext, placeholder: str, extra: str, label: str, *, sheet: bool = True) -> str:
+    """A form posting to ``/sidebar/<kind>``: a sheet with a note box (opened by its button), or a bare button."""
     # A fresh key per form shown: a second tap on the same submit is recognised and written once.
     key = secrets.token_urlsafe(12)
-    return (
-        f'<form class="sheet" id="{kind}-form" method="post" action="/sidebar/{kind}" hidden>'
+    fields = (
         f'<input type="hidden" name="customer" value="{f.customer_id}">'
         f'<input type="hidden" name="contact" value="{escape(f.contact)}">'
         f'<input type="hidden" name="csrf" value="{escape(f.token)}">'
         f'<input type="hidden" name="key" value="{key}">'
+    )
+    error = f'<p class="error" id="{kind}-error" role="alert" hidden></p>'
+    if not sheet:
+        return (
+            f'<form class="inline" id="{kind}-form" method="post" action="/sidebar/{kind}">{fields}'
+            f'<button type="submit" class="ghost" id="{kind}-submit">{label}</button>{error}</form>'
+        )
+    return (
+        f'<form class="sheet" id="{kind}-form" method="post" action="/sidebar/{kind}" hidden>{fields}'
         f'<textarea name="content" id="{kind}-content" maxlength="{f.max_chars}" required '
         f'placeholder="{escape(placeholder)}"></textarea>{extra}'
-        f'<p class="error" id="{kind}-error" role="alert" hidden></p>'
-        f'<div class="row"><button type="button" class="ghost" data-close="{kind}">取消</button>'
+        f'{error}<div class="row"><button type="button" class="ghost" data-close="{kind}">取消</button>'
         f'<button type="submit" id="{kind}-submit">{label}</button></div></form>'
     )
 

@@ -6,9 +6,9 @@ be an active staff member's account (else a friendly 403), and a signed session 
 sent on to the clean ``/sidebar``. The page loads the platform's SDK and scripts, which ask ``/sidebar/config`` for
 the signed SDK configuration, learn the open chat's customer contact, and fetch ``/sidebar/customer?contact=…``: the
 fragment for that contact's customer, only when the staff member may see that customer (``bot.access``), else 403
-and nothing about it. ``POST /sidebar/followup`` and ``POST /sidebar/ticket`` (session, form token, same origin)
-run the chat's own intents through the dispatcher, so what is written, audited and undone (撤销) is what a typed
-message writes; bad input is a 400 with nothing written.
+and nothing about it. ``POST /sidebar/followup``, ``POST /sidebar/ticket`` and ``POST /sidebar/undo`` (session,
+form token, same origin) run the chat's own intents (follow_up, create_ticket, undo) through the dispatcher, so what
+is written, audited and taken back is what a typed message writes; bad input is a 400 with nothing written.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from bot.access import visible_to
+from bot.audit import UNDOABLE, undo_hint
 from bot.config import Settings
 from bot.context import Context, Slots
 from bot.keys import BOT, CLOCK, SETTINGS
 from bot.sidebar import SIDEBAR, SidebarPlatform, SidebarUnavailable
 from bot.types import IncomingMessage
 from handlers.sidebar.capability import capability
-from handlers.sidebar.card import message, render_customer
+from handlers.sidebar.card import FormContext, message, render_customer
 from handlers.sidebar.session import (
     COOKIE,
     STATE_COOKIE,
@@ -237,11 +238,18 @@ async def show_customer(request: web.Request) -> web.Response:
 
 
 async def _render(
-    request: web.Request, session: Session, customer: Customer, contact: Contact | None, notice: str = ""
+    request: web.Request,
+    session: Session,
+    customer: Customer,
+    contact: Contact | None,
+    notice: str = "",
+    undoable: bool = False,
 ) -> str:
     settings = request.app[SETTINGS]
     token = form_token(session_key(settings), session)
-    return await render_customer(customer, contact, settings.tz, token, settings.sidebar.note_max_chars, notice)
+    contact_id = (contact.external_userid or "") if contact else ""
+    forms = FormContext(customer.id, contact_id, token, settings.sidebar.note_max_chars)
+    return await render_customer(customer, contact, forms, settings.tz, notice, undoable)
 
 
 # -- the two actions ---------------------------------------------------------------------------------------------
@@ -300,22 +308,23 @@ async def _act(request: web.Request, intent: str) -> web.Response:
             raise BadForm("请求格式不正确。")
         if contact_id and not CONTACT_SHAPE.match(contact_id):
             raise BadForm("请求格式不正确。")
-        content = _note(form, settings.sidebar.note_max_chars)
+        content = "" if intent == "undo" else _note(form, settings.sidebar.note_max_chars)
         priority = form.get("priority", "normal")
         if priority not in ("normal", "urgent"):
             raise BadForm("紧急程度只能是普通或紧急。")
     except BadForm as bad:
         return _fragment(message("没有保存", str(bad), "invalid"), status=400)
     now = request.app[CLOCK].now()
-    slots: Slots = {"content": content}
+    slots: Slots = {"content": content} if content else {}
     if intent == "follow_up" and (next_at := request.app[BOT].understanding.next_at(content, now)):
         slots["next_at"] = next_at
     if intent == "create_ticket":
         slots["priority"] = priority
     bot = request.app[BOT]
     msg = IncomingMessage(
-        platform=session.platform, msgid=f"sidebar-{key}", sender=session.user_id, text=content, sent_at=now
+        platform=session.platform, msgid=f"sidebar-{key}", sender=session.user_id, text=content or "撤销", sent_at=now
     )
+    undoable = False
     try:
         async with in_transaction() as conn:
             customer = await Customer.filter(id=int(customer_id)).using_db(conn).select_for_update().first()
@@ -329,11 +338,14 @@ async def _act(request: web.Request, intent: str) -> web.Response:
                 notice = "\n".join(r.text for r in replies if r.text)
                 if not ctx.audited:  # refused by the intent's own checks: nothing of it is kept
                     raise NotWritten(409, message("没有保存", notice or "没有保存。", "invalid"))
+                # Beside a customer's chat, "reply 撤销" would go to the customer: the page offers a button instead.
+                undoable = bool(UNDOABLE.intersection(ctx.audited))
+                notice = notice.replace(undo_hint(settings.rules.undo_window_minutes), "").strip()
     except NotWritten as refused:
         return _fragment(refused.body, status=refused.status)
     bot.outbox.wake()
     contact = await Contact.get_or_none(external_userid=contact_id, customer_id=customer.id) if contact_id else None
-    return _fragment(await _render(request, session, customer, contact, notice))
+    return _fragment(await _render(request, session, customer, contact, notice, undoable))
 
 
 class NotWritten(Exception):
@@ -365,6 +377,11 @@ async def open_ticket(request: web.Request) -> web.Response:
     return await _act(request, "create_ticket")
 
 
+async def undo(request: web.Request) -> web.Response:
+    """撤销 from the page: the staff member's own last change, as 撤销 in chat takes it back."""
+    return await _act(request, "undo")
+
+
 capability.route("GET", "/sidebar", show_page)
 capability.route("GET", "/sidebar/page.js", page_script)
 capability.route("GET", "/sidebar/platform.js", platform_script)
@@ -373,3 +390,4 @@ capability.route("GET", "/sidebar/config", sdk_config)
 capability.route("GET", "/sidebar/customer", show_customer)
 capability.route("POST", "/sidebar/followup", log_followup)
 capability.route("POST", "/sidebar/ticket", open_ticket)
+capability.route("POST", "/sidebar/undo", undo)
