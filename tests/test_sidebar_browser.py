@@ -54,6 +54,7 @@ async def test_a_rep_logs_a_follow_up_and_opens_a_ticket_from_the_sidebar(
 
     async with chromium(tmp_path / "profile") as devtools:
         phone = await Phone.open(devtools)
+        await phone.call("Log.enable")  # the content policy's refusals and script errors are logged here
         await phone.goto(page)
         await until(phone, "!!document.getElementById('customer-name')")
         assert await phone.js("location.href.split('#')[0]") == page  # signed in, no code left in the address
@@ -77,6 +78,16 @@ async def test_a_rep_logs_a_follow_up_and_opens_a_ticket_from_the_sidebar(
         assert "已开工单" in await phone.js("document.getElementById('notice').innerText")
         assert "二期设备液压站漏油" in await phone.js("document.getElementById('tickets').innerText")
         await phone.screenshot(tmp_path / "ticket.png")
+
+        logged = [e["params"]["entry"] for e in devtools._events if e.get("method") == "Log.entryAdded"]
+        assert [e for e in logged if e.get("level") == "error"] == []
+        # The content policy holds in the browser: a script slipped into the page does not run.
+        mark = devtools.mark()
+        injected = "const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        ran = await phone.js(f"(() => {{ {injected} document.body.appendChild(s); return window.injected; }})()")
+        assert ran is None
+        refused = await devtools.wait_event("Log.entryAdded", mark)  # and the refusal is logged, as above
+        assert refused["params"]["entry"]["level"] == "error"
 
         # Beside a chat with 李四's customer, 张三 is shown nothing of it.
         wecom_sim.current_contact = HENGLI_CONTACT
