@@ -18,10 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.app import create_app
 from bot.demo import load_demo
 from bot.keys import BOT
+from handlers.sidebar.session import Session, opened, seal
 from integrations.wecom.sidebar import signature
 from models.audit import AuditLog
 from models.customers import Customer
@@ -52,12 +55,12 @@ async def sidebar(
     """The app at the address the WeCom console is configured with, signing in and loading the JS-SDK from the
     simulator; the demo corp's people and customers."""
     port = unused_tcp_port
-    settings = make_settings(
+    app_settings = make_settings(
         server={"public_url": f"http://127.0.0.1:{port}"},
         wecom={"oauth_url": f"{wecom_sim.url}/connect/oauth2/authorize", "jssdk_url": wecom_sim.url + JSSDK_PATH},
         tickets={"service_engineers": ["陈工"]},
     )
-    client: Client = await aiohttp_client(create_app(settings, run_scheduler=False), server_kwargs={"port": port})
+    client: Client = await aiohttp_client(create_app(app_settings, run_scheduler=False), server_kwargs={"port": port})
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
     await deliver_all(client.app)  # what the demo's messages set off is out of the way
@@ -386,3 +389,14 @@ async def test_without_the_wecom_app_there_is_no_sidebar(
     answer = await client.get("/sidebar", allow_redirects=False)
     assert answer.status == 404 and "尚未配置" in await answer.text()
     assert (await client.get("/sidebar/platform.js")).status == 404
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | st.from_regex(r"[A-Za-z0-9_\-]{0,80}\.[A-Za-z0-9_\-]{0,60}", fullmatch=True))
+def test_no_made_up_cookie_opens_a_session(value: str) -> None:
+    key = hashlib.sha256(b"sidebar test key").digest()
+    assert opened(key, value, 0) is None
+    real = seal(key, Session(7, "wecom", "zhangsan", 100, "nonce"))
+    assert opened(key, real, 0) == Session(7, "wecom", "zhangsan", 100, "nonce")
+    assert opened(key, real, 100) is None  # expired
+    assert opened(hashlib.sha256(b"another key").digest(), real, 0) is None
