@@ -53,7 +53,6 @@ class JsapiTickets:
         self.clock = clock
         self._cached: dict[str, tuple[str, float]] = {}
         self._locks = {kind: asyncio.Lock() for kind in TICKET_APIS}
-        self.fetches = 0
 
     async def get(self, kind: str) -> str:
         async with self._locks[kind]:
@@ -67,7 +66,6 @@ class JsapiTickets:
                 raise DeliveryError(f"wecom {api}: no ticket in the answer")
             expires_in = float(answer.get("expires_in") or 7200)
             self._cached[kind] = (ticket, self.clock() + max(expires_in - TICKET_MARGIN_SECONDS, expires_in / 2))
-            self.fetches += 1
             return ticket
 
 
