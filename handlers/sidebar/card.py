@@ -81,7 +81,7 @@ async def render_customer(
         facts.insert(1, ("行业", escape(customer.industry)))
     grade = f'<span class="chip">{escape(customer.grade)} 级</span>' if customer.grade else ""
     card = (
-        f'<section class="profile" id="profile" data-customer="{customer.id}">'
+        '<section class="profile" id="profile">'
         f'<h1 id="customer-name">{escape(customer.name)}</h1>'
         f'<p class="chips"><span class="chip stage">{STAGE_LABELS[Stage(customer.stage)]}</span>{grade}</p>'
         "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl></section>"
