@@ -123,6 +123,12 @@ class NpsSettings(_Section):
     secret: str = ""  # signs survey tokens; empty: derived from the platforms' app secrets
 
 
+class SidebarSettings(_Section):
+    secret: str = ""  # signs sidebar sessions and their form tokens; empty: derived from the platforms' app secrets
+    session_minutes: int = Field(30, ge=1, le=24 * 60)  # a signed-in sidebar asks the platform again after this
+    note_max_chars: int = Field(2000, ge=10, le=20000)  # a follow-up note or a ticket description, at most
+
+
 class ApprovalSettings(_Section):
     """How a discount request is routed: the requester's manager always decides first; a deeper discount or a
     larger contract adds the director, then an admin (a chain has at most these three levels)."""
@@ -383,6 +389,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     nps: NpsSettings = NpsSettings()
+    sidebar: SidebarSettings = SidebarSettings()
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
     erp: ErpSettings = ErpSettings()

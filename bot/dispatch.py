@@ -18,7 +18,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from bot.audit import UNDOABLE, undo_hint
 from bot.capability import Registry
-from bot.context import Context, HandlerResult, IntentSpec, Services
+from bot.context import Context, HandlerResult, IntentSpec, Services, Slots
 from bot.resolution import as_sender, pick_choice, resolve
 from bot.types import IncomingMessage, Reply
 from bot.understanding import UNKNOWN, Parsed
@@ -89,6 +89,15 @@ class Dispatcher:
         for step in self.steps:
             if (replies := await step(turn)) is not None:
                 return [] if turn.by_platform else replies
+        return []
+
+    async def perform(self, intent: str, slots: Slots, ctx: Context) -> list[Reply]:
+        """Run ``intent`` with ``slots`` for ``ctx``'s staff member about ``ctx.found``, a customer already chosen
+        (a page names it by its id): its check, the guards on it and its handler, exactly as for a typed message."""
+        turn = Turn(ctx.msg, ctx.staff, ctx, parsed=Parsed(intent, slots))
+        for step in (self.find_handler, self.check, self.guard, self.run_handler):
+            if (replies := await step(turn)) is not None:
+                return replies
         return []
 
     def understand_message(self, msg: IncomingMessage, now: datetime) -> Parsed:

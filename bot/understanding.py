@@ -154,6 +154,16 @@ class Understanding:
             slots = completed_notes(slots, head, rest)
         return Parsed(intent, slots)
 
+    def next_at(self, text: str, now: datetime) -> str | None:
+        """The first future moment ``text`` names (ISO), as a note typed in chat would set the next follow-up."""
+        cleaned = normalize(text[:UNDERSTOOD_CHARS])
+        if not cleaned:
+            return None
+        try:
+            return Reading(cleaned, now, self.vocabulary, self.times, self._phrased).next_at(cleaned)[0]
+        except (ValueError, IndexError, KeyError, OverflowError):
+            return None
+
     def read(self, raw: str, now: datetime) -> Result:
         """The matchers' verdict on ``raw``, without the guard ``parse`` puts around it."""
         text = normalize(raw)

@@ -24,6 +24,7 @@ from handlers import (
     reminders,
     reports,
     search,
+    sidebar,
     tickets,
 )
 
@@ -46,4 +47,5 @@ CAPABILITIES: list[Capability] = [
     people.capability,
     exports.capability,
     reports.capability,
+    sidebar.capability,
 ]

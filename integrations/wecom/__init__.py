@@ -3,8 +3,9 @@
 
 ``setup`` registers the WeCom identity, mounts ``GET|POST /wecom/callback`` when the callback is configured (corp
 id, token, AES key) and, when the app's agent id and secret are set too, keeps the API client under
-``WECOM_CLIENT`` and registers the WeCom channel on the outbox; with the archive configured it registers the
-chat-archive puller (``WECOM_ARCHIVE``) as an archive source.
+``WECOM_CLIENT``, registers the WeCom channel on the outbox and offers the chat sidebar (``SIDEBAR``: web OAuth and
+the JS-SDK signatures); with the archive configured it registers the chat-archive puller (``WECOM_ARCHIVE``) as an
+archive source.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from bot.context import ArchiveSource
 from bot.identity import Identity
 from bot.integration import Integration
 from bot.keys import BOT, HTTP, OUTBOX
+from bot.sidebar import SIDEBAR
 from integrations.wecom.callback import CRYPTO, receive, verify_url
 from integrations.wecom.channel import WeComChannel
 from integrations.wecom.client import WeComClient
 from integrations.wecom.contacts import ContactMover, describe
 from integrations.wecom.crypto import WeComCrypto
 from integrations.wecom.settings import PLATFORM, WeComSettings, settings_of
+from integrations.wecom.sidebar import WeComSidebar
 
 if TYPE_CHECKING:
     from integrations.wecom.archive import ArchivePuller
@@ -70,6 +73,7 @@ def setup(app: web.Application) -> None:
     app[OUTBOX].register(WeComChannel(client))
     who.move_contacts = ContactMover(client)
     who.describe_contact = functools.partial(describe, client)
+    app[SIDEBAR] = WeComSidebar(settings, client).port()
 
 
 def _setup_archive(app: web.Application, settings: WeComSettings) -> None:

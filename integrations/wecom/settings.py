@@ -25,6 +25,9 @@ class WeComSettings(PlatformSettings):
     request_retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(0.5, ge=0)
     rate_limit_retry_seconds: float = Field(60.0, ge=0)
+    # The chat sidebar (聊天工具栏): where members sign in (web OAuth) and the JS-SDK script its page loads.
+    oauth_url: str = "https://open.weixin.qq.com/connect/oauth2/authorize"
+    jssdk_url: str = "https://res.wx.qq.com/open/js/jweixin-1.2.0.js"
     customer_contact: bool = False  # the app may call externalcontact/* (客户联系 permission granted to it)
     # Chat archive (会话内容存档) through Tencent's Finance SDK; enabled when the library path and secret are set.
     archive_sdk_path: str = ""

@@ -1,6 +1,8 @@
 """A WeCom server API simulator (``/cgi-bin/gettoken``, ``media/upload``, ``message/send``,
 ``message/update_template_card``, and of 客户联系 ``externalcontact/get``, ``add_msg_template``,
-``transfer_customer`` and ``transfer_result``, in service and ``resigned/``).
+``transfer_customer`` and ``transfer_result``, in service and ``resigned/``; for the chat sidebar, web OAuth's
+``/connect/oauth2/authorize`` and ``auth/getuserinfo``, the JS-SDK tickets ``get_jsapi_ticket`` and
+``ticket/get?type=agent_config``, and a stand-in JS-SDK script).
 
 It answers with the shapes and error codes of the real API (PROTOCOLS.md §3-4): tokens are issued for the right corp
 id and secret and expire; a send is checked for its token, agent id, recipients, message type and the body of that
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import BodyPartReader, web
 
@@ -73,6 +76,9 @@ class Upload:
     content_type: str
     data: bytes
     expires_at: float
+OAUTH_CODE_TTL = 300  # a web OAuth code is good for five minutes, once
+INVALID_CODE = 40029
+JSSDK_PATH = "/open/js/jweixin-1.2.0.js"
 
 
 class _Duplicate(Exception):
@@ -255,6 +261,12 @@ class WeComSimulator:
             self._endpoint("externalcontact/add_msg_template", self._add_msg_template),
         )
         app.router.add_get("/cgi-bin/externalcontact/get", self._get_external_contact)
+        # The chat sidebar: web OAuth, the JS-SDK tickets, and a stand-in for the JS-SDK script itself.
+        app.router.add_get("/connect/oauth2/authorize", self._authorize)
+        app.router.add_get("/cgi-bin/auth/getuserinfo", self._getuserinfo)
+        app.router.add_get("/cgi-bin/get_jsapi_ticket", self._ticket_with("get_jsapi_ticket", "corp"))
+        app.router.add_get("/cgi-bin/ticket/get", self._ticket_with("ticket/get", "agent"))
+        app.router.add_get(JSSDK_PATH, self._jssdk)
         # Customer contact: moving customers between members (在职继承 / 离职继承), see _transfer below.
         for prefix in ("externalcontact/", "externalcontact/resigned/"):
             resigned = prefix.endswith("resigned/")
@@ -626,6 +638,99 @@ class WeComSimulator:
         call["answer"] = answer
         return web.json_response(answer)
 
+    # -- the chat sidebar: web OAuth, JS-SDK tickets, the JS-SDK stand-in ---------------------------------------
+
+    # The member signed in to WeCom in the browser: ``/connect/oauth2/authorize`` sends them back with a code.
+    oauth_user: str = ""
+    # The external contact of the chat the sidebar is opened beside (what getCurExternalContact answers).
+    current_contact: str = ""
+    # The corp's and the app's JS-SDK tickets (the same ticket is answered until it expires, as WeCom does).
+    jsapi_tickets: dict[str, str] = field(
+        default_factory=lambda: {"corp": secrets.token_urlsafe(24), "agent": secrets.token_urlsafe(24)}
+    )
+    _oauth_codes: dict[str, tuple[str, bool, float]] = field(default_factory=dict)  # code → (id, member, expiry)
+
+    def issue_oauth_code(self, userid: str, *, member: bool = True) -> str:
+        """A one-time code as WeCom hands the browser after sign-in (``member=False``: someone outside the corp)."""
+        code = secrets.token_urlsafe(24)
+        self._oauth_codes[code] = (userid, member, time.monotonic() + OAUTH_CODE_TTL)
+        return code
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The sign-in page WeCom shows inside its browser: checks the app's parameters and sends the signed-in
+        member back to ``redirect_uri`` with ``code`` and ``state``."""
+        query = request.query
+        self.calls.append({"endpoint": "oauth2/authorize", "query": dict(query)})
+        redirect = query.get("redirect_uri", "")
+        if (
+            query.get("appid") != self.corp_id
+            or query.get("agentid") != str(self.agent_id)
+            or query.get("response_type") != "code"
+            or query.get("scope") not in ("snsapi_base", "snsapi_privateinfo")
+            or not redirect.startswith(("http://", "https://"))
+            or not self.oauth_user
+        ):
+            return web.Response(status=400, text="invalid oauth request")
+        code = self.issue_oauth_code(self.oauth_user)
+        separator = "&" if "?" in redirect else "?"
+        target = f"{redirect}{separator}{urlencode({'code': code, 'state': query.get('state', '')})}"
+        return web.Response(status=302, headers={"Location": target})
+
+    async def _getuserinfo(self, request: web.Request) -> web.Response:
+        """``auth/getuserinfo?access_token&code``: a member's ``userid``, or an outsider's ``openid``; a code is
+        good once, for five minutes (else 40029)."""
+        call: dict[str, Any] = {"endpoint": "auth/getuserinfo"}
+        self.calls.append(call)
+        if (faulty := await self._fault("auth/getuserinfo")) is not None:
+            return faulty
+        try:
+            self._check_token(request.query.get("access_token", ""))
+            found = self._oauth_codes.pop(request.query.get("code", ""), None)
+            if found is None or time.monotonic() >= found[2]:
+                raise _Reject(INVALID_CODE, "invalid code")
+        except _Reject as exc:
+            call["answer"] = {"errcode": exc.errcode}
+            return _answer(exc.errcode, exc.errmsg)
+        userid, member, _ = found
+        answer = {"errcode": 0, "errmsg": "ok", **({"userid": userid} if member else {"openid": userid})}
+        call["answer"] = answer
+        return web.json_response(answer)
+
+    def _ticket_with(self, name: str, kind: str) -> Callable[[web.Request], Any]:
+        async def ticket(request: web.Request) -> web.Response:
+            """``get_jsapi_ticket`` (the corp's) or ``ticket/get?type=agent_config`` (the app's)."""
+            call: dict[str, Any] = {"endpoint": name}
+            self.calls.append(call)
+            if (faulty := await self._fault(name)) is not None:
+                return faulty
+            try:
+                self._check_token(request.query.get("access_token", ""))
+                if kind == "agent" and request.query.get("type") != "agent_config":
+                    raise _Reject(40058, "invalid type")
+            except _Reject as exc:
+                call["answer"] = {"errcode": exc.errcode}
+                return _answer(exc.errcode, exc.errmsg)
+            call["answer"] = {"errcode": 0}
+            return web.json_response(
+                {"errcode": 0, "errmsg": "ok", "ticket": self.jsapi_tickets[kind], "expires_in": TOKEN_TTL}
+            )
+
+        return ticket
+
+    async def _jssdk(self, request: web.Request) -> web.Response:
+        """A stand-in for WeCom's JS-SDK (``wx`` / ``jWeixin``): ``wx.config`` and ``wx.agentConfig`` check every
+        field they are given and the signature of the page's own URL under the right ticket (SHA-1 in the page);
+        ``getCurExternalContact`` answers ``current_contact`` only after a valid agentConfig. What the page called
+        is kept in ``window.__wecomCalls``."""
+        settings = {
+            "corpId": self.corp_id,
+            "agentId": str(self.agent_id),
+            "tickets": self.jsapi_tickets,
+            "contact": self.current_contact,
+        }
+        script = JSSDK_STUB.replace("__SETTINGS__", json.dumps(settings))
+        return web.Response(text=script, content_type="application/javascript")
+
     def customer_messages(self) -> list[dict[str, Any]]:
         """Accepted ``externalcontact/add_msg_template`` bodies (messages a rep was asked to confirm)."""
         return [item["body"] for item in self.sent if item["endpoint"] == "externalcontact/add_msg_template"]
@@ -662,6 +767,65 @@ def _check_add_msg_template(body: dict[str, Any], known: set[str] | None) -> dic
         raise _Reject(45002, "content size out of limit")
     failed = [e for e in externals if known is not None and e not in known]
     return {"fail_list": failed, "msgid": f"msg{secrets.token_hex(12)}"}
+
+
+JSSDK_STUB = """(function () {
+  "use strict";
+  var given = __SETTINGS__;
+  var calls = (window.__wecomCalls = []);
+  var configured = null, agentConfigured = false, readyQueue = [], errorQueue = [];
+  function sign(ticket, c) {
+    var plain = "jsapi_ticket=" + ticket + "&noncestr=" + c.nonceStr + "&timestamp=" + c.timestamp +
+      "&url=" + location.href.split("#")[0];
+    return crypto.subtle.digest("SHA-1", new TextEncoder().encode(plain)).then(function (digest) {
+      return Array.from(new Uint8Array(digest)).map(function (b) { return b.toString(16).padStart(2, "0"); }).join("");
+    });
+  }
+  function fields(c) {
+    return typeof c.timestamp === "number" && typeof c.nonceStr === "string" && c.nonceStr.length > 0 &&
+      typeof c.signature === "string" && Array.isArray(c.jsApiList) &&
+      c.jsApiList.indexOf("getCurExternalContact") >= 0;
+  }
+  function flush() {
+    if (configured === true) { readyQueue.splice(0).forEach(function (f) { f(); }); }
+    if (configured === false) { errorQueue.splice(0).forEach(function (f) { f({ errMsg: "config:fail" }); }); }
+  }
+  var wx = {
+    config: function (c) {
+      var call = { api: "config", args: JSON.parse(JSON.stringify(c)) };
+      calls.push(call);
+      sign(given.tickets.corp, c).then(function (expected) {
+        call.valid = configured = c.beta === true && c.appId === given.corpId && fields(c) && c.signature === expected;
+        flush();
+      });
+    },
+    ready: function (f) { readyQueue.push(f); flush(); },
+    error: function (f) { errorQueue.push(f); flush(); },
+    agentConfig: function (c) {
+      var call = { api: "agentConfig", args: JSON.parse(JSON.stringify(c)) };
+      calls.push(call);
+      sign(given.tickets.agent, c).then(function (expected) {
+        call.valid = agentConfigured = c.corpid === given.corpId && String(c.agentid) === given.agentId &&
+          fields(c) && c.signature === expected;
+        if (agentConfigured) {
+          c.success({ errMsg: "agentConfig:ok" });
+        } else {
+          c.fail({ errMsg: "agentConfig:fail" });
+        }
+      });
+    },
+    invoke: function (name, args, callback) {
+      calls.push({ api: name, args: args });
+      if (name === "getCurExternalContact" && agentConfigured && given.contact) {
+        callback({ err_msg: "getCurExternalContact:ok", userId: given.contact });
+      } else {
+        callback({ err_msg: name + ":fail_no permission" });
+      }
+    }
+  };
+  window.wx = window.jWeixin = wx;
+})();
+"""
 
 
 def _answer(errcode: int, errmsg: str) -> web.Response:
