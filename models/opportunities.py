@@ -4,9 +4,11 @@ and month that won amounts are measured against."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from tortoise import fields
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from models.customers import Customer, Stage
@@ -32,7 +34,9 @@ def rank(stage: Stage | str) -> int:
 
 class Opportunity(Model):
     """One deal (商机) with a customer. ``stage_entered_at`` is when its current stage began, ``reached`` the
-    rank of the furthest stage it ever entered, and ``details`` what a stage's playbook requires (需求分析 …)."""
+    rank of the furthest stage it ever entered, ``last_moved_at`` the later of ``stage_entered_at`` and its
+    customer's last follow-up (kept by whatever moves either), and ``details`` what a stage's playbook requires
+    (需求分析 …)."""
 
     id = fields.IntField(primary_key=True)
     customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
@@ -53,22 +57,35 @@ class Opportunity(Model):
     details: Any = fields.JSONField(default=dict)
     reached = fields.IntField(default=0)
     stage_entered_at = fields.DatetimeField(db_index=True)
+    last_moved_at = fields.DatetimeField(null=True, description="its stage change or its customer's follow-up")
     closed_at = fields.DatetimeField(null=True, db_index=True)
     created_at = fields.DatetimeField(db_index=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "opportunity"
-        # Stalled deals by owner, stage and time in it; the funnel's totals by owner from the index alone; a
-        # customer's open deals.
+        # Stalled deals by owner (or for the company) and stage, longest-stalled first; the funnel's totals of
+        # deals opened in a period from the index alone; a customer's open deals.
         indexes = (
-            ("owner_id", "stage", "stage_entered_at"),
+            ("owner_id", "stage", "last_moved_at"),
+            ("stage", "last_moved_at"),
             ("owner_id", "stage", "reached", "created_at", "amount", "probability"),
             ("customer_id", "stage"),
         )
 
     def __str__(self) -> str:
         return self.name
+
+
+async def follow_ups_move_deals(
+    customer_id: int, last_followup_at: datetime | None, conn: BaseDBAsyncClient | None
+) -> None:
+    """The customer's last follow-up is now ``last_followup_at``: each of its deals last moved at the later of that
+    and its own stage change. Whatever sets a customer's ``last_followup_at`` calls this in the same transaction."""
+    deals = await Opportunity.filter(customer_id=customer_id).using_db(conn).values_list("id", "stage_entered_at")
+    for deal_id, entered in deals:
+        moved = max(entered, last_followup_at) if last_followup_at is not None else entered
+        await Opportunity.filter(id=deal_id).using_db(conn).update(last_moved_at=moved)
 
 
 class StageChange(Model):
@@ -118,6 +135,26 @@ class StayCount(Model):
     class Meta:
         table = "opportunity_stay_count"
         unique_together = (("owner_id", "stage", "days"),)
+
+
+class FunnelCount(Model):
+    """The funnel's totals of the deals of ``owner_id`` (0: none) now at ``stage`` that got as far as
+    ``reached``: how many, their amount, the amount of those without a probability of their own (weighted by the
+    stage's), and the sum of amount × probability of the others. Kept in the transaction that opens, moves or
+    edits a deal, so that a funnel reads a few rows per owner instead of every deal."""
+
+    id = fields.IntField(primary_key=True)
+    owner_id = fields.IntField()
+    stage = fields.CharEnumField(Stage, max_length=16)
+    reached = fields.IntField()
+    n = fields.IntField(default=0)
+    amount = fields.FloatField(default=0)
+    plain = fields.FloatField(default=0)
+    own = fields.FloatField(default=0)
+
+    class Meta:
+        table = "opportunity_funnel_count"
+        unique_together = (("owner_id", "stage", "reached"),)
 
 
 class SalesTarget(Model):

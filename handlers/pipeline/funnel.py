@@ -7,6 +7,9 @@ admins the company's.
 Conversion counts a deal as having reached a stage when it ever entered it or a later one (``Opportunity.reached``),
 so a deal that skipped a stage still passed through it; days spent are the completed stays in the stage history,
 their medians found through per-day counts kept as stays close (``StayCount``) rather than by reading them all.
+The totals come from the counts kept per owner, stage and furthest stage (``FunnelCount``), and stalled deals from
+the index on when each deal last moved, so that the company's funnel reads rows per owner and stage, not per deal;
+a funnel of the deals opened in a period reads those deals.
 """
 
 from __future__ import annotations
@@ -141,14 +144,7 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
     where, params = _where(scope, period)
     funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
     reached_counts: dict[int, int] = {}
-    for row in await sql.select(
-        conn,
-        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
-        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
-        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
-        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
-        params,
-    ):
+    for row in await _totals(conn, scope, period):
         stage = Stage(row["stage"])
         target = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
         target.count += int(row["n"])
@@ -173,6 +169,28 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
             funnel.rows[stage].median_days = median
     funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
     return funnel
+
+
+async def _totals(conn: BaseDBAsyncClient, scope: Scope, period: Period | None) -> list[dict[str, Any]]:
+    """Per stage and furthest stage: how many deals, their amount, the amount without a probability of its own and
+    amount × probability of the others; from the kept counts, or for deals opened in ``period`` from the deals."""
+    if period is None:
+        owners, params = _of_owners(scope.owner_ids)
+        return await sql.select(
+            conn,
+            "SELECT stage, reached, SUM(n) AS n, SUM(amount) AS amount, SUM(plain) AS plain, SUM(own) AS own"
+            f" FROM opportunity_funnel_count WHERE n > 0{owners} GROUP BY stage, reached",
+            params,
+        )
+    where, params = _where(scope, period)
+    return await sql.select(
+        conn,
+        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
+        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
+        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
+        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
+        params,
+    )
 
 
 async def read_medians(conn: BaseDBAsyncClient, where: str, params: list[Any]) -> dict[Stage, float]:
@@ -249,27 +267,22 @@ async def _stays_in_day(
     return [float(row["days"]) for row in rows]
 
 
-def stall_since(opp: Opportunity) -> datetime:
-    """When the deal last moved: its stage change or its customer's last follow-up, whichever is later."""
-    last = opp.customer.last_followup_at
-    return max(opp.stage_entered_at, last) if last is not None else opp.stage_entered_at
-
-
-# When a deal last moved: its stage change or its customer's last follow-up, whichever is later.
-STALL_SINCE = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
+def stall_cuts(settings: Settings, now: datetime) -> list[tuple[Stage, datetime]]:
+    """Per open stage with a ``stall_days``: a deal of that stage that last moved at or before the moment given is
+    stalled."""
+    return [
+        (Stage(code), (now - timedelta(days=days)).astimezone(UTC))
+        for code, days in sorted(settings.pipeline.stall_days.items())
+        if Stage(code) in OPEN_STAGES
+    ]
 
 
 def stalled_where(settings: Settings, now: datetime) -> tuple[str, list[Any]]:
-    """SQL on ``o`` (opportunity) and ``c`` (its customer): no stage change and no follow-up for the deal's
-    stage's ``stall_days``."""
+    """SQL on ``o`` (opportunity): no stage change and no follow-up for the deal's stage's ``stall_days``."""
     branches, params = [], []
-    for code, days in sorted(settings.pipeline.stall_days.items()):
-        if Stage(code) in OPEN_STAGES:
-            cut = (now - timedelta(days=days)).astimezone(UTC)
-            branches.append(
-                "(o.stage = ? AND o.stage_entered_at <= ? AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?))"
-            )
-            params.extend([code, cut, cut])
+    for stage, cut in stall_cuts(settings, now):
+        branches.append("(o.stage = ? AND o.last_moved_at <= ?)")
+        params.extend([stage.value, cut])
     return f"({' OR '.join(branches) or '1 = 0'})", params
 
 
@@ -277,19 +290,33 @@ async def stalled_deals(
     scope: Scope, period: Period | None, settings: Settings, now: datetime, limit: int
 ) -> tuple[list[tuple[Opportunity, int]], int]:
     """The ``limit`` longest-stalled deals of ``scope`` with the days since they last moved, and how many are
-    stalled in all."""
-    where, params = _where(scope, period)
-    stalled, values = stalled_where(settings, now)
-    body = f"FROM opportunity o JOIN customer c ON c.id = o.customer_id WHERE {where} AND {stalled}"
+    stalled in all. Each stage is one range of the index on (owner, stage, last moved), or (stage, last moved)
+    for the company: counted there, and its longest-stalled read there in order."""
     conn = sql.default()
-    [counted] = await sql.select(conn, f"SELECT COUNT(*) AS n {body}", [*params, *values])
-    rows = await sql.select(
-        conn, f"SELECT o.id AS id {body} ORDER BY {STALL_SINCE}, o.id LIMIT ?", [*params, *values, limit]
-    )
+    where, params = _where(scope, period)
+    counts, firsts, values, firsts_values = [], [], [], []
+    for stage, cut in stall_cuts(settings, now):
+        branch = f"FROM opportunity o WHERE {where} AND o.stage = ? AND o.last_moved_at <= ?"
+        counts.append(f"(SELECT COUNT(*) {branch})")
+        values.extend([*params, stage.value, cut])
+        firsts.append(
+            f"SELECT * FROM (SELECT o.id AS id, o.last_moved_at AS moved {branch}"
+            " ORDER BY o.last_moved_at, o.id LIMIT ?) s"
+        )
+        firsts_values.extend([*params, stage.value, cut, limit])
+    if not counts:
+        return [], 0
+    [counted] = await sql.select(conn, f"SELECT {' + '.join(counts)} AS n", values)
+    rows = await sql.select(conn, f"{' UNION ALL '.join(firsts)} ORDER BY moved, id LIMIT ?", [*firsts_values, limit])
     wanted = [int(r["id"]) for r in rows]
     found = {o.id: o for o in await Opportunity.filter(id__in=wanted).select_related("customer", "owner")}
-    days = [(found[i], int((now - stall_since(found[i])).total_seconds() // 86400)) for i in wanted]
+    days = [(found[i], int((now - moved_at(found[i])).total_seconds() // 86400)) for i in wanted]
     return days, int(counted["n"])
+
+
+def moved_at(opp: Opportunity) -> datetime:
+    """When the deal last moved (its stage change or its customer's last follow-up, whichever is later)."""
+    return opp.last_moved_at or opp.stage_entered_at
 
 
 def _percent(value: float | None) -> str:
