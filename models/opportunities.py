@@ -64,11 +64,13 @@ class Opportunity(Model):
 
     class Meta:
         table = "opportunity"
-        # Stalled deals by owner (or for the company) and stage, longest-stalled first; the funnel's totals of
-        # deals opened in a period from the index alone; a customer's open deals.
+        # Stalled deals by owner (or for the company) and stage, longest-stalled first; a rep's deals closing
+        # soon, in order; the funnel's totals of deals opened in a period from the index alone; a customer's open
+        # deals.
         indexes = (
             ("owner_id", "stage", "last_moved_at"),
             ("stage", "last_moved_at"),
+            ("owner_id", "expected_close", "stage"),
             ("owner_id", "stage", "reached", "created_at", "amount", "probability"),
             ("customer_id", "stage"),
         )
@@ -111,12 +113,12 @@ class StageChange(Model):
         table = "opportunity_stage"
         # One deal's history in order; the funnel's stays per deal from the index alone; the playbook rules'
         # "still in the stage entered then" by stage and time; the n-th stay of a stage within one whole day of
-        # its histogram, for the company and for some owners.
+        # its histogram, for the company and for a team (from the index alone), and for one owner.
         indexes = (
             ("opportunity_id", "entered_at"),
             ("opportunity_id", "stage", "stay_days"),
             ("stage", "left_at", "entered_at"),
-            ("stage", "stay_days"),
+            ("stage", "stay_days", "owner_id"),
             ("owner_id", "stage", "stay_days"),
         )
 
@@ -135,6 +137,31 @@ class StayCount(Model):
     class Meta:
         table = "opportunity_stay_count"
         unique_together = (("owner_id", "stage", "days"),)
+        # The company's counts by stage and day from the index alone, in order.
+        indexes = (("stage", "days", "owner_id", "n"),)
+
+
+# Slots per day of ``StaySlotCount``: a power of two, so that a stay's slot (the floor of ``stay_days × 32``) and the
+# bounds of a slot (``slot / 32``) agree exactly in floating point.
+SLOTS_PER_DAY = 32
+
+
+class StaySlotCount(Model):
+    """How many completed stays of ``stage`` by deals of ``owner_id`` (0: none) fell in ``slot``, the floor of
+    ``stay_days × SLOTS_PER_DAY`` (45 minutes): within the day ``StayCount`` finds a median in, these say in which
+    slot of it, so that the history is read over 45 minutes of stays rather than a whole day of them."""
+
+    id = fields.IntField(primary_key=True)
+    owner_id = fields.IntField()
+    stage = fields.CharEnumField(Stage, max_length=16)
+    slot = fields.IntField()
+    n = fields.IntField(default=0)
+
+    class Meta:
+        table = "opportunity_stay_slot_count"
+        unique_together = (("owner_id", "stage", "slot"),)
+        # The company's counts by stage and slot from the index alone, in order.
+        indexes = (("stage", "slot", "owner_id", "n"),)
 
 
 class FunnelCount(Model):

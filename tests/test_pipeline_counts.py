@@ -1,8 +1,8 @@
 """The funnel's kept figures stay true: after random moves, field edits, follow-ups, 撤销 of stage changes and
-follow-ups, and ``crmbot import opportunities``, the totals per owner and stage (``FunnelCount``), the per-day
-stay counts (``StayCount``) and when each deal last moved equal a straightforward recomputation from the deals,
-their stage history and their customers; and a database from before these figures were kept gets them right at
-start-up."""
+follow-ups, and ``crmbot import opportunities``, the totals per owner and stage (``FunnelCount``), the stay counts
+per day and per slot (``StayCount``, ``StaySlotCount``) and when each deal last moved equal a straightforward
+recomputation from the deals, their stage history and their customers; and a database from before these figures
+were kept gets them right at start-up."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bot.db import migrate_database
 from bot.keys import BOT
 from handlers.pipeline import deals
 from models.customers import Customer, Stage
-from models.opportunities import FunnelCount, Opportunity, StageChange, StayCount
+from models.opportunities import SLOTS_PER_DAY, FunnelCount, Opportunity, StageChange, StayCount, StaySlotCount
 from models.staff import Role, Staff
 from tests.helpers import staff_member
 from tests.simulators.wecom import WeComSimulator
@@ -71,6 +71,11 @@ async def assert_figures_kept() -> None:
         stays[key] = stays.get(key, 0) + 1
     kept = {(c.owner_id, str(c.stage), c.days): c.n for c in await StayCount.all() if c.n}
     assert kept == stays
+    slots: dict[tuple[int, str, int], int] = {}
+    for row in await StageChange.filter(left_at__isnull=False):
+        key = (row.owner_id or 0, str(row.stage), math.floor(row.stay_days * SLOTS_PER_DAY))  # type: ignore[operator]
+        slots[key] = slots.get(key, 0) + 1
+    assert {(c.owner_id, str(c.stage), c.slot): c.n for c in await StaySlotCount.all() if c.n} == slots
 
     followed = dict(await Customer.all().values_list("id", "last_followup_at"))
     for o in opps:
@@ -206,7 +211,13 @@ OLD_DEALS = (
     " (2, 1, '储能', 1000000, 'quote', 0.35, 1, '', '', '{{}}', 3, '2026-02-25 00:00:00+00:00', NULL, {now}, {now}),"
     " (3, 2, '电池', 500000, 'intent', NULL, 2, '', '', '{{}}', 2, '2026-02-01 00:00:00+00:00', NULL, {now}, {now}),"
     " (4, 2, '旧单', 800000, 'lost', NULL, NULL, '', '', '{{}}', 1, '2026-01-05 00:00:00+00:00',"
-    " '2026-01-05 00:00:00+00:00', {now}, {now})"
+    " '2026-01-05 00:00:00+00:00', {now}, {now});"
+    " INSERT INTO opportunity_stage (opportunity_id, stage, entered_at, left_at, stay_days, owner_id) VALUES"
+    " (1, 'lead', '2026-01-31 00:00:00+00:00', '2026-02-02 12:00:00+00:00', 2.5, 1),"
+    " (1, 'proposal', '2026-02-02 12:00:00+00:00', '2026-02-10 00:00:00+00:00', 7.5, 1),"
+    " (1, 'quote', '2026-02-10 00:00:00+00:00', NULL, NULL, 1),"
+    " (3, 'lead', '2026-01-31 00:00:00+00:00', '2026-02-01 00:00:00+00:00', 1.0, 2),"
+    " (3, 'intent', '2026-02-01 00:00:00+00:00', NULL, NULL, 2)"
 )
 
 
@@ -224,3 +235,7 @@ async def test_the_migration_keeps_the_figures_of_existing_deals(tmp_path: Path)
         counts = await _query(db.url, "SELECT * FROM opportunity_funnel_count")
         same_totals(kept_totals(counts), recounted(opps))
         assert kept_totals(counts)[(1, "quote", 3)] == (2, 4_000_000.0, 3_000_000.0, 350_000.0)
+        slots = await _query(db.url, "SELECT owner_id, stage, slot, n FROM opportunity_stay_slot_count ORDER BY slot")
+        assert [(r["owner_id"], r["stage"], r["slot"], r["n"]) for r in slots] == [
+            (2, "lead", 32, 1), (1, "lead", 80, 1), (1, "proposal", 240, 1),
+        ]  # fmt: skip

@@ -8,7 +8,7 @@ import re
 from datetime import datetime, time, timedelta
 from typing import TypeVar
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -81,7 +81,8 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
     )
     tickets = await _listed(
         Ticket.filter(
-            Q(assignee_id=me.id) | Q(assignee_id__isnull=True, customer__owner_id=me.id),
+            Q(assignee_id=me.id)
+            | Q(assignee_id__isnull=True, customer_id__in=Subquery(Customer.filter(owner_id=me.id).values("id"))),
             status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS],
             first_responded_at__isnull=True,
             first_response_due__lte=now,

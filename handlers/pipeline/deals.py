@@ -4,8 +4,8 @@ history, opening the new one, auditing both, and letting the customer's stage fo
 or back (``unmove``, the undo of a move).
 
 Every write here goes through the audit log with before and after, inside the caller's transaction, and keeps the
-funnel's figures with it: the per-day stay counts (``StayCount``), the totals per owner and stage
-(``FunnelCount``, through ``recount``) and when the deal last moved (``last_moved_at``).
+funnel's figures with it: the stay counts per day and per slot (``StayCount``, ``StaySlotCount``), the totals per
+owner and stage (``FunnelCount``, through ``recount``) and when the deal last moved (``last_moved_at``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bot import audit, sql
 from bot.config import Settings
 from bot.types import Reply
 from models.customers import STAGE_LABELS, Customer, PendingChoice, Stage
-from models.opportunities import OPEN_STAGES, Opportunity, StageChange, rank
+from models.opportunities import OPEN_STAGES, SLOTS_PER_DAY, Opportunity, StageChange, rank
 from models.staff import Staff
 
 CHOICE_TTL = timedelta(minutes=30)
@@ -292,16 +292,20 @@ async def _enter(opp: Opportunity, stage: Stage, at: datetime, actor: Actor, con
 
 
 async def _count_stay(row: StageChange, stay: float, sign: int, conn: BaseDBAsyncClient | None) -> None:
-    """One more (``sign`` 1) or one fewer (-1, a move undone) completed stay in the funnel's per-day counts, in
-    the transaction that closed or reopened it; an upsert, so that two moves closing stays of the same day both
-    count."""
+    """One more (``sign`` 1) or one fewer (-1, a move undone) completed stay in the funnel's per-day and per-slot
+    counts, in the transaction that closed or reopened it; upserts, so that two moves closing stays of the same
+    day both count."""
     db = conn or sql.default()
-    upsert = (
-        "INSERT INTO opportunity_stay_count (owner_id, stage, days, n) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (owner_id, stage, days) DO UPDATE SET n = opportunity_stay_count.n + excluded.n"
-    )
-    key = [row.owner_id or 0, Stage(row.stage).value, math.floor(stay)]
-    await db.execute_query(sql.for_conn(upsert, db), [*key, sign])
+    owner, stage = row.owner_id or 0, Stage(row.stage).value
+    for table, column, bucket in (
+        ("opportunity_stay_count", "days", math.floor(stay)),
+        ("opportunity_stay_slot_count", "slot", math.floor(stay * SLOTS_PER_DAY)),
+    ):
+        upsert = (
+            f"INSERT INTO {table} (owner_id, stage, {column}, n) VALUES (?, ?, ?, ?)"
+            f" ON CONFLICT (owner_id, stage, {column}) DO UPDATE SET n = {table}.n + excluded.n"
+        )
+        await db.execute_query(sql.for_conn(upsert, db), [owner, stage, bucket, sign])
 
 
 async def move(
