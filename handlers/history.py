@@ -224,9 +224,9 @@ async def _undo_create_customer(row: AuditLog, ctx: Context, book: Book) -> str:
     """A customer created by mistake goes, as long as nothing hangs on it yet."""
     customer = await _customer_of(row, ctx)
     await _unchanged_since(row, customer, ["name", "owner_id", "stage", "grade", "tags"], book)
-    for model in (FollowUp, Ticket, Approval, Reminder, Message, Contact):
+    for model in (FollowUp, Ticket, Approval, Reminder, Message, Contact, Opportunity):
         if await model.filter(customer_id=customer.id).using_db(ctx.conn).exists():
-            raise CannotUndo(f"「{customer.name}」建档后已经有了跟进、工单、联系人或消息，不能撤销建档。")
+            raise CannotUndo(f"「{customer.name}」建档后已经有了跟进、工单、商机、联系人或消息，不能撤销建档。")
     await Customer.filter(id=customer.id).using_db(ctx.conn).delete()
     return f"新建客户「{customer.name}」，已删除这个客户"
 

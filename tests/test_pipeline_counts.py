@@ -163,6 +163,19 @@ async def test_kept_figures_equal_a_recomputation_after_random_moves_edits_follo
         assert shown in funnel
 
 
+async def test_a_new_customer_with_a_deal_is_not_undone(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    """Taking back a new customer would take its deals with it, and with them the funnel's figures."""
+    office = await open_office(start_app, make_settings, wecom_sim)
+    assert "宁德时代" in await office.on(0, "zhangsan", "新建客户 宁德时代")
+    assert "已为「宁德时代」新建商机" in await office.on(0, "wangjl", "商机 宁德时代 电池产线 500万")
+    refused = await office.on(0, "zhangsan", "撤销")
+    assert "「宁德时代」建档后已经有了跟进、工单、商机、联系人或消息，不能撤销建档" in refused
+    assert await Opportunity.filter(name="电池产线").exists()
+    await assert_figures_kept()
+
+
 async def deals_followed(customer: Customer) -> None:
     """What whatever sets a customer's last follow-up does in the same transaction."""
     from models.opportunities import follow_ups_move_deals
