@@ -132,7 +132,7 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
     )
     lines += _section(
         "停滞的商机",
-        [f"{o.customer.name}「{o.name}」{STAGE_LABELS[Stage(o.stage)]} {d} 天未动" for o, d in stalled],
+        [f"{d.customer}「{d.name}」{STAGE_LABELS[d.stage]} {d.days} 天未动" for d in stalled],
         stalled_total,
     )
     if len(lines) == 1:

@@ -30,6 +30,7 @@ from bot.context import Context, Slots
 from bot.identity import find_staff
 from bot.nlu.numbers import find_amount
 from bot.nlu.reading import Reading, Result
+from bot.rulekit import as_moment
 from bot.types import IncomingMessage, Reply
 from handlers.nps.report import Period, resolve_period
 from handlers.pipeline.capability import capability
@@ -120,7 +121,7 @@ class Funnel:
     rows: dict[Stage, StageRow] = field(default_factory=dict)
     won: StageRow = field(default_factory=lambda: StageRow(Stage.WON))
     lost: StageRow = field(default_factory=lambda: StageRow(Stage.LOST))
-    stalled: list[tuple[Opportunity, int]] = field(default_factory=list)  # deal, days without movement
+    stalled: list[StalledDeal] = field(default_factory=list)
     stalled_total: int = 0
 
 
@@ -138,13 +139,19 @@ def _where(scope: Scope, period: Period | None) -> tuple[str, list[Any]]:
 
 
 async def compute_funnel(scope: Scope, period: Period | None, settings: Settings, now: datetime) -> Funnel:
-    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: one aggregate query
-    by stage and furthest stage, the completed stays per stage (their medians here), and the stalled deals."""
+    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: the totals by stage and
+    furthest stage, the completed stays per stage (their medians), and the stalled deals."""
     conn = sql.default()
     where, params = _where(scope, period)
     funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
+    if period is None:
+        totals, days = await _kept_counts(conn, scope.owner_ids)
+        medians = await counted_medians(conn, scope.owner_ids, days)
+    else:
+        totals = await _totals_of_deals(conn, where, params)
+        medians = await read_medians(conn, where, params)
     reached_counts: dict[int, int] = {}
-    for row in await _totals(conn, scope, period):
+    for row in totals:
         stage = Stage(row["stage"])
         target = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
         target.count += int(row["n"])
@@ -160,9 +167,6 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         stage_row.reached = at_least[k]
         stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
-    medians = (
-        await counted_medians(conn, scope.owner_ids) if period is None else await read_medians(conn, where, params)
-    )
     # Only open stages are ever left (won and lost end a deal), so every completed stay is an open stage's.
     for stage, median in medians.items():
         if stage in funnel.rows:
@@ -171,18 +175,33 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
     return funnel
 
 
-async def _totals(conn: BaseDBAsyncClient, scope: Scope, period: Period | None) -> list[dict[str, Any]]:
-    """Per stage and furthest stage: how many deals, their amount, the amount without a probability of its own and
-    amount × probability of the others; from the kept counts, or for deals opened in ``period`` from the deals."""
-    if period is None:
-        owners, params = _of_owners(scope.owner_ids)
-        return await sql.select(
-            conn,
-            "SELECT stage, reached, SUM(n) AS n, SUM(amount) AS amount, SUM(plain) AS plain, SUM(own) AS own"
-            f" FROM opportunity_funnel_count WHERE n > 0{owners} GROUP BY stage, reached",
-            params,
-        )
-    where, params = _where(scope, period)
+DayCounts = dict[Stage, list[tuple[int, int]]]
+
+
+async def _kept_counts(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> tuple[list[dict[str, Any]], DayCounts]:
+    """In one statement, from the kept counts of the deals of ``owner_ids`` (None: all): per stage and furthest
+    stage, how many deals, their amount, the amount without a probability of its own and amount × probability of
+    the others (``FunnelCount``); and per stage the completed stays per whole day, in order (``StayCount``)."""
+    owners, params = _of_owners(owner_ids)
+    rows = await sql.select(
+        conn,
+        "SELECT 0 AS part, stage, reached AS bucket, SUM(n) AS n, SUM(amount) AS amount, SUM(plain) AS plain,"
+        f" SUM(own) AS own FROM opportunity_funnel_count WHERE n > 0{owners} GROUP BY stage, reached"
+        " UNION ALL SELECT 1 AS part, stage, days AS bucket, SUM(n) AS n, 0 AS amount, 0 AS plain, 0 AS own"
+        f" FROM opportunity_stay_count WHERE n > 0{owners} GROUP BY stage, days ORDER BY part, stage, bucket",
+        [*params, *params],
+    )
+    totals = [{**row, "reached": row["bucket"]} for row in rows if int(row["part"]) == 0]
+    days: DayCounts = {}
+    for row in rows:
+        if int(row["part"]) == 1:
+            days.setdefault(Stage(row["stage"]), []).append((int(row["bucket"]), int(row["n"])))
+    return totals, days
+
+
+async def _totals_of_deals(conn: BaseDBAsyncClient, where: str, params: list[Any]) -> list[dict[str, Any]]:
+    """The same totals as ``_kept_counts`` for the deals matching ``where`` on ``o`` (those opened in a period,
+    which the kept counts do not tell apart), from the deals."""
     return await sql.select(
         conn,
         "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
@@ -214,20 +233,12 @@ def _of_owners(owner_ids: list[int] | None) -> tuple[str, list[Any]]:
     return f" AND owner_id IN ({', '.join('?' for _ in owner_ids)})", list(owner_ids)
 
 
-async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> dict[Stage, float]:
-    """The median completed stay per stage of the deals of ``owner_ids`` (None: all), in three statements: the
-    per-day counts (``StayCount``) say in which day the middle stay or stays fall, the per-slot counts of that day
-    (``StaySlotCount``) in which 45 minutes of it and at which offset, and an indexed read of that slot finds them:
-    the same values ``statistics.median`` takes from every stay."""
+async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None, days: DayCounts) -> dict[Stage, float]:
+    """The median completed stay per stage of the deals of ``owner_ids`` (None: all), given their per-day counts
+    (``StayCount``), which say in which day the middle stay or stays fall: the per-slot counts of that day
+    (``StaySlotCount``) say in which 45 minutes of it and at which offset, and an indexed read of that slot finds
+    them (a statement each): the same values ``statistics.median`` takes from every stay."""
     owners, params = _of_owners(owner_ids)
-    days: dict[Stage, list[tuple[int, int]]] = {}
-    for row in await sql.select(
-        conn,
-        f"SELECT stage, days, SUM(n) AS n FROM opportunity_stay_count WHERE n > 0{owners}"
-        " GROUP BY stage, days ORDER BY stage, days",
-        params,
-    ):
-        days.setdefault(Stage(row["stage"]), []).append((int(row["days"]), int(row["n"])))
     stages = list(days)
     # Where each middle stay is: (stage, day, offset within the day), then (stage, slot, offset within the slot).
     middles = [(k, *_locate(days[stage], p)) for k, stage in enumerate(stages) for p in _middle_positions(days[stage])]
@@ -310,32 +321,55 @@ def stalled_where(settings: Settings, now: datetime) -> tuple[str, list[Any]]:
     return f"({' OR '.join(branches) or '1 = 0'})", params
 
 
+@dataclass(frozen=True)
+class StalledDeal:
+    """A stalled deal as the funnel and the rep's day list it."""
+
+    name: str
+    customer: str
+    owner: str | None  # None: nobody's (公海)
+    stage: Stage
+    days: int  # since it last moved
+
+
 async def stalled_deals(
     scope: Scope, period: Period | None, settings: Settings, now: datetime, limit: int
-) -> tuple[list[tuple[Opportunity, int]], int]:
+) -> tuple[list[StalledDeal], int]:
     """The ``limit`` longest-stalled deals of ``scope`` with the days since they last moved, and how many are
-    stalled in all. Each stage is one range of the index on (owner, stage, last moved), or (stage, last moved)
-    for the company: counted there, and its longest-stalled read there in order."""
-    conn = sql.default()
+    stalled in all, in one statement. Each stage is one range of the index on (owner, stage, last moved), or
+    (stage, last moved) for the company: counted there, and its longest-stalled read there in order."""
     where, params = _where(scope, period)
-    counts, firsts, values, firsts_values = [], [], [], []
+    counts: list[str] = []
+    firsts: list[str] = []
+    count_values: list[Any] = []
+    first_values: list[Any] = []
     for stage, cut in stall_cuts(settings, now):
         branch = f"FROM opportunity o WHERE {where} AND o.stage = ? AND o.last_moved_at <= ?"
         counts.append(f"(SELECT COUNT(*) {branch})")
-        values.extend([*params, stage.value, cut])
+        count_values.extend([*params, stage.value, cut])
         firsts.append(
             f"SELECT * FROM (SELECT o.id AS id, o.last_moved_at AS moved {branch}"
-            " ORDER BY o.last_moved_at, o.id LIMIT ?) s"
+            f" ORDER BY o.last_moved_at, o.id LIMIT ?) s{len(firsts)}"
         )
-        firsts_values.extend([*params, stage.value, cut, limit])
+        first_values.extend([*params, stage.value, cut, limit])
     if not counts:
         return [], 0
-    [counted] = await sql.select(conn, f"SELECT {' + '.join(counts)} AS n", values)
-    rows = await sql.select(conn, f"{' UNION ALL '.join(firsts)} ORDER BY moved, id LIMIT ?", [*firsts_values, limit])
-    wanted = [int(r["id"]) for r in rows]
-    found = {o.id: o for o in await Opportunity.filter(id__in=wanted).select_related("customer", "owner")}
-    days = [(found[i], int((now - moved_at(found[i])).total_seconds() // 86400)) for i in wanted]
-    return days, int(counted["n"])
+    rows = await sql.select(
+        sql.default(),
+        f"SELECT d.name AS name, c.name AS customer, st.name AS owner, d.stage AS stage, s.moved AS moved,"
+        f" {' + '.join(counts)} AS total FROM ({' UNION ALL '.join(firsts)}) s"
+        " JOIN opportunity d ON d.id = s.id JOIN customer c ON c.id = d.customer_id"
+        " LEFT JOIN staff st ON st.id = d.owner_id ORDER BY s.moved, s.id LIMIT ?",
+        [*count_values, *first_values, limit],
+    )
+    listed = [
+        StalledDeal(
+            str(r["name"]), str(r["customer"]), r["owner"], Stage(r["stage"]),
+            int((now - as_moment(r["moved"])).total_seconds() // 86400),
+        )
+        for r in rows
+    ]  # fmt: skip
+    return listed, int(rows[0]["total"]) if rows else 0
 
 
 def moved_at(opp: Opportunity) -> datetime:
@@ -370,10 +404,10 @@ def funnel_text(title: str, funnel: Funnel) -> str:
     )
     if funnel.stalled:
         lines.append(f"⚠️ 停滞商机 {funnel.stalled_total} 个（无阶段变化也无跟进）：")
-        for opp, days in funnel.stalled[:STALLED_SHOWN]:
-            owner = opp.owner.name if opp.owner else "公海"
+        for deal in funnel.stalled[:STALLED_SHOWN]:
             lines.append(
-                f"· {opp.customer.name}「{opp.name}」{STAGE_LABELS[Stage(opp.stage)]} {days} 天未动，负责人：{owner}"
+                f"· {deal.customer}「{deal.name}」{STAGE_LABELS[deal.stage]} {deal.days} 天未动，"
+                f"负责人：{deal.owner or '公海'}"
             )
         if funnel.stalled_total > STALLED_SHOWN:
             lines.append(f"……另有 {funnel.stalled_total - STALLED_SHOWN} 个")
