@@ -81,11 +81,15 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
     )
     tickets = await _listed(
         Ticket.filter(
-            Q(assignee_id=me.id)
-            | Q(assignee_id__isnull=True, customer_id__in=Subquery(Customer.filter(owner_id=me.id).values("id"))),
+            # Each branch whole, so that each is one range of the index on (assignee, responded, due).
+            Q(assignee_id=me.id, first_responded_at__isnull=True, first_response_due__lte=now)
+            | Q(
+                assignee_id__isnull=True,
+                first_responded_at__isnull=True,
+                first_response_due__lte=now,
+                customer_id__in=Subquery(Customer.filter(owner_id=me.id).values("id")),
+            ),
             status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS],
-            first_responded_at__isnull=True,
-            first_response_due__lte=now,
         )
         .select_related("customer")
         .order_by("first_response_due")
