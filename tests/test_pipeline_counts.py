@@ -6,6 +6,7 @@ were kept gets them right at start-up."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import timedelta
@@ -16,11 +17,14 @@ from bot.clock import Clock
 from bot.db import migrate_database
 from bot.keys import BOT
 from handlers.pipeline import deals
+from integrations.wecom.archive_file import import_jsonl
 from models.customers import Customer, Stage
 from models.opportunities import SLOTS_PER_DAY, FunnelCount, Opportunity, StageChange, StayCount, StaySlotCount
 from models.staff import Role, Staff
+from tests.driver import ConsoleChat
 from tests.helpers import staff_member
 from tests.simulators.wecom import WeComSimulator
+from tests.test_customers import NOW, demo
 from tests.test_migrations import _at, _query, _script, old_database
 from tests.test_pipeline import DAY0, Office, open_office
 from tests.test_rules_engine import _crmbot, cli_env
@@ -173,6 +177,28 @@ async def test_a_new_customer_with_a_deal_is_not_undone(
     refused = await office.on(0, "zhangsan", "撤销")
     assert "「宁德时代」建档后已经有了跟进、工单、商机、联系人或消息，不能撤销建档" in refused
     assert await Opportunity.filter(name="电池产线").exists()
+    await assert_figures_kept()
+
+
+async def test_a_reps_archived_reply_to_the_customer_moves_its_deals(
+    start_app: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """A rep's own message to the customer (here from an exported chat archive) is contact: the deal no longer
+    counts as stalled."""
+    clock = Clock(NOW)
+    client = await demo(start_app, make_settings, clock, pipeline={"stall_days": {"lead": 3}})
+    chat = ConsoleChat(client.app)
+    assert "已为「华为技术有限公司」新建商机" in await chat.say("张三", "商机 华为 储能柜 100万")
+    clock.set(NOW + timedelta(days=10))
+    assert "停滞商机 1 个" in await chat.say("王经理", "漏斗")
+    sent = NOW + timedelta(days=9)
+    export = tmp_path / "archive.jsonl"
+    record = {"msgid": "exp1", "action": "send", "from": "zhangsan", "tolist": ["wmHW001"], "roomid": ""}
+    record |= {"msgtime": int(sent.timestamp() * 1000), "msgtype": "text", "text": {"content": "报价已发您邮箱"}}
+    export.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    await import_jsonl(client.app, export)
+    assert (await Opportunity.get(name="储能柜")).last_moved_at == sent
+    assert "停滞商机" not in await chat.say("王经理", "漏斗")
     await assert_figures_kept()
 
 
