@@ -28,6 +28,7 @@ from bot.types import IncomingMessage
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Contact, Customer
 from models.messages import Message
+from models.opportunities import Opportunity
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,8 @@ async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
 
 
 async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Directory, rows: list[Message]) -> None:
-    """A rep's own message to a customer is contact: last_followup_at moves forward, never back."""
+    """A rep's own message to a customer is contact: last_followup_at moves forward, never back, and with it when
+    the customer's deals last moved."""
     latest: dict[int, datetime] = {}
     for m in rows:
         identity = directory.get(m.platform)
@@ -333,6 +335,13 @@ async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Director
             " AND (last_followup_at IS NULL OR last_followup_at < ?1)"
         )
     await conn.execute_many(update, [list(r) for r in rows_])
+    # The customer's deals last moved then too (the funnel's stalled deals), forward only as well.
+    moved = Opportunity._meta.fields_map["last_moved_at"]
+    deals = "UPDATE opportunity SET last_moved_at = ?1 WHERE customer_id = ?2 AND last_moved_at < ?1"
+    await conn.execute_many(
+        deals.replace("?", "$") if sql.is_postgres(conn) else deals,
+        [[moved.to_db_value(at, Opportunity), cid] for cid, at in latest.items()],
+    )
 
 
 async def _after_archived(bot: Services, rows: list[Message]) -> None:

@@ -30,6 +30,7 @@ UNDOABLE = frozenset(
         "approval.request",
         "set_field",
         "set_contact",
+        "set_opportunity_stage",
     }
 )
 

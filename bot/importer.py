@@ -69,6 +69,7 @@ from bot.spreadsheet import (
 )
 from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
+from models.opportunities import follow_ups_move_deals
 from models.staff import Role, Staff, StaffAccount
 
 ACTOR = "import"
@@ -658,6 +659,8 @@ async def import_customers(app: web.Application, table: Table) -> Report:
                 for key, value in after.items():
                     setattr(customer, key, value)
                 await customer.save(update_fields=[*after, "updated_at"])
+                if "last_followup_at" in after:
+                    await follow_ups_move_deals(customer.id, customer.last_followup_at, None)
                 audits.append(
                     _audit(
                         "update",

@@ -20,6 +20,7 @@ from bot.rulekit import crossed, customers_by_id, follow_up_action, ids, iso, lo
 from bot.types import IncomingMessage, Reply
 from handlers.customers.phrasing import show_leftover
 from models.followups import FollowUp
+from models.opportunities import follow_ups_move_deals
 
 capability = Capability("followups")
 
@@ -177,6 +178,7 @@ async def follow_up(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     elif customer.next_followup_at is not None and customer.next_followup_at <= now:
         customer.next_followup_at = None  # the planned contact happened; nothing new was planned
     await customer.save(using_db=ctx.conn, update_fields=["last_followup_at", "next_followup_at", "updated_at"])
+    await follow_ups_move_deals(customer.id, now, ctx.conn)
     after = {
         "followup_id": record.id,
         "channel": channel,

@@ -29,11 +29,13 @@ from bot.types import IncomingMessage, Reply
 from handlers.approvals.workflow import withdraw as withdraw_request
 from handlers.customers.edits import contact_state, shown
 from handlers.customers.profile import CUSTOM, FIELD_LABELS, field_value, restore_fields, same_value
+from handlers.pipeline import deals
 from models.approvals import APPROVAL_STATUS_LABELS, Approval, ApprovalStatus
 from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
 from models.followups import FollowUp
 from models.messages import Message
+from models.opportunities import Opportunity, follow_ups_move_deals
 from models.reminders import Reminder
 from models.staff import Staff
 from models.tickets import TICKET_STATUS_LABELS, Ticket, TicketStatus
@@ -42,8 +44,11 @@ capability = Capability("history")
 
 SHOWN = 10  # rows a chat answer lists
 SCAN = 50  # how far back one person's rows are read to find their last change
-# Rows that record a refusal or a repeat rather than a change: 撤销 looks past them.
-NOT_CHANGES = frozenset({"approval.click_refused", "approval.refused", "approval.duplicate"})
+# Rows that record a refusal, a repeat or what followed from a change rather than a change: 撤销 looks past them
+# (a customer's stage following its deals is taken back with the deal's move).
+NOT_CHANGES = frozenset(
+    {"approval.click_refused", "approval.refused", "approval.duplicate", "customer.stage_from_deals"}
+)
 ACTION_LABELS = {
     "buying_signal": "识别到购买信号",
     "customer.handover": "移交客户",
@@ -211,6 +216,7 @@ async def _undo_follow_up(row: AuditLog, ctx: Context, book: Book) -> str:
             raise CannotUndo(f"「{customer.name}」之后又有了新的跟进，请直接补充或更正。")
     await FollowUp.filter(id=after.get("followup_id")).using_db(ctx.conn).delete()
     await restore_fields(customer, {k: before.get(k) for k in keys}, ctx.conn)
+    await follow_ups_move_deals(customer.id, customer.last_followup_at, ctx.conn)
     return f"{customer.name} 的跟进「{str(after.get('content', ''))[:40]}」，这条跟进已删除，跟进时间已恢复"
 
 
@@ -218,9 +224,9 @@ async def _undo_create_customer(row: AuditLog, ctx: Context, book: Book) -> str:
     """A customer created by mistake goes, as long as nothing hangs on it yet."""
     customer = await _customer_of(row, ctx)
     await _unchanged_since(row, customer, ["name", "owner_id", "stage", "grade", "tags"], book)
-    for model in (FollowUp, Ticket, Approval, Reminder, Message, Contact):
+    for model in (FollowUp, Ticket, Approval, Reminder, Message, Contact, Opportunity):
         if await model.filter(customer_id=customer.id).using_db(ctx.conn).exists():
-            raise CannotUndo(f"「{customer.name}」建档后已经有了跟进、工单、联系人或消息，不能撤销建档。")
+            raise CannotUndo(f"「{customer.name}」建档后已经有了跟进、工单、商机、联系人或消息，不能撤销建档。")
     await Customer.filter(id=customer.id).using_db(ctx.conn).delete()
     return f"新建客户「{customer.name}」，已删除这个客户"
 
@@ -312,6 +318,21 @@ async def _undo_contact(row: AuditLog, ctx: Context, book: Book) -> str:
     return f"{book.describe(row)}，已恢复"
 
 
+async def _undo_deal_move(row: AuditLog, ctx: Context, book: Book) -> str:
+    """A deal moved to the wrong stage goes back to the stage it left, as long as it has not moved since."""
+    opp = await Opportunity.filter(id=int(row.entity_id)).using_db(ctx.conn).select_for_update().first()
+    if opp is None:
+        raise CannotUndo("这个商机已经不在了。")
+    before, after = row.before or {}, row.after or {}
+    actor = deals.Actor(ctx.staff, ctx.msg.platform)
+    if str(opp.stage) != after.get("stage") or not await deals.unmove(
+        opp, before, now=ctx.now, actor=actor, conn=ctx.conn
+    ):
+        raise CannotUndo(f"商机「{opp.name}」之后又推进过了，请直接发新的阶段。")
+    old, new = (STAGE_LABELS[Stage(str(s))] for s in (after.get("stage"), before.get("stage")))
+    return f"商机「{opp.name}」阶段 {old}，已恢复为「{new}」"
+
+
 UNDOERS: dict[str, Undoer] = {
     "set_stage": _undo_customer_fields,
     "set_grade": _undo_customer_fields,
@@ -325,6 +346,7 @@ UNDOERS: dict[str, Undoer] = {
     "reminder.create": _undo_reminder,
     "approval.request": _undo_request,
     "set_contact": _undo_contact,
+    "set_opportunity_stage": _undo_deal_move,
 }
 
 

@@ -62,8 +62,12 @@ class Customer(Model):
     class Meta:
         table = "customer"
         # The follow-up ladder: stale customers by last contact, answered from the index alone (the go-live
-        # baseline included).
-        indexes = (("last_followup_at", "owner_id", "stage", "ladder_from"), ("ladder_from",))
+        # baseline included); a rep's follow-ups due, in order (the rep's day).
+        indexes = (
+            ("last_followup_at", "owner_id", "stage", "ladder_from"),
+            ("ladder_from",),
+            ("owner_id", "next_followup_at"),
+        )
 
     def __str__(self) -> str:
         return self.name

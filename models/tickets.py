@@ -64,5 +64,10 @@ class Ticket(Model):
 
     class Meta:
         table = "ticket"
-        # The SLA and revisit rules: unanswered (or unrevisited) tickets by due time, without walking old ones.
-        indexes = (("first_responded_at", "status", "first_response_due"), ("status", "revisit_due"))
+        # The SLA and revisit rules: unanswered (or unrevisited) tickets by due time, without walking old ones;
+        # one assignee's unanswered tickets (the rep's day).
+        indexes = (
+            ("first_responded_at", "status", "first_response_due"),
+            ("status", "revisit_due"),
+            ("assignee_id", "first_responded_at", "first_response_due"),
+        )

@@ -105,7 +105,7 @@ async def test_a_new_customer_is_removed_but_not_once_work_hangs_on_it(start_app
     await chat.say("张三", "新建客户 宁德时代")
     await chat.say("王经理", "跟进 宁德时代 初次拜访，聊了电池产线")
     refused = await chat.say("张三", "撤销")
-    assert "「宁德时代」建档后已经有了跟进、工单、联系人或消息，不能撤销建档" in refused
+    assert "「宁德时代」建档后已经有了跟进、工单、商机、联系人或消息，不能撤销建档" in refused
     assert await Customer.filter(name="宁德时代").exists()
 
 

@@ -8,7 +8,7 @@ import re
 from datetime import datetime, time, timedelta
 from typing import TypeVar
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -81,10 +81,15 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
     )
     tickets = await _listed(
         Ticket.filter(
-            Q(assignee_id=me.id) | Q(assignee_id__isnull=True, customer__owner_id=me.id),
+            # Each branch whole, so that each is one range of the index on (assignee, responded, due).
+            Q(assignee_id=me.id, first_responded_at__isnull=True, first_response_due__lte=now)
+            | Q(
+                assignee_id__isnull=True,
+                first_responded_at__isnull=True,
+                first_response_due__lte=now,
+                customer_id__in=Subquery(Customer.filter(owner_id=me.id).values("id")),
+            ),
             status__in=[TicketStatus.OPEN, TicketStatus.IN_PROGRESS],
-            first_responded_at__isnull=True,
-            first_response_due__lte=now,
         )
         .select_related("customer")
         .order_by("first_response_due")
@@ -131,7 +136,7 @@ async def day_text(me: Staff, now: datetime, settings: Settings) -> str:
     )
     lines += _section(
         "停滞的商机",
-        [f"{o.customer.name}「{o.name}」{STAGE_LABELS[Stage(o.stage)]} {d} 天未动" for o, d in stalled],
+        [f"{d.customer}「{d.name}」{STAGE_LABELS[d.stage]} {d.days} 天未动" for d in stalled],
         stalled_total,
     )
     if len(lines) == 1:

@@ -1,8 +1,11 @@
 """What an opportunity is worth and how it moves: its win probability and weighted amount, finding the deal a rep
 means among a customer's, the fields a stage requires, and moving it to a stage (closing the old stage in its
-history, opening the new one, auditing both, and letting the customer's stage follow its most advanced open deal).
+history, opening the new one, auditing both, and letting the customer's stage follow its most advanced open deal)
+or back (``unmove``, the undo of a move).
 
-Every write here goes through the audit log with before and after, inside the caller's transaction.
+Every write here goes through the audit log with before and after, inside the caller's transaction, and keeps the
+funnel's figures with it: the stay counts per day and per slot (``StayCount``, ``StaySlotCount``), the totals per
+owner and stage (``FunnelCount``, through ``recount``) and when the deal last moved (``last_moved_at``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from bot import audit, sql
 from bot.config import Settings
 from bot.types import Reply
 from models.customers import STAGE_LABELS, Customer, PendingChoice, Stage
-from models.opportunities import OPEN_STAGES, Opportunity, StageChange, rank
+from models.opportunities import OPEN_STAGES, SLOTS_PER_DAY, Opportunity, StageChange, rank
 from models.staff import Staff
 
 CHOICE_TTL = timedelta(minutes=30)
@@ -182,6 +185,59 @@ def fill_hint(opp: Opportunity, names: list[str]) -> str:
     return "、".join(f"「商机 {opp.name} {name}：…」" for name in names)
 
 
+# -- the funnel's totals --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one deal adds to the funnel's totals (``FunnelCount``): its row's key and its amounts."""
+
+    owner_id: int
+    stage: str
+    reached: int
+    amount: float
+    plain: float  # the amount when the deal has no probability of its own (weighted by its stage's)
+    own: float  # amount × its own probability, when it has one
+
+
+def tally(opp: Opportunity) -> Tally:
+    amount = float(opp.amount)
+    own = None if opp.probability is None else amount * float(opp.probability)
+    return Tally(
+        opp.owner_id or 0, Stage(opp.stage).value, opp.reached, amount, amount if own is None else 0.0, own or 0.0
+    )
+
+
+async def _add(tallied: Tally, sign: int, db: BaseDBAsyncClient) -> None:
+    upsert = (
+        "INSERT INTO opportunity_funnel_count (owner_id, stage, reached, n, amount, plain, own)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner_id, stage, reached) DO UPDATE SET"
+        " n = opportunity_funnel_count.n + excluded.n, amount = opportunity_funnel_count.amount + excluded.amount,"
+        " plain = opportunity_funnel_count.plain + excluded.plain, own = opportunity_funnel_count.own + excluded.own"
+    )
+    values = [sign, sign * tallied.amount, sign * tallied.plain, sign * tallied.own]
+    await db.execute_query(sql.for_conn(upsert, db), [tallied.owner_id, tallied.stage, tallied.reached, *values])
+
+
+async def recount(before: Tally | None, opp: Opportunity, conn: BaseDBAsyncClient | None) -> None:
+    """The funnel's totals after ``opp`` changed from ``before`` (None: it is new): its old row loses it, its new
+    row gains it, each an upsert of a difference, so that concurrent changes of one owner's deals all count."""
+    after = tally(opp)
+    if before == after:
+        return
+    db = conn or sql.default()
+    if before is not None:
+        await _add(before, -1, db)
+    await _add(after, 1, db)
+
+
+async def _last_moved(customer_id: int, at: datetime, conn: BaseDBAsyncClient | None) -> datetime:
+    """When a deal of the customer that changes stage ``at`` last moved: then, or at a later follow-up."""
+    followed = await Customer.filter(id=customer_id).using_db(conn).values_list("last_followup_at", flat=True)
+    last = followed[0] if followed else None
+    return max(at, last) if isinstance(last, datetime) else at
+
+
 # -- moving --------------------------------------------------------------------------------------------------------
 
 
@@ -212,10 +268,12 @@ async def start(
         source=source,
         reached=max(rank(stage), 0),
         stage_entered_at=at,
+        last_moved_at=max(at, customer.last_followup_at) if customer.last_followup_at else at,
         closed_at=at if stage in (Stage.WON, Stage.LOST) else None,
         created_at=at,
         using_db=conn,
     )
+    await recount(None, opp, conn)
     await _enter(opp, stage, at, actor, conn)
     await audit.record(
         "create_opportunity", "opportunity", opp.id, None, snapshot(opp), actor=actor.who, platform=actor.platform,
@@ -233,15 +291,21 @@ async def _enter(opp: Opportunity, stage: Stage, at: datetime, actor: Actor, con
     )  # fmt: skip
 
 
-async def _count_stay(row: StageChange, stay: float, conn: BaseDBAsyncClient | None) -> None:
-    """One more completed stay in the funnel's per-day counts, in the transaction that closed it; an upsert, so
-    that two moves closing stays of the same day both count."""
+async def _count_stay(row: StageChange, stay: float, sign: int, conn: BaseDBAsyncClient | None) -> None:
+    """One more (``sign`` 1) or one fewer (-1, a move undone) completed stay in the funnel's per-day and per-slot
+    counts, in the transaction that closed or reopened it; upserts, so that two moves closing stays of the same
+    day both count."""
     db = conn or sql.default()
-    upsert = (
-        "INSERT INTO opportunity_stay_count (owner_id, stage, days, n) VALUES (?, ?, ?, 1)"
-        " ON CONFLICT (owner_id, stage, days) DO UPDATE SET n = opportunity_stay_count.n + 1"
-    )
-    await db.execute_query(sql.for_conn(upsert, db), [row.owner_id or 0, Stage(row.stage).value, math.floor(stay)])
+    owner, stage = row.owner_id or 0, Stage(row.stage).value
+    for table, column, bucket in (
+        ("opportunity_stay_count", "days", math.floor(stay)),
+        ("opportunity_stay_slot_count", "slot", math.floor(stay * SLOTS_PER_DAY)),
+    ):
+        upsert = (
+            f"INSERT INTO {table} (owner_id, stage, {column}, n) VALUES (?, ?, ?, ?)"
+            f" ON CONFLICT (owner_id, stage, {column}) DO UPDATE SET n = {table}.n + excluded.n"
+        )
+        await db.execute_query(sql.for_conn(upsert, db), [owner, stage, bucket, sign])
 
 
 async def move(
@@ -256,27 +320,66 @@ async def move(
     """Move ``opp`` to ``stage`` now: the current history row is closed, a new one opened, the deal, the audit
     log and the customer's stage updated. The caller has checked that the move is allowed."""
     at = now.astimezone(UTC)
-    before = snapshot(opp)
+    before, counted = snapshot(opp), tally(opp)
     for current in await StageChange.filter(opportunity_id=opp.id, left_at__isnull=True).using_db(conn):
         stay = (at - current.entered_at).total_seconds() / 86400
         await StageChange.filter(id=current.id).using_db(conn).update(left_at=at, stay_days=stay)
-        await _count_stay(current, stay, conn)
+        await _count_stay(current, stay, 1, conn)
     await _enter(opp, stage, at, actor, conn)
     opp.stage = stage
     opp.stage_entered_at = at
+    opp.last_moved_at = await _last_moved(opp.customer_id, at, conn)
     opp.reached = max(opp.reached, rank(stage))
     opp.closed_at = at if stage in (Stage.WON, Stage.LOST) else None
     if stage == Stage.LOST:
         opp.lost_reason = reason[:200]
     await opp.save(
         using_db=conn,
-        update_fields=["stage", "stage_entered_at", "reached", "closed_at", "lost_reason", "updated_at"],
-    )
+        update_fields=[
+            "stage", "stage_entered_at", "last_moved_at", "reached", "closed_at", "lost_reason", "updated_at"
+        ],
+    )  # fmt: skip
+    await recount(counted, opp, conn)
     await audit.record(
         "set_opportunity_stage", "opportunity", opp.id, before, snapshot(opp), actor=actor.who,
-        platform=actor.platform, conn=conn,
+        platform=actor.platform, at=at, conn=conn,
     )  # fmt: skip
     await follow_customer(opp.customer_id, now, actor, conn)
+
+
+async def unmove(
+    opp: Opportunity, before: dict[str, Any], *, now: datetime, actor: Actor, conn: BaseDBAsyncClient | None
+) -> bool:
+    """Take back the last move of ``opp`` (``before`` is the deal as the move found it): the stage it entered
+    leaves the history, the stage it left is current again and its stay uncounted, the deal, the funnel's totals
+    and the customer's stage as before. False, with nothing changed, when the deal has moved since."""
+    history = await StageChange.filter(opportunity_id=opp.id).using_db(conn).order_by("-entered_at", "-id").limit(2)
+    last, earlier = [*history, None, None][:2]
+    if (
+        last is None or earlier is None or last.left_at is not None or last.stage != opp.stage
+        or earlier.stage != before.get("stage") or earlier.left_at != last.entered_at or earlier.stay_days is None
+    ):  # fmt: skip
+        return False
+    counted = tally(opp)
+    await StageChange.filter(id=last.id).using_db(conn).delete()
+    await _count_stay(earlier, earlier.stay_days, -1, conn)
+    await StageChange.filter(id=earlier.id).using_db(conn).update(left_at=None, stay_days=None)
+    stages = await StageChange.filter(opportunity_id=opp.id).using_db(conn).values_list("stage", flat=True)
+    opp.stage = Stage(earlier.stage)
+    opp.stage_entered_at = earlier.entered_at
+    opp.last_moved_at = await _last_moved(opp.customer_id, earlier.entered_at, conn)
+    opp.reached = max([0, *(rank(str(s)) for s in stages)])
+    opp.closed_at = None
+    opp.lost_reason = str(before.get("lost_reason") or "")
+    await opp.save(
+        using_db=conn,
+        update_fields=[
+            "stage", "stage_entered_at", "last_moved_at", "reached", "closed_at", "lost_reason", "updated_at"
+        ],
+    )  # fmt: skip
+    await recount(counted, opp, conn)
+    await follow_customer(opp.customer_id, now, actor, conn)
+    return True
 
 
 async def follow_customer(customer_id: int, now: datetime, actor: Actor, conn: BaseDBAsyncClient | None) -> None:
@@ -305,5 +408,6 @@ async def follow_customer(customer_id: int, now: datetime, actor: Actor, conn: B
         after,
         actor=actor.who,
         platform=actor.platform,
+        at=now.astimezone(UTC),
         conn=conn,
     )

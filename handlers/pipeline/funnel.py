@@ -7,6 +7,9 @@ admins the company's.
 Conversion counts a deal as having reached a stage when it ever entered it or a later one (``Opportunity.reached``),
 so a deal that skipped a stage still passed through it; days spent are the completed stays in the stage history,
 their medians found through per-day counts kept as stays close (``StayCount``) rather than by reading them all.
+The totals come from the counts kept per owner, stage and furthest stage (``FunnelCount``), and stalled deals from
+the index on when each deal last moved, so that the company's funnel reads rows per owner and stage, not per deal;
+a funnel of the deals opened in a period reads those deals.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from bot.context import Context, Slots
 from bot.identity import find_staff
 from bot.nlu.numbers import find_amount
 from bot.nlu.reading import Reading, Result
+from bot.rulekit import as_moment
 from bot.types import IncomingMessage, Reply
 from handlers.nps.report import Period, resolve_period
 from handlers.pipeline.capability import capability
 from models.customers import STAGE_LABELS, Stage
-from models.opportunities import OPEN_STAGES, Opportunity, SalesTarget, rank
+from models.opportunities import OPEN_STAGES, SLOTS_PER_DAY, Opportunity, SalesTarget, rank
 from models.staff import Role, Staff
 
 STALLED_SHOWN = 10
@@ -117,7 +121,7 @@ class Funnel:
     rows: dict[Stage, StageRow] = field(default_factory=dict)
     won: StageRow = field(default_factory=lambda: StageRow(Stage.WON))
     lost: StageRow = field(default_factory=lambda: StageRow(Stage.LOST))
-    stalled: list[tuple[Opportunity, int]] = field(default_factory=list)  # deal, days without movement
+    stalled: list[StalledDeal] = field(default_factory=list)
     stalled_total: int = 0
 
 
@@ -135,20 +139,19 @@ def _where(scope: Scope, period: Period | None) -> tuple[str, list[Any]]:
 
 
 async def compute_funnel(scope: Scope, period: Period | None, settings: Settings, now: datetime) -> Funnel:
-    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: one aggregate query
-    by stage and furthest stage, the completed stays per stage (their medians here), and the stalled deals."""
+    """The funnel of the deals in ``scope`` (opened in ``period`` when given), as of ``now``: the totals by stage and
+    furthest stage, the completed stays per stage (their medians), and the stalled deals."""
     conn = sql.default()
     where, params = _where(scope, period)
     funnel = Funnel(rows={s: StageRow(s) for s in OPEN_STAGES})
+    if period is None:
+        totals, days = await _kept_counts(conn, scope.owner_ids)
+        medians = await counted_medians(conn, scope.owner_ids, days)
+    else:
+        totals = await _totals_of_deals(conn, where, params)
+        medians = await read_medians(conn, where, params)
     reached_counts: dict[int, int] = {}
-    for row in await sql.select(
-        conn,
-        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
-        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
-        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
-        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
-        params,
-    ):
+    for row in totals:
         stage = Stage(row["stage"])
         target = funnel.rows.get(stage) or (funnel.won if stage == Stage.WON else funnel.lost)
         target.count += int(row["n"])
@@ -164,15 +167,49 @@ async def compute_funnel(scope: Scope, period: Period | None, settings: Settings
         stage_row.reached = at_least[k]
         stage_row.conversion = at_least[k + 1] / at_least[k] if at_least[k] else None
     funnel.won.reached = at_least[len(ranks) - 1]
-    medians = (
-        await counted_medians(conn, scope.owner_ids) if period is None else await read_medians(conn, where, params)
-    )
     # Only open stages are ever left (won and lost end a deal), so every completed stay is an open stage's.
     for stage, median in medians.items():
         if stage in funnel.rows:
             funnel.rows[stage].median_days = median
     funnel.stalled, funnel.stalled_total = await stalled_deals(scope, period, settings, now, STALLED_SHOWN)
     return funnel
+
+
+DayCounts = dict[Stage, list[tuple[int, int]]]
+
+
+async def _kept_counts(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> tuple[list[dict[str, Any]], DayCounts]:
+    """In one statement, from the kept counts of the deals of ``owner_ids`` (None: all): per stage and furthest
+    stage, how many deals, their amount, the amount without a probability of its own and amount × probability of
+    the others (``FunnelCount``); and per stage the completed stays per whole day, in order (``StayCount``)."""
+    owners, params = _of_owners(owner_ids)
+    rows = await sql.select(
+        conn,
+        "SELECT 0 AS part, stage, reached AS bucket, SUM(n) AS n, SUM(amount) AS amount, SUM(plain) AS plain,"
+        f" SUM(own) AS own FROM opportunity_funnel_count WHERE n > 0{owners} GROUP BY stage, reached"
+        " UNION ALL SELECT 1 AS part, stage, days AS bucket, SUM(n) AS n, 0 AS amount, 0 AS plain, 0 AS own"
+        f" FROM opportunity_stay_count WHERE n > 0{owners} GROUP BY stage, days ORDER BY part, stage, bucket",
+        [*params, *params],
+    )
+    totals = [{**row, "reached": row["bucket"]} for row in rows if int(row["part"]) == 0]
+    days: DayCounts = {}
+    for row in rows:
+        if int(row["part"]) == 1:
+            days.setdefault(Stage(row["stage"]), []).append((int(row["bucket"]), int(row["n"])))
+    return totals, days
+
+
+async def _totals_of_deals(conn: BaseDBAsyncClient, where: str, params: list[Any]) -> list[dict[str, Any]]:
+    """The same totals as ``_kept_counts`` for the deals matching ``where`` on ``o`` (those opened in a period,
+    which the kept counts do not tell apart), from the deals."""
+    return await sql.select(
+        conn,
+        "SELECT o.stage AS stage, o.reached AS reached, COUNT(*) AS n, SUM(o.amount) AS amount,"
+        " SUM(CASE WHEN o.probability IS NULL THEN o.amount ELSE 0 END) AS plain,"
+        " SUM(CASE WHEN o.probability IS NULL THEN 0 ELSE o.amount * o.probability END) AS own"
+        f" FROM opportunity o WHERE {where} GROUP BY o.stage, o.reached",
+        params,
+    )
 
 
 async def read_medians(conn: BaseDBAsyncClient, where: str, params: list[Any]) -> dict[Stage, float]:
@@ -196,100 +233,148 @@ def _of_owners(owner_ids: list[int] | None) -> tuple[str, list[Any]]:
     return f" AND owner_id IN ({', '.join('?' for _ in owner_ids)})", list(owner_ids)
 
 
-async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None) -> dict[Stage, float]:
-    """The median completed stay per stage of the deals of ``owner_ids`` (None: all): the per-day counts
-    (``StayCount``) say in which whole day the middle stay or stays fall and at which offset, and an indexed read
-    within that day finds them; the same values ``statistics.median`` takes from every stay."""
+async def counted_medians(conn: BaseDBAsyncClient, owner_ids: list[int] | None, days: DayCounts) -> dict[Stage, float]:
+    """The median completed stay per stage of the deals of ``owner_ids`` (None: all), given their per-day counts
+    (``StayCount``), which say in which day the middle stay or stays fall: the per-slot counts of that day
+    (``StaySlotCount``) say in which 45 minutes of it and at which offset, and an indexed read of that slot finds
+    them (a statement each): the same values ``statistics.median`` takes from every stay."""
     owners, params = _of_owners(owner_ids)
-    days: dict[Stage, list[tuple[int, int]]] = {}
-    for row in await sql.select(
-        conn,
-        f"SELECT stage, days, SUM(n) AS n FROM opportunity_stay_count WHERE n > 0{owners}"
-        " GROUP BY stage, days ORDER BY stage, days",
-        params,
-    ):
-        days.setdefault(Stage(row["stage"]), []).append((int(row["days"]), int(row["n"])))
-    return {stage: statistics.median(await _middle(conn, stage, counts, owner_ids)) for stage, counts in days.items()}
+    stages = list(days)
+    # Where each middle stay is: (stage, day, offset within the day), then (stage, slot, offset within the slot).
+    middles = [(k, *_locate(days[stage], p)) for k, stage in enumerate(stages) for p in _middle_positions(days[stage])]
+    slots = await _slot_counts(conn, stages, sorted({(k, day) for k, day, _ in middles}), owners, params)
+    in_slots = [(k, *_locate(slots[(k, day)], offset)) for k, day, offset in middles]
+    reads: list[str] = []
+    values: list[Any] = []
+    for (k, slot), offsets in _grouped(in_slots).items():
+        reads.append(
+            f"SELECT * FROM (SELECT {k} AS k, stay_days AS days FROM opportunity_stage WHERE stage = ?"
+            f" AND stay_days >= ? AND stay_days < ?{owners} ORDER BY stay_days LIMIT ? OFFSET ?) r{len(reads)}"
+        )
+        bounds = [slot / SLOTS_PER_DAY, (slot + 1) / SLOTS_PER_DAY]
+        values.extend([stages[k].value, *bounds, *params, max(offsets) - min(offsets) + 1, min(offsets)])
+    if not reads:
+        return {}
+    found: dict[Stage, list[float]] = {}
+    for row in await sql.select(conn, " UNION ALL ".join(reads), values):
+        found.setdefault(stages[int(row["k"])], []).append(float(row["days"]))
+    return {stage: statistics.median(values) for stage, values in found.items()}
+
+
+def _middle_positions(counts: list[tuple[int, int]]) -> list[int]:
+    """The position of the middle stay (an odd number of stays) or of the two middle ones (even)."""
+    total = sum(n for _, n in counts)
+    return sorted({(total - 1) // 2, total // 2})
 
 
 def _locate(counts: list[tuple[int, int]], position: int) -> tuple[int, int]:
-    """The whole day the ``position``-th stay falls in, and its offset within that day."""
-    for day, n in counts:
+    """The bucket (day or slot) the ``position``-th stay falls in, and its offset within that bucket."""
+    for bucket, n in counts:
         if position < n:
-            return day, position
+            return bucket, position
         position -= n
     raise LookupError(f"no stay at position {position}")
 
 
-async def _middle(
-    conn: BaseDBAsyncClient, stage: Stage, counts: list[tuple[int, int]], owner_ids: list[int] | None
-) -> list[float]:
-    """The middle stay of ``stage`` (an odd number of stays) or the two middle ones (even), given its per-day
-    ``counts`` in order; two middle stays in the same day are read at once."""
-    total = sum(n for _, n in counts)
-    wanted = 2 - total % 2
-    day, offset = _locate(counts, (total - 1) // 2)
-    found = await _stays_in_day(conn, stage, day, offset, wanted, owner_ids)
-    if len(found) < wanted:  # the upper middle stay is the first of the next day that has any
-        found += await _stays_in_day(conn, stage, _locate(counts, total // 2)[0], 0, 1, owner_ids)
-    return found
+def _grouped(located: list[tuple[int, int, int]]) -> dict[tuple[int, int], list[int]]:
+    """The offsets wanted per (stage, slot): two middle stays in one slot are read at once."""
+    grouped: dict[tuple[int, int], list[int]] = {}
+    for k, slot, offset in located:
+        grouped.setdefault((k, slot), []).append(offset)
+    return grouped
 
 
-async def _stays_in_day(
-    conn: BaseDBAsyncClient, stage: Stage, day: int, offset: int, limit: int, owner_ids: list[int] | None
-) -> list[float]:
-    """``limit`` completed stays of ``stage`` lasting ``day`` whole days, shortest first from ``offset``."""
-    owners, params = _of_owners(owner_ids)
-    rows = await sql.select(
-        conn,
-        "SELECT stay_days AS days FROM opportunity_stage WHERE stage = ? AND stay_days >= ? AND stay_days < ?"
-        f"{owners} ORDER BY stay_days LIMIT ? OFFSET ?",
-        [stage.value, float(day), float(day + 1), *params, limit, offset],
-    )
-    return [float(row["days"]) for row in rows]
+async def _slot_counts(
+    conn: BaseDBAsyncClient, stages: list[Stage], wanted: list[tuple[int, int]], owners: str, params: list[Any]
+) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """Per (stage, day) wanted: the per-slot counts of that day, in order."""
+    parts, values = [], []
+    for k, day in wanted:
+        parts.append(
+            f"SELECT {k} AS k, {day} AS d, slot, SUM(n) AS n FROM opportunity_stay_slot_count"
+            f" WHERE stage = ? AND slot >= ? AND slot < ? AND n > 0{owners} GROUP BY slot"
+        )
+        values.extend([stages[k].value, day * SLOTS_PER_DAY, (day + 1) * SLOTS_PER_DAY, *params])
+    counts: dict[tuple[int, int], list[tuple[int, int]]] = {key: [] for key in wanted}
+    if parts:
+        for row in await sql.select(conn, " UNION ALL ".join(parts) + " ORDER BY k, d, slot", values):
+            counts[(int(row["k"]), int(row["d"]))].append((int(row["slot"]), int(row["n"])))
+    return counts
 
 
-def stall_since(opp: Opportunity) -> datetime:
-    """When the deal last moved: its stage change or its customer's last follow-up, whichever is later."""
-    last = opp.customer.last_followup_at
-    return max(opp.stage_entered_at, last) if last is not None else opp.stage_entered_at
-
-
-# When a deal last moved: its stage change or its customer's last follow-up, whichever is later.
-STALL_SINCE = "CASE WHEN c.last_followup_at > o.stage_entered_at THEN c.last_followup_at ELSE o.stage_entered_at END"
+def stall_cuts(settings: Settings, now: datetime) -> list[tuple[Stage, datetime]]:
+    """Per open stage with a ``stall_days``: a deal of that stage that last moved at or before the moment given is
+    stalled."""
+    return [
+        (Stage(code), (now - timedelta(days=days)).astimezone(UTC))
+        for code, days in sorted(settings.pipeline.stall_days.items())
+        if Stage(code) in OPEN_STAGES
+    ]
 
 
 def stalled_where(settings: Settings, now: datetime) -> tuple[str, list[Any]]:
-    """SQL on ``o`` (opportunity) and ``c`` (its customer): no stage change and no follow-up for the deal's
-    stage's ``stall_days``."""
+    """SQL on ``o`` (opportunity): no stage change and no follow-up for the deal's stage's ``stall_days``."""
     branches, params = [], []
-    for code, days in sorted(settings.pipeline.stall_days.items()):
-        if Stage(code) in OPEN_STAGES:
-            cut = (now - timedelta(days=days)).astimezone(UTC)
-            branches.append(
-                "(o.stage = ? AND o.stage_entered_at <= ? AND (c.last_followup_at IS NULL OR c.last_followup_at <= ?))"
-            )
-            params.extend([code, cut, cut])
+    for stage, cut in stall_cuts(settings, now):
+        branches.append("(o.stage = ? AND o.last_moved_at <= ?)")
+        params.extend([stage.value, cut])
     return f"({' OR '.join(branches) or '1 = 0'})", params
+
+
+@dataclass(frozen=True)
+class StalledDeal:
+    """A stalled deal as the funnel and the rep's day list it."""
+
+    name: str
+    customer: str
+    owner: str | None  # None: nobody's (公海)
+    stage: Stage
+    days: int  # since it last moved
 
 
 async def stalled_deals(
     scope: Scope, period: Period | None, settings: Settings, now: datetime, limit: int
-) -> tuple[list[tuple[Opportunity, int]], int]:
+) -> tuple[list[StalledDeal], int]:
     """The ``limit`` longest-stalled deals of ``scope`` with the days since they last moved, and how many are
-    stalled in all."""
+    stalled in all, in one statement. Each stage is one range of the index on (owner, stage, last moved), or
+    (stage, last moved) for the company: counted there, and its longest-stalled read there in order."""
     where, params = _where(scope, period)
-    stalled, values = stalled_where(settings, now)
-    body = f"FROM opportunity o JOIN customer c ON c.id = o.customer_id WHERE {where} AND {stalled}"
-    conn = sql.default()
-    [counted] = await sql.select(conn, f"SELECT COUNT(*) AS n {body}", [*params, *values])
+    counts: list[str] = []
+    firsts: list[str] = []
+    count_values: list[Any] = []
+    first_values: list[Any] = []
+    for stage, cut in stall_cuts(settings, now):
+        branch = f"FROM opportunity o WHERE {where} AND o.stage = ? AND o.last_moved_at <= ?"
+        counts.append(f"(SELECT COUNT(*) {branch})")
+        count_values.extend([*params, stage.value, cut])
+        firsts.append(
+            f"SELECT * FROM (SELECT o.id AS id, o.last_moved_at AS moved {branch}"
+            f" ORDER BY o.last_moved_at, o.id LIMIT ?) s{len(firsts)}"
+        )
+        first_values.extend([*params, stage.value, cut, limit])
+    if not counts:
+        return [], 0
     rows = await sql.select(
-        conn, f"SELECT o.id AS id {body} ORDER BY {STALL_SINCE}, o.id LIMIT ?", [*params, *values, limit]
+        sql.default(),
+        f"SELECT d.name AS name, c.name AS customer, st.name AS owner, d.stage AS stage, s.moved AS moved,"
+        f" {' + '.join(counts)} AS total FROM ({' UNION ALL '.join(firsts)}) s"
+        " JOIN opportunity d ON d.id = s.id JOIN customer c ON c.id = d.customer_id"
+        " LEFT JOIN staff st ON st.id = d.owner_id ORDER BY s.moved, s.id LIMIT ?",
+        [*count_values, *first_values, limit],
     )
-    wanted = [int(r["id"]) for r in rows]
-    found = {o.id: o for o in await Opportunity.filter(id__in=wanted).select_related("customer", "owner")}
-    days = [(found[i], int((now - stall_since(found[i])).total_seconds() // 86400)) for i in wanted]
-    return days, int(counted["n"])
+    listed = [
+        StalledDeal(
+            str(r["name"]), str(r["customer"]), r["owner"], Stage(r["stage"]),
+            int((now - as_moment(r["moved"])).total_seconds() // 86400),
+        )
+        for r in rows
+    ]  # fmt: skip
+    return listed, int(rows[0]["total"]) if rows else 0
+
+
+def moved_at(opp: Opportunity) -> datetime:
+    """When the deal last moved (its stage change or its customer's last follow-up, whichever is later)."""
+    return opp.last_moved_at or opp.stage_entered_at
 
 
 def _percent(value: float | None) -> str:
@@ -319,10 +404,10 @@ def funnel_text(title: str, funnel: Funnel) -> str:
     )
     if funnel.stalled:
         lines.append(f"⚠️ 停滞商机 {funnel.stalled_total} 个（无阶段变化也无跟进）：")
-        for opp, days in funnel.stalled[:STALLED_SHOWN]:
-            owner = opp.owner.name if opp.owner else "公海"
+        for deal in funnel.stalled[:STALLED_SHOWN]:
             lines.append(
-                f"· {opp.customer.name}「{opp.name}」{STAGE_LABELS[Stage(opp.stage)]} {days} 天未动，负责人：{owner}"
+                f"· {deal.customer}「{deal.name}」{STAGE_LABELS[deal.stage]} {deal.days} 天未动，"
+                f"负责人：{deal.owner or '公海'}"
             )
         if funnel.stalled_total > STALLED_SHOWN:
             lines.append(f"……另有 {funnel.stalled_total - STALLED_SHOWN} 个")

@@ -303,6 +303,7 @@ async def set_opportunity_stage(msg: IncomingMessage, slots: Slots, ctx: Context
         return _required_reply(opp, stage, lacking)
     stayed = (ctx.now - opp.stage_entered_at).total_seconds() / 86400
     await deals.move(opp, stage, now=ctx.now, actor=_actor(ctx), conn=ctx.conn, reason=str(slots.get("reason") or ""))
+    ctx.audited.append("set_opportunity_stage")  # audited by the move: 撤销 takes it back
     head = f"商机「{opp.name}」（{customer.name}）阶段：{STAGE_LABELS[old]} → {STAGE_LABELS[stage]}"
     head += f"，在{STAGE_LABELS[old]}阶段停留 {stayed:.1f} 天"
     if stage == Stage.WON:
@@ -379,10 +380,11 @@ async def set_opportunity_field(msg: IncomingMessage, slots: Slots, ctx: Context
         return picked
     opp = picked
     field, value = str(slots["field"]).strip(), str(slots["value"]).strip()
-    before = deals.snapshot(opp)
+    before, counted = deals.snapshot(opp), deals.tally(opp)
     if (error := _apply_field(opp, field, value, ctx.now.astimezone(ctx.settings.tz).date())) is not None:
         return Reply(error)
     await opp.save(using_db=ctx.conn)
+    await deals.recount(counted, opp, ctx.conn)
     await ctx.audit("set_opportunity_field", "opportunity", opp.id, before, deals.snapshot(opp))
     return Reply(f"已更新商机「{opp.name}」的{field}。当前：{deals.describe(opp, ctx.settings)}。")
 

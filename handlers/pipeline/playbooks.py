@@ -17,7 +17,7 @@ from bot.context import Firing, RuleContext
 from bot.identity import find_staff_among
 from bot.rulekit import crossed, ids, iso, local_time, not_fired, select, short, staff_by_id
 from handlers.pipeline.capability import capability
-from handlers.pipeline.funnel import STALL_SINCE, stall_since, stalled_where
+from handlers.pipeline.funnel import moved_at, stalled_where
 from models.customers import STAGE_LABELS, Stage
 from models.opportunities import FUNNEL, Opportunity, StageChange, rank
 from models.staff import Role, Staff
@@ -160,9 +160,9 @@ async def pipeline_stalled(ctx: RuleContext) -> list[Firing]:
     stalled, params = stalled_where(ctx.settings, ctx.now)
     rows = await select(
         ctx,
-        "SELECT o.id FROM opportunity o JOIN customer c ON c.id = o.customer_id"
-        f" WHERE o.owner_id IS NOT NULL AND {stalled} AND {not_fired('pipeline_stalled', 'o.id', STALL_SINCE)}"
-        f" ORDER BY {STALL_SINCE}, o.id LIMIT ?",
+        "SELECT o.id FROM opportunity o"
+        f" WHERE o.owner_id IS NOT NULL AND {stalled} AND {not_fired('pipeline_stalled', 'o.id', 'o.last_moved_at')}"
+        " ORDER BY o.last_moved_at, o.id LIMIT ?",
         params,
     )
     found = ids(rows)
@@ -171,7 +171,7 @@ async def pipeline_stalled(ctx: RuleContext) -> list[Firing]:
     for opp in deals_found:
         if opp.owner is None:
             continue
-        since = stall_since(opp)
+        since = moved_at(opp)
         days_still = int((ctx.now - since).total_seconds() // 86400)
         label = STAGE_LABELS[Stage(opp.stage)]
         text = (
