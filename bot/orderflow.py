@@ -4,7 +4,8 @@ timeline once per (source, order no., status), and each affected customer's repu
 
 An event is a JSON object (the schema is in README.md, "Orders from the ERP"): ``order_no``, ``customer`` (name or
 alias), ``status`` (code or Chinese label), ``at``, and optionally ``event_id``, ``source``, ``order_date``,
-``total``, ``lines`` (``product``, ``quantity``, ``amount``), ``carrier``, ``tracking_no``, ``invoice_no``.
+``total``, ``lines`` (``product``, ``quantity``, ``amount``, ``product_line``), ``carrier``, ``tracking_no``,
+``invoice_no``. A line's product line is the ERP's inventory class (存货分类), else ``erp.product_lines``.
 Amounts are yuan: no negative total, quantity or amount, and lines sum to the total within a yuan.
 
 An order feed (``OrderFeed``: ``fetch_changes(since) -> FeedPage``) is what a pull integration registers under
@@ -15,11 +16,13 @@ cursor, retrying a failed fetch with backoff, and tells the admins what it did.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import hashlib
 import itertools
 import logging
+import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -70,6 +73,7 @@ class Line:
     product: str
     quantity: Decimal
     amount: Decimal
+    product_line: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +152,8 @@ def _lines(value: object) -> tuple[Line, ...]:
         if not isinstance(item, dict):
             raise BadEvent(f"lines[{i}] 应为对象 must be an object")
         product = _text(item, "product", required=True, limit=128)
-        lines.append(Line(product, _amount(item.get("quantity"), "quantity"), _amount(item.get("amount"), "amount")))
+        quantity, amount = _amount(item.get("quantity"), "quantity"), _amount(item.get("amount"), "amount")
+        lines.append(Line(product, quantity, amount, _text(item, "product_line")))
     return tuple(lines)
 
 
@@ -269,10 +274,15 @@ async def apply_events(
     replaced = [ids[key] for key in lines if key in known]
     if replaced:
         await OrderLine.filter(order_id__in=replaced).using_db(conn).delete()
+    line_of = product_line_of(settings)
     await _insert(
         conn,
-        "order_line (order_id, product, quantity, amount)",
-        [(ids[key], x.product, x.quantity, x.amount) for key, told in lines.items() for x in told],
+        "order_line (order_id, product, product_line, quantity, amount)",
+        [
+            (ids[key], x.product, x.product_line or line_of(x.product), x.quantity, x.amount)
+            for key, told in lines.items()
+            for x in told
+        ],
     )
     await refresh_repurchase(sorted(applied.customers), settings, conn)
     return applied
@@ -425,7 +435,25 @@ async def remember_events(
     await _insert(conn, "order_event_seen (source, event_id, received_at)", rows, tail)
 
 
-# Repurchase windows
+# Product lines and repurchase windows
+
+CUSTOMER_BASIS = "customer"  # a window from the customer's own orders
+LINE_BASIS = "line"  # a window from the product line's rhythm over all its customers
+
+
+def product_line_of(settings: Settings) -> Callable[[str], str]:
+    """The product line a product name falls in by ``erp.product_lines`` (for lines the ERP sent without one)."""
+    patterns = [
+        (line, re.compile(fnmatch.translate(p.casefold())))
+        for line, globs in settings.erp.product_lines.items()
+        for p in globs
+    ]
+
+    def line_of(product: str) -> str:
+        name = product.casefold()
+        return next((line for line, pattern in patterns if pattern.match(name)), "")
+
+    return line_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +464,7 @@ class Window:
     interval: int
     spread: int
     orders: int
+    basis: str = CUSTOMER_BASIS
 
     @property
     def predicted(self) -> date:
@@ -456,36 +485,97 @@ def window_of(days: Iterable[date], min_orders: int) -> Window | None:
     return Window(ordered[-1], max(1, round(interval)), round(spread), len(ordered))
 
 
+@dataclass(frozen=True, slots=True)
+class Rhythm:
+    """A product line's typical interval over its customers: the median of their own intervals, and a robust
+    spread (the median absolute deviation of those intervals, at least their median own spread)."""
+
+    interval: int
+    spread: int
+
+    def window(self, days: Iterable[date]) -> Window:
+        ordered = sorted(set(days))
+        return Window(ordered[-1], self.interval, self.spread, len(ordered), LINE_BASIS)
+
+
+def rhythm_of(windows: Sequence[tuple[int, int]], min_customers: int) -> Rhythm | None:
+    """The rhythm of a line from its customers' own (interval, spread); None with too few customers."""
+    if len(windows) < min_customers:
+        return None
+    interval = statistics.median(i for i, _ in windows)
+    deviation = statistics.median(abs(i - interval) for i, _ in windows)
+    own = statistics.median(s for _, s in windows)
+    return Rhythm(max(1, round(interval)), round(max(deviation, own)))
+
+
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+_ORDER_DAYS = (
+    "SELECT o.customer_id, o.order_date, l.product_line FROM customer_order o"
+    " LEFT JOIN order_line l ON l.order_id = o.id AND l.product_line <> ''"
+    " WHERE o.status <> 'cancelled' AND o.customer_id IN ({})"
+)
+_WINDOW_COLUMNS = (
+    "repurchase (customer_id, product_line, basis, order_count, last_order_date, interval_days, spread_days,"
+    " predicted_on, remind_at, updated_at)"
+)
+
+
 async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
-    """Recompute these customers' windows from their orders (cancelled ones aside)."""
-    rules, tz, stamp = settings.rules, settings.tz, timezone.now()
+    """Recompute these customers' windows from their orders (cancelled ones aside).
+
+    Per product line a customer bought: its own window with ``rules.repurchase_min_orders`` order days of the
+    line, else the line's rhythm (``rhythm_of``, over the customers with their own window of it) from the last
+    order of the line. A customer with no window of any line has one over all its orders, as before lines."""
+    min_orders = settings.rules.repurchase_min_orders
     for i in range(0, len(customer_ids), CHUNK):
         chunk = customer_ids[i : i + CHUNK]
-        days: dict[int, list[date]] = {}
-        rows = (
-            await Order.filter(customer_id__in=chunk)
-            .exclude(status=OrderStatus.CANCELLED)
-            .using_db(conn)
-            .values_list("customer_id", "order_date")
-        )
-        for cid, day in rows:
-            days.setdefault(int(cid), []).append(day)
+        every: dict[int, set[date]] = {}
+        by_line: dict[tuple[int, str], set[date]] = {}
+        marks = ", ".join("?" * len(chunk))
+        for row in await conn.execute_query_dict(sql.for_conn(_ORDER_DAYS.format(marks), conn), chunk):
+            cid, day = int(row["customer_id"]), _day(row["order_date"])
+            every.setdefault(cid, set()).add(day)
+            if row["product_line"]:
+                by_line.setdefault((cid, str(row["product_line"])), set()).add(day)
         await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
-        windows = {cid: w for cid in chunk if (w := window_of(days.get(cid, ()), rules.repurchase_min_orders))}
-        lead = rules.repurchase_lead_days
-        await _insert(
-            conn,
-            "repurchase (customer_id, order_count, last_order_date, interval_days, spread_days, predicted_on,"
-            " remind_at, updated_at)",
-            [
-                (cid, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz), stamp)
-                for cid, w in windows.items()
-            ],
-        )
+        own = {key: w for key, days in by_line.items() if (w := window_of(days, min_orders))}
+        await _write_windows(own, settings, conn)
+        wanting = {key: days for key, days in by_line.items() if key not in own}
+        rhythms = await _rhythms({line for _, line in wanting}, settings, conn)
+        fallback = {key: rhythms[key[1]].window(days) for key, days in wanting.items() if key[1] in rhythms}
+        lined = {cid for cid, _ in [*own, *fallback]}
+        whole = {(cid, ""): w for cid in chunk if cid not in lined and (w := window_of(every.get(cid, ()), min_orders))}
+        await _write_windows({**fallback, **whole}, settings, conn)
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+async def _rhythms(lines: set[str], settings: Settings, conn: BaseDBAsyncClient) -> dict[str, Rhythm]:
+    """The rhythm of each of these lines that has one."""
+    if not lines:
+        return {}
+    windows: dict[str, list[tuple[int, int]]] = {}
+    query = Repurchase.filter(basis=CUSTOMER_BASIS, product_line__in=sorted(lines)).using_db(conn)
+    for line, interval, spread in await query.values_list("product_line", "interval_days", "spread_days"):
+        windows.setdefault(str(line), []).append((int(interval), int(spread)))
+    minimum = settings.erp.line_min_customers
+    return {line: r for line, w in windows.items() if (r := rhythm_of(w, minimum))}
+
+
+async def _write_windows(
+    windows: Mapping[tuple[int, str], Window], settings: Settings, conn: BaseDBAsyncClient
+) -> None:
+    lead, tz, stamp = settings.rules.repurchase_lead_days, settings.tz, timezone.now()
+    rows = [
+        (cid, line, w.basis, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz))
+        for (cid, line), w in windows.items()
+    ]
+    await _insert(conn, _WINDOW_COLUMNS, [(*row, stamp) for row in rows])
 
 
 # Pulled feeds

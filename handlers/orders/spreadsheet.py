@@ -3,11 +3,10 @@
 
 Columns: 订单号/order_no, 客户名称/customer (name or alias), 下单日期/order_date, and optionally 状态/status
 (code or Chinese label, default 下单), 状态时间/at (default the order day), 金额/total (yuan: ``12,000``,
-``1.2万``), 产品/product, 数量/quantity, 行金额/line_amount, 物流公司/carrier, 物流单号/tracking_no,
-发票号/invoice_no, 来源/source. Rows with the same order number and status are one event, each row with a product
-one line of it. Unusable rows are reported with their row number and reason; the rest is imported in one
-transaction, and re-importing a file adds nothing twice.
-"""
+``1.2万``), 产品/product, 产品线/存货分类/product_line, 数量/quantity, 行金额/line_amount, 物流公司/carrier,
+物流单号/tracking_no, 发票号/invoice_no, 来源/source. Rows with the same order number and status are one event,
+each row with a product one line of it. Unusable rows are reported with their row number and reason; the rest is
+imported in one transaction, and re-importing a file adds nothing twice."""
 
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ ORDER_COLUMNS: dict[str, tuple[str, ...]] = {
     "status": ("状态", "订单状态", "status"),
     "at": ("状态时间", "时间", "at"),
     "product": ("产品", "产品名称", "商品", "product"),
+    "product_line": ("产品线", "存货分类", "产品分类", "product_line"),
     "quantity": ("数量", "quantity", "qty"),
     "line_amount": ("行金额", "明细金额", "line_amount"),
     "carrier": ("物流公司", "承运商", "carrier"),
@@ -124,7 +124,12 @@ def _row_event(row: list[Cell], table: Table, tz: Any) -> dict[str, Any]:
     if reasons:
         raise ValueError("；".join(reasons))
     product = clean_text(cell("product"))
-    line = {"product": product, "quantity": amounts["quantity"] or "1", "amount": amounts["line_amount"] or "0"}
+    line = {
+        "product": product,
+        "product_line": clean_text(cell("product_line")),
+        "quantity": amounts["quantity"] or "1",
+        "amount": amounts["line_amount"] or "0",
+    }
     return {
         "order_no": clean_id(cell("order_no")),
         "customer": clean_text(cell("name")),

@@ -38,8 +38,11 @@ class TplusSimulator:
         amount: float = 12000.0,
         waybill: str = "",
         details: list[tuple[str, float, float]] | None = None,
+        inventory_class: str = "",
     ) -> None:
-        """A change of sales order ``code`` to ``state`` (a T+ voucher state such as 已发货) at ``ts`` (ISO)."""
+        """A change of sales order ``code`` to ``state`` (a T+ voucher state such as 已发货) at ``ts`` (ISO); its
+        products are of ``inventory_class`` (存货分类) when given."""
+        kind = {"InventoryClass": {"Code": "01", "Name": inventory_class}} if inventory_class else {}
         self.rows.append(
             {
                 "ID": next(self._ids),
@@ -51,7 +54,7 @@ class TplusSimulator:
                 "StateTime": ts,
                 "OrigTaxAmount": amount,
                 "SaleOrderDetails": [
-                    {"Inventory": {"Name": name}, "Quantity": qty, "OrigTaxAmount": value}
+                    {"Inventory": {"Name": name, **kind}, "Quantity": qty, "OrigTaxAmount": value}
                     for name, qty, value in (details or [("液压缸 HC-80", 10, amount)])
                 ],
                 "LogisticsCompany": "顺丰速运" if waybill else "",
