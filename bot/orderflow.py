@@ -43,11 +43,9 @@ from models.orders import (
     ORDER_STATUS_LABELS,
     ORDER_STATUS_RANK,
     Order,
-    OrderEventSeen,
     OrderFeedCursor,
     OrderLine,
     OrderStatus,
-    OrderStatusChange,
     Repurchase,
 )
 from models.staff import Role, Staff
@@ -239,16 +237,16 @@ async def apply_events(
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows.
 
-    Set-based whatever the batch's size: one read of its known orders and one of their timelines, then one upsert
-    of its orders, one insert of the new steps, one replacement of the lines told, and one recomputation of each
-    affected customer's window."""
+    Set-based whatever the batch's size: one read of its known orders with their timelines, then one upsert of its
+    orders, one insert of the new steps, one replacement of the lines told, and one recomputation of the windows of
+    the customers whose order days may have changed (a new order, another order day, a cancellation, new lines)."""
     await _lock(events, customers, conn)
     by_order: dict[tuple[str, str], list[OrderEvent]] = {}
     for event in events:
         by_order.setdefault((event.source, event.order_no), []).append(event)
-    known = await _known_orders(list(by_order), conn)
-    timelines = await _timelines([o.id for o in known.values()], conn)
+    known, timelines = await _known_orders(list(by_order), conn)
     applied = Applied()
+    reshaped: set[int] = set()  # customers whose windows may change
     orders: list[Order] = []
     steps: dict[tuple[str, str], dict[OrderStatus, datetime]] = {}
     lines: dict[tuple[str, str], tuple[Line, ...]] = {}
@@ -256,11 +254,14 @@ async def apply_events(
         order = known.get(key) or Order(source=key[0], order_no=key[1], customer_id=customers[told[0].customer])
         if order.id is None:
             order.order_date = told[0].day
+        before = (order.order_date, order.status == OrderStatus.CANCELLED)
         new = _fold(order, told, timelines.get(order.id, {}))
         orders.append(order)
         steps[key] = new
         if told_lines := next((e.lines for e in reversed(told) if e.lines), ()):
             lines[key] = told_lines
+        if order.id is None or key in lines or before != (order.order_date, order.status == OrderStatus.CANCELLED):
+            reshaped.add(order.customer_id)
         applied.orders += order.id is None
         applied.statuses += len(new)
         applied.repeats += len(told) - len(new)
@@ -284,31 +285,44 @@ async def apply_events(
             for x in told
         ],
     )
-    await refresh_repurchase(sorted(applied.customers), settings, conn)
+    await refresh_repurchase(sorted(reshaped), settings, conn)
     return applied
 
 
-async def _known_orders(keys: list[tuple[str, str]], conn: BaseDBAsyncClient) -> dict[tuple[str, str], Order]:
-    """The orders among these (source, order no.) that exist, one query per source (an ERP is usually one)."""
+_KNOWN_FIELDS = (
+    "id",
+    "customer_id",
+    "order_date",
+    "total",
+    "status",
+    "status_at",
+    "carrier",
+    "tracking_no",
+    "invoice_no",
+)
+
+
+async def _known_orders(
+    keys: list[tuple[str, str]], conn: BaseDBAsyncClient
+) -> tuple[dict[tuple[str, str], Order], dict[int, dict[OrderStatus, datetime]]]:
+    """The orders among these (source, order no.) that exist, and the steps they reached: one query per source
+    (an ERP is usually one), the timelines joined in."""
     by_source: dict[str, list[str]] = {}
     for source, order_no in keys:
         by_source.setdefault(source, []).append(order_no)
     found: dict[tuple[str, str], Order] = {}
+    timelines: dict[int, dict[OrderStatus, datetime]] = {}
     for source, numbers in by_source.items():
         for i in range(0, len(numbers), CHUNK):
             query = Order.filter(source=source, order_no__in=numbers[i : i + CHUNK]).using_db(conn)
-            found.update({(o.source, o.order_no): o for o in await query})
-    return found
-
-
-async def _timelines(order_ids: list[int], conn: BaseDBAsyncClient) -> dict[int, dict[OrderStatus, datetime]]:
-    """The steps these orders reached, by order."""
-    timelines: dict[int, dict[OrderStatus, datetime]] = {}
-    for i in range(0, len(order_ids), CHUNK):
-        query = OrderStatusChange.filter(order_id__in=order_ids[i : i + CHUNK]).using_db(conn)
-        for order_id, status, at in await query.values_list("order_id", "status", "at"):
-            timelines.setdefault(int(order_id), {})[OrderStatus(status)] = at
-    return timelines
+            rows = await query.values_list("order_no", "timeline__status", "timeline__at", *_KNOWN_FIELDS)
+            for order_no, step, at, *values in rows:
+                key = (source, str(order_no))
+                if key not in found:
+                    found[key] = Order(source=source, order_no=key[1], **dict(zip(_KNOWN_FIELDS, values, strict=True)))
+                if step is not None:
+                    timelines.setdefault(found[key].id, {})[OrderStatus(step)] = at
+    return found, timelines
 
 
 def _fold(order: Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
@@ -335,6 +349,7 @@ _ORDER_COLUMNS = (
     "tracking_no",
     "invoice_no",
 )
+_SEEN_COLUMNS = "order_event_seen (source, event_id, received_at)"
 _ORDER_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS[3:])
 
 
@@ -413,26 +428,20 @@ def _take_details(order: Order, event: OrderEvent) -> None:
             setattr(order, name, value)
 
 
-async def seen_event_ids(events: Iterable[OrderEvent], conn: BaseDBAsyncClient) -> list[str]:
-    """The ids among these events that were taken in before."""
-    by_source: dict[str, list[str]] = {}
-    for event in events:
-        if event.event_id:
-            by_source.setdefault(event.source, []).append(event.event_id)
-    seen: list[str] = []
-    for source, event_ids in by_source.items():
-        query = OrderEventSeen.filter(source=source, event_id__in=event_ids).using_db(conn)
-        seen.extend(str(x) for x in await query.values_list("event_id", flat=True))
-    return seen
-
-
-async def remember_events(
-    events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
-) -> None:
-    """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
-    rows = [(e.source, e.event_id, now) for e in events if e.event_id]
-    tail = "" if strict else " ON CONFLICT DO NOTHING"
-    await _insert(conn, "order_event_seen (source, event_id, received_at)", rows, tail)
+async def remember_events(events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient) -> list[str]:
+    """Record the events' ids; the ids among them that were taken in before (or twice in ``events``)."""
+    # In one order, so that two requests sharing ids wait for each other instead of deadlocking.
+    told = sorted((e.source, e.event_id) for e in events if e.event_id)
+    rows = [(source, event_id, now) for source, event_id in told]
+    tail = " ON CONFLICT DO NOTHING RETURNING source, event_id"
+    fresh = {(str(r["source"]), str(r["event_id"])) for r in await _insert(conn, _SEEN_COLUMNS, rows, tail)}
+    replayed = []
+    for key in told:
+        if key in fresh:
+            fresh.discard(key)
+        else:
+            replayed.append(key[1])
+    return replayed
 
 
 # Product lines and repurchase windows
@@ -680,7 +689,7 @@ async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSu
                 rejected.append(f"订单 {event.order_no}：客户「{event.customer}」不存在 unknown customer")
         usable = [e for e in events if e.customer in known]
         applied = await apply_events(usable, known, settings, now, conn)
-        await remember_events(usable, now, conn, strict=False)
+        await remember_events(usable, now, conn)
         await _cursor(feed, conn, position=page.position)
     summary.pages += 1
     summary.applied.add(applied)

@@ -81,6 +81,7 @@ class OrderLine(Model):
 
     class Meta:
         table = "order_line"
+        indexes = (("order_id",),)  # a known order's lines are replaced, and windows read lines by order
 
 
 class OrderStatusChange(Model):

@@ -1,10 +1,11 @@
 """Product lines: an order line carries its product line (the ERP's inventory class, 存货分类), and a customer may
 have a repurchase window per product line besides the one over everything it buys, so ``repurchase`` is keyed by
 (customer, product line) and says whose rhythm a window is (``basis``). The existing windows are kept as the
-customers' whole-history windows."""
+customers' whole-history windows. Order lines get an index by order (they are replaced and joined by order)."""
 
 from tortoise import fields, migrations
 from tortoise.fields.base import OnDelete
+from tortoise.indexes import Index
 from tortoise.migrations import operations as ops
 
 KEEP = ["CREATE TABLE repurchase_kept AS SELECT * FROM repurchase"]
@@ -27,6 +28,7 @@ class Migration(migrations.Migration):
             name="product_line",
             field=fields.CharField(default="", db_default="", max_length=64),
         ),
+        ops.AddIndex(model_name="OrderLine", index=Index(fields=["order_id"])),
         ops.RunSQL(KEEP, reverse_sql=[]),
         ops.DeleteModel(name="Repurchase"),
         ops.CreateModel(
