@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import hashlib
 import itertools
 import logging
@@ -388,14 +389,20 @@ async def _insert(
     returned: list[dict[str, Any]] = []
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
-        marks = ", ".join("(" + ", ".join("?" * len(row)) + ")" for row in chunk)
-        statement = sql.for_conn(f"INSERT INTO {into} VALUES {marks}{tail}", conn)
+        statement = _insert_statement(into, tail, len(chunk), len(chunk[0]), sql.is_postgres(conn))
         params = [value for row in chunk for value in row]
         if "RETURNING" in tail:
             returned += await conn.execute_query_dict(statement, params)
         else:
             await conn.execute_query(statement, params)
     return returned
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(into: str, tail: str, rows: int, width: int, postgres: bool) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    statement = f"INSERT INTO {into} VALUES {', '.join([row] * rows)}{tail}"
+    return sql.numbered(statement) if postgres else statement
 
 
 async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
@@ -521,10 +528,11 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+# Each customer's order days, by product line ('' for an order without one): one row per distinct day and line.
 _ORDER_DAYS = (
-    "SELECT o.customer_id, o.order_date, l.product_line FROM customer_order o"
+    "SELECT o.customer_id, o.order_date, COALESCE(l.product_line, '') FROM customer_order o"
     " LEFT JOIN order_line l ON l.order_id = o.id AND l.product_line <> ''"
-    " WHERE o.status <> 'cancelled' AND o.customer_id IN ({})"
+    " WHERE o.status <> 'cancelled' AND o.customer_id IN ({}) GROUP BY 1, 2, 3"
 )
 _WINDOW_COLUMNS = (
     "repurchase (customer_id, product_line, basis, order_count, last_order_date, interval_days, spread_days,"
@@ -544,12 +552,13 @@ async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: 
         every: dict[int, set[date]] = {}
         by_line: dict[tuple[int, str], set[date]] = {}
         marks = ", ".join("?" * len(chunk))
-        for row in await conn.execute_query_dict(sql.for_conn(_ORDER_DAYS.format(marks), conn), chunk):
-            cid, day = int(row["customer_id"]), _day(row["order_date"])
+        _, rows = await conn.execute_query(sql.for_conn(_ORDER_DAYS.format(marks), conn), chunk)
+        for customer_id, order_day, line in rows:
+            cid, day = int(customer_id), _day(order_day)
             every.setdefault(cid, set()).add(day)
-            if row["product_line"]:
-                by_line.setdefault((cid, str(row["product_line"])), set()).add(day)
-        await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
+            if line:
+                by_line.setdefault((cid, str(line)), set()).add(day)
+        await conn.execute_query(sql.for_conn(f"DELETE FROM repurchase WHERE customer_id IN ({marks})", conn), chunk)
         own = {key: w for key, days in by_line.items() if (w := window_of(days, min_orders))}
         await _write_windows(own, settings, conn)
         wanting = {key: days for key, days in by_line.items() if key not in own}
@@ -662,16 +671,24 @@ async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) ->
     cursor = await OrderFeedCursor.get_or_none(feed=feed.name)
     position = since if since is not None else (cursor.position if cursor else "")
     summary = SyncSummary(feed.name, position=position)
+    ahead: asyncio.Task[FeedPage] | None = None
     try:
+        page = await fetch_with_retries(feed, position, settings)
         while True:
-            page = await fetch_with_retries(feed, position, settings)
+            # The next page is fetched while this one is written; pages are still committed in order.
+            if page.more and page.events:
+                ahead = asyncio.create_task(fetch_with_retries(feed, page.position, settings))
             await _commit_page(bot, feed.name, page, summary)
-            position = summary.position = page.position
-            if not page.more or not page.events:
+            summary.position = page.position
+            if ahead is None:
                 break
+            page, ahead = await ahead, None
     except Exception as exc:  # reported to the admins and by `crmbot erp sync`; the cursor stays
         log.exception("order feed %s: sync stopped", feed.name)
         summary.error = str(exc) or type(exc).__name__
+        if ahead is not None:  # the page fetched ahead is not wanted; whatever came of it, it is collected
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
     # Tried tonight, whatever came of it: the nightly check waits for tomorrow (the admin can run it again now).
     async with in_transaction() as conn:
         await _cursor(feed.name, conn, synced_at=bot.clock.now())
