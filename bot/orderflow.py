@@ -203,8 +203,14 @@ def parse_events(items: Sequence[object], tz: ZoneInfo) -> tuple[list[OrderEvent
 async def customer_ids(names: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, int]:
     """The customers these names (or aliases) mean; a name nobody has is left out."""
     wanted = set(names)
-    by_name = Customer.filter(name__in=sorted(wanted)).using_db(conn)
-    found = {str(name): int(cid) for cid, name in await by_name.values_list("id", "name")}
+    found: dict[str, int] = {}
+    ordered = sorted(wanted)
+    for i in range(0, len(ordered), CHUNK):
+        chunk = ordered[i : i + CHUNK]
+        query = f"SELECT id, name FROM customer WHERE name IN ({', '.join('?' * len(chunk))})"
+        found.update(
+            {str(name): int(cid) for cid, name in (await conn.execute_query(sql.for_conn(query, conn), chunk))[1]}
+        )
     if wanted - set(found):  # aliases live in a JSON list: look through them only when a name was not found
         for cid, name, aliases in await Customer.all().using_db(conn).values_list("id", "name", "aliases"):
             for candidate in (str(name), *(str(a) for a in aliases or [])):
@@ -248,15 +254,13 @@ async def apply_events(
     known, timelines = await _known_orders(list(by_order), conn)
     applied = Applied()
     reshaped: set[int] = set()  # customers whose windows may change
-    orders: list[Order] = []
+    orders: list[_Order] = []
     steps: dict[tuple[str, str], dict[OrderStatus, datetime]] = {}
     lines: dict[tuple[str, str], tuple[Line, ...]] = {}
     for key, told in by_order.items():
-        order = known.get(key) or Order(source=key[0], order_no=key[1], customer_id=customers[told[0].customer])
-        if order.id is None:
-            order.order_date = told[0].day
+        order = known.get(key) or _Order(key[0], key[1], customers[told[0].customer], told[0].day)
         before = (order.order_date, order.status == OrderStatus.CANCELLED)
-        new = _fold(order, told, timelines.get(order.id, {}))
+        new = _fold(order, told, timelines.get(order.id, {}) if order.id is not None else {})
         orders.append(order)
         steps[key] = new
         if told_lines := next((e.lines for e in reversed(told) if e.lines), ()):
@@ -290,10 +294,27 @@ async def apply_events(
     return applied
 
 
+@dataclass(slots=True)
+class _Order:
+    """An order as a batch finds it and leaves it (a plain record: batches hold many)."""
+
+    source: str
+    order_no: str
+    customer_id: int
+    order_date: date
+    id: int | None = None
+    total: Decimal = Decimal(0)
+    status: OrderStatus = OrderStatus.PLACED
+    status_at: datetime | None = None
+    carrier: str = ""
+    tracking_no: str = ""
+    invoice_no: str = ""
+
+
 _KNOWN_FIELDS = (
-    "id",
     "customer_id",
     "order_date",
+    "id",
     "total",
     "status",
     "status_at",
@@ -305,13 +326,13 @@ _KNOWN_FIELDS = (
 
 async def _known_orders(
     keys: list[tuple[str, str]], conn: BaseDBAsyncClient
-) -> tuple[dict[tuple[str, str], Order], dict[int, dict[OrderStatus, datetime]]]:
+) -> tuple[dict[tuple[str, str], _Order], dict[int, dict[OrderStatus, datetime]]]:
     """The orders among these (source, order no.) that exist, and the steps they reached: one query per source
     (an ERP is usually one), the timelines joined in."""
     by_source: dict[str, list[str]] = {}
     for source, order_no in keys:
         by_source.setdefault(source, []).append(order_no)
-    found: dict[tuple[str, str], Order] = {}
+    found: dict[tuple[str, str], _Order] = {}
     timelines: dict[int, dict[OrderStatus, datetime]] = {}
     for source, numbers in by_source.items():
         for i in range(0, len(numbers), CHUNK):
@@ -320,13 +341,14 @@ async def _known_orders(
             for order_no, step, at, *values in rows:
                 key = (source, str(order_no))
                 if key not in found:
-                    found[key] = Order(source=source, order_no=key[1], **dict(zip(_KNOWN_FIELDS, values, strict=True)))
+                    found[key] = order = _Order(source, key[1], *values)
+                    order.status = OrderStatus(order.status)
                 if step is not None:
-                    timelines.setdefault(found[key].id, {})[OrderStatus(step)] = at
+                    timelines.setdefault(int(values[2]), {})[OrderStatus(step)] = at
     return found, timelines
 
 
-def _fold(order: Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
+def _fold(order: _Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
     """Take one order's events into it; the steps of its timeline they add."""
     new: dict[OrderStatus, datetime] = {}
     for event in told:
@@ -354,7 +376,7 @@ _SEEN_COLUMNS = "order_event_seen (source, event_id, received_at)"
 _ORDER_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS[3:])
 
 
-async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[tuple[str, str], int]:
+async def _upsert_orders(orders: list[_Order], conn: BaseDBAsyncClient) -> dict[tuple[str, str], int]:
     """Write these orders as they now are (new ones created, known ones updated; the customer of a known order
     stays); their ids by (source, order no.)."""
     rows = [
@@ -364,7 +386,7 @@ async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[t
             o.customer_id,
             o.order_date,
             o.total,
-            OrderStatus(o.status).value,
+            o.status.value,
             o.status_at,
             o.carrier,
             o.tracking_no,
@@ -424,7 +446,7 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
 
 
-def _take_details(order: Order, event: OrderEvent) -> None:
+def _take_details(order: _Order, event: OrderEvent) -> None:
     """What an event says about the order beyond its status; what it leaves out stays as it was."""
     if event.order_date is not None:
         order.order_date = event.order_date
@@ -714,8 +736,11 @@ async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSu
 
 
 async def _cursor(feed: str, conn: BaseDBAsyncClient, **values: Any) -> None:
-    await OrderFeedCursor.bulk_create([OrderFeedCursor(feed=feed)], ignore_conflicts=True, using_db=conn)
-    await OrderFeedCursor.filter(feed=feed).using_db(conn).update(**values)
+    """Set these columns of the feed's cursor (the row is created the first time), in one statement."""
+    row = {"feed": feed, "position": "", "synced_at": None, **values}
+    updates = ", ".join(f"{name} = excluded.{name}" for name in values)
+    statement = f"INSERT INTO order_feed_cursor ({', '.join(row)}) VALUES (?, ?, ?) ON CONFLICT (feed) DO UPDATE SET"
+    await conn.execute_query(sql.for_conn(f"{statement} {updates}", conn), list(row.values()))
 
 
 async def _tell_admins(bot: Services, summary: SyncSummary) -> None:
