@@ -210,6 +210,7 @@ class ErpSettings(_Section):
     sync_check_seconds: int = Field(300, ge=5)
     fetch_attempts: int = Field(4, ge=1)
     retry_backoff_seconds: float = Field(2.0, ge=0)
+    sync_batch_events: int = Field(1000, ge=1)  # a pull commits its pages in groups of about this many events
     # Yuan bought over the last 12 months (cancelled orders aside) from which a customer is of a grade, e.g.
     # {A = 1000000, B = 300000}; below every threshold, C. Empty: grades are not computed.
     grade_thresholds: dict[Literal["A", "B", "C"], int] = Field(default_factory=dict)

@@ -9,8 +9,9 @@ alias), ``status`` (code or Chinese label), ``at``, and optionally ``event_id``,
 Amounts are yuan: no negative total, quantity or amount, and lines sum to the total within a yuan.
 
 An order feed (``OrderFeed``: ``fetch_changes(since) -> FeedPage``) is what a pull integration registers under
-``ORDER_FEEDS``; ``sync_feed`` reads it from its cursor page by page, each page's rows committed together with the
-cursor, retrying a failed fetch with backoff, and tells the admins what it did.
+``ORDER_FEEDS``; ``sync_feed`` reads it from its cursor page by page, fetching ahead of the writing, commits the rows
+of a group of pages together with the cursor after them, retries a failed fetch with backoff, and tells the admins
+what it did.
 """
 
 from __future__ import annotations
@@ -683,34 +684,57 @@ async def fetch_with_retries(feed: OrderFeed, since: str, settings: Settings) ->
     raise FeedUnavailable("no attempts configured")
 
 
-async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) -> SyncSummary:
-    """Read ``feed`` from ``since`` (default: its cursor) to its end; each page commits with the cursor.
+PAGES_AHEAD = 8  # pages fetched ahead of the writing at most
 
-    A page whose writing fails leaves the cursor where it was, so the next sync reads it again; rows already
+
+async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) -> SyncSummary:
+    """Read ``feed`` from ``since`` (default: its cursor) to its end, pages fetched ahead of the writing, and
+    commit them in order, in groups of about ``erp.sync_batch_events`` events, each with the cursor after it.
+
+    A group whose writing fails leaves the cursor where it was, so the next sync reads it again; rows already
     written are written once (by order and status), so nothing is lost and nothing doubles.
     """
     settings = bot.settings
     cursor = await OrderFeedCursor.get_or_none(feed=feed.name)
     position = since if since is not None else (cursor.position if cursor else "")
     summary = SyncSummary(feed.name, position=position)
-    ahead: asyncio.Task[FeedPage] | None = None
+    pages: asyncio.Queue[FeedPage | Exception] = asyncio.Queue(PAGES_AHEAD)
+
+    async def fetch_all(position: str) -> None:
+        try:
+            while True:
+                page = await fetch_with_retries(feed, position, settings)
+                await pages.put(page)
+                if not page.more or not page.events:
+                    return
+                position = page.position
+        except Exception as exc:  # handed to the writer, which reports it after writing what came before
+            await pages.put(exc)
+
+    fetching = asyncio.create_task(fetch_all(position))
     try:
-        page = await fetch_with_retries(feed, position, settings)
-        while True:
-            # The next page is fetched while this one is written; pages are still committed in order.
-            if page.more and page.events:
-                ahead = asyncio.create_task(fetch_with_retries(feed, page.position, settings))
-            await _commit_page(bot, feed.name, page, summary)
-            summary.position = page.position
-            if ahead is None:
-                break
-            page, ahead = await ahead, None
+        done = False
+        while not done:
+            group: list[FeedPage] = []
+            failure: Exception | None = None
+            while not done and sum(len(p.events) for p in group) < settings.erp.sync_batch_events:
+                item = await pages.get()
+                if isinstance(item, Exception):
+                    failure, done = item, True
+                else:
+                    group.append(item)
+                    done = not item.more or not item.events
+            if group:
+                await _commit_pages(bot, feed.name, group, summary)
+                summary.position = group[-1].position
+            if failure is not None:
+                raise failure
     except Exception as exc:  # reported to the admins and by `crmbot erp sync`; the cursor stays
         log.exception("order feed %s: sync stopped", feed.name)
         summary.error = str(exc) or type(exc).__name__
-        if ahead is not None:  # the page fetched ahead is not wanted; whatever came of it, it is collected
-            ahead.cancel()
-            await asyncio.gather(ahead, return_exceptions=True)
+    finally:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
     # Tried tonight, whatever came of it: the nightly check waits for tomorrow (the admin can run it again now).
     async with in_transaction() as conn:
         await _cursor(feed.name, conn, synced_at=bot.clock.now())
@@ -718,9 +742,9 @@ async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) ->
     return summary
 
 
-async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSummary) -> None:
+async def _commit_pages(bot: Services, feed: str, group: list[FeedPage], summary: SyncSummary) -> None:
     settings, now = bot.settings, bot.clock.now()
-    events, rejected = parse_events(page.events, settings.tz)
+    events, rejected = parse_events([e for page in group for e in page.events], settings.tz)
     async with in_transaction() as conn:
         known = await customer_ids((e.customer for e in events), conn)
         for event in events:
@@ -729,8 +753,8 @@ async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSu
         usable = [e for e in events if e.customer in known]
         applied = await apply_events(usable, known, settings, now, conn)
         await remember_events(usable, now, conn)
-        await _cursor(feed, conn, position=page.position)
-    summary.pages += 1
+        await _cursor(feed, conn, position=group[-1].position)
+    summary.pages += len(group)
     summary.applied.add(applied)
     summary.rejected.extend(rejected)
 

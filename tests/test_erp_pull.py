@@ -87,7 +87,7 @@ async def test_a_crash_while_a_page_is_written_loses_nothing_and_doubles_nothing
     changes(tplus)
     env = {**cli_env(settings), "CRMBOT_TPLUS__API_BASE": tplus.url, "CRMBOT_TPLUS__APP_KEY": tplus.app_key}
     env |= {"CRMBOT_TPLUS__APP_SECRET": tplus.app_secret, "CRMBOT_TPLUS__PAGE_SIZE": "2"}
-    env |= {"CRMBOT_ERP__RETRY_BACKOFF_SECONDS": "0"}
+    env |= {"CRMBOT_ERP__RETRY_BACKOFF_SECONDS": "0", "CRMBOT_ERP__SYNC_BATCH_EVENTS": "2"}  # a page a commit
 
     code, _, err = await _crmbot("erp", "sync", env=cli_env(settings))  # no [tplus] configured
     assert code == 2 and "no ERP feed configured" in err
