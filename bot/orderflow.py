@@ -242,12 +242,15 @@ async def apply_events(
     settings: Settings,
     now: datetime,
     conn: BaseDBAsyncClient,
+    *,
+    windows: bool = True,
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows.
 
     Set-based whatever the batch's size: one read of its known orders with their timelines, then one upsert of its
     orders, one insert of the new steps, one replacement of the lines told, and one recomputation of the windows of
-    the customers whose order days may have changed (a new order, another order day, a cancellation, new lines)."""
+    the customers whose order days may have changed (a new order, another order day, a cancellation, new lines);
+    without ``windows``, the caller recomputes them (an import, once at its end)."""
     await _lock(events, customers, conn)
     by_order: dict[tuple[str, str], list[OrderEvent]] = {}
     for event in events:
@@ -291,7 +294,8 @@ async def apply_events(
             for x in told
         ],
     )
-    await refresh_repurchase(sorted(reshaped), settings, conn)
+    if windows:
+        await refresh_repurchase(sorted(reshaped), settings, conn)
     return applied
 
 
