@@ -48,6 +48,7 @@ from models.orders import (
     OrderFeedCursor,
     OrderLine,
     OrderStatus,
+    OrderStatusChange,
     Repurchase,
 )
 from models.staff import Role, Staff
@@ -58,6 +59,7 @@ SOURCE = "erp"  # orders whose event names no source: one ERP, however they reac
 LINE_TOLERANCE = Decimal(1)  # lines may differ from the total by rounding, up to a yuan
 TEXT_MAX = 64
 CHUNK = 500
+COPY_MIN = 1000  # plain rows from which PostgreSQL's COPY is used rather than multi-row inserts
 _STATUS_BY_NAME: dict[str, OrderStatus] = {
     **{s.value: s for s in OrderStatus},
     **{label: s for s, label in ORDER_STATUS_LABELS.items()},
@@ -247,7 +249,7 @@ async def apply_events(
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows.
 
-    Set-based whatever the batch's size: one read of its known orders with their timelines, then one upsert of its
+    Set-based whatever the batch's size: one read of its known orders and one of their timelines, then one upsert of its
     orders, one insert of the new steps, one replacement of the lines told, and one recomputation of the windows of
     the customers whose order days may have changed (a new order, another order day, a cancellation, new lines);
     without ``windows``, the caller recomputes them (an import, once at its end)."""
@@ -333,23 +335,23 @@ async def _known_orders(
     keys: list[tuple[str, str]], conn: BaseDBAsyncClient
 ) -> tuple[dict[tuple[str, str], _Order], dict[int, dict[OrderStatus, datetime]]]:
     """The orders among these (source, order no.) that exist, and the steps they reached: one query per source
-    (an ERP is usually one), the timelines joined in."""
+    (an ERP is usually one), and one for the timelines of those found (none when every order is new)."""
     by_source: dict[str, list[str]] = {}
     for source, order_no in keys:
         by_source.setdefault(source, []).append(order_no)
     found: dict[tuple[str, str], _Order] = {}
-    timelines: dict[int, dict[OrderStatus, datetime]] = {}
     for source, numbers in by_source.items():
         for i in range(0, len(numbers), CHUNK):
             query = Order.filter(source=source, order_no__in=numbers[i : i + CHUNK]).using_db(conn)
-            rows = await query.values_list("order_no", "timeline__status", "timeline__at", *_KNOWN_FIELDS)
-            for order_no, step, at, *values in rows:
-                key = (source, str(order_no))
-                if key not in found:
-                    found[key] = order = _Order(source, key[1], *values)
-                    order.status = OrderStatus(order.status)
-                if step is not None:
-                    timelines.setdefault(int(values[2]), {})[OrderStatus(step)] = at
+            for order_no, *values in await query.values_list("order_no", *_KNOWN_FIELDS):
+                found[(source, str(order_no))] = order = _Order(source, str(order_no), *values)
+                order.status = OrderStatus(order.status)
+    timelines: dict[int, dict[OrderStatus, datetime]] = {}
+    ids = [o.id for o in found.values() if o.id is not None]
+    for i in range(0, len(ids), CHUNK):
+        steps = OrderStatusChange.filter(order_id__in=ids[i : i + CHUNK]).using_db(conn)
+        for order_id, status, at in await steps.values_list("order_id", "status", "at"):
+            timelines.setdefault(int(order_id), {})[OrderStatus(status)] = at
     return found, timelines
 
 
@@ -412,8 +414,14 @@ async def _upsert_orders(orders: list[_Order], conn: BaseDBAsyncClient) -> dict[
 async def _insert(
     conn: BaseDBAsyncClient, into: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
 ) -> list[dict[str, Any]]:
-    """Multi-row ``INSERT INTO {into} VALUES …{tail}``, ``CHUNK`` rows a statement; what ``tail`` returns."""
+    """Multi-row ``INSERT INTO {into} VALUES …{tail}``, ``CHUNK`` rows a statement; what ``tail`` returns. Many
+    plain rows (no ``tail``) go by ``COPY`` on PostgreSQL (an import)."""
     returned: list[dict[str, Any]] = []
+    if not tail and len(rows) >= COPY_MIN and sql.is_postgres(conn):
+        table, _, columns = into.partition(" (")
+        async with conn.acquire_connection() as raw:
+            await raw.copy_records_to_table(table, columns=columns.rstrip(")").split(", "), records=rows)
+        return returned
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
         statement = _insert_statement(into, tail, len(chunk), len(chunk[0]), sql.is_postgres(conn))

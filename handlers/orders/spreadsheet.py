@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from aiohttp import web
 from tortoise.transactions import in_transaction
 
-from bot import audit
+from bot import audit, sql
 from bot.keys import CLOCK, SETTINGS
 from bot.orderflow import BadEvent, apply_events, customer_ids, parse_event, parse_status, refresh_repurchase
 from bot.spreadsheet import (
@@ -331,6 +331,7 @@ async def import_orders(app: web.Application, path: Path | str, rows_per_read: i
     interactive = sys.stderr.isatty()
     with reader, tqdm(total=reader.total, unit="行", desc="导入订单", disable=not interactive) as bar:
         held: list[tuple[int, list[Cell]]] = []
+        reads = 0
         while rows := await asyncio.to_thread(reader.read, rows_per_read):
             rows = held + rows
             # The last order's rows may go on in the next read: they wait for it (unless the file has ended).
@@ -344,6 +345,9 @@ async def import_orders(app: web.Application, path: Path | str, rows_per_read: i
             rows, held = rows[:cut], rows[cut:]
             await _write(app, _group(rows, reader.table, settings.tz, seen, report), report, customers)
             bar.update(len(rows))
+            reads += 1
+            if reads & (reads - 1) == 0:  # after reads 1, 2, 4, 8…: the planner sees the tables as they grow
+                await _analyze()
         if held:
             await _write(app, _group(held, reader.table, settings.tz, seen, report), report, customers)
             bar.update(len(held))
@@ -356,6 +360,14 @@ async def import_orders(app: web.Application, path: Path | str, rows_per_read: i
     after = {"added": report.added, "existing": report.existing, "rejected": len(report.rejected)}
     await audit.record("orders.import", "order", path.name[:64], None, after, actor="import", platform="cli")
     return report.summary()
+
+
+async def _analyze() -> None:
+    """Fresh statistics of the order tables (PostgreSQL): an import into nearly empty tables would otherwise be
+    planned as if they stayed empty, and look its orders up by scanning them."""
+    conn = sql.default()
+    if sql.is_postgres(conn):
+        await conn.execute_script("ANALYZE customer_order, order_status_change, order_line")
 
 
 def _row_number(reason: str) -> int:
