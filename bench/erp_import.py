@@ -33,6 +33,19 @@ from typing import Any
 import asyncpg
 
 CUSTOMERS = 2000
+ORDER_COLUMNS = (
+    "source",
+    "order_no",
+    "customer_id",
+    "order_date",
+    "total",
+    "status",
+    "status_at",
+    "carrier",
+    "tracking_no",
+    "invoice_no",
+    "created_at",
+)
 HEADER = "订单号,客户名称,下单日期,状态,金额,产品,产品线,数量,行金额\n"
 SETUP = """
 import asyncio, sys
@@ -123,8 +136,7 @@ async def _raw_postgres(url: str, path: Path) -> None:
     async with conn.transaction():
         await conn.copy_records_to_table(
             "customer_order",
-            columns=["source", "order_no", "customer_id", "order_date", "total", "status", "status_at", "carrier"]
-            + ["tracking_no", "invoice_no", "created_at"],
+            columns=ORDER_COLUMNS,
             records=[
                 (
                     "raw",

@@ -74,17 +74,23 @@ loop = new_event_loop()
 loop.run_until_complete(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
 """
 HELLO = """
-import sys
+import asyncio, sys
 from aiohttp import web
 
 async def hello(request: web.Request) -> web.Response:
     await request.read()
     return web.json_response({})
 
-app = web.Application(client_max_size=4 * 1024 * 1024)
-app.router.add_post("/erp/orders", hello)
-print("ready", flush=True)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+async def main(port: int) -> None:
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app.router.add_post("/erp/orders", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1])))
 """
 
 
