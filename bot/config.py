@@ -217,10 +217,16 @@ class ErpSettings(_Section):
     sync_check_seconds: int = Field(300, ge=5)
     fetch_attempts: int = Field(4, ge=1)
     retry_backoff_seconds: float = Field(2.0, ge=0)
+    sync_batch_events: int = Field(1000, ge=1)  # a pull commits its pages in groups of about this many events
     # Yuan bought over the last 12 months (cancelled orders aside) from which a customer is of a grade, e.g.
     # {A = 1000000, B = 300000}; below every threshold, C. Empty: grades are not computed.
     grade_thresholds: dict[Literal["A", "B", "C"], int] = Field(default_factory=dict)
     auto_grade: bool = False  # apply a computed grade (audited) instead of suggesting it to the owner
+    # Product lines of ERPs that send none (no 存货分类): line name → product name patterns (shell-style, case
+    # insensitive), e.g. {"液压缸" = ["液压缸*", "HC-*"]}; the first line with a matching pattern wins.
+    product_lines: dict[str, list[str]] = Field(default_factory=dict)
+    # A product line has a rhythm (for customers with too few orders of it) once this many customers have their own.
+    line_min_customers: int = Field(3, ge=1)
 
 
 STAGE_CODES = ("lead", "intent", "proposal", "quote", "negotiation", "won", "lost")

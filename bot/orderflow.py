@@ -4,22 +4,27 @@ timeline once per (source, order no., status), and each affected customer's repu
 
 An event is a JSON object (the schema is in README.md, "Orders from the ERP"): ``order_no``, ``customer`` (name or
 alias), ``status`` (code or Chinese label), ``at``, and optionally ``event_id``, ``source``, ``order_date``,
-``total``, ``lines`` (``product``, ``quantity``, ``amount``), ``carrier``, ``tracking_no``, ``invoice_no``.
+``total``, ``lines`` (``product``, ``quantity``, ``amount``, ``product_line``), ``carrier``, ``tracking_no``,
+``invoice_no``. A line's product line is the ERP's inventory class (存货分类), else ``erp.product_lines``.
 Amounts are yuan: no negative total, quantity or amount, and lines sum to the total within a yuan.
 
 An order feed (``OrderFeed``: ``fetch_changes(since) -> FeedPage``) is what a pull integration registers under
-``ORDER_FEEDS``; ``sync_feed`` reads it from its cursor page by page, each page's rows committed together with the
-cursor, retrying a failed fetch with backoff, and tells the admins what it did.
+``ORDER_FEEDS``; ``sync_feed`` reads it from its cursor page by page, fetching ahead of the writing, commits the rows
+of a group of pages together with the cursor after them, retries a failed fetch with backoff, and tells the admins
+what it did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import functools
 import hashlib
 import itertools
 import logging
+import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -40,7 +45,6 @@ from models.orders import (
     ORDER_STATUS_LABELS,
     ORDER_STATUS_RANK,
     Order,
-    OrderEventSeen,
     OrderFeedCursor,
     OrderLine,
     OrderStatus,
@@ -55,6 +59,7 @@ SOURCE = "erp"  # orders whose event names no source: one ERP, however they reac
 LINE_TOLERANCE = Decimal(1)  # lines may differ from the total by rounding, up to a yuan
 TEXT_MAX = 64
 CHUNK = 500
+COPY_MIN = 1000  # plain rows from which PostgreSQL's COPY is used rather than multi-row inserts
 _STATUS_BY_NAME: dict[str, OrderStatus] = {
     **{s.value: s for s in OrderStatus},
     **{label: s for s, label in ORDER_STATUS_LABELS.items()},
@@ -70,6 +75,7 @@ class Line:
     product: str
     quantity: Decimal
     amount: Decimal
+    product_line: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +154,8 @@ def _lines(value: object) -> tuple[Line, ...]:
         if not isinstance(item, dict):
             raise BadEvent(f"lines[{i}] 应为对象 must be an object")
         product = _text(item, "product", required=True, limit=128)
-        lines.append(Line(product, _amount(item.get("quantity"), "quantity"), _amount(item.get("amount"), "amount")))
+        quantity, amount = _amount(item.get("quantity"), "quantity"), _amount(item.get("amount"), "amount")
+        lines.append(Line(product, quantity, amount, _text(item, "product_line")))
     return tuple(lines)
 
 
@@ -199,8 +206,14 @@ def parse_events(items: Sequence[object], tz: ZoneInfo) -> tuple[list[OrderEvent
 async def customer_ids(names: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, int]:
     """The customers these names (or aliases) mean; a name nobody has is left out."""
     wanted = set(names)
-    by_name = Customer.filter(name__in=sorted(wanted)).using_db(conn)
-    found = {str(name): int(cid) for cid, name in await by_name.values_list("id", "name")}
+    found: dict[str, int] = {}
+    ordered = sorted(wanted)
+    for i in range(0, len(ordered), CHUNK):
+        chunk = ordered[i : i + CHUNK]
+        query = f"SELECT id, name FROM customer WHERE name IN ({', '.join('?' * len(chunk))})"
+        found.update(
+            {str(name): int(cid) for cid, name in (await conn.execute_query(sql.for_conn(query, conn), chunk))[1]}
+        )
     if wanted - set(found):  # aliases live in a JSON list: look through them only when a name was not found
         for cid, name, aliases in await Customer.all().using_db(conn).values_list("id", "name", "aliases"):
             for candidate in (str(name), *(str(a) for a in aliases or [])):
@@ -231,31 +244,35 @@ async def apply_events(
     settings: Settings,
     now: datetime,
     conn: BaseDBAsyncClient,
+    *,
+    windows: bool = True,
 ) -> Applied:
     """Write these events (every customer in ``customers``) in ``conn``'s transaction; recompute the windows.
 
-    Set-based whatever the batch's size: one read of its known orders and one of their timelines, then one upsert
-    of its orders, one insert of the new steps, one replacement of the lines told, and one recomputation of each
-    affected customer's window."""
+    Set-based whatever the batch's size: one read of its known orders and one of their timelines, then one upsert of its
+    orders, one insert of the new steps, one replacement of the lines told, and one recomputation of the windows of
+    the customers whose order days may have changed (a new order, another order day, a cancellation, new lines);
+    without ``windows``, the caller recomputes them (an import, once at its end)."""
     await _lock(events, customers, conn)
     by_order: dict[tuple[str, str], list[OrderEvent]] = {}
     for event in events:
         by_order.setdefault((event.source, event.order_no), []).append(event)
-    known = await _known_orders(list(by_order), conn)
-    timelines = await _timelines([o.id for o in known.values()], conn)
+    known, timelines = await _known_orders(list(by_order), conn)
     applied = Applied()
-    orders: list[Order] = []
+    reshaped: set[int] = set()  # customers whose windows may change
+    orders: list[_Order] = []
     steps: dict[tuple[str, str], dict[OrderStatus, datetime]] = {}
     lines: dict[tuple[str, str], tuple[Line, ...]] = {}
     for key, told in by_order.items():
-        order = known.get(key) or Order(source=key[0], order_no=key[1], customer_id=customers[told[0].customer])
-        if order.id is None:
-            order.order_date = told[0].day
-        new = _fold(order, told, timelines.get(order.id, {}))
+        order = known.get(key) or _Order(key[0], key[1], customers[told[0].customer], told[0].day)
+        before = (order.order_date, order.status == OrderStatus.CANCELLED)
+        new = _fold(order, told, timelines.get(order.id, {}) if order.id is not None else {})
         orders.append(order)
         steps[key] = new
         if told_lines := next((e.lines for e in reversed(told) if e.lines), ()):
             lines[key] = told_lines
+        if order.id is None or key in lines or before != (order.order_date, order.status == OrderStatus.CANCELLED):
+            reshaped.add(order.customer_id)
         applied.orders += order.id is None
         applied.statuses += len(new)
         applied.repeats += len(told) - len(new)
@@ -269,39 +286,76 @@ async def apply_events(
     replaced = [ids[key] for key in lines if key in known]
     if replaced:
         await OrderLine.filter(order_id__in=replaced).using_db(conn).delete()
+    line_of = product_line_of(settings)
     await _insert(
         conn,
-        "order_line (order_id, product, quantity, amount)",
-        [(ids[key], x.product, x.quantity, x.amount) for key, told in lines.items() for x in told],
+        "order_line (order_id, product, product_line, quantity, amount)",
+        [
+            (ids[key], x.product, x.product_line or line_of(x.product), x.quantity, x.amount)
+            for key, told in lines.items()
+            for x in told
+        ],
     )
-    await refresh_repurchase(sorted(applied.customers), settings, conn)
+    if windows:
+        await refresh_repurchase(sorted(reshaped), settings, conn)
     return applied
 
 
-async def _known_orders(keys: list[tuple[str, str]], conn: BaseDBAsyncClient) -> dict[tuple[str, str], Order]:
-    """The orders among these (source, order no.) that exist, one query per source (an ERP is usually one)."""
+@dataclass(slots=True)
+class _Order:
+    """An order as a batch finds it and leaves it (a plain record: batches hold many)."""
+
+    source: str
+    order_no: str
+    customer_id: int
+    order_date: date
+    id: int | None = None
+    total: Decimal = Decimal(0)
+    status: OrderStatus = OrderStatus.PLACED
+    status_at: datetime | None = None
+    carrier: str = ""
+    tracking_no: str = ""
+    invoice_no: str = ""
+
+
+_KNOWN_FIELDS = (
+    "customer_id",
+    "order_date",
+    "id",
+    "total",
+    "status",
+    "status_at",
+    "carrier",
+    "tracking_no",
+    "invoice_no",
+)
+
+
+async def _known_orders(
+    keys: list[tuple[str, str]], conn: BaseDBAsyncClient
+) -> tuple[dict[tuple[str, str], _Order], dict[int, dict[OrderStatus, datetime]]]:
+    """The orders among these (source, order no.) that exist, and the steps they reached: one query per source
+    (an ERP is usually one), and one for the timelines of those found (none when every order is new)."""
     by_source: dict[str, list[str]] = {}
     for source, order_no in keys:
         by_source.setdefault(source, []).append(order_no)
-    found: dict[tuple[str, str], Order] = {}
+    found: dict[tuple[str, str], _Order] = {}
     for source, numbers in by_source.items():
         for i in range(0, len(numbers), CHUNK):
             query = Order.filter(source=source, order_no__in=numbers[i : i + CHUNK]).using_db(conn)
-            found.update({(o.source, o.order_no): o for o in await query})
-    return found
-
-
-async def _timelines(order_ids: list[int], conn: BaseDBAsyncClient) -> dict[int, dict[OrderStatus, datetime]]:
-    """The steps these orders reached, by order."""
+            for order_no, *values in await query.values_list("order_no", *_KNOWN_FIELDS):
+                found[(source, str(order_no))] = order = _Order(source, str(order_no), *values)
+                order.status = OrderStatus(order.status)
     timelines: dict[int, dict[OrderStatus, datetime]] = {}
-    for i in range(0, len(order_ids), CHUNK):
-        query = OrderStatusChange.filter(order_id__in=order_ids[i : i + CHUNK]).using_db(conn)
-        for order_id, status, at in await query.values_list("order_id", "status", "at"):
+    ids = [o.id for o in found.values() if o.id is not None]
+    for i in range(0, len(ids), CHUNK):
+        steps = OrderStatusChange.filter(order_id__in=ids[i : i + CHUNK]).using_db(conn)
+        for order_id, status, at in await steps.values_list("order_id", "status", "at"):
             timelines.setdefault(int(order_id), {})[OrderStatus(status)] = at
-    return timelines
+    return found, timelines
 
 
-def _fold(order: Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
+def _fold(order: _Order, told: list[OrderEvent], steps: Mapping[OrderStatus, datetime]) -> dict[OrderStatus, datetime]:
     """Take one order's events into it; the steps of its timeline they add."""
     new: dict[OrderStatus, datetime] = {}
     for event in told:
@@ -325,10 +379,11 @@ _ORDER_COLUMNS = (
     "tracking_no",
     "invoice_no",
 )
+_SEEN_COLUMNS = "order_event_seen (source, event_id, received_at)"
 _ORDER_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS[3:])
 
 
-async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[tuple[str, str], int]:
+async def _upsert_orders(orders: list[_Order], conn: BaseDBAsyncClient) -> dict[tuple[str, str], int]:
     """Write these orders as they now are (new ones created, known ones updated; the customer of a known order
     stays); their ids by (source, order no.)."""
     rows = [
@@ -338,7 +393,7 @@ async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[t
             o.customer_id,
             o.order_date,
             o.total,
-            OrderStatus(o.status).value,
+            o.status.value,
             o.status_at,
             o.carrier,
             o.tracking_no,
@@ -359,18 +414,30 @@ async def _upsert_orders(orders: list[Order], conn: BaseDBAsyncClient) -> dict[t
 async def _insert(
     conn: BaseDBAsyncClient, into: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
 ) -> list[dict[str, Any]]:
-    """Multi-row ``INSERT INTO {into} VALUES …{tail}``, ``CHUNK`` rows a statement; what ``tail`` returns."""
+    """Multi-row ``INSERT INTO {into} VALUES …{tail}``, ``CHUNK`` rows a statement; what ``tail`` returns. Many
+    plain rows (no ``tail``) go by ``COPY`` on PostgreSQL (an import)."""
     returned: list[dict[str, Any]] = []
+    if not tail and len(rows) >= COPY_MIN and sql.is_postgres(conn):
+        table, _, columns = into.partition(" (")
+        async with conn.acquire_connection() as raw:
+            await raw.copy_records_to_table(table, columns=columns.rstrip(")").split(", "), records=rows)
+        return returned
     for i in range(0, len(rows), CHUNK):
         chunk = rows[i : i + CHUNK]
-        marks = ", ".join("(" + ", ".join("?" * len(row)) + ")" for row in chunk)
-        statement = sql.for_conn(f"INSERT INTO {into} VALUES {marks}{tail}", conn)
+        statement = _insert_statement(into, tail, len(chunk), len(chunk[0]), sql.is_postgres(conn))
         params = [value for row in chunk for value in row]
         if "RETURNING" in tail:
             returned += await conn.execute_query_dict(statement, params)
         else:
             await conn.execute_query(statement, params)
     return returned
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(into: str, tail: str, rows: int, width: int, postgres: bool) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    statement = f"INSERT INTO {into} VALUES {', '.join([row] * rows)}{tail}"
+    return sql.numbered(statement) if postgres else statement
 
 
 async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn: BaseDBAsyncClient) -> None:
@@ -392,7 +459,7 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
 
 
-def _take_details(order: Order, event: OrderEvent) -> None:
+def _take_details(order: _Order, event: OrderEvent) -> None:
     """What an event says about the order beyond its status; what it leaves out stays as it was."""
     if event.order_date is not None:
         order.order_date = event.order_date
@@ -403,29 +470,41 @@ def _take_details(order: Order, event: OrderEvent) -> None:
             setattr(order, name, value)
 
 
-async def seen_event_ids(events: Iterable[OrderEvent], conn: BaseDBAsyncClient) -> list[str]:
-    """The ids among these events that were taken in before."""
-    by_source: dict[str, list[str]] = {}
-    for event in events:
-        if event.event_id:
-            by_source.setdefault(event.source, []).append(event.event_id)
-    seen: list[str] = []
-    for source, event_ids in by_source.items():
-        query = OrderEventSeen.filter(source=source, event_id__in=event_ids).using_db(conn)
-        seen.extend(str(x) for x in await query.values_list("event_id", flat=True))
-    return seen
+async def remember_events(events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient) -> list[str]:
+    """Record the events' ids; the ids among them that were taken in before (or twice in ``events``)."""
+    # In one order, so that two requests sharing ids wait for each other instead of deadlocking.
+    told = sorted((e.source, e.event_id) for e in events if e.event_id)
+    rows = [(source, event_id, now) for source, event_id in told]
+    tail = " ON CONFLICT DO NOTHING RETURNING source, event_id"
+    fresh = {(str(r["source"]), str(r["event_id"])) for r in await _insert(conn, _SEEN_COLUMNS, rows, tail)}
+    replayed = []
+    for key in told:
+        if key in fresh:
+            fresh.discard(key)
+        else:
+            replayed.append(key[1])
+    return replayed
 
 
-async def remember_events(
-    events: Iterable[OrderEvent], now: datetime, conn: BaseDBAsyncClient, *, strict: bool
-) -> None:
-    """Record the events' ids; ``strict`` lets a concurrent replay fail the transaction on the unique key."""
-    rows = [(e.source, e.event_id, now) for e in events if e.event_id]
-    tail = "" if strict else " ON CONFLICT DO NOTHING"
-    await _insert(conn, "order_event_seen (source, event_id, received_at)", rows, tail)
+# Product lines and repurchase windows
+
+CUSTOMER_BASIS = "customer"  # a window from the customer's own orders
+LINE_BASIS = "line"  # a window from the product line's rhythm over all its customers
 
 
-# Repurchase windows
+def product_line_of(settings: Settings) -> Callable[[str], str]:
+    """The product line a product name falls in by ``erp.product_lines`` (for lines the ERP sent without one)."""
+    patterns = [
+        (line, re.compile(fnmatch.translate(p.casefold())))
+        for line, globs in settings.erp.product_lines.items()
+        for p in globs
+    ]
+
+    def line_of(product: str) -> str:
+        name = product.casefold()
+        return next((line for line, pattern in patterns if pattern.match(name)), "")
+
+    return line_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +515,7 @@ class Window:
     interval: int
     spread: int
     orders: int
+    basis: str = CUSTOMER_BASIS
 
     @property
     def predicted(self) -> date:
@@ -456,36 +536,99 @@ def window_of(days: Iterable[date], min_orders: int) -> Window | None:
     return Window(ordered[-1], max(1, round(interval)), round(spread), len(ordered))
 
 
+@dataclass(frozen=True, slots=True)
+class Rhythm:
+    """A product line's typical interval over its customers: the median of their own intervals, and a robust
+    spread (the median absolute deviation of those intervals, at least their median own spread)."""
+
+    interval: int
+    spread: int
+
+    def window(self, days: Iterable[date]) -> Window:
+        ordered = sorted(set(days))
+        return Window(ordered[-1], self.interval, self.spread, len(ordered), LINE_BASIS)
+
+
+def rhythm_of(windows: Sequence[tuple[int, int]], min_customers: int) -> Rhythm | None:
+    """The rhythm of a line from its customers' own (interval, spread); None with too few customers."""
+    if len(windows) < min_customers:
+        return None
+    interval = statistics.median(i for i, _ in windows)
+    deviation = statistics.median(abs(i - interval) for i, _ in windows)
+    own = statistics.median(s for _, s in windows)
+    return Rhythm(max(1, round(interval)), round(max(deviation, own)))
+
+
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+# Each customer's order days, by product line ('' for an order without one): one row per distinct day and line.
+_ORDER_DAYS = (
+    "SELECT o.customer_id, o.order_date, COALESCE(l.product_line, '') FROM customer_order o"
+    " LEFT JOIN order_line l ON l.order_id = o.id AND l.product_line <> ''"
+    " WHERE o.status <> 'cancelled' AND o.customer_id IN ({}) GROUP BY 1, 2, 3"
+)
+_WINDOW_COLUMNS = (
+    "repurchase (customer_id, product_line, basis, order_count, last_order_date, interval_days, spread_days,"
+    " predicted_on, remind_at, updated_at)"
+)
+
+
 async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: BaseDBAsyncClient) -> None:
-    """Recompute these customers' windows from their orders (cancelled ones aside)."""
-    rules, tz, stamp = settings.rules, settings.tz, timezone.now()
+    """Recompute these customers' windows from their orders (cancelled ones aside).
+
+    Per product line a customer bought: its own window with ``rules.repurchase_min_orders`` order days of the
+    line, else the line's rhythm (``rhythm_of``, over the customers with their own window of it) from the last
+    order of the line. A customer with no window of any line has one over all its orders, as before lines."""
+    min_orders = settings.rules.repurchase_min_orders
     for i in range(0, len(customer_ids), CHUNK):
         chunk = customer_ids[i : i + CHUNK]
-        days: dict[int, list[date]] = {}
-        rows = (
-            await Order.filter(customer_id__in=chunk)
-            .exclude(status=OrderStatus.CANCELLED)
-            .using_db(conn)
-            .values_list("customer_id", "order_date")
-        )
-        for cid, day in rows:
-            days.setdefault(int(cid), []).append(day)
-        await Repurchase.filter(customer_id__in=chunk).using_db(conn).delete()
-        windows = {cid: w for cid in chunk if (w := window_of(days.get(cid, ()), rules.repurchase_min_orders))}
-        lead = rules.repurchase_lead_days
-        await _insert(
-            conn,
-            "repurchase (customer_id, order_count, last_order_date, interval_days, spread_days, predicted_on,"
-            " remind_at, updated_at)",
-            [
-                (cid, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz), stamp)
-                for cid, w in windows.items()
-            ],
-        )
+        every: dict[int, set[date]] = {}
+        by_line: dict[tuple[int, str], set[date]] = {}
+        marks = ", ".join("?" * len(chunk))
+        _, rows = await conn.execute_query(sql.for_conn(_ORDER_DAYS.format(marks), conn), chunk)
+        for customer_id, order_day, line in rows:
+            cid, day = int(customer_id), _day(order_day)
+            every.setdefault(cid, set()).add(day)
+            if line:
+                by_line.setdefault((cid, str(line)), set()).add(day)
+        await conn.execute_query(sql.for_conn(f"DELETE FROM repurchase WHERE customer_id IN ({marks})", conn), chunk)
+        own = {key: w for key, days in by_line.items() if (w := window_of(days, min_orders))}
+        await _write_windows(own, settings, conn)
+        wanting = {key: days for key, days in by_line.items() if key not in own}
+        rhythms = await _rhythms({line for _, line in wanting}, settings, conn)
+        fallback = {key: rhythms[key[1]].window(days) for key, days in wanting.items() if key[1] in rhythms}
+        lined = {cid for cid, _ in [*own, *fallback]}
+        whole = {(cid, ""): w for cid in chunk if cid not in lined and (w := window_of(every.get(cid, ()), min_orders))}
+        await _write_windows({**fallback, **whole}, settings, conn)
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+async def _rhythms(lines: set[str], settings: Settings, conn: BaseDBAsyncClient) -> dict[str, Rhythm]:
+    """The rhythm of each of these lines that has one."""
+    if not lines:
+        return {}
+    windows: dict[str, list[tuple[int, int]]] = {}
+    query = Repurchase.filter(basis=CUSTOMER_BASIS, product_line__in=sorted(lines)).using_db(conn)
+    for line, interval, spread in await query.values_list("product_line", "interval_days", "spread_days"):
+        windows.setdefault(str(line), []).append((int(interval), int(spread)))
+    minimum = settings.erp.line_min_customers
+    return {line: r for line, w in windows.items() if (r := rhythm_of(w, minimum))}
+
+
+async def _write_windows(
+    windows: Mapping[tuple[int, str], Window], settings: Settings, conn: BaseDBAsyncClient
+) -> None:
+    lead, tz, stamp = settings.rules.repurchase_lead_days, settings.tz, timezone.now()
+    rows = [
+        (cid, line, w.basis, w.orders, w.last, w.interval, w.spread, w.predicted, local_midnight(w.remind_on(lead), tz))
+        for (cid, line), w in windows.items()
+    ]
+    await _insert(conn, _WINDOW_COLUMNS, [(*row, stamp) for row in rows])
 
 
 # Pulled feeds
@@ -553,26 +696,57 @@ async def fetch_with_retries(feed: OrderFeed, since: str, settings: Settings) ->
     raise FeedUnavailable("no attempts configured")
 
 
-async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) -> SyncSummary:
-    """Read ``feed`` from ``since`` (default: its cursor) to its end; each page commits with the cursor.
+PAGES_AHEAD = 8  # pages fetched ahead of the writing at most
 
-    A page whose writing fails leaves the cursor where it was, so the next sync reads it again; rows already
+
+async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) -> SyncSummary:
+    """Read ``feed`` from ``since`` (default: its cursor) to its end, pages fetched ahead of the writing, and
+    commit them in order, in groups of about ``erp.sync_batch_events`` events, each with the cursor after it.
+
+    A group whose writing fails leaves the cursor where it was, so the next sync reads it again; rows already
     written are written once (by order and status), so nothing is lost and nothing doubles.
     """
     settings = bot.settings
     cursor = await OrderFeedCursor.get_or_none(feed=feed.name)
     position = since if since is not None else (cursor.position if cursor else "")
     summary = SyncSummary(feed.name, position=position)
+    pages: asyncio.Queue[FeedPage | Exception] = asyncio.Queue(PAGES_AHEAD)
+
+    async def fetch_all(position: str) -> None:
+        try:
+            while True:
+                page = await fetch_with_retries(feed, position, settings)
+                await pages.put(page)
+                if not page.more or not page.events:
+                    return
+                position = page.position
+        except Exception as exc:  # handed to the writer, which reports it after writing what came before
+            await pages.put(exc)
+
+    fetching = asyncio.create_task(fetch_all(position))
     try:
-        while True:
-            page = await fetch_with_retries(feed, position, settings)
-            await _commit_page(bot, feed.name, page, summary)
-            position = summary.position = page.position
-            if not page.more or not page.events:
-                break
+        done = False
+        while not done:
+            group: list[FeedPage] = []
+            failure: Exception | None = None
+            while not done and sum(len(p.events) for p in group) < settings.erp.sync_batch_events:
+                item = await pages.get()
+                if isinstance(item, Exception):
+                    failure, done = item, True
+                else:
+                    group.append(item)
+                    done = not item.more or not item.events
+            if group:
+                await _commit_pages(bot, feed.name, group, summary)
+                summary.position = group[-1].position
+            if failure is not None:
+                raise failure
     except Exception as exc:  # reported to the admins and by `crmbot erp sync`; the cursor stays
         log.exception("order feed %s: sync stopped", feed.name)
         summary.error = str(exc) or type(exc).__name__
+    finally:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
     # Tried tonight, whatever came of it: the nightly check waits for tomorrow (the admin can run it again now).
     async with in_transaction() as conn:
         await _cursor(feed.name, conn, synced_at=bot.clock.now())
@@ -580,9 +754,9 @@ async def sync_feed(bot: Services, feed: OrderFeed, since: str | None = None) ->
     return summary
 
 
-async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSummary) -> None:
+async def _commit_pages(bot: Services, feed: str, group: list[FeedPage], summary: SyncSummary) -> None:
     settings, now = bot.settings, bot.clock.now()
-    events, rejected = parse_events(page.events, settings.tz)
+    events, rejected = parse_events([e for page in group for e in page.events], settings.tz)
     async with in_transaction() as conn:
         known = await customer_ids((e.customer for e in events), conn)
         for event in events:
@@ -590,16 +764,19 @@ async def _commit_page(bot: Services, feed: str, page: FeedPage, summary: SyncSu
                 rejected.append(f"订单 {event.order_no}：客户「{event.customer}」不存在 unknown customer")
         usable = [e for e in events if e.customer in known]
         applied = await apply_events(usable, known, settings, now, conn)
-        await remember_events(usable, now, conn, strict=False)
-        await _cursor(feed, conn, position=page.position)
-    summary.pages += 1
+        await remember_events(usable, now, conn)
+        await _cursor(feed, conn, position=group[-1].position)
+    summary.pages += len(group)
     summary.applied.add(applied)
     summary.rejected.extend(rejected)
 
 
 async def _cursor(feed: str, conn: BaseDBAsyncClient, **values: Any) -> None:
-    await OrderFeedCursor.bulk_create([OrderFeedCursor(feed=feed)], ignore_conflicts=True, using_db=conn)
-    await OrderFeedCursor.filter(feed=feed).using_db(conn).update(**values)
+    """Set these columns of the feed's cursor (the row is created the first time), in one statement."""
+    row = {"feed": feed, "position": "", "synced_at": None, **values}
+    updates = ", ".join(f"{name} = excluded.{name}" for name in values)
+    statement = f"INSERT INTO order_feed_cursor ({', '.join(row)}) VALUES (?, ?, ?) ON CONFLICT (feed) DO UPDATE SET"
+    await conn.execute_query(sql.for_conn(f"{statement} {updates}", conn), list(row.values()))
 
 
 async def _tell_admins(bot: Services, summary: SyncSummary) -> None:

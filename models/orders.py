@@ -1,6 +1,6 @@
 """Orders (订单) from the ERP: the order with its lines and its status timeline, the ERP events already taken in
 (so a replayed event is recognized), each order feed's cursor, and each customer's repurchase window derived from
-their order history."""
+their order history, as a whole and per product line."""
 
 from __future__ import annotations
 
@@ -75,11 +75,13 @@ class OrderLine(Model):
     )
     order_id: int
     product = fields.CharField(max_length=128)
+    product_line = fields.CharField(max_length=64, default="", db_default="")  # the ERP's 存货分类; "": none
     quantity = fields.DecimalField(max_digits=14, decimal_places=3)
     amount = fields.DecimalField(max_digits=16, decimal_places=2)
 
     class Meta:
         table = "order_line"
+        indexes = (("order_id",),)  # a known order's lines are replaced, and windows read lines by order
 
 
 class OrderStatusChange(Model):
@@ -126,17 +128,22 @@ class OrderFeedCursor(Model):
 
 
 class Repurchase(Model):
-    """A customer's reorder window: the typical interval (median) and its spread (median absolute deviation) of the
-    intervals between their order days, the predicted next order day, and when the owner is reminded.
+    """A reorder window of a customer, for all they buy (``product_line`` empty) or for one product line: the
+    typical interval (median) and its spread (median absolute deviation) of the intervals between order days, the
+    predicted next order day, and when the owner is reminded. ``basis`` says whose rhythm it is: the customer's own
+    orders (``customer``), or, for a customer with too few orders of the line, the line's rhythm over all its
+    customers (``line``).
 
     Kept up to date by every order event, so the repurchase rule is one indexed range query on ``remind_at``.
     """
 
     id = fields.IntField(primary_key=True)
-    customer: fields.OneToOneRelation[Customer] = fields.OneToOneField(
-        "models.Customer", related_name="repurchase", on_delete=fields.CASCADE
+    customer: fields.ForeignKeyRelation[Customer] = fields.ForeignKeyField(
+        "models.Customer", related_name="repurchases", on_delete=fields.CASCADE
     )
     customer_id: int
+    product_line = fields.CharField(max_length=64, default="", db_default="")
+    basis = fields.CharField(max_length=16, default="customer", db_default="customer")
     order_count = fields.IntField(default=0)
     last_order_date = fields.DateField()
     interval_days = fields.IntField()
@@ -147,3 +154,4 @@ class Repurchase(Model):
 
     class Meta:
         table = "repurchase"
+        unique_together = (("customer_id", "product_line"),)

@@ -15,7 +15,7 @@ from bot import sql
 from bot.clock import Clock
 from bot.keys import BOT, OUTBOX
 from bot.orderflow import ORDER_FEEDS, nightly
-from models.orders import Order, OrderFeedCursor, OrderStatusChange
+from models.orders import Order, OrderFeedCursor, OrderLine, OrderStatusChange
 from models.staff import Role
 from tests.helpers import staff_member
 from tests.simulators.tplus import TplusSimulator
@@ -46,10 +46,21 @@ async def tplus(aiohttp_server: Callable[..., Any]) -> TplusSimulator:
 def changes(sim: TplusSimulator) -> None:
     """Five changes of three orders, two per page."""
     sim.add("SO-1", "华为技术有限公司", "已下单", "2026-11-28T09:00:00+08:00")
-    sim.add("SO-2", "华为", "已下单", "2026-11-28T09:00:00+08:00", amount=800, details=[("泵", 2, 500), ("阀", 3, 300)])
+    sim.add(
+        "SO-2",
+        "华为",
+        "已下单",
+        "2026-11-28T09:00:00+08:00",
+        amount=800,
+        details=[("泵", 2, 500), ("阀", 3, 300)],
+        inventory_class="泵阀",
+    )
     sim.add("SO-1", "华为技术有限公司", "已发货", "2026-11-29T10:00:00+08:00", waybill="SF100")
     sim.add("SO-3", "华为", "已下单", "2026-11-30T08:00:00+08:00")
-    sim.add("SO-2", "华为", "包装待发", "2026-11-30T09:00:00+08:00")
+    details = [("泵", 2.0, 500.0), ("阀", 3.0, 300.0)]
+    sim.add(
+        "SO-2", "华为", "包装待发", "2026-11-30T09:00:00+08:00", amount=800, details=details, inventory_class="泵阀"
+    )
 
 
 async def state() -> tuple[list[tuple[str, str]], str]:
@@ -76,7 +87,7 @@ async def test_a_crash_while_a_page_is_written_loses_nothing_and_doubles_nothing
     changes(tplus)
     env = {**cli_env(settings), "CRMBOT_TPLUS__API_BASE": tplus.url, "CRMBOT_TPLUS__APP_KEY": tplus.app_key}
     env |= {"CRMBOT_TPLUS__APP_SECRET": tplus.app_secret, "CRMBOT_TPLUS__PAGE_SIZE": "2"}
-    env |= {"CRMBOT_ERP__RETRY_BACKOFF_SECONDS": "0"}
+    env |= {"CRMBOT_ERP__RETRY_BACKOFF_SECONDS": "0", "CRMBOT_ERP__SYNC_BATCH_EVENTS": "2"}  # a page a commit
 
     code, _, err = await _crmbot("erp", "sync", env=cli_env(settings))  # no [tplus] configured
     assert code == 2 and "no ERP feed configured" in err
@@ -135,6 +146,7 @@ async def test_a_flaky_tplus_is_retried_and_the_night_pull_runs_once(
     summary = await nightly(app[BOT], feed)
     assert summary is not None and not summary.error and summary.pages == 3
     assert len((await state())[0]) == 5
+    assert await OrderLine.filter(product_line="泵阀").count() == 2  # T+'s 存货分类 is the product line
     assert await nightly(app[BOT], feed) is None  # not again the same night
     clock.set(NOW + timedelta(hours=15, minutes=59))  # 01:59 the next night
     assert await nightly(app[BOT], feed) is None

@@ -56,7 +56,8 @@ async def show_orders(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply
 
 
 async def card_lines(customer_id: int, tz: ZoneInfo) -> list[str]:
-    """The profile card's order lines: orders in progress, the latest orders, the repurchase window."""
+    """The profile card's order lines: orders in progress, the latest orders, the repurchase windows (one per
+    product line, or one over everything)."""
     lines = []
     moving = await Order.filter(customer_id=customer_id, status__in=IN_PROGRESS).order_by("-order_date").limit(RECENT)
     if moving:
@@ -67,6 +68,7 @@ async def card_lines(customer_id: int, tz: ZoneInfo) -> list[str]:
     if rest := [o for o in recent if o.id not in shown]:
         lines.append("最近订单：")
         lines.extend(f"  {order_line(o, tz)}" for o in rest)
-    if (window := await Repurchase.get_or_none(customer_id=customer_id)) is not None:
-        lines.append(f"复购：{window_text(window)}")
+    for window in await Repurchase.filter(customer_id=customer_id).order_by("product_line"):
+        line = f"（{window.product_line}）" if window.product_line else ""
+        lines.append(f"复购{line}：{window_text(window)}")
     return lines

@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import hashlib
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from bot.context import Firing, RuleContext
+from bot.orderflow import LINE_BASIS
 from bot.rulekit import as_moment, crossed, customers_by_id, follow_up_action, ids, not_fired, select, short, utc
 from handlers.orders.capability import capability
 from handlers.orders.display import money, month_of, tracking
 from models.orders import ORDER_STATUS_LABELS, Order, OrderStatus, Repurchase
 
+KEY_MAX = 191  # the length of a firing key
 NOTICE_ACTIONS = {
     OrderStatus.PACKED: "请告知客户即将发货及物流单号",
     OrderStatus.SHIPPED: "请告知客户物流单号，留意签收",
@@ -99,8 +102,9 @@ async def payment_overdue(ctx: RuleContext) -> list[Firing]:
 
 @capability.rule(order=60)
 async def repurchase_due(ctx: RuleContext) -> list[Firing]:
-    """The customer's repurchase window is near (predicted day − spread − ``rules.repurchase_lead_days``): tell
-    the owner once per predicted cycle."""
+    """A customer's repurchase window (of everything it buys, or of one product line) is near (predicted day −
+    spread − ``rules.repurchase_lead_days``): tell the owner once per predicted cycle and line; windows of one
+    customer reminded the same day are one push."""
     reached, params = crossed(ctx, "r.remind_at")
     rows = await select(
         ctx,
@@ -109,22 +113,43 @@ async def repurchase_due(ctx: RuleContext) -> list[Firing]:
         f"AND {not_fired('repurchase_due', 'r.customer_id', 'r.remind_at')} ORDER BY r.remind_at LIMIT ?",
         params,
     )
+    due: dict[tuple[int, datetime], list[Repurchase]] = {}
+    query = Repurchase.filter(id__in=ids(rows)).select_related("customer", "customer__owner")
+    for r in await query.order_by("customer_id", "remind_at", "product_line"):
+        due.setdefault((r.customer_id, r.remind_at), []).append(r)
     firings = []
-    for r in await Repurchase.filter(id__in=ids(rows)).select_related("customer", "customer__owner").order_by("id"):
-        c = r.customer
+    for windows in due.values():
+        c = windows[0].customer
         if c.owner is None:
             continue
-        text = (
-            f"**复购提醒**\n> 客户：{c.name}\n> {window_text(r)}，上次下单 {r.last_order_date.isoformat()}\n"
-            f"> 通常每 {r.interval_days} 天下一次单\n请联系客户了解需求，{follow_up_action(c)}"
-        )
-        key = f"repurchase_due:{c.id}:{r.interval_days}d:{r.predicted_on.isoformat()}"
-        firings.append(Firing("repurchase_due", key, c.owner, text, c, period_at=r.remind_at))
+        body = "\n".join(f"> {_window_lines(r)}" for r in windows)
+        text = f"**复购提醒**\n> 客户：{c.name}\n{body}\n请联系客户了解需求，{follow_up_action(c)}"
+        cycles = "+".join(_cycle(r) for r in windows)
+        key = f"repurchase_due:{c.id}:{cycles}"
+        if len(key) > KEY_MAX:
+            key = f"repurchase_due:{c.id}:{hashlib.sha1(cycles.encode()).hexdigest()}"
+        firings.append(Firing("repurchase_due", key, c.owner, text, c, period_at=windows[0].remind_at))
     return firings
 
 
+def _cycle(r: Repurchase) -> str:
+    """One predicted cycle of one window (of everything: the key's form before product lines)."""
+    cycle = f"{r.interval_days}d:{r.predicted_on.isoformat()}"
+    return f"{r.product_line}:{cycle}" if r.product_line else cycle
+
+
+def _window_lines(r: Repurchase) -> str:
+    line = f"产品线「{r.product_line}」：" if r.product_line else ""
+    last = f"上次下单 {r.last_order_date.isoformat()}"
+    if r.basis == LINE_BASIS:
+        return f"{line}{window_text(r)}，{last}\n> 同类产品客户通常每 {r.interval_days} 天下一次单"
+    return f"{line}{window_text(r)}，{last}\n> 通常每 {r.interval_days} 天下一次单"
+
+
 def window_text(r: Repurchase) -> str:
-    """``预计 2027-03 复购，±25 天`` (the day too when the window is narrow)."""
+    """``预计 2027-03 复购，±25 天`` (the day too when the window is narrow), and ``按同类产品节奏预计`` when the
+    window is the product line's rhythm rather than the customer's own."""
     predicted: date = r.predicted_on
     when = predicted.isoformat() if r.spread_days < 15 else month_of(predicted)
-    return f"预计 {when} 复购，±{r.spread_days} 天"
+    text = f"预计 {when} 复购，±{r.spread_days} 天"
+    return f"{text}（按同类产品节奏预计）" if r.basis == LINE_BASIS else text

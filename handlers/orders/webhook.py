@@ -16,18 +16,25 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from bot.config import ErpSettings
 from bot.keys import BOT, CLOCK, SETTINGS
-from bot.orderflow import apply_events, customer_ids, parse_events, remember_events, seen_event_ids
+from bot.orderflow import apply_events, customer_ids, parse_events, remember_events
 from handlers.orders.capability import capability
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP_HEADER = "X-Crmbot-Timestamp"
 SIGNATURE_HEADER = "X-Crmbot-Signature"
+
+
+class Replayed(Exception):
+    """Events taken in before: the request's transaction is rolled back."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(", ".join(event_ids))
+        self.event_ids = event_ids
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -93,19 +100,17 @@ async def receive_orders(request: web.Request) -> web.Response:
     rejected += [f"订单 {e.order_no}: 缺少 event_id missing event_id" for e in events if not e.event_id]
     if rejected:
         return refused(400, "invalid events", reasons=rejected)
-    async with in_transaction() as conn:
-        known = await customer_ids((e.customer for e in events), conn)
-        unknown = sorted({e.customer for e in events if e.customer not in known})
-        if unknown:
-            return refused(400, "unknown customers", customers=unknown)
-        if replayed := await seen_event_ids(events, conn):
-            return refused(409, "replayed events", event_ids=replayed)
-        try:
-            async with in_transaction():  # a savepoint: a concurrent replay loses here and writes nothing
-                await remember_events(events, now, conn, strict=True)
-        except IntegrityError:
-            return refused(409, "replayed events")
-        applied = await apply_events(events, known, settings, now, conn)
+    try:
+        async with in_transaction() as conn:
+            known = await customer_ids((e.customer for e in events), conn)
+            if unknown := sorted({e.customer for e in events if e.customer not in known}):
+                return refused(400, "unknown customers", customers=unknown)
+            # Recorded first: a replay (or a concurrent one, which waits for this request to end) rolls all back.
+            if replayed := await remember_events(events, now, conn):
+                raise Replayed(replayed)
+            applied = await apply_events(events, known, settings, now, conn)
+    except Replayed as exc:
+        return refused(409, "replayed events", event_ids=exc.event_ids)
     log.info("erp webhook: %d event(s), %d new order(s), %d new step(s)", len(events), applied.orders, applied.statuses)
     app[BOT].outbox.wake()
     return web.json_response(

@@ -92,6 +92,11 @@ def _name(value: object) -> str:
     return str(value.get("Name", "")) if isinstance(value, dict) else ""
 
 
+def _inventory_class(inventory: object) -> str:
+    """The inventory's class (存货分类), which is the product line."""
+    return _name(inventory.get("InventoryClass")) if isinstance(inventory, dict) else ""
+
+
 def event_of(row: dict[str, Any]) -> dict[str, Any]:
     """A T+ sales-order row as an order event (what it lacks is left for validation to report)."""
     state = str(row.get("VoucherState", ""))
@@ -105,7 +110,12 @@ def event_of(row: dict[str, Any]) -> dict[str, Any]:
         "order_date": row.get("VoucherDate"),
         "total": row.get("OrigTaxAmount"),
         "lines": [
-            {"product": _name(d.get("Inventory")), "quantity": d.get("Quantity"), "amount": d.get("OrigTaxAmount")}
+            {
+                "product": _name(d.get("Inventory")),
+                "product_line": _inventory_class(d.get("Inventory")),
+                "quantity": d.get("Quantity"),
+                "amount": d.get("OrigTaxAmount"),
+            }
             for d in details
             if isinstance(d, dict)
         ]

@@ -7,6 +7,7 @@ makes the next request with an old token answer 401; ``requests`` lists what was
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import secrets
 from typing import Any
@@ -23,6 +24,7 @@ class TplusSimulator:
         self.requests: list[dict[str, str]] = []
         self.url = ""
         self._ids = itertools.count(1)
+        self._order: list[tuple[str, int]] = []  # the rows' (TS, ID), sorted, kept while no row is added
 
     def settings(self) -> dict[str, Any]:
         return {"api_base": self.url, "app_key": self.app_key, "app_secret": self.app_secret, "page_size": 2}
@@ -38,8 +40,12 @@ class TplusSimulator:
         amount: float = 12000.0,
         waybill: str = "",
         details: list[tuple[str, float, float]] | None = None,
+        inventory_class: str = "",
     ) -> None:
-        """A change of sales order ``code`` to ``state`` (a T+ voucher state such as 已发货) at ``ts`` (ISO)."""
+        """A change of sales order ``code`` to ``state`` (a T+ voucher state such as 已发货) at ``ts`` (ISO); its
+        products are of ``inventory_class`` (存货分类) when given."""
+        kind = {"InventoryClass": {"Code": "01", "Name": inventory_class}} if inventory_class else {}
+        self._order = []
         self.rows.append(
             {
                 "ID": next(self._ids),
@@ -51,7 +57,7 @@ class TplusSimulator:
                 "StateTime": ts,
                 "OrigTaxAmount": amount,
                 "SaleOrderDetails": [
-                    {"Inventory": {"Name": name}, "Quantity": qty, "OrigTaxAmount": value}
+                    {"Inventory": {"Name": name, **kind}, "Quantity": qty, "OrigTaxAmount": value}
                     for name, qty, value in (details or [("液压缸 HC-80", 10, amount)])
                 ],
                 "LogisticsCompany": "顺丰速运" if waybill else "",
@@ -94,5 +100,9 @@ class TplusSimulator:
             return web.json_response({"Code": "401", "Message": "token invalid"}, status=401)
         after = (query.get("ts", ""), int(query.get("afterId", "0") or 0))
         size = int(query.get("pageSize", "100"))
-        changed = sorted((r for r in self.rows if (r["TS"], r["ID"]) > after), key=lambda r: (r["TS"], r["ID"]))
-        return web.json_response({"Code": "0", "Data": {"Rows": changed[:size], "HasMore": len(changed) > size}})
+        if len(self._order) != len(self.rows):
+            self.rows.sort(key=lambda r: (r["TS"], r["ID"]))
+            self._order = [(r["TS"], r["ID"]) for r in self.rows]
+        start = bisect.bisect_right(self._order, after)
+        page = self.rows[start : start + size]
+        return web.json_response({"Code": "0", "Data": {"Rows": page, "HasMore": start + size < len(self.rows)}})
