@@ -89,7 +89,7 @@ class Services(Protocol):
 
 
 ArchiveHook = Callable[[Services, list[Message]], Awaitable[object]]
-# Called after a customer import commits, with the ids of the customers it created without an owner.
+# Called after each chunk of a customer import commits, with the ids of its customers left without an owner.
 ImportHook = Callable[[Services, list[int]], Awaitable[object]]
 
 

@@ -1,8 +1,13 @@
 """``crmbot import staff|customers FILE``: staff and customers from the spreadsheets admins already have (.csv or
 .xlsx, read by ``bot.spreadsheet``).
 
-A file is read whole, cleaned and checked before anything is written, then written in ONE transaction: either
-every accepted row lands or (on a fatal error) nothing does. Headers may be Chinese or English; unknown customer
+A customer file is streamed (``bot.spreadsheet.open_sheet``): read, cleaned, checked and written ``CHUNK_ROWS``
+rows at a time, each chunk in ONE transaction and set-wise (``bot.bulk``: multi-row statements on SQLite, COPY on
+PostgreSQL; contacts and the audit log likewise), so that memory stays flat however long the file. An import is
+idempotent, hence resumable: rows are matched to stored customers by name and to stored contacts by external id,
+name or phone, so running a file again, or again after a crash at any point, writes nothing twice (what a crashed
+run committed is found unchanged; the rest is imported). A staff list is short and names managers anywhere in it,
+so it is checked whole and written in one transaction. Headers may be Chinese or English; unknown customer
 columns are kept as custom fields; staff accounts come from one column per platform (the headers each platform's
 identity names, e.g. 企业微信账号).
 
@@ -11,7 +16,8 @@ What an import never does is lose data that is already stored:
 * a blank cell keeps the stored value; aliases and tags are added to the stored ones; custom fields are merged;
 * ``last_followup_at`` only moves forward (an old spreadsheet must not make a customer look neglected);
 * rows naming the same staff member or customer are MERGED into one record (later non-blank cells win, lists and
-  custom fields are combined, every row's contact is kept), because exports often list one row per contact;
+  custom fields are combined, every row's contact is kept), because exports often list one row per contact; rows
+  of one customer in different chunks are merged the way a re-import updates (reported as merged rows too);
 * a name already in the database updates that record instead of creating a duplicate;
 * two staff rows with one name but another account, role or manager are two people: the later row is rejected
   (names are how colleagues are addressed in chat), identical or complementary rows are merged.
@@ -21,13 +27,15 @@ Dates the old system never had are set so that the timers work: a customer marke
 ``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
 (``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
-Once a customer import has committed, the customers it created without an owner go to the registered import
-hooks (``Services.import_hooks``: the lead rules assign them); a region column (region, 区域) is kept as the custom
-field 地区.
+Once a chunk has committed, its customers left without an owner, whether the import created them or found them
+already stored, go to the registered import hooks (``Services.import_hooks``: the lead rules offer them to a rep
+as leads; a customer with an owner keeps it); a region column (region, 区域) is kept as the custom field 地区.
+Customer and staff names are loaded into the vocabulary once, at the end.
 
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
-``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
-database failure while writing; either way the transaction leaves nothing behind.
+``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column, a CSV file
+with a quote left open: all found before anything is written) and for a database failure while writing: the
+chunk being written leaves nothing behind, and the message says up to which row the file was imported.
 """
 
 from __future__ import annotations
@@ -633,14 +641,14 @@ async def _customer_run() -> _Customers:
     return _Customers(staff_by_key, names)
 
 
-async def import_customers(app: web.Application, sheet: Sheet, progress: Progress) -> Report:
-    """Read, check and write ``sheet`` a chunk of ``CHUNK_ROWS`` rows at a time, each chunk in one transaction;
+async def import_customers(app: web.Application, sheet: Sheet, progress: Progress, chunk_rows: int) -> Report:
+    """Read, check and write ``sheet`` a chunk of ``chunk_rows`` rows at a time, each chunk in one transaction;
     after each commit the customers of the chunk left without an owner go to the import hooks."""
     settings, directory = app[SETTINGS], app[BOT].directory
     now = app[CLOCK].now()
     report = Report("customers")
     run = await _customer_run()
-    while rows := await asyncio.to_thread(_take, sheet.rows, CHUNK_ROWS):
+    while rows := await asyncio.to_thread(_take, sheet.rows, chunk_rows):
         records = _merge_by_name(_customer_records(rows, sheet, report, settings.tz, now, directory), report)
         try:
             async with in_transaction() as conn:
@@ -909,8 +917,11 @@ def _customer_changes(
 # Entry point
 
 
-async def run_import(app: web.Application, kind: str, path: str | os.PathLike[str]) -> str:
-    """Import ``path`` as ``kind`` (staff or customers); the report for the admin. A progress bar on a terminal."""
+async def run_import(
+    app: web.Application, kind: str, path: str | os.PathLike[str], chunk_rows: int | None = None
+) -> str:
+    """Import ``path`` as ``kind`` (staff or customers), customers ``chunk_rows`` rows per transaction; the report
+    for the admin. A progress bar on a terminal."""
     from tqdm import tqdm  # only here: the other commands start faster without it
 
     file = Path(path)
@@ -928,6 +939,6 @@ async def run_import(app: web.Application, kind: str, path: str | os.PathLike[st
         if kind == "staff":
             report = await import_staff(app, sheet, progress)
         else:
-            report = await import_customers(app, sheet, progress)
+            report = await import_customers(app, sheet, progress, chunk_rows or CHUNK_ROWS)
     await app[BOT].understanding.refresh()
     return report.summary()

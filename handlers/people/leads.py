@@ -2,8 +2,8 @@
 region and industry names the team, and the team's least-loaded rep under the cap takes it — who is told the
 lead's details and a first step; a lead nobody followed up within ``return_hours`` returns to the pool. Leads
 arrive by ``POST /leads`` (JSON, signed with the shared secret: hex HMAC-SHA256 of the body in
-``X-Crmbot-Signature``), from a customer import's rows without an owner (once the import commits), and from a
-new customer contact the rep declines as theirs.
+``X-Crmbot-Signature``), from a customer import's rows left without an owner (new or re-imported, once their
+chunk commits), and from a new customer contact the rep declines as theirs.
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ async def lead_of(customer: Customer, conn: BaseDBAsyncClient | None) -> Lead:
 
 @capability.on_imported(order=10)
 async def assign_imported(services: Services, customer_ids: list[int]) -> None:
-    """Customers an import created without an owner are leads: each is assigned as ``POST /leads`` would."""
+    """Customers an import leaves without an owner are leads, whether it created them or found them stored (a
+    re-imported customer nobody owns is offered like a new one; one with an owner keeps it): each is assigned as
+    ``POST /leads`` would."""
     now = services.clock.now()
     async with in_transaction() as conn:
         unowned = Customer.filter(id__in=customer_ids, owner_id__isnull=True).exclude(stage=Stage.LOST)
