@@ -22,6 +22,9 @@ ROWS_PER_STATEMENT = 1000
 
 def db_value(value: Any) -> Any:
     """``value`` as raw SQL stores it in our columns."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:  # most cells: as they are, without the checks below
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):

@@ -219,6 +219,8 @@ def _unreadable(path: Path, exc: Exception) -> ImportFailed:
 
 def clean_text(cell: Cell) -> str:
     """A cell as trimmed text: whitespace (full-width too) and zero-width marks removed, runs of spaces single."""
+    if type(cell) is str:  # most cells: no number or date to turn into text first
+        return " ".join(cell.translate(ZERO_WIDTH).split())
     if cell is None:
         return ""
     if isinstance(cell, float) and cell.is_integer():
