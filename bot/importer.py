@@ -80,7 +80,6 @@ from bot.spreadsheet import (
     parse_datetime,
     split_list,
 )
-from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
 from models.staff import Role, Staff, StaffAccount
 
@@ -271,19 +270,6 @@ def _clash_labels(fields: list[str]) -> str:
     return "、".join(dict.fromkeys(labels.get(f, "账号") for f in fields))
 
 
-def _audit(
-    action: str,
-    entity: str,
-    entity_id: object,
-    before: dict[str, Any] | None,
-    after: dict[str, Any],
-    customer_id: int | None = None,
-) -> AuditLog:
-    return audit.entry(
-        action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM, customer_id=customer_id
-    )
-
-
 def _described(values: dict[str, Any], staff_names: dict[int, str]) -> dict[str, Any]:
     """Field values for the audit log: JSON types, the owner by name."""
     out = {}
@@ -378,12 +364,12 @@ async def import_staff(app: web.Application, sheet: Sheet, progress: Progress) -
 
 
 async def _write_staff(records: dict[str, Record], identities: Sequence[Identity], report: Report) -> None:
-    async with in_transaction():
-        existing = {s.name: s for s in await Staff.all()}
+    async with in_transaction() as conn:
+        existing = {s.name: s for s in await Staff.all().using_db(conn)}
         names_by_id = {s.id: s.name for s in existing.values()}
         accounts: dict[tuple[int, str], str] = {  # (staff id, platform) → user id
             (int(str(sid)), str(p)): str(u)
-            for sid, p, u in await StaffAccount.all().values_list("staff_id", "platform", "user_id")
+            for sid, p, u in await StaffAccount.all().using_db(conn).values_list("staff_id", "platform", "user_id")
         }
 
         # Accounts are unique: not held by someone else in the database, nor by an earlier record of the file.
@@ -431,59 +417,81 @@ async def _write_staff(records: dict[str, Record], identities: Sequence[Identity
                     del records[record.name]
                     changed = True
 
-        audits: list[AuditLog] = []
-        saved: dict[str, Staff] = dict(existing)
-        created: set[str] = set()
-        changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # name → (before, after)
-        for record in records.values():
-            values: dict[str, Any] = {
-                k: v for k, v in record.values.items() if k != "manager" and not k.startswith(ACCOUNT)
-            }
-            current = existing.get(record.name)
-            if current is None:
-                staff = await Staff.create(name=record.name, **values)
-                saved[staff.name] = staff
-                created.add(staff.name)
-                before, after = {}, {"name": staff.name, **values}
-            else:
-                staff = current
-                fields = [k for k, v in values.items() if getattr(current, k) != v]
-                before, after = {k: getattr(current, k) for k in fields}, {k: values[k] for k in fields}
-                if fields:
-                    for key in fields:
-                        setattr(current, key, values[key])
-                    await current.save(update_fields=fields)
-            for identity in identities:
-                user = record.values.get(ACCOUNT + identity.platform)
-                held = accounts.get((staff.id, identity.platform))
-                if user is None or user == held:
-                    continue
-                if current is not None:
-                    before[_account_key(identity)] = held
-                after[_account_key(identity)] = user
-                await StaffAccount.filter(staff_id=staff.id, platform=identity.platform).delete()
-                await StaffAccount.create(staff_id=staff.id, platform=identity.platform, user_id=user)
-            changes[record.name] = (before, after)
+        await _save_staff(conn, records, existing, accounts, identities, report)
 
-        for record in records.values():
-            staff = saved[record.name]
-            before, after = changes[record.name]
-            manager = record.values.get("manager")
-            if manager is not None and staff.manager_id != saved[manager].id:
-                before["manager"] = names_by_id.get(staff.manager_id) if staff.manager_id else None
-                after["manager"] = manager
-                staff.manager_id = saved[manager].id
-                await staff.save(update_fields=["manager_id"])
-            if record.name in created:
-                audits.append(_audit("create", "staff", staff.id, None, after))
-                report.created += 1
-            elif after:
-                audits.append(_audit("update", "staff", staff.id, before, after))
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if audits:
-            await AuditLog.bulk_create(audits)
+
+async def _save_staff(
+    conn: BaseDBAsyncClient,
+    records: dict[str, Record],
+    existing: dict[str, Staff],
+    accounts: dict[tuple[int, str], str],
+    identities: Sequence[Identity],
+    report: Report,
+) -> None:
+    """Write the checked staff records set-wise: new people, changed roles, accounts, managers, the audit rows."""
+    at = datetime.now(UTC)
+    names_by_id = {s.id: s.name for s in existing.values()}
+    values_of = {
+        name: {k: v for k, v in r.values.items() if k != "manager" and not k.startswith(ACCOUNT)}
+        for name, r in records.items()
+    }
+    fresh = [r.name for r in records.values() if r.name not in existing]
+    created = await bulk.insert_new(
+        conn, "staff", "name", ["name", "role", "active", "created_at"],
+        [[name, values_of[name].get("role", Role.REP), True, at] for name in fresh],
+    )  # fmt: skip
+    if len(created) < len(fresh):  # someone added one of these names meanwhile: it is updated instead
+        late = [name for name in fresh if name not in created]
+        existing = {**existing, **{s.name: s for s in await Staff.filter(name__in=late).using_db(conn)}}
+    id_of = {**{name: s.id for name, s in existing.items()}, **created}
+
+    roles: list[list[Any]] = []
+    replaced: dict[str, list[int]] = {}  # platform → staff whose account there is replaced
+    new_accounts: list[list[Any]] = []
+    managers: list[list[Any]] = []
+    audits: list[list[Any]] = []
+    for record in records.values():
+        sid = id_of[record.name]
+        current = None if record.name in created else existing[record.name]
+        values = values_of[record.name]
+        if current is None:
+            before, after = {}, {"name": record.name, **values}
+        else:
+            fields = [k for k, v in values.items() if getattr(current, k) != v]
+            before, after = {k: getattr(current, k) for k in fields}, {k: values[k] for k in fields}
+            if "role" in after:
+                roles.append([after["role"], sid])
+        for identity in identities:
+            user = record.values.get(ACCOUNT + identity.platform)
+            held = accounts.get((sid, identity.platform))
+            if user is None or user == held:
+                continue
+            if current is not None:
+                before[_account_key(identity)] = held
+            after[_account_key(identity)] = user
+            if held is not None:
+                replaced.setdefault(identity.platform, []).append(sid)
+            new_accounts.append([sid, identity.platform, user, at])
+        manager = record.values.get("manager")
+        manager_id = current.manager_id if current is not None else None
+        if manager is not None and manager_id != id_of[manager]:
+            before["manager"] = names_by_id.get(manager_id) if manager_id else None
+            after["manager"] = manager
+            managers.append([id_of[manager], sid])
+        if current is None:
+            audits.append(_audit_values("create", "staff", sid, None, after, at))
+            report.created += 1
+        elif after:
+            audits.append(_audit_values("update", "staff", sid, before, after, at))
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    await bulk.update(conn, "staff", ["role"], roles)
+    for platform, staff_ids in replaced.items():
+        await StaffAccount.filter(staff_id__in=staff_ids, platform=platform).using_db(conn).delete()
+    await bulk.insert(conn, "staff_account", ["staff_id", "platform", "user_id", "created_at"], new_accounts)
+    await bulk.update(conn, "staff", ["manager_id"], managers)
+    await bulk.insert(conn, "audit_log", audit.COLUMNS, audits)
 
 
 # ---------------------------------------------------------------------------------------------------------------
