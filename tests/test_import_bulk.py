@@ -1,6 +1,7 @@
 """An admin imports a long customer list, chunk by chunk, and can always run it again: a second run writes nothing,
-an import killed midway and run again ends exactly as one clean run, and customers the file leaves without an
-owner, new or already stored, are offered to lead assignment while owned ones keep their rep.
+an import killed midway (or stopped by a database failure) and run again ends exactly as one clean run, and
+customers the file leaves without an owner, new or already stored, are offered to lead assignment while owned
+ones keep their rep.
 
 Imports run as the admin runs them: ``crmbot import customers`` (in-process, or as a subprocess that is killed).
 """
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 
 from bot.demo import load_demo
+from bot.sql import default as db
 from models.audit import AuditLog
 from models.customers import Contact, Customer
 from models.people import LeadAssignment
@@ -218,3 +220,47 @@ async def test_a_reimported_customer_nobody_owns_is_offered_as_a_lead_and_an_own
     assert not any("华为" in t and "新线索" in t for t in chat.sent_to("zhangsan"))
     assert await LeadAssignment.filter(customer_id=envision.id, staff__name="李四").count() == 1
     assert await Staff.filter(name="李四").count() == 1
+
+
+def test_a_database_failure_midway_says_how_far_the_file_got_and_a_rerun_finishes_it(
+    config: Path, tmp_path: Path, database_url: str
+) -> None:
+    assert_ok(crmbot(config, "import", "staff", str(write_csv(tmp_path / "staff.csv", STAFF_CSV))))
+    if database_url.startswith("sqlite"):
+        install = [
+            "CREATE TRIGGER refuse BEFORE INSERT ON customer WHEN NEW.name = '拒收公司' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+        remove = ["DROP TRIGGER refuse"]
+    else:
+        install = [
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.name = '拒收公司' THEN "
+            "RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT ON customer FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+        remove = ["DROP TRIGGER refuse ON customer"]
+
+    def run(statements: list[str]) -> None:
+        async def go() -> None:
+            for statement in statements:
+                await db().execute_script(statement)
+
+        query(config, go)
+
+    run(install)
+    text = "客户名称,负责人,联系人\n甲公司,张伟,甲\n乙公司,王磊,乙\n拒收公司,张伟,丙\n丁公司,张伟,丁\n"
+    path = write_csv(tmp_path / "c.csv", text)
+    result = crmbot(config, "import", "customers", str(path), "--chunk-rows", "2")
+
+    assert result.exit_code == 2
+    assert "第3行及之前的已导入" in result.stderr and "重新运行同一命令" in result.stderr
+    names = query(config, lambda: Customer.all().order_by("name").values_list("name", flat=True))
+    assert sorted(names) == ["乙公司", "甲公司"]  # the first chunk; the second rolled back whole
+
+    run(remove)
+    out = assert_ok(crmbot(config, "import", "customers", str(path), "--chunk-rows", "2"))
+
+    assert "新增 2，更新 0，无变化 2" in out
+    names = query(config, lambda: Customer.all().values_list("name", flat=True))
+    assert sorted(names) == sorted(["甲公司", "乙公司", "拒收公司", "丁公司"])
+    assert query(config, lambda: AuditLog.filter(entity="customer", action="create").count()) == 4
