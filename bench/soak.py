@@ -248,7 +248,7 @@ def report_memory(samples: list[tuple[float, float]], warmup: float, bound: floa
     print(f"after the {warmup:.0f} s warm-up: {reference:.0f} MiB, peak {peak:.0f} MiB, end {after[-1]:.0f} MiB")
     if peak - reference > bound:
         raise MemoryGrew(
-            f"RSS grew {peak - reference:.0f} MiB after the warm-up ({reference:.0f} → {peak:.0f} MiB), more than "
+            f"RSS grew {peak - reference:.1f} MiB after the warm-up ({reference:.0f} → {peak:.0f} MiB), more than "
             f"the {bound:.0f} MiB bound: memory grows without bound"
         )
 
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-log", default="", help="append the server's output to this file")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--warmup", type=float, default=120.0, help="seconds of the soak before memory is bounded")
-    parser.add_argument("--rss-growth", type=float, default=40.0, help="MiB the RSS may grow after the warm-up")
+    parser.add_argument("--rss-growth", type=float, default=20.0, help="MiB the RSS may grow after the warm-up")
     args = parser.parse_args(argv)
     args.server_log = Path(args.server_log).resolve() if args.server_log else None
     os.chdir(ROOT)
