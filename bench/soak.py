@@ -8,7 +8,9 @@ Each callback is a signed, encrypted ``搜 <token>`` with its own MsgId and toke
 reply seen twice is a duplicate. A callback not answered 200 within 5 s is posted again, up to three times, as
 WeCom does. Cases, in order (``--cases`` picks some):
 
-- ``soak``: ``--rate`` callbacks per second for ``--duration`` seconds; RSS of the server every 10 s.
+- ``soak``: ``--rate`` callbacks per second for ``--duration`` seconds; the server's RSS at the start and every
+  minute. Memory must stay bounded: once ``--warmup`` seconds have passed, the RSS then is the reference, and if
+  it grows more than ``--rss-growth`` MiB beyond it the run FAILS (a message saying so, exit status 1).
 - ``wecom_down``: the WeCom API answers HTTP 502 for ``--fault-seconds`` while callbacks arrive, then recovers.
 - ``kill9``: a burst of callbacks against a slow WeCom (0.2 s per send); the server is killed with SIGKILL in the
   middle and started again; the callbacks it never answered are posted again.
@@ -22,6 +24,7 @@ dropped), and how long after the last callback everything was answered::
 
     .venv/bin/python -m bench.soak --duration 180 --rate 20
     .venv/bin/python -m bench.soak --duration 180 --rate 20 --database postgres://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m bench.soak --duration 600 --rate 20 --cases soak   # the memory soak
 """
 
 from __future__ import annotations
@@ -50,7 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STAFF = 50
 CALLBACK_TIMEOUT = 5.0  # WeCom drops the connection after 5 s and posts again (after as long), three times at most
 CALLBACK_TRIES = 4
-RSS_EVERY = 10.0
+RSS_EVERY = 10.0  # sampled this often, reported every minute
+
+
+class MemoryGrew(Exception):
+    """The server's RSS grew beyond the bound after warm-up: memory that grows without bound."""
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Server:
                             return
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
+        await self.stop(signal.SIGKILL)  # not left running behind the benchmark
         raise RuntimeError("crmbot serve did not start")
 
     async def stop(self, sig: int = signal.SIGINT) -> None:
@@ -223,8 +231,26 @@ async def case_soak(soak: Soak, args: argparse.Namespace) -> Tally:
         await soak.settle(tally)
     finally:
         sampling.cancel()
-    print("RSS (MiB) every 10 s: " + " ".join(f"{rss:.0f}" for _, rss in samples))
+    report_memory(samples, args.warmup, args.rss_growth)
     return tally
+
+
+def report_memory(samples: list[tuple[float, float]], warmup: float, bound: float) -> None:
+    """Print the RSS at the start and every minute; raise ``MemoryGrew`` when it grew more than ``bound`` MiB
+    beyond its level at the end of the warm-up."""
+    minutes = [rss for at, rss in samples if round(at / RSS_EVERY) % round(60 / RSS_EVERY) == 0]
+    print("RSS (MiB) at the start and every minute: " + " ".join(f"{rss:.0f}" for rss in minutes))
+    after = [rss for at, rss in samples if at >= warmup]
+    if len(after) < 2:
+        print(f"(the soak was shorter than the {warmup:.0f} s warm-up: no memory bound checked)")
+        return
+    reference, peak = after[0], max(after)
+    print(f"after the {warmup:.0f} s warm-up: {reference:.0f} MiB, peak {peak:.0f} MiB, end {after[-1]:.0f} MiB")
+    if peak - reference > bound:
+        raise MemoryGrew(
+            f"RSS grew {peak - reference:.1f} MiB after the warm-up ({reference:.0f} → {peak:.0f} MiB), more than "
+            f"the {bound:.0f} MiB bound: memory grows without bound"
+        )
 
 
 async def case_wecom_down(soak: Soak, args: argparse.Namespace) -> Tally:
@@ -333,12 +359,12 @@ async def run(args: argparse.Namespace, database: str, workdir: Path) -> None:
     if await imported.wait() != 0:
         raise RuntimeError("crmbot import staff failed")
     server = Server(config, port, workdir, args.server_log)
-    await server.start()
     soak = Soak(server, sim, database)
     postgres = not database.startswith("sqlite://")
     cases = [c for c in args.cases if c != ("sqlite_locked" if postgres else "pg_terminate")]
     tallies = []
     try:
+        await server.start()
         for case in cases:
             print(f"-- {case}", flush=True)
             tally = await CASES[case](soak, args)
@@ -374,10 +400,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default="", help="PostgreSQL server URL (a scratch database is made there)")
     parser.add_argument("--server-log", default="", help="append the server's output to this file")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--warmup", type=float, default=120.0, help="seconds of the soak before memory is bounded")
+    parser.add_argument("--rss-growth", type=float, default=20.0, help="MiB the RSS may grow after the warm-up")
     args = parser.parse_args(argv)
     args.server_log = Path(args.server_log).resolve() if args.server_log else None
     os.chdir(ROOT)
-    asyncio.run(main_async(args))
+    try:
+        asyncio.run(main_async(args))
+    except MemoryGrew as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

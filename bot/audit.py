@@ -60,8 +60,6 @@ def entry(
     the moment the row is saved.
     """
     person = actor if isinstance(actor, Staff) else None
-    if customer_id is None and entity == "customer" and str(entity_id).isdigit():
-        customer_id = int(str(entity_id))
     row = AuditLog(
         actor_id=person.id if person is not None else None,
         actor_name=person.name if person is not None else str(actor),
@@ -72,12 +70,41 @@ def entry(
         after=after,
         platform=platform,
         source=source[:191],
-        customer_id=customer_id,
+        customer_id=_about(entity, entity_id, customer_id),
         undo_of=undo_of,
     )
     if at is not None:
         row.created_at = at
     return row
+
+
+def _about(entity: str, entity_id: object, customer_id: int | None) -> int | None:
+    if customer_id is None and entity == "customer" and str(entity_id).isdigit():
+        return int(str(entity_id))
+    return customer_id
+
+
+# The columns of ``values`` rows, for writes of many audit rows at once (imports).
+COLUMNS = ["actor_id", "actor_name", "action", "entity", "entity_id", "before", "after", "platform", "customer_id",
+           "created_at"]  # fmt: skip
+
+
+def values(
+    action: str,
+    entity: str,
+    entity_id: object,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    *,
+    actor: str,
+    platform: str,
+    at: datetime,
+    customer_id: int | None = None,
+) -> list[Any]:
+    """One audit row by the system (``actor`` names what acted) as values in ``COLUMNS`` order, for writing many
+    rows at once; the same row ``entry`` would make."""
+    about = _about(entity, entity_id, customer_id)
+    return [None, actor, action, entity, str(entity_id), before, after, platform, about, at]
 
 
 async def record(

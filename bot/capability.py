@@ -8,7 +8,7 @@ A capability module declares ``capability = Capability("tickets")`` and register
   phrasing (``@capability.phrase(order=...)``), tried by the understanding in order of priority;
 * scheduled rules (``@capability.rule(order=...)``), evaluated in order by the rules engine;
 * hooks on newly archived customer messages (``@capability.on_archived(order=...)``);
-* hooks on the customers an import created without an owner (``@capability.on_imported(order=...)``);
+* hooks on the customers an import leaves without an owner (``@capability.on_imported(order=...)``);
 * guards on another capability's intent (``@capability.guard("request_discount")``), asked after its customer is
   resolved and before its handler runs; a guard's reply refuses the request, so nothing is written;
 * web routes (``capability.route("GET", "/nps/{token}", view)``);

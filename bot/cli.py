@@ -208,7 +208,13 @@ def demo(config: str | None) -> None:
 @config_option
 @click.argument("kind", type=click.Choice(["staff", "customers", "messages", "orders", "opportunities", "targets"]))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_(config: str | None, kind: str, file: Path) -> None:
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Customer rows written per transaction (default 5000).",
+)
+def import_(config: str | None, kind: str, file: Path, chunk_rows: int | None) -> None:
     """Import staff, customers, orders, opportunities, targets (.csv/.xlsx) or messages (.jsonl) from FILE."""
     # start-up time: the importers (and the spreadsheet and database-driver modules they load) only here
     from bot.importer import run_import
@@ -227,7 +233,7 @@ def import_(config: str | None, kind: str, file: Path) -> None:
                 return await import_orders(app, file)
             if kind in ("opportunities", "targets"):
                 return await (import_opportunities if kind == "opportunities" else import_targets)(app, file)
-            return await run_import(app, kind, file)
+            return await run_import(app, kind, file, chunk_rows)
 
     try:
         click.echo(_run(go()))

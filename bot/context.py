@@ -93,7 +93,7 @@ class Services(Protocol):
 ArchiveHook = Callable[[Services, list[Message]], Awaitable[object]]
 # A line another capability adds to the profile card of a customer (empty: nothing to add), as of a moment.
 CardLine = Callable[[Services, Customer, datetime], Awaitable[list[str]]]
-# Called after a customer import commits, with the ids of the customers it created without an owner.
+# Called after each chunk of a customer import commits, with the ids of its customers left without an owner.
 ImportHook = Callable[[Services, list[int]], Awaitable[object]]
 
 

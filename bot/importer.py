@@ -1,8 +1,13 @@
 """``crmbot import staff|customers FILE``: staff and customers from the spreadsheets admins already have (.csv or
 .xlsx, read by ``bot.spreadsheet``).
 
-A file is read whole, cleaned and checked before anything is written, then written in ONE transaction: either
-every accepted row lands or (on a fatal error) nothing does. Headers may be Chinese or English; unknown customer
+A customer file is streamed (``bot.spreadsheet.open_sheet``): read, cleaned, checked and written ``CHUNK_ROWS``
+rows at a time, each chunk in ONE transaction and set-wise (``bot.bulk``: multi-row statements on SQLite, COPY on
+PostgreSQL; contacts and the audit log likewise), so that memory stays flat however long the file. An import is
+idempotent, hence resumable: rows are matched to stored customers by name and to stored contacts by external id,
+name or phone, so running a file again, or again after a crash at any point, writes nothing twice (what a crashed
+run committed is found unchanged; the rest is imported). A staff list is short and names managers anywhere in it,
+so it is checked whole and written in one transaction. Headers may be Chinese or English; unknown customer
 columns are kept as custom fields; staff accounts come from one column per platform (the headers each platform's
 identity names, e.g. 企业微信账号).
 
@@ -11,7 +16,8 @@ What an import never does is lose data that is already stored:
 * a blank cell keeps the stored value; aliases and tags are added to the stored ones; custom fields are merged;
 * ``last_followup_at`` only moves forward (an old spreadsheet must not make a customer look neglected);
 * rows naming the same staff member or customer are MERGED into one record (later non-blank cells win, lists and
-  custom fields are combined, every row's contact is kept), because exports often list one row per contact;
+  custom fields are combined, every row's contact is kept), because exports often list one row per contact; rows
+  of one customer in different chunks are merged the way a re-import updates (reported as merged rows too);
 * a name already in the database updates that record instead of creating a duplicate;
 * two staff rows with one name but another account, role or manager are two people: the later row is rejected
   (names are how colleagues are addressed in chat), identical or complementary rows are merged.
@@ -21,13 +27,15 @@ Dates the old system never had are set so that the timers work: a customer marke
 ``[rules] baseline_on_import`` the first import also starts every customer's follow-up ladder at the import
 (``ladder_from``), so that a go-live with old 最近跟进 dates does not hand everyone over on the first pass.
 
-Once a customer import has committed, the customers it created without an owner go to the registered import
-hooks (``Services.import_hooks``: the lead rules assign them); a region column (region, 区域) is kept as the custom
-field 地区.
+Once a chunk has committed, its customers left without an owner, whether the import created them or found them
+already stored, go to the registered import hooks (``Services.import_hooks``: the lead rules offer them to a rep
+as leads; a customer with an owner keeps it); a region column (region, 区域) is kept as the custom field 地区.
+Customer and staff names are loaded into the vocabulary once, at the end.
 
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
-``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column) and for a
-database failure while writing; either way the transaction leaves nothing behind.
+``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column, a CSV file
+with a quote left open: all found before anything is written) and for a database failure while writing: the
+chunk being written leaves nothing behind, and the message says up to which row the file was imported.
 """
 
 from __future__ import annotations
@@ -37,37 +45,41 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import BaseORMException
 from tortoise.transactions import in_transaction
 
-from bot import audit
+from bot import audit, bulk
 from bot.context import Services
 from bot.identity import Directory, Identity
 from bot.keys import BOT, CLOCK, SETTINGS
 from bot.spreadsheet import (
     Cell,
     Columns,
+    Header,
     ImportFailed,
-    Table,
+    Sheet,
     cell_of,
     clean_id,
     clean_text,
+    open_sheet,
     parse_date,
     parse_datetime,
-    read_table,
     split_list,
 )
-from models.audit import AuditLog
 from models.customers import STAGE_LABELS, Contact, Customer, Stage
 from models.opportunities import follow_ups_move_deals
 from models.staff import Role, Staff, StaffAccount
@@ -75,6 +87,7 @@ from models.staff import Role, Staff, StaffAccount
 ACTOR = "import"
 AUDIT_PLATFORM = "cli"
 CHUNK = 500  # ids per IN (...) query
+CHUNK_ROWS = 5000  # customer rows read, checked and written per transaction
 
 # Tortoise wraps most driver errors; a few (e.g. a PostgreSQL trigger's RAISE) arrive as the driver's own.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (BaseORMException, sqlite3.Error, asyncpg.PostgresError)
@@ -258,19 +271,6 @@ def _clash_labels(fields: list[str]) -> str:
     return "、".join(dict.fromkeys(labels.get(f, "账号") for f in fields))
 
 
-def _audit(
-    action: str,
-    entity: str,
-    entity_id: object,
-    before: dict[str, Any] | None,
-    after: dict[str, Any],
-    customer_id: int | None = None,
-) -> AuditLog:
-    return audit.entry(
-        action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM, customer_id=customer_id
-    )
-
-
 def _described(values: dict[str, Any], staff_names: dict[int, str]) -> dict[str, Any]:
     """Field values for the audit log: JSON types, the owner by name."""
     out = {}
@@ -302,9 +302,11 @@ def _account_key(identity: Identity) -> str:
     return headers[1] if len(headers) > 1 else identity.platform
 
 
-def _staff_records(table: Table, report: Report, identities: Sequence[Identity]) -> list[Record]:
+def _staff_records(
+    rows: list[tuple[int, list[Cell]]], table: Header, report: Report, identities: Sequence[Identity]
+) -> list[Record]:
     records = []
-    for number, row in table.rows:
+    for number, row in rows:
         name = clean_text(cell_of(row, table, "name"))
         if not name:
             report.reject(number, "缺少姓名 missing name")
@@ -345,17 +347,30 @@ def _manager_chain_loops(name: str, managers: dict[str, str | None]) -> bool:
     return False
 
 
-async def import_staff(app: web.Application, table: Table) -> Report:
+async def import_staff(app: web.Application, sheet: Sheet, progress: Progress) -> Report:
+    """Staff lists are short and managers may be named further down: the whole file is checked, then written in
+    one transaction."""
     identities = app[BOT].directory.importable()
-    report = Report("staff", ignored_columns=list(table.extras))
-    records = _staff_by_name(_staff_records(table, report, identities), report)
+    report = Report("staff", ignored_columns=list(sheet.extras))
+    rows = await asyncio.to_thread(list, sheet.rows)
+    records = _staff_by_name(_staff_records(rows, sheet, report, identities), report)
+    try:
+        await _write_staff(records, identities, report)
+    except DATABASE_ERRORS as exc:  # the transaction rolled back: nothing was written
+        raise _write_failed(progress, exc) from exc
+    if rows:
+        progress.rows = rows[-1][0]
+        progress.advance(progress.rows)
+    return report
 
-    async with in_transaction():
-        existing = {s.name: s for s in await Staff.all()}
+
+async def _write_staff(records: dict[str, Record], identities: Sequence[Identity], report: Report) -> None:
+    async with in_transaction() as conn:
+        existing = {s.name: s for s in await Staff.all().using_db(conn)}
         names_by_id = {s.id: s.name for s in existing.values()}
         accounts: dict[tuple[int, str], str] = {  # (staff id, platform) → user id
             (int(str(sid)), str(p)): str(u)
-            for sid, p, u in await StaffAccount.all().values_list("staff_id", "platform", "user_id")
+            for sid, p, u in await StaffAccount.all().using_db(conn).values_list("staff_id", "platform", "user_id")
         }
 
         # Accounts are unique: not held by someone else in the database, nor by an earlier record of the file.
@@ -403,69 +418,92 @@ async def import_staff(app: web.Application, table: Table) -> Report:
                     del records[record.name]
                     changed = True
 
-        audits: list[AuditLog] = []
-        saved: dict[str, Staff] = dict(existing)
-        created: set[str] = set()
-        changes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # name → (before, after)
-        for record in records.values():
-            values: dict[str, Any] = {
-                k: v for k, v in record.values.items() if k != "manager" and not k.startswith(ACCOUNT)
-            }
-            current = existing.get(record.name)
-            if current is None:
-                staff = await Staff.create(name=record.name, **values)
-                saved[staff.name] = staff
-                created.add(staff.name)
-                before, after = {}, {"name": staff.name, **values}
-            else:
-                staff = current
-                fields = [k for k, v in values.items() if getattr(current, k) != v]
-                before, after = {k: getattr(current, k) for k in fields}, {k: values[k] for k in fields}
-                if fields:
-                    for key in fields:
-                        setattr(current, key, values[key])
-                    await current.save(update_fields=fields)
-            for identity in identities:
-                user = record.values.get(ACCOUNT + identity.platform)
-                held = accounts.get((staff.id, identity.platform))
-                if user is None or user == held:
-                    continue
-                if current is not None:
-                    before[_account_key(identity)] = held
-                after[_account_key(identity)] = user
-                await StaffAccount.filter(staff_id=staff.id, platform=identity.platform).delete()
-                await StaffAccount.create(staff_id=staff.id, platform=identity.platform, user_id=user)
-            changes[record.name] = (before, after)
+        await _save_staff(conn, records, existing, accounts, identities, report)
 
-        for record in records.values():
-            staff = saved[record.name]
-            before, after = changes[record.name]
-            manager = record.values.get("manager")
-            if manager is not None and staff.manager_id != saved[manager].id:
-                before["manager"] = names_by_id.get(staff.manager_id) if staff.manager_id else None
-                after["manager"] = manager
-                staff.manager_id = saved[manager].id
-                await staff.save(update_fields=["manager_id"])
-            if record.name in created:
-                audits.append(_audit("create", "staff", staff.id, None, after))
-                report.created += 1
-            elif after:
-                audits.append(_audit("update", "staff", staff.id, before, after))
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if audits:
-            await AuditLog.bulk_create(audits)
-    return report
+
+async def _save_staff(
+    conn: BaseDBAsyncClient,
+    records: dict[str, Record],
+    existing: dict[str, Staff],
+    accounts: dict[tuple[int, str], str],
+    identities: Sequence[Identity],
+    report: Report,
+) -> None:
+    """Write the checked staff records set-wise: new people, changed roles, accounts, managers, the audit rows."""
+    at = datetime.now(UTC)
+    names_by_id = {s.id: s.name for s in existing.values()}
+    values_of = {
+        name: {k: v for k, v in r.values.items() if k != "manager" and not k.startswith(ACCOUNT)}
+        for name, r in records.items()
+    }
+    fresh = [r.name for r in records.values() if r.name not in existing]
+    created = await bulk.insert_new(
+        conn, "staff", "name", ["name", "role", "active", "created_at"],
+        [[name, values_of[name].get("role", Role.REP), True, at] for name in fresh],
+    )  # fmt: skip
+    if len(created) < len(fresh):  # someone added one of these names meanwhile: it is updated instead
+        late = [name for name in fresh if name not in created]
+        existing = {**existing, **{s.name: s for s in await Staff.filter(name__in=late).using_db(conn)}}
+    id_of = {**{name: s.id for name, s in existing.items()}, **created}
+
+    roles: list[list[Any]] = []
+    replaced: dict[str, list[int]] = {}  # platform → staff whose account there is replaced
+    new_accounts: list[list[Any]] = []
+    managers: list[list[Any]] = []
+    audits: list[list[Any]] = []
+    for record in records.values():
+        sid = id_of[record.name]
+        current = None if record.name in created else existing[record.name]
+        values = values_of[record.name]
+        if current is None:
+            before, after = {}, {"name": record.name, **values}
+        else:
+            fields = [k for k, v in values.items() if getattr(current, k) != v]
+            before, after = {k: getattr(current, k) for k in fields}, {k: values[k] for k in fields}
+            if "role" in after:
+                roles.append([after["role"], sid])
+        for identity in identities:
+            user = record.values.get(ACCOUNT + identity.platform)
+            held = accounts.get((sid, identity.platform))
+            if user is None or user == held:
+                continue
+            if current is not None:
+                before[_account_key(identity)] = held
+            after[_account_key(identity)] = user
+            if held is not None:
+                replaced.setdefault(identity.platform, []).append(sid)
+            new_accounts.append([sid, identity.platform, user, at])
+        manager = record.values.get("manager")
+        manager_id = current.manager_id if current is not None else None
+        if manager is not None and manager_id != id_of[manager]:
+            before["manager"] = names_by_id.get(manager_id) if manager_id else None
+            after["manager"] = manager
+            managers.append([id_of[manager], sid])
+        if current is None:
+            audits.append(_audit_values("create", "staff", sid, None, after, at))
+            report.created += 1
+        elif after:
+            audits.append(_audit_values("update", "staff", sid, before, after, at))
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    await bulk.update(conn, "staff", ["role"], roles)
+    for platform, staff_ids in replaced.items():
+        await StaffAccount.filter(staff_id__in=staff_ids, platform=platform).using_db(conn).delete()
+    await bulk.insert(conn, "staff_account", ["staff_id", "platform", "user_id", "created_at"], new_accounts)
+    await bulk.update(conn, "staff", ["manager_id"], managers)
+    await bulk.insert(conn, "audit_log", audit.COLUMNS, audits)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Customers
 
 
-def _customer_records(table: Table, report: Report, tz: ZoneInfo, now: datetime, directory: Directory) -> list[Record]:
+def _customer_records(
+    rows: list[tuple[int, list[Cell]]], table: Header, report: Report, tz: ZoneInfo, now: datetime, directory: Directory
+) -> list[Record]:
     records = []
-    for number, row in table.rows:
+    for number, row in rows:
         name = clean_text(cell_of(row, table, "name"))
         if not name:
             report.reject(number, "缺少客户名称 missing name")
@@ -563,122 +601,279 @@ async def _by_chunks(values: Sequence[Any], fetch: Any) -> list[Any]:
     return out
 
 
-async def import_customers(app: web.Application, table: Table) -> Report:
-    settings = app[SETTINGS]
+@dataclass
+class Progress:
+    """What an import has committed so far, for the progress bar and for a failure's message."""
+
+    rows: int = 0  # the last row number of the last chunk committed
+    advance: Callable[[int], None] = lambda rows: None  # told the row number reached after each chunk
+
+
+@dataclass
+class _Customers:
+    """What a customer import knows across its chunks: the staff owners are named by, and what earlier chunks
+    wrote (names, so that a later row of the same customer counts as a merged row; external ids, so that a later
+    row claiming one is reported against the row that brought it)."""
+
+    staff_by_key: dict[str, int]
+    staff_names: dict[int, str]
+    written: set[str] = field(default_factory=set)
+    claimed: dict[str, tuple[str, str]] = field(default_factory=dict)  # external id → (where, customer name)
+
+
+@dataclass
+class _StoredContact:
+    id: int | None
+    name: str
+    phone: str
+    role: str
+    external_userid: str | None
+
+    def value(self, key: str) -> str:
+        return getattr(self, key) or ""
+
+
+CUSTOMER_FIELDS = ["aliases", "industry", "grade", "stage", "owner_id", "tags", "custom_fields", "contract_end",
+                   "last_followup_at", "next_followup_at", "won_at", "ladder_from"]  # fmt: skip
+CONTACT_COLUMNS = ["id", "customer_id", "name", "phone", "title", "role", "external_userid", "created_at"]
+CONTACT_FIELDS = ("name", "phone", "role", "external_userid")
+
+
+async def _customer_run() -> _Customers:
+    staff_by_key: dict[str, int] = {}
+    names = {int(str(i)): str(n) for i, n in await Staff.all().values_list("id", "name")}
+    # Owners are named by name or by any platform account; a name wins over an account that looks the same.
+    for sid, user in await StaffAccount.all().order_by("-id").values_list("staff_id", "user_id"):
+        if int(str(sid)) in names:
+            staff_by_key[str(user)] = int(str(sid))
+    staff_by_key.update({name: sid for sid, name in names.items()})
+    return _Customers(staff_by_key, names)
+
+
+async def import_customers(app: web.Application, sheet: Sheet, progress: Progress, chunk_rows: int) -> Report:
+    """Read, check and write ``sheet`` a chunk of ``chunk_rows`` rows at a time, each chunk in one transaction;
+    after each commit the customers of the chunk left without an owner go to the import hooks."""
+    settings, directory = app[SETTINGS], app[BOT].directory
     now = app[CLOCK].now()
     report = Report("customers")
-    unowned: list[int] = []
-    records = _merge_by_name(_customer_records(table, report, settings.tz, now, app[BOT].directory), report)
-
-    async with in_transaction():
-        staff_by_key: dict[str, Staff] = {}
-        all_staff = await Staff.all()
-        staff_names = {s.id: s.name for s in all_staff}
-        by_id = {s.id: s for s in all_staff}
-        # Owners are named by name or by any platform account; a name wins over an account that looks the same.
-        for sid, user in await StaffAccount.all().order_by("-id").values_list("staff_id", "user_id"):
-            if int(str(sid)) in by_id:
-                staff_by_key[str(user)] = by_id[int(str(sid))]
-        for staff in all_staff:
-            staff_by_key[staff.name] = staff
-        names = list(records)
-        existing = {
-            c.name: c for c in await _by_chunks(names, lambda chunk: Customer.filter(name__in=chunk).order_by("id"))
-        }
-        externals = sorted({c.external_userid for r in records.values() for c in r.contacts if c.external_userid})
-        owner_of_external = {
-            c.external_userid: c
-            for c in await _by_chunks(
-                externals, lambda chunk: Contact.filter(external_userid__in=chunk).prefetch_related("customer")
-            )
-        }
-
-        claimed: dict[str, Record] = {}
-        for record in list(records.values()):
-            errors = []
-            owner = record.values.get("owner")
-            if owner is not None and owner not in staff_by_key:
-                errors.append(f"负责人「{owner}」不存在 unknown owner")
-            for contact in record.contacts:
-                ext = contact.external_userid
-                if not ext:
-                    continue
-                holder = owner_of_external.get(ext)
-                if holder is not None and holder.customer.name != record.name:
-                    errors.append(
-                        f"外部联系人ID「{ext}」已属于客户「{holder.customer.name}」 external_userid already used"
-                    )
-                elif ext in claimed and claimed[ext] is not record:
-                    other = claimed[ext]
-                    errors.append(
-                        f"外部联系人ID「{ext}」与{other.where}的「{other.name}」重复 duplicate external_userid"
-                    )
-            if errors:
-                report.reject(record, *errors)
-                del records[record.name]
-                continue
-            for contact in record.contacts:
-                if contact.external_userid:
-                    claimed[contact.external_userid] = record
-
-        existing_ids = [c.id for c in existing.values() if c.name in records]
-        contacts_of: dict[int, list[Contact]] = {}
-        for contact in await _by_chunks(existing_ids, lambda chunk: Contact.filter(customer_id__in=chunk)):
-            contacts_of.setdefault(contact.customer_id, []).append(contact)
-
-        audits: list[AuditLog] = []
-        for record in records.values():
-            values = dict(record.values)
-            if "owner" in values:
-                values["owner_id"] = staff_by_key[values.pop("owner")].id
-            customer = existing.get(record.name)
-            if _won_without_date(values, customer):
-                values["won_at"] = now
-            if settings.rules.baseline_on_import and _before_baseline(values, customer, now):
-                values["ladder_from"] = now
-            if customer is None:
-                customer = await Customer.create(
-                    name=record.name,
-                    aliases=record.lists["aliases"],
-                    tags=record.lists["tags"],
-                    custom_fields=record.custom,
-                    **values,
-                )
-                after = {"name": customer.name, **_described(values, staff_names)}
-                after.update({k: v for k, v in record.lists.items() if v})
-                if record.custom:
-                    after["custom_fields"] = record.custom
-                audits.append(_audit("create", "customer", customer.id, None, after))
-                report.created += 1
-                if customer.owner_id is None:
-                    unowned.append(customer.id)
-                await _save_contacts(customer, [], record.contacts, audits)
-                continue
-            before, after = _customer_changes(customer, values, record)
-            if before:
-                for key, value in after.items():
-                    setattr(customer, key, value)
-                await customer.save(update_fields=[*after, "updated_at"])
-                if "last_followup_at" in after:
-                    await follow_ups_move_deals(customer.id, customer.last_followup_at, None)
-                audits.append(
-                    _audit(
-                        "update",
-                        "customer",
-                        customer.id,
-                        _described(before, staff_names),
-                        _described(after, staff_names),
-                    )
-                )
-            changed_contacts = await _save_contacts(customer, contacts_of.get(customer.id, []), record.contacts, audits)
-            if before or changed_contacts:
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if audits:
-            await AuditLog.bulk_create(audits)
-    await _after_import(app[BOT], unowned)
+    run = await _customer_run()
+    while rows := await asyncio.to_thread(_take, sheet.rows, chunk_rows):
+        records = _merge_by_name(_customer_records(rows, sheet, report, settings.tz, now, directory), report)
+        try:
+            async with in_transaction() as conn:
+                unowned = await _write_customers(conn, records, run, report, settings.rules.baseline_on_import, now)
+        except DATABASE_ERRORS as exc:  # this chunk rolled back; the ones before it are committed
+            raise _write_failed(progress, exc) from exc
+        run.written.update(records)
+        progress.rows = rows[-1][0]
+        progress.advance(progress.rows)
+        await _after_import(app[BOT], unowned)
     return report
+
+
+def _take(rows: Iterator[tuple[int, list[Cell]]], count: int) -> list[tuple[int, list[Cell]]]:
+    return list(islice(rows, count))
+
+
+def _write_failed(progress: Progress, exc: Exception) -> ImportFailed:
+    if not progress.rows:
+        return ImportFailed(f"写入数据库失败，未导入任何数据 database error, nothing imported: {exc}")
+    return ImportFailed(
+        f"写入数据库失败：第{progress.rows}行及之前的已导入，之后的未导入；排除问题后重新运行同一命令即可，"
+        f"已导入的不会重复 database error after row {progress.rows}, rerun to resume: {exc}"
+    )
+
+
+def _check_customers(records: dict[str, Record], run: _Customers, holder_of: dict[str, str], report: Report) -> None:
+    """Reject the records naming an unknown owner or an external id another customer has; claim the rest's."""
+    for record in list(records.values()):
+        errors = []
+        owner = record.values.get("owner")
+        if owner is not None and owner not in run.staff_by_key:
+            errors.append(f"负责人「{owner}」不存在 unknown owner")
+        for contact in record.contacts:
+            ext = contact.external_userid
+            if not ext:
+                continue
+            claim = run.claimed.get(ext)
+            holder = holder_of.get(ext)
+            if claim is not None and claim[1] != record.name:
+                errors.append(f"外部联系人ID「{ext}」与{claim[0]}的「{claim[1]}」重复 duplicate external_userid")
+            elif holder is not None and holder != record.name:
+                errors.append(f"外部联系人ID「{ext}」已属于客户「{holder}」 external_userid already used")
+        if errors:
+            report.reject(record, *errors)
+            del records[record.name]
+            continue
+        for contact in record.contacts:
+            if contact.external_userid:
+                run.claimed.setdefault(contact.external_userid, (record.where, record.name))
+
+
+async def _write_customers(
+    conn: BaseDBAsyncClient,
+    records: dict[str, Record],
+    run: _Customers,
+    report: Report,
+    baseline: bool,
+    now: datetime,
+) -> list[int]:
+    """Write one chunk's records set-wise in ``conn``'s transaction; the ids of its customers without an owner."""
+    existing = {
+        c.name: c for c in await _by_chunks(list(records), lambda chunk: Customer.filter(name__in=chunk).using_db(conn))
+    }
+    externals = sorted({c.external_userid for r in records.values() for c in r.contacts if c.external_userid})
+    holders = await _by_chunks(
+        externals,
+        lambda chunk: (
+            Contact.filter(external_userid__in=chunk).using_db(conn).values_list("external_userid", "customer__name")
+        ),
+    )
+    _check_customers(records, run, {str(e): str(n) for e, n in holders}, report)
+
+    at = datetime.now(UTC)  # when the rows are written, as the ORM stamps created_at and updated_at
+    audits: list[list[Any]] = []
+    planned: dict[str, dict[str, Any]] = {}  # name → the record's field values, as stored
+    for record in records.values():
+        values = dict(record.values)
+        if "owner" in values:
+            values["owner_id"] = run.staff_by_key[values.pop("owner")]
+        stored = existing.get(record.name)
+        if _won_without_date(values, stored):
+            values["won_at"] = now
+        if baseline and _before_baseline(values, stored, now):
+            values["ladder_from"] = now
+        planned[record.name] = values
+
+    # Customers new to the database, in one set; a name someone else created meanwhile is updated instead.
+    fresh = [r for r in records.values() if r.name not in existing]
+    ids = await bulk.insert_new(
+        conn, "customer", "name", ["name", *CUSTOMER_FIELDS, "created_at", "updated_at"],
+        [[r.name, *_new_customer(planned[r.name], r).values(), at, at] for r in fresh],
+    )  # fmt: skip
+    created: dict[str, int] = {}
+    for record in fresh:
+        if record.name in ids:
+            created[record.name] = ids[record.name]
+            values = planned[record.name]
+            after = {"name": record.name, **_described(values, run.staff_names)}
+            after.update({k: v for k, v in record.lists.items() if v})
+            if record.custom:
+                after["custom_fields"] = record.custom
+            audits.append(_audit_values("create", "customer", ids[record.name], None, after, at))
+    if len(created) < len(fresh):
+        late = [r.name for r in fresh if r.name not in created]
+        existing.update({c.name: c for c in await Customer.filter(name__in=late).using_db(conn)})
+
+    updates: list[list[Any]] = []
+    changed: set[str] = set()
+    followed: list[Customer] = []
+    for name, customer in existing.items():
+        if name not in records:
+            continue
+        before, after = _customer_changes(customer, planned[name], records[name])
+        if before:
+            for key, value in after.items():
+                setattr(customer, key, value)
+            updates.append([*(getattr(customer, f) for f in CUSTOMER_FIELDS), at, customer.id])
+            described = (_described(before, run.staff_names), _described(after, run.staff_names))
+            audits.append(_audit_values("update", "customer", customer.id, *described, at))
+            changed.add(name)
+            if "last_followup_at" in after:
+                followed.append(customer)
+    await bulk.update(conn, "customer", [*CUSTOMER_FIELDS, "updated_at"], updates)
+    for customer in followed:  # a later last follow-up moves the customer's deals too
+        await follow_ups_move_deals(customer.id, customer.last_followup_at, conn)
+
+    # Contacts: each row matched to a stored contact of its customer (or one an earlier row of it added).
+    customer_ids = {**{n: c.id for n, c in existing.items()}, **created}
+    stored = await _by_chunks(
+        [c.id for n, c in existing.items() if n in records],
+        lambda chunk: (
+            Contact.filter(customer_id__in=chunk).using_db(conn).values_list("id", "customer_id", *CONTACT_FIELDS)
+        ),
+    )
+    contacts_of: dict[int, list[_StoredContact]] = {}
+    for cid, customer_id, *fields in stored:
+        contacts_of.setdefault(int(customer_id), []).append(_StoredContact(int(cid), *fields))
+    new_contacts: list[tuple[int, str, _StoredContact]] = []
+    contact_updates: list[list[Any]] = []
+    for record in records.values():
+        customer_id = customer_ids[record.name]
+        mine = contacts_of.setdefault(customer_id, [])
+        for row in record.contacts:
+            cells = (row.name, row.phone, row.role, row.external_userid)
+            given = {k: v for k, v in zip(CONTACT_FIELDS, cells, strict=True) if v}
+            contact = _matching(mine, row)
+            if contact is None:
+                contact = _StoredContact(None, row.name, row.phone, row.role, row.external_userid or None)
+                mine.append(contact)
+                new_contacts.append((customer_id, record.name, contact))
+                changed.add(record.name)
+                continue
+            after = {k: v for k, v in given.items() if contact.value(k) != v}
+            if after and contact.id is not None:
+                before = {k: getattr(contact, k) for k in after}
+                for key, value in after.items():
+                    setattr(contact, key, value)
+                contact_updates.append([*(getattr(contact, f) for f in CONTACT_FIELDS), contact.id])
+                after = {"customer": record.name, **after}
+                audits.append(_audit_values("update", "contact", contact.id, before, after, at, customer_id))
+                changed.add(record.name)
+            elif after:  # a contact an earlier row of this file added: not written yet, so simply filled in
+                for key, value in after.items():
+                    setattr(contact, key, value)
+    await bulk.update(conn, "contact", list(CONTACT_FIELDS), contact_updates)
+    contact_ids = await bulk.reserve_ids(conn, "contact", len(new_contacts))
+    contact_rows = []
+    for cid, (customer_id, name, contact) in zip(contact_ids, new_contacts, strict=True):
+        contact.id = cid
+        contact_rows.append([cid, customer_id, contact.name, contact.phone, "", contact.role,
+                             contact.external_userid, at])  # fmt: skip
+        after = {"customer": name, **{k: contact.value(k) for k in CONTACT_FIELDS if contact.value(k)}}
+        audits.append(_audit_values("create", "contact", cid, None, after, at, customer_id))
+    await bulk.insert(conn, "contact", CONTACT_COLUMNS, contact_rows)
+    await bulk.insert(conn, "audit_log", audit.COLUMNS, audits)
+
+    for name in records:
+        if name in run.written:  # written by an earlier chunk: a row merged into it
+            report.merged += len(records[name].rows)
+        elif name in created:
+            report.created += 1
+        elif name in changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    owners = {n: existing[n].owner_id if n in existing else planned[n].get("owner_id") for n in records}
+    return [customer_ids[n] for n, owner in owners.items() if owner is None]
+
+
+def _new_customer(values: dict[str, Any], record: Record) -> dict[str, Any]:
+    """The stored fields of a customer created from ``record``, in ``CUSTOMER_FIELDS`` order."""
+    defaults: dict[str, Any] = {"industry": "", "grade": "", "stage": Stage.LEAD, "owner_id": None}
+    lists = {"aliases": record.lists["aliases"], "tags": record.lists["tags"], "custom_fields": record.custom}
+    return {f: values.get(f, lists.get(f, defaults.get(f))) for f in CUSTOMER_FIELDS}
+
+
+def _matching(stored: list[_StoredContact], row: ContactRow) -> _StoredContact | None:
+    """The stored contact a row is about: by external id, then by name, then (a nameless one) by phone."""
+    contact = next((c for c in stored if row.external_userid and c.external_userid == row.external_userid), None)
+    contact = contact or next((c for c in stored if row.name and c.name == row.name), None)
+    return contact or next((c for c in stored if row.phone and not c.name and c.phone == row.phone), None)
+
+
+def _audit_values(
+    action: str,
+    entity: str,
+    entity_id: int,
+    before: dict[str, Any] | None,
+    after: dict[str, Any],
+    at: datetime,
+    customer_id: int | None = None,
+) -> list[Any]:
+    return audit.values(
+        action, entity, entity_id, before, after, actor=ACTOR, platform=AUDIT_PLATFORM, at=at, customer_id=customer_id
+    )
 
 
 async def _after_import(bot: Services, unowned: list[int]) -> None:
@@ -732,42 +927,17 @@ def _customer_changes(
     return before, after
 
 
-async def _save_contacts(
-    customer: Customer, stored: list[Contact], rows: list[ContactRow], audits: list[AuditLog]
-) -> int:
-    """Match each row to a stored contact (external id, then name, then phone) and fill in what it adds."""
-    changed = 0
-    for row in rows:
-        contact = next((c for c in stored if row.external_userid and c.external_userid == row.external_userid), None)
-        contact = contact or next((c for c in stored if row.name and c.name == row.name), None)
-        contact = contact or next((c for c in stored if row.phone and not c.name and c.phone == row.phone), None)
-        given = {"name": row.name, "phone": row.phone, "role": row.role, "external_userid": row.external_userid}
-        values: dict[str, Any] = {k: v for k, v in given.items() if v}
-        if contact is None:
-            contact = await Contact.create(customer_id=customer.id, **values)
-            stored.append(contact)
-            after = {"customer": customer.name, **values}
-            audits.append(_audit("create", "contact", contact.id, None, after, customer_id=customer.id))
-            changed += 1
-            continue
-        after = {k: v for k, v in values.items() if getattr(contact, k) != v}
-        if after:
-            before = {k: getattr(contact, k) for k in after}
-            for key, value in after.items():
-                setattr(contact, key, value)
-            await contact.save(update_fields=list(after))
-            after = {"customer": customer.name, **after}
-            audits.append(_audit("update", "contact", contact.id, before, after, customer_id=customer.id))
-            changed += 1
-    return changed
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point
 
 
-async def run_import(app: web.Application, kind: str, path: str | os.PathLike[str]) -> str:
-    """Import ``path`` as ``kind`` (staff or customers); the report for the admin."""
+async def run_import(
+    app: web.Application, kind: str, path: str | os.PathLike[str], chunk_rows: int | None = None
+) -> str:
+    """Import ``path`` as ``kind`` (staff or customers), customers ``chunk_rows`` rows per transaction; the report
+    for the admin. A progress bar on a terminal."""
+    from tqdm import tqdm  # only here: the other commands start faster without it
+
     file = Path(path)
     if kind == "staff":
         columns, required = staff_columns(app[BOT].directory), "姓名/name"
@@ -775,10 +945,14 @@ async def run_import(app: web.Application, kind: str, path: str | os.PathLike[st
         columns, required = CUSTOMER_COLUMNS, "客户名称/name"
     else:
         raise ImportFailed(f"不支持导入「{kind}」 unknown kind (staff, customers)")
-    table = await asyncio.to_thread(read_table, file, columns, required)
-    try:
-        report = await (import_staff(app, table) if kind == "staff" else import_customers(app, table))
-    except DATABASE_ERRORS as exc:  # the transaction rolled back: nothing was written
-        raise ImportFailed(f"写入数据库失败，未导入任何数据 database error, nothing imported: {exc}") from exc
+    with ExitStack() as stack:
+        sheet = await asyncio.to_thread(stack.enter_context, open_sheet(file, columns, required))
+        what = "导入员工" if kind == "staff" else "导入客户"
+        bar = stack.enter_context(tqdm(total=sheet.total, unit="行", desc=what, disable=not sys.stderr.isatty()))
+        progress = Progress(advance=lambda rows: bar.update(rows - bar.n))
+        if kind == "staff":
+            report = await import_staff(app, sheet, progress)
+        else:
+            report = await import_customers(app, sheet, progress, chunk_rows or CHUNK_ROWS)
     await app[BOT].understanding.refresh()
     return report.summary()

@@ -4,16 +4,21 @@ A header row may sit under a title row or two; headers may be Chinese or English
 answers to); unknown columns are kept by header for the caller. CSV files may be UTF-8 or GBK (as Excel in China
 saves them) or Excel's UTF-16 "Unicode text". Cleaning: whitespace (full-width too) and zero-width marks are
 trimmed, ids and phone numbers are normalized to half-width, dates are read in the forms people type.
+
+``read_table`` reads a sheet whole (small files: orders, opportunities, targets); ``open_sheet`` streams one (the
+staff and customer imports): a CSV file is checked whole first (its encoding and quoting, counting its rows, in
+constant memory) so that a bad file is refused before anything is written, then read again row by row; an .xlsx
+workbook is read in openpyxl's read-only mode, row by row.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -41,12 +46,27 @@ def column_index(columns: dict[str, tuple[str, ...]]) -> dict[str, str]:
 
 
 @dataclass
-class Table:
-    """A sheet: which column holds which field, unknown columns by header, and the data rows by row number."""
+class Header:
+    """Which column holds which field, and unknown columns by header."""
 
     fields: dict[str, int]
     extras: dict[str, int]
+
+
+@dataclass
+class Table(Header):
+    """A sheet read whole: its header and the data rows by row number."""
+
     rows: list[tuple[int, list[Cell]]]
+
+
+@dataclass
+class Sheet(Header):
+    """A sheet read as it goes: its header, the data rows by row number as they come (blank rows skipped), and
+    how many rows the file has in all (when known: for the progress shown while importing)."""
+
+    rows: Iterator[tuple[int, list[Cell]]]
+    total: int | None
 
 
 def map_header(row: Sequence[Cell], index: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -68,21 +88,24 @@ def map_header(row: Sequence[Cell], index: dict[str, str]) -> tuple[dict[str, in
     return fields, extras
 
 
-def find_table(rows: Iterable[tuple[int, Sequence[Cell]]], index: dict[str, str]) -> Table | None:
-    """The table under the first row (of the first few non-blank ones) that has the name column, or None."""
-    it = iter(rows)
+def find_header(rows: Iterator[tuple[int, Sequence[Cell]]], index: dict[str, str]) -> Header | None:
+    """The first row (of the first few non-blank ones) that has the name column, read from ``rows`` (which are
+    left at the first row under it), or None."""
     seen = 0
-    for _, row in it:
+    for _, row in rows:
         if blank(row):
             continue
         fields, extras = map_header(row, index)
         if "name" in fields:
-            data = [(n, list(r)) for n, r in it if not blank(r)]
-            return Table(fields, extras, data)
+            return Header(fields, extras)
         seen += 1
         if seen >= HEADER_SEARCH_ROWS:
             break
     return None
+
+
+def _data(rows: Iterator[tuple[int, Sequence[Cell]]]) -> Iterator[tuple[int, list[Cell]]]:
+    return ((n, list(r)) for n, r in rows if not blank(r))
 
 
 def blank(row: Sequence[Cell]) -> bool:
@@ -90,87 +113,114 @@ def blank(row: Sequence[Cell]) -> bool:
 
 
 def read_table(path: Path, columns: Columns, required: str) -> Table:
-    """The table in ``path`` whose header has the ``name`` field; ``required`` names that column for the admin."""
+    """The table in ``path`` whose header has the ``name`` field, read whole; ``required`` names that column for
+    the admin."""
+    with open_sheet(path, columns, required) as sheet:
+        return Table(sheet.fields, sheet.extras, list(sheet.rows))
+
+
+@contextmanager
+def open_sheet(path: Path, columns: Columns, required: str) -> Iterator[Sheet]:
+    """The sheet in ``path`` whose header has the ``name`` field, streamed; ``required`` names that column for the
+    admin. Refused like ``read_table``; a workbook that turns out unreadable further down raises ``ImportFailed``
+    while its rows are read."""
     index = column_index(columns)
     if not path.is_file():
         raise ImportFailed(f"文件不存在 file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".txt", ".tsv"):
-        table = find_table(csv_rows(path), index)
+        encoding, delimiter, total = _checked_csv(path)
+        with path.open(encoding=encoding, newline="") as file:
+            rows = enumerate(csv.reader(file, delimiter=delimiter), start=1)
+            header = find_header(rows, index)
+            if header is None:
+                raise ImportFailed(f"{path.name}: 缺少必填列「{required}」 missing required column")
+            yield Sheet(header.fields, header.extras, _data(rows), total)
     elif suffix in (".xlsx", ".xlsm"):
-        table = xlsx_table(path, index)
+        with _xlsx_sheet(path, index) as sheet:
+            if sheet is None:
+                raise ImportFailed(f"{path.name}: 缺少必填列「{required}」 missing required column")
+            yield sheet
     elif suffix == ".xls":
         raise ImportFailed(f"{path.name}: 不支持旧版 .xls，请在 Excel 中另存为 .xlsx 或 .csv (.xls is not supported)")
     else:
         raise ImportFailed(f"{path.name}: 只支持 .csv 和 .xlsx 文件 (expected .csv or .xlsx)")
-    if table is None:
-        raise ImportFailed(f"{path.name}: 缺少必填列「{required}」 missing required column")
-    return table
 
 
-def decode(data: bytes, name: str) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
-        return data.decode("utf-16")
-    for encoding in ("utf-8-sig", "gb18030"):  # Excel in China saves CSV as GBK
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise ImportFailed(f"{name}: 无法识别文件编码，请另存为 UTF-8 CSV (unknown text encoding)")
-
-
-def csv_rows(path: Path) -> Iterator[tuple[int, Sequence[Cell]]]:
+def _checked_csv(path: Path) -> tuple[str, str, int]:
+    """(encoding, delimiter, records) of a CSV file read through once without keeping it: a file that is not
+    text, not in a known encoding or not well-formed is refused before anything is imported from it."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            head = file.read(4096)
     except OSError as exc:
         raise ImportFailed(f"{path.name}: 无法读取文件 cannot read: {exc.strerror}") from exc
-    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+        encodings: tuple[str, ...] = ("utf-16",)
+    elif b"\x00" in head:
         raise ImportFailed(f"{path.name}: 不是文本 CSV 文件 (binary data)")
-    text = decode(data, path.name)
-    first = text.split("\n", 1)[0]
-    delimiter = "\t" if first.count("\t") > first.count(",") else ","
-    # Row numbers are records, which is what Excel shows when the CSV is opened there.
-    return iter(list(enumerate(_csv_records(text, delimiter, path.name), start=1)))
+    else:
+        encodings = ("utf-8-sig", "gb18030")  # Excel in China saves CSV as GBK
+    for encoding in encodings:
+        try:
+            with path.open(encoding=encoding, newline="") as file:
+                first = file.readline()
+                delimiter = "\t" if first.count("\t") > first.count(",") else ","
+                file.seek(0)
+                records = 0
+                try:
+                    for _ in csv.reader(file, delimiter=delimiter, strict=True):
+                        records += 1
+                except csv.Error as exc:
+                    row = records + 1
+                    reason = f"第{row}行引号未闭合或格式错误，未导入任何数据 malformed CSV at row {row}: {exc}"
+                    raise ImportFailed(f"{path.name}: {reason}") from exc
+                return encoding, delimiter, records
+        except UnicodeDecodeError:
+            continue
+    raise ImportFailed(f"{path.name}: 无法识别文件编码，请另存为 UTF-8 CSV (unknown text encoding)")
 
 
-def _csv_records(text: str, delimiter: str, name: str) -> list[list[Cell]]:
-    """Every record of the CSV text. Strict: a quote left open would otherwise swallow the rest of the file
-    into one cell (and one customer named after it), so the file is refused, naming the row where it began."""
-    records: list[list[Cell]] = []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        records.extend(list(r) for r in reader)
-    except csv.Error as exc:
-        row = len(records) + 1
-        reason = f"第{row}行引号未闭合或格式错误，未导入任何数据 malformed CSV at row {row}: {exc}"
-        raise ImportFailed(f"{name}: {reason}") from exc
-    return records
-
-
-def xlsx_table(path: Path, index: dict[str, str]) -> Table | None:
+@contextmanager
+def _xlsx_sheet(path: Path, index: dict[str, str]) -> Iterator[Sheet | None]:
     import openpyxl  # only here: loading it costs every other command start-up time
 
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zipfile, XML and openpyxl errors all mean the same to the admin
-        raise ImportFailed(f"{path.name}: 无法读取 Excel 文件 unreadable xlsx ({type(exc).__name__})") from exc
+        raise _unreadable(path, exc) from exc
     try:
         for sheet in workbook.worksheets:  # the first sheet that has the header (templates put 说明 first)
-            rows = ((n, list(r)) for n, r in enumerate(sheet.iter_rows(values_only=True), start=1))
-            table = find_table(rows, index)
-            if table is not None:
-                return table
-        return None
-    except ImportFailed:
-        raise
-    except Exception as exc:
-        raise ImportFailed(f"{path.name}: 无法读取 Excel 文件 unreadable xlsx ({type(exc).__name__})") from exc
+            try:
+                rows = enumerate(sheet.iter_rows(values_only=True), start=1)
+                header = find_header(rows, index)
+            except ImportFailed:
+                raise
+            except Exception as exc:
+                raise _unreadable(path, exc) from exc
+            if header is not None:
+                yield Sheet(header.fields, header.extras, _guarded(_data(rows), path), sheet.max_row)
+                return
+        yield None
     finally:
         workbook.close()
 
 
+def _guarded(rows: Iterator[tuple[int, list[Cell]]], path: Path) -> Iterator[tuple[int, list[Cell]]]:
+    try:
+        yield from rows
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> ImportFailed:
+    return ImportFailed(f"{path.name}: 无法读取 Excel 文件 unreadable xlsx ({type(exc).__name__})")
+
+
 def clean_text(cell: Cell) -> str:
     """A cell as trimmed text: whitespace (full-width too) and zero-width marks removed, runs of spaces single."""
+    if type(cell) is str:  # most cells: no number or date to turn into text first
+        return " ".join(cell.translate(ZERO_WIDTH).split())
     if cell is None:
         return ""
     if isinstance(cell, float) and cell.is_integer():
@@ -242,7 +292,7 @@ def parse_datetime(cell: Cell, tz: ZoneInfo) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
-def cell_of(row: list[Cell], table: Table, key: str) -> Cell:
+def cell_of(row: list[Cell], table: Header, key: str) -> Cell:
     """The cell of field ``key`` in ``row`` (None when the table has no such column)."""
     i = table.fields.get(key)
     return row[i] if i is not None and i < len(row) else None

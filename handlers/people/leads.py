@@ -2,8 +2,8 @@
 region and industry names the team, and the team's least-loaded rep under the cap takes it — who is told the
 lead's details and a first step; a lead nobody followed up within ``return_hours`` returns to the pool. Leads
 arrive by ``POST /leads`` (JSON, signed with the shared secret: hex HMAC-SHA256 of the body in
-``X-Crmbot-Signature``), from a customer import's rows without an owner (once the import commits), and from a
-new customer contact the rep declines as theirs.
+``X-Crmbot-Signature``), from a customer import's rows left without an owner (new or re-imported, once their
+chunk commits), and from a new customer contact the rep declines as theirs.
 """
 
 from __future__ import annotations
@@ -95,11 +95,18 @@ async def assign(
     settings = services.settings.leads
     team = [r for r in await _team_for(settings, lead, conn) if r.id != not_to]
     rep = await _least_loaded(team, settings.max_open_per_rep, conn)
-    if rep is None:
+    if rep is None or not await _give(services, customer, lead, rep, now, conn):
         return None
+    return rep
+
+
+async def _give(
+    services: Services, customer: Customer, lead: Lead, rep: Staff, now: datetime, conn: BaseDBAsyncClient | None
+) -> bool:
+    """Make ``rep`` the owner of ``customer`` if it still has none, record it and tell them; False: taken."""
     before = snapshot(customer)
     if not await Customer.filter(id=customer.id, owner_id__isnull=True).using_db(conn).update(owner_id=rep.id):
-        return None
+        return False
     customer.owner_id = rep.id
     await LeadAssignment.create(
         customer_id=customer.id, staff_id=rep.id, assigned_at=now.astimezone(UTC), using_db=conn
@@ -109,12 +116,12 @@ async def assign(
     details += [f"> {label}：{value}" for label, value in
                 (("地区", lead.region), ("行业", lead.industry), ("联系人", lead.contact), ("电话", lead.phone),
                  ("需求", lead.note)) if value]  # fmt: skip
-    hours = settings.return_hours
+    hours = services.settings.leads.return_hours
     text = "\n".join(["**新线索**", *details, first_action(lead), f"{hours} 小时内未跟进将退回公海。"])
     await services.outbox.push(
         rep, Reply.markdown(text), f"lead:{customer.id}:{rep.id}:{now.isoformat()}", using_db=conn
     )
-    return rep
+    return True
 
 
 async def lead_of(customer: Customer, conn: BaseDBAsyncClient | None) -> Lead:
@@ -127,12 +134,29 @@ async def lead_of(customer: Customer, conn: BaseDBAsyncClient | None) -> Lead:
 
 @capability.on_imported(order=10)
 async def assign_imported(services: Services, customer_ids: list[int]) -> None:
-    """Customers an import created without an owner are leads: each is assigned as ``POST /leads`` would."""
+    """Customers an import leaves without an owner are leads, whether it created them or found them stored (a
+    re-imported customer nobody owns is offered like a new one; one with an owner keeps it): each is assigned as
+    ``POST /leads`` would. An import hands over thousands at once, so each route's team is looked up once per
+    batch, and a team whose reps are all at the cap is not asked again in it (their load only grows)."""
     now = services.clock.now()
+    settings = services.settings.leads
+    teams: dict[tuple[str, str], list[Staff]] = {}
+    full: set[tuple[int, ...]] = set()
     async with in_transaction() as conn:
         unowned = Customer.filter(id__in=customer_ids, owner_id__isnull=True).exclude(stage=Stage.LOST)
         for customer in await unowned.using_db(conn).order_by("id"):
-            await assign(services, customer, await lead_of(customer, conn), now, conn)
+            lead = await lead_of(customer, conn)
+            key = (lead.region, lead.industry)
+            if key not in teams:
+                teams[key] = await _team_for(settings, lead, conn)
+            team = tuple(r.id for r in teams[key])
+            if team in full:
+                continue
+            rep = await _least_loaded(teams[key], settings.max_open_per_rep, conn)
+            if rep is None:
+                full.add(team)
+                continue
+            await _give(services, customer, lead, rep, now, conn)
 
 
 def _lead_of(body: bytes) -> Lead:
