@@ -298,10 +298,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def fresh_pg(admin_url: str) -> str:
+async def fresh_pg(admin_url: str, name: str = "crmbot_bench") -> str:
     import asyncpg
 
-    name = "crmbot_bench"
     conn = await asyncpg.connect(admin_url.replace("postgres://", "postgresql://"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +25,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from bot.sql import is_postgres
+from bot.sql import default as default_connection
+from bot.sql import is_postgres, xact_lock
 from models.customers import Customer
 from models.staff import Role, Staff
 
@@ -38,6 +41,7 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # 34k-character paste has tens of thousands of distinct grams, work that would otherwise hold the loop in one piece
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
+MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
 
 
 def normalize(text: str) -> str:
@@ -173,16 +177,17 @@ async def index_messages(
     prepared: Mapping[str, list[str]] | None = None,
 ) -> None:
     """Index new messages, given as (message id, sent_at, text, customer id), in the caller's transaction;
-    ``prepared`` holds the grams of long bodies computed beforehand (``prepare_grams``)."""
+    ``prepared`` holds the grams of long bodies computed beforehand (``prepare_grams``). On PostgreSQL the months'
+    partitions must exist (``ensure_partitions``) and the rows are copied in (COPY), the batch in one round trip."""
     rows = [r for r in rows if r[2]]
     if not rows:
         return
     keyed = await _free_keys(conn, [(order_key(sent_at, mid), mid, text, cid) for mid, sent_at, text, cid in rows])
     if is_postgres(conn):
-        await conn.execute_many(
-            "INSERT INTO search_doc (key, message_id, customer_id, body, grams) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (message_id) DO NOTHING",
-            [[key, mid, cid, body, _tokens(body, cid, prepared)] for key, mid, body, cid in keyed],
+        await raw_connection(conn).copy_records_to_table(
+            "search_doc",
+            records=[(key, mid, cid, body, _tokens(body, cid, prepared)) for key, mid, body, cid in keyed],
+            columns=["key", "message_id", "customer_id", "body", "grams"],
         )
         return
     await conn.execute_many(
@@ -193,6 +198,73 @@ async def index_messages(
         "INSERT INTO search_fts (rowid, grams) VALUES (?, ?)",
         [[key, " ".join(_tokens(body, cid, prepared))] for key, _, body, cid in keyed],
     )
+
+
+def raw_connection(conn: BaseDBAsyncClient) -> Any:
+    """The asyncpg connection under a PostgreSQL client of Tortoise (in a transaction: that transaction's), for
+    COPY, which Tortoise does not speak."""
+    return getattr(conn, "_connection")  # noqa: B009 - a private attribute Tortoise does not expose otherwise
+
+
+# -- monthly partitions (PostgreSQL) -------------------------------------------------------------------------------
+
+
+def month_of(key: int) -> int:
+    """The month (UTC, counted ``year * 12 + month - 1``) of an order key."""
+    moment = datetime.fromtimestamp((key >> KEY_SHIFT) / 1000, UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def month_key(month: int) -> int:
+    """The first order key of ``month``."""
+    return time_key(datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC))
+
+
+def partition_name(month: int) -> str:
+    return f"search_doc_y{month // 12:04d}m{month % 12 + 1:02d}"
+
+
+_PARTITION_LOCK = 7_316_220_002
+# Per open database (its client), the months known to have their partition.
+_ready: weakref.WeakKeyDictionary[BaseDBAsyncClient, set[int]] = weakref.WeakKeyDictionary()
+
+
+async def ensure_partitions(months: Iterable[int]) -> None:
+    """PostgreSQL: give each month of ``months`` its partition of ``search_doc``, outside any transaction of the
+    caller's. A missing one is created and attached; rows of its month that the default partition caught (none,
+    when partitions are created ahead) move into it in the same transaction. Nothing to do on SQLite."""
+    conn = default_connection()
+    if not is_postgres(conn):
+        return
+    ready = _ready.setdefault(conn, set())
+    missing = sorted(set(months) - ready)
+    if not missing:
+        return
+    async with in_transaction() as tx:
+        await xact_lock(tx, _PARTITION_LOCK)
+        rows = await tx.execute_query_dict(
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'search_doc'::regclass"
+        )
+        existing = {str(r["name"]) for r in rows}
+        for month in missing:
+            name = partition_name(month)
+            if name in existing:
+                continue
+            low, high = month_key(month), month_key(month + 1)
+            await tx.execute_script(
+                f"CREATE TABLE {name} (LIKE search_doc INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+                f" INSERT INTO {name} SELECT * FROM search_doc_default WHERE key >= {low} AND key < {high};"
+                f" DELETE FROM search_doc_default WHERE key >= {low} AND key < {high};"
+                f" ALTER TABLE search_doc ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+            )
+    ready.update(missing)
+
+
+async def prepare_partitions(now: datetime) -> None:
+    """At start-up: the partitions of last month to ``MONTHS_AHEAD`` months ahead."""
+    month = month_of(time_key(now))
+    await ensure_partitions(range(month - 1, month + MONTHS_AHEAD + 1))
 
 
 Keyed = tuple[int, int, str, "int | None"]
