@@ -218,12 +218,15 @@ async def search_ids(conn: Any, query: str) -> set[str]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="crmbot-bench-"))
-    data = workdir / "chat.jsonl"
-    t = time.perf_counter()
-    generate(data, args.n)
-    print(f"generated {args.n} messages in {time.perf_counter() - t:.1f}s ({data.stat().st_size >> 20} MiB)")
-    if args.db == "postgres":
-        url = await fresh_pg(args.pg)
+    data = Path(args.file) if args.file else workdir / "chat.jsonl"
+    if not args.file and not args.reuse:
+        t = time.perf_counter()
+        generate(data, args.n)
+        print(f"generated {args.n} messages in {time.perf_counter() - t:.1f}s ({data.stat().st_size >> 20} MiB)")
+    if args.reuse:
+        url = args.reuse
+    elif args.db == "postgres":
+        url = await fresh_pg(args.pg, args.db_name)
     else:
         url = f"sqlite://{workdir}/bench.sqlite3"
     settings = load_settings(os.devnull, database={"url": url})
@@ -238,18 +241,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await runner.setup()
     result: dict[str, Any] = {"db": args.db, "n": args.n, "keyword_rules": not args.without_keyword_rules}
     try:
-        await seed_people()
-        t, cpu = time.perf_counter(), time.process_time()
-        summary = await import_jsonl(app, data)
-        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
-        print(summary.splitlines()[0])
-        result["import_seconds"] = round(elapsed, 1)
-        result["import_per_second"] = round(args.n / elapsed)
-        result["import_cpu_seconds"] = round(cpu, 1)
-        print(
-            f"import: {args.n} in {elapsed:.1f}s = {args.n / elapsed:.0f} msg/s"
-            f" (this process: {cpu:.1f} CPU-s = {args.n / cpu:.0f} msg per CPU-second; load {os.getloadavg()[0]:.1f})"
-        )
+        if args.fast_fill:
+            await seed_people()
+            t = time.perf_counter()
+            filled = await fast_fill(url, data, args.fast_fill)
+            print(f"filled {filled} messages in {time.perf_counter() - t:.1f}s", flush=True)
+        elif not args.reuse:
+            await seed_people()
+            t, cpu = time.perf_counter(), time.process_time()
+            summary = await import_jsonl(app, data)
+            elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+            print(summary.splitlines()[0])
+            result["import_seconds"] = round(elapsed, 1)
+            result["import_per_second"] = round(args.n / elapsed)
+            result["import_cpu_seconds"] = round(cpu, 1)
+            print(
+                f"import: {args.n} in {elapsed:.1f}s = {args.n / elapsed:.0f} msg/s (this process: {cpu:.1f} CPU-s"
+                f" = {args.n / cpu:.0f} msg per CPU-second; load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+        if args.import_only:
+            return result
         conn = connections.get("default")
         if not search.is_postgres(conn):
             await conn.execute_script("ANALYZE")
@@ -291,11 +303,145 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["recall_total"] = {"like_hits": total, "missed": misses, "extra": extras}
     finally:
         await runner.cleanup()
-        if args.db == "postgres":
+        if args.db == "postgres" and not args.reuse:
             await drop_pg(args.pg, url)
         if not os.environ.get("BENCH_KEEP_DB"):
             shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+FILL_CHUNK = 20_000
+
+
+async def fast_fill(url: str, data: Path, workers: int) -> int:
+    """PostgreSQL only, for runs at 10M: fill ``message`` and ``search_doc`` with the rows the archive path would
+    write for ``data`` (the same normalization, customer and rep links, payload, order keys and grams), copied in
+    by ``workers`` processes with the GIN index dropped and built afterwards. Returns the number of messages."""
+    import multiprocessing
+
+    import asyncpg
+
+    conn = connections.get("default")
+    first, last = (
+        search.month_of(search.time_key(START)),
+        search.month_of(search.time_key(START) + (SPAN_SECONDS * 1000 << 20)),
+    )
+    await search.ensure_partitions(range(first, last + 1))
+    contacts = {
+        str(r["e"]): int(r["c"])
+        for r in await conn.execute_query_dict("SELECT external_userid AS e, customer_id AS c FROM contact")
+    }
+    staff = {
+        str(r["u"]): int(r["s"])
+        for r in await conn.execute_query_dict(
+            "SELECT user_id AS u, staff_id AS s FROM staff_account WHERE platform = 'wecom'"
+        )
+    }
+    await conn.execute_script("DROP INDEX IF EXISTS search_doc_grams")
+    context = multiprocessing.get_context("fork")
+    procs = [
+        context.Process(target=_fill_worker, args=(url, data, w, workers, contacts, staff)) for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await asyncio.to_thread(proc.join)
+        if proc.exitcode:
+            raise RuntimeError(f"fill worker failed ({proc.exitcode})")
+    raw = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
+    try:
+        await raw.execute("SET maintenance_work_mem = '1GB'")
+        await raw.execute("SELECT setval('message_id_seq', (SELECT max(id) FROM message))")
+        await raw.execute("CREATE INDEX search_doc_grams ON search_doc USING GIN (grams)")
+        return int(await raw.fetchval("SELECT count(*) FROM message"))
+    finally:
+        await raw.close()
+
+
+def _fill_worker(
+    url: str, data: Path, worker: int, workers: int, contacts: dict[str, int], staff: dict[str, int]
+) -> None:
+    asyncio.run(_fill(url, data, worker, workers, contacts, staff))
+
+
+async def _fill(
+    url: str, data: Path, worker: int, workers: int, contacts: dict[str, int], staff: dict[str, int]
+) -> None:
+    import asyncpg
+
+    from bot.messages import payload_of
+    from bot.sql import compact_json
+    from integrations.wecom.archive import normalize_record
+
+    raw = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
+    now = datetime.now(UTC)
+    messages: list[tuple[Any, ...]] = []
+    docs: list[tuple[Any, ...]] = []
+
+    async def flush() -> None:
+        await raw.copy_records_to_table(
+            "message",
+            records=messages,
+            columns=[
+                "id",
+                "platform",
+                "msgid",
+                "to_bot",
+                "sender",
+                "receivers",
+                "room_id",
+                "msgtype",
+                "text",
+                "payload",
+                "staff_id",
+                "customer_id",
+                "sent_at",
+                "received_at",
+            ],
+        )
+        await raw.copy_records_to_table(
+            "search_doc", records=docs, columns=["key", "message_id", "customer_id", "body", "grams"]
+        )
+        messages.clear()
+        docs.clear()
+
+    try:
+        with data.open("rb") as f:
+            for i, line in enumerate(f):
+                if i % workers != worker:
+                    continue
+                m = normalize_record(json.loads(line))
+                people = (m.sender, *m.receivers)
+                customer = next((contacts[u] for u in people if u in contacts), None)
+                rep = next((staff[u] for u in people if u in staff), None)
+                mid = i + 1
+                messages.append(
+                    (
+                        mid,
+                        "wecom",
+                        m.msgid,
+                        False,
+                        m.sender,
+                        compact_json(list(m.receivers)),
+                        "",
+                        m.msgtype,
+                        m.text,
+                        compact_json(payload_of(m)),
+                        rep,
+                        customer,
+                        m.sent_at,
+                        now,
+                    )
+                )
+                body = search.normalize(m.text)
+                tokens = search.index_grams(body) + ([search.customer_token(customer)] if customer is not None else [])
+                docs.append((search.order_key(m.sent_at, mid), mid, customer, body, tokens))
+                if len(messages) >= FILL_CHUNK:
+                    await flush()
+        if messages:
+            await flush()
+    finally:
+        await raw.close()
 
 
 async def fresh_pg(admin_url: str, name: str = "crmbot_bench") -> str:
@@ -329,6 +475,13 @@ def main() -> None:
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/test")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", dest="json_out", default="")
+    parser.add_argument("--file", default="", help="import this JSON Lines file (of --n lines) instead of generating")
+    parser.add_argument("--db-name", default="crmbot_bench", help="PostgreSQL: the database to create")
+    parser.add_argument(
+        "--fast-fill", type=int, default=0, metavar="WORKERS", help="PostgreSQL: fill by COPY (see fast_fill)"
+    )
+    parser.add_argument("--import-only", action="store_true", help="stop after the import (with BENCH_KEEP_DB=1)")
+    parser.add_argument("--reuse", default="", help="database URL of an earlier run (BENCH_KEEP_DB=1): only query")
     parser.add_argument(
         "--without-keyword-rules",
         action="store_true",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,9 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
+COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
+CHUNK = 1_000  # hits a chunk when streaming every hit
 
 
 def normalize(text: str) -> str:
@@ -151,6 +154,7 @@ class SearchResult:
     query: str
     total: int
     hits: list[Hit]
+    estimated: bool = False  # ``total`` is an estimate: more hits than the count bound
 
 
 # -- writing the index -------------------------------------------------------------------------------------------
@@ -358,10 +362,8 @@ def _plan(
     scope: Scope,
     customer_id: int | None,
     sender: str | None,
-    since: datetime | None,
-    until: datetime | None,
 ) -> _Plan:
-    """FROM and WHERE for the hits, and (on SQLite) for the count."""
+    """FROM and WHERE for the hits, and (on SQLite) for the count; the caller adds the key range."""
     # Exact from the index alone when the query is one gram (one or two characters); otherwise every candidate
     # is checked against its body.
     exact = len(grams) == 1 and grams[0] == needle
@@ -394,10 +396,6 @@ def _plan(
             frm += " JOIN search_doc d ON d.key = f.rowid"
         if not exact:
             conds.append(f"instr(d.body, {sql.p(needle)}) > 0")
-    if since is not None:
-        conds.append(f"{key} >= {sql.p(time_key(since))}")
-    if until is not None:
-        conds.append(f"{key} < {sql.p(time_key(until))}")
     if sender is not None:
         if "search_doc d" not in frm:
             frm += " JOIN search_doc d ON d.key = f.rowid"
@@ -408,6 +406,63 @@ def _plan(
     if "search_doc d" not in frm:  # SQLite, exact from the index: the ids come from search_doc afterwards
         frm += " JOIN search_doc d ON d.key = f.rowid"
     return _Plan(frm, where, key, count_frm, where)
+
+
+@dataclass
+class _Query:
+    """One search, resolved: the statement's parts for its dialect and the key range it may look in."""
+
+    conn: BaseDBAsyncClient
+    needle: str
+    grams: list[str]
+    scope: Scope
+    customer_id: int | None
+    sender: str | None
+    plan: _Plan
+    params: list[Any]
+    low: int
+    high: int | None
+    spans: list[tuple[int, int]] | None = None
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres(self.conn)
+
+    def within(self, key: str, low: int, high: int | None) -> str:
+        """The key range as SQL (integers of our own: literals, so that PostgreSQL prunes partitions)."""
+        return f"{key} >= {int(low)}" + (f" AND {key} < {int(high)}" if high is not None else "")
+
+    def select(self, low: int, high: int | None, limit: int | None) -> str:
+        plan = self.plan
+        query = (
+            f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where}"
+            f" AND {self.within(plan.key, low, high)} ORDER BY {plan.key} DESC"
+        )
+        return query + (f" LIMIT {int(limit)}" if limit else "")
+
+
+async def _prepare(
+    conn: BaseDBAsyncClient,
+    query: str,
+    staff: Staff | None,
+    customer_id: int | None,
+    sender: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> _Query | None:
+    """The search resolved, or None when it can find nothing (an empty query, a scope without customers)."""
+    needle = normalize(query)
+    if not needle:
+        return None
+    scope = await Scope.of(staff) if staff is not None else Scope(None)
+    if scope.customer_ids == []:
+        return None
+    grams = query_grams(needle)
+    sql = _Sql(is_postgres(conn))
+    plan = _plan(sql, needle, grams, scope, customer_id, sender)
+    low = time_key(since) if since is not None else 0
+    high = time_key(until) if until is not None else None
+    return _Query(conn, needle, grams, scope, customer_id, sender, plan, sql.params, low, high)
 
 
 async def search(
@@ -421,70 +476,193 @@ async def search(
     until: datetime | None = None,
     limit: int | None = 20,
     count: bool = True,
+    count_bound: int = COUNT_BOUND,
 ) -> SearchResult:
     """Messages containing ``query`` visible to ``staff`` (None: no scope, for admin tools), newest first.
 
-    ``limit`` None or 0 returns every hit; ``count`` False skips the total (then ``total`` is the hits found).
+    ``limit`` None or 0 returns every hit (``stream`` gives them a chunk at a time). The total is exact up to
+    ``count_bound`` hits and estimated beyond (``estimated``); ``count`` False skips it (then ``total`` is the
+    hits found).
     """
-    needle = normalize(query)
-    if not needle:
+    q = await _prepare(conn, query, staff, customer_id, sender, since, until)
+    if q is None:
         return SearchResult(query, 0, [])
-    scope = await Scope.of(staff) if staff is not None else Scope(None)
-    if scope.customer_ids == []:
-        return SearchResult(query, 0, [])
-    postgres = is_postgres(conn)
-    grams = query_grams(needle)
-    found: list[tuple[int, int]] = []
-    if postgres and grams and limit and sender is None and customer_id is None and scope.customer_ids is None:
-        found = await _newest_window(conn, needle, scope, customer_id, since, until, limit)
-    if len(found) < (limit or 0) or not found:
-        found = []
-    sql = _Sql(postgres)
-    plan = _plan(sql, needle, grams, scope, customer_id, sender, since, until)
-    select = f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where} ORDER BY {plan.key} DESC"
-    if limit:
-        select += f" LIMIT {int(limit)}"
-    if not found:
-        found = [(int(r["id"]), int(r["k"])) for r in await conn.execute_query_dict(select, sql.params)]
-    if count and limit and len(found) == limit:
-        counted = f"SELECT count(*) AS n FROM {plan.count_frm} WHERE {plan.count_where}"
-        total = int((await conn.execute_query_dict(counted, sql.params))[0]["n"])
-    else:
-        total = len(found)
-    return SearchResult(query, total, await _hits(conn, found, needle))
+    if not limit:
+        hits = [hit async for chunk in _stream(q) for hit in chunk]
+        return SearchResult(query, len(hits), hits)
+    found = await _top(q, limit)
+    total, estimated = len(found), False
+    if count and len(found) == limit:
+        total, estimated = await _total(q, count_bound)
+    return SearchResult(query, total, await _hits(conn, found, q.needle), estimated)
 
 
-async def _newest_window(
+async def stream(
     conn: BaseDBAsyncClient,
-    needle: str,
-    scope: Scope,
-    customer_id: int | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-) -> list[tuple[int, int]]:
-    """PostgreSQL, frequent queries: the newest WINDOW bodies checked directly along the key index.
+    query: str,
+    *,
+    staff: Staff | None,
+    customer_id: int | None = None,
+    sender: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AsyncIterator[list[Hit]]:
+    """Every hit, newest first, a chunk of at most ``CHUNK`` at a time: memory stays bounded whatever the count."""
+    q = await _prepare(conn, query, staff, customer_id, sender, since, until)
+    if q is not None:
+        async for chunk in _stream(q):
+            yield chunk
+
+
+async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
+    return [(int(r["id"]), int(r["k"])) for r in await q.conn.execute_query_dict(statement, q.params)]
+
+
+async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
+    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one growing span at a time, and stops
+    as soon as it has them: a frequent word is answered from the newest month, a rare one from a few spans."""
+    if not q.postgres:
+        return await _rows(q, q.select(q.low, q.high, limit))
+    if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
+        found = await _newest_window(q, limit)
+        if len(found) == limit:
+            return found
+    found = []
+    for low, high in await _spans(q):
+        found += await _rows(q, q.select(low, high, limit - len(found)))
+        if len(found) == limit:
+            break
+    return found
+
+
+async def _spans(q: _Query) -> list[tuple[int, int]]:
+    """PostgreSQL: the key range where documents are, cut newest first into spans of 1, 2, 4, 8 … months."""
+    if q.spans is None:
+        bounds = await q.conn.execute_query_dict(
+            f"SELECT min(key) AS low, max(key) AS high FROM search_doc WHERE {q.within('key', q.low, q.high)}"
+        )
+        q.spans = []
+        if bounds and bounds[0]["high"] is not None:
+            oldest, top = int(bounds[0]["low"]), int(bounds[0]["high"]) + 1
+            month, months = month_of(top - 1), 1
+            while top > oldest:
+                start = max(month_key(month - months + 1), oldest)
+                q.spans.append((start, top))
+                top, month, months = start, month - months, months * 2
+    return q.spans
+
+
+async def _total(q: _Query, bound: int) -> tuple[int, bool]:
+    """The exact count up to ``bound`` hits (counted newest first, as few months as it takes), else an estimate."""
+    plan, counted = q.plan, 0
+    for low, high in await _spans(q) if q.postgres else [(q.low, q.high)]:
+        rows = await q.conn.execute_query_dict(
+            f"SELECT count(*) AS n FROM (SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where}"
+            f" AND {q.within(plan.key, low, high)} LIMIT {bound + 1 - counted}) c",
+            q.params,
+        )
+        counted += int(rows[0]["n"])
+        if counted > bound:
+            return await _estimate(q, bound), True
+    return counted, False
+
+
+async def _estimate(q: _Query, bound: int) -> int:
+    """Beyond the bound: the share of hits among the newest ``SAMPLE`` documents of the range, times the documents
+    in the range (PostgreSQL: the partitions' row estimates; SQLite: counted), to two significant digits."""
+    sql = _Sql(q.postgres)
+    visible = "NOT d.hidden" if q.postgres else "d.hidden = 0"
+    contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
+    conds = [contains.format(sql.p(q.needle))]
+    if q.customer_id is not None:
+        conds.append(f"d.customer_id = {sql.p(q.customer_id)}")
+    if q.scope.customer_ids is not None:
+        conds.append(f"d.customer_id IN ({', '.join(sql.p(c) for c in q.scope.customer_ids)})")
+    join = ""
+    if q.sender is not None:
+        join = " JOIN message m ON m.id = d.message_id"
+        conds.append(f"m.sender = {sql.p(q.sender)}")
+    rows = await q.conn.execute_query_dict(
+        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
+        f" FROM (SELECT key, message_id, customer_id, body FROM search_doc d WHERE {visible}"
+        f" AND {q.within('d.key', q.low, q.high)} ORDER BY d.key DESC LIMIT {SAMPLE}) d{join}",
+        sql.params,
+    )
+    sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+    documents = await _documents(q)
+    estimate = hits * documents // sampled if sampled else 0
+    if estimate > bound:
+        digits = len(str(estimate)) - 2
+        estimate = round(estimate, -digits) if digits > 0 else estimate
+    return max(bound + 1, estimate)
+
+
+async def _documents(q: _Query) -> int:
+    if not q.postgres:
+        rows = await q.conn.execute_query_dict(
+            f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
+        )
+        return int(rows[0]["n"])
+    rows = await q.conn.execute_query_dict(
+        "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
+    )
+    total = 0.0
+    for r in rows:
+        name = str(r["name"])
+        if name.startswith("search_doc_y"):
+            month = int(name[12:16]) * 12 + int(name[17:19]) - 1
+            if month_key(month + 1) <= q.low or (q.high is not None and month_key(month) >= q.high):
+                continue
+        total += float(r["n"])
+    return int(total)
+
+
+async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
+    """Every hit, newest first, in chunks. SQLite pages down the key (FTS5 seeks by rowid); PostgreSQL reads a
+    month at a time (one bitmap per month), each month's keys then detailed a chunk at a time."""
+    if q.postgres:
+        for low, high in await _months(q):
+            found = await _rows(q, q.select(low, high, None))
+            for start in range(0, len(found), CHUNK):
+                yield await _hits(q.conn, found[start : start + CHUNK], q.needle)
+        return
+    below = q.high
+    while found := await _rows(q, q.select(q.low, below, CHUNK)):
+        yield await _hits(q.conn, found, q.needle)
+        if len(found) < CHUNK:
+            return
+        below = found[-1][1]
+
+
+async def _months(q: _Query) -> list[tuple[int, int]]:
+    """PostgreSQL: the key range where documents are, one month at a time, newest first."""
+    spans = await _spans(q)
+    if not spans:
+        return []
+    oldest, top = spans[-1][0], spans[0][1]
+    months = []
+    month = month_of(top - 1)
+    while top > oldest:
+        start = max(month_key(month), oldest)
+        months.append((start, top))
+        top, month = start, month - 1
+    return months
+
+
+async def _newest_window(q: _Query, limit: int) -> list[tuple[int, int]]:
+    """PostgreSQL, unscoped queries: the newest WINDOW bodies checked directly along the key index.
 
     A GIN bitmap has to fetch and sort every match, which is slow for a frequent word; when at least ``limit``
     matches lie among the newest WINDOW messages they are the answer (anything else is older). Otherwise the
-    caller runs the GIN query, which is then cheap because matches are rare. Used without a data scope or a
-    customer filter only: their customer tokens already make the GIN query selective.
+    caller walks the months with the GIN query, which is then cheap because matches are rare. Used without a data
+    scope or a customer filter only: their customer tokens already make the GIN query selective.
     """
     sql = _Sql(True)
-    inner = []
-    if since is not None:
-        inner.append(f"key >= {sql.p(time_key(since))}")
-    if until is not None:
-        inner.append(f"key < {sql.p(time_key(until))}")
-    conds = ["NOT hidden", f"strpos(body, {sql.p(needle)}) > 0"]
-    if customer_id is not None:
-        conds.append(f"customer_id = {sql.p(customer_id)}")
-    if scope.customer_ids is not None:
-        conds.append(f"customer_id = ANY({sql.p(scope.customer_ids)}::int[])")
-    where = f" WHERE {' AND '.join(inner)}" if inner else ""
-    rows = await conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM (SELECT message_id, key, body, customer_id, hidden FROM search_doc"
-        f"{where} ORDER BY key DESC LIMIT {WINDOW}) w WHERE {' AND '.join(conds)} ORDER BY key DESC LIMIT {limit}",
+    rows = await q.conn.execute_query_dict(
+        f"SELECT message_id AS id, key AS k FROM (SELECT message_id, key, body, hidden FROM search_doc"
+        f" WHERE {q.within('key', q.low, q.high)} ORDER BY key DESC LIMIT {WINDOW}) w"
+        f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
     return [(int(r["id"]), int(r["k"])) for r in rows]
