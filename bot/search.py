@@ -702,6 +702,16 @@ async def _hits(conn: BaseDBAsyncClient, found: list[tuple[int, int]], needle: s
     return hits
 
 
+def about(total: int) -> str:
+    """An estimated total as people say it: 约 35 万, 约 1.2 万, 约 3.5 亿."""
+    for unit, size in (("亿", 10**8), ("万", 10**4)):
+        if total >= size:
+            value = total / size
+            number = f"{value:.1f}".removesuffix(".0") if value < 10 else str(round(value))
+            return f"约 {number} {unit}"
+    return f"约 {total}"
+
+
 def snippet(text: str, needle: str, width: int = SNIPPET_CHARS) -> str:
     """About ``width`` characters around the first occurrence, the occurrence marked 【like this】."""
     at = normalize(text).find(needle)
