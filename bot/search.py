@@ -589,7 +589,7 @@ async def _estimate(q: _Query, bound: int) -> int:
         sql.params,
     )
     sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
-    documents = await _documents(q)
+    documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
     estimate = hits * documents // sampled if sampled else 0
     if estimate > bound:
         digits = len(str(estimate)) - 2
