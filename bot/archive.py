@@ -71,7 +71,7 @@ async def archive_batch(
         else:
             unique[(msg.platform, msg.msgid)] = msg
     directory = bot.directory
-    # The grams of long texts are computed before the transaction, in slices that let the event loop in.
+    # The grams are computed before the transaction (long texts in slices that let the event loop in).
     grams = await search.prepare_grams(m.text for m in unique.values() if m.text)
     # PostgreSQL: the months' index partitions first (usually there already: created ahead).
     await search.ensure_partitions({search.month_of(search.time_key(m.sent_at)) for m in unique.values()})

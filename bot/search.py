@@ -86,13 +86,14 @@ def _slow_grams(text: str) -> set[str]:
 
 
 async def prepare_grams(texts: Iterable[str]) -> dict[str, list[str]]:
-    """The grams of each long text, by its normalized body, computed a slice at a time with the event loop let in
-    between (before the transaction that indexes them); ``index_messages`` computes those of short texts itself."""
+    """The grams of each text by its normalized body, computed before the transaction that indexes them (so that
+    it holds its locks shorter); a long text's a slice at a time with the event loop let in between."""
     prepared: dict[str, list[str]] = {}
     for text in texts:
-        if len(text) <= GRAM_SLICE:
-            continue
         body = normalize(text)
+        if len(text) <= GRAM_SLICE:
+            prepared[body] = index_grams(body)
+            continue
         grams: set[str] = set()
         for start in range(0, len(body), GRAM_SLICE):
             # One character of overlap keeps the bigram across the cut.
@@ -169,10 +170,8 @@ def customer_token(customer_id: int) -> str:
 
 
 def _tokens(body: str, customer_id: int | None, prepared: Mapping[str, list[str]] | None = None) -> list[str]:
-    grams = list(prepared[body]) if prepared and body in prepared else index_grams(body)
-    if customer_id is not None:
-        grams.append(customer_token(customer_id))
-    return grams
+    grams = prepared[body] if prepared and body in prepared else index_grams(body)
+    return grams if customer_id is None else [*grams, customer_token(customer_id)]
 
 
 async def index_messages(
@@ -181,7 +180,7 @@ async def index_messages(
     prepared: Mapping[str, list[str]] | None = None,
 ) -> None:
     """Index new messages, given as (message id, sent_at, text, customer id), in the caller's transaction;
-    ``prepared`` holds the grams of long bodies computed beforehand (``prepare_grams``). On PostgreSQL the months'
+    ``prepared`` holds the grams of the bodies computed beforehand (``prepare_grams``). On PostgreSQL the months'
     partitions must exist (``ensure_partitions``) and the rows are copied in (COPY), the batch in one round trip."""
     rows = [r for r in rows if r[2]]
     if not rows:
