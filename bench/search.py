@@ -311,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 FILL_CHUNK = 20_000
+DOC_COLUMNS = ["key", "message_id", "customer_id", "body", "grams"]
 
 
 async def fast_fill(url: str, data: Path, workers: int) -> int:
@@ -365,8 +366,15 @@ def _fill_worker(
 
 
 async def _fill(
-    url: str, data: Path, worker: int, workers: int, contacts: dict[str, int], staff: dict[str, int]
+    url: str,
+    data: Path,
+    worker: int,
+    workers: int,
+    contacts: dict[str, int],
+    staff: dict[str, int],
+    resume: tuple[int, int] = (0, 0),
 ) -> None:
+    """Every ``workers``-th line from ``worker`` on; ``resume``: the last message and document ids already there."""
     import asyncpg
 
     from bot.messages import payload_of
@@ -379,66 +387,87 @@ async def _fill(
     docs: list[tuple[Any, ...]] = []
 
     async def flush() -> None:
-        await raw.copy_records_to_table(
-            "message",
-            records=messages,
-            columns=[
-                "id",
-                "platform",
-                "msgid",
-                "to_bot",
-                "sender",
-                "receivers",
-                "room_id",
-                "msgtype",
-                "text",
-                "payload",
-                "staff_id",
-                "customer_id",
-                "sent_at",
-                "received_at",
-            ],
+        if messages:
+            await raw.copy_records_to_table(
+                "message",
+                records=messages,
+                columns=[
+                    "id",
+                    "platform",
+                    "msgid",
+                    "to_bot",
+                    "sender",
+                    "receivers",
+                    "room_id",
+                    "msgtype",
+                    "text",
+                    "payload",
+                    "staff_id",
+                    "customer_id",
+                    "sent_at",
+                    "received_at",
+                ],
+            )
+        # Two messages of the same millisecond whose ids agree in their low 20 bits would share an order key: the
+        # archive path steps such a key down (search._free_keys), and so does this.
+        await raw.execute("CREATE TEMP TABLE IF NOT EXISTS fill_docs (LIKE search_doc)")
+        await raw.copy_records_to_table("fill_docs", records=docs, columns=DOC_COLUMNS)
+        placed = await raw.fetch(
+            "WITH d AS (DELETE FROM fill_docs RETURNING *) INSERT INTO search_doc SELECT * FROM d"
+            " ON CONFLICT (key) DO NOTHING RETURNING message_id"
         )
-        await raw.copy_records_to_table(
-            "search_doc", records=docs, columns=["key", "message_id", "customer_id", "body", "grams"]
-        )
+        left = {r[1]: r for r in docs}
+        for r in placed:
+            del left[r["message_id"]]
+        for key, mid, customer, body, tokens in left.values():
+            while not await raw.fetchval(
+                "INSERT INTO search_doc (key, message_id, customer_id, body, grams) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                key,
+                mid,
+                customer,
+                body,
+                tokens,
+            ):
+                key -= 1
         messages.clear()
         docs.clear()
 
     try:
         with data.open("rb") as f:
             for i, line in enumerate(f):
-                if i % workers != worker:
+                if i % workers != worker or i + 1 <= resume[1]:
                     continue
                 m = normalize_record(json.loads(line))
                 people = (m.sender, *m.receivers)
                 customer = next((contacts[u] for u in people if u in contacts), None)
                 rep = next((staff[u] for u in people if u in staff), None)
                 mid = i + 1
-                messages.append(
-                    (
-                        mid,
-                        "wecom",
-                        m.msgid,
-                        False,
-                        m.sender,
-                        compact_json(list(m.receivers)),
-                        "",
-                        m.msgtype,
-                        m.text,
-                        compact_json(payload_of(m)),
-                        rep,
-                        customer,
-                        m.sent_at,
-                        now,
+                if mid > resume[0]:
+                    messages.append(
+                        (
+                            mid,
+                            "wecom",
+                            m.msgid,
+                            False,
+                            m.sender,
+                            compact_json(list(m.receivers)),
+                            "",
+                            m.msgtype,
+                            m.text,
+                            compact_json(payload_of(m)),
+                            rep,
+                            customer,
+                            m.sent_at,
+                            now,
+                        )
                     )
-                )
                 body = search.normalize(m.text)
                 tokens = search.index_grams(body) + ([search.customer_token(customer)] if customer is not None else [])
                 docs.append((search.order_key(m.sent_at, mid), mid, customer, body, tokens))
-                if len(messages) >= FILL_CHUNK:
+                if len(docs) >= FILL_CHUNK:
                     await flush()
-        if messages:
+        if docs:
             await flush()
     finally:
         await raw.close()
