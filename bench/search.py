@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -497,6 +498,63 @@ async def drop_pg(admin_url: str, url: str) -> None:
         await conn.close()
 
 
+COLLECT_ALL = """
+import asyncio, json, sys
+from tortoise import connections
+from bot import search
+from bot.app import load_settings
+from bot.cli import parse_now, running_app
+settings = load_settings(sys.argv[1])
+async def go():
+    async with running_app(settings):
+        found = await search.search(
+            connections.get("default"), sys.argv[2], staff=None, since=parse_now(sys.argv[3] or None, settings),
+            limit=0,
+        )
+        hits = [h.as_json(settings.tz) for h in found.hits]
+        print(json.dumps({"query": sys.argv[2], "total": found.total, "hits": hits}, ensure_ascii=False))
+asyncio.run(go())
+"""
+
+
+def every_hit(url: str, query: str, since: str, rounds: int) -> None:
+    """``crmbot search QUERY --limit 0 --json`` (streamed) against the same hits gathered in one list first and then
+    printed (what the command did before it streamed), each a subprocess: seconds and peak RSS."""
+    workdir = Path(tempfile.mkdtemp(prefix="crmbot-every-hit-"))
+    config = workdir / "config.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    commands = {
+        "streamed (crmbot search --limit 0)": [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "search",
+            query,
+            "--limit",
+            "0",
+            "--json",
+            "--config",
+            str(config),
+            *(["--since", since] if since else []),
+        ],
+        "gathered first (before)": [sys.executable, "-c", COLLECT_ALL, str(config), query, since],
+    }
+    for _ in range(rounds):
+        for label, command in commands.items():
+            t = time.perf_counter()
+            with (workdir / "out.json").open("w") as out:
+                proc = subprocess.Popen(command, stdout=out, cwd=Path(__file__).resolve().parent.parent)
+                _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - t
+            hits = json.loads((workdir / "out.json").read_text())["total"] if status == 0 else -1
+            print(
+                f"{label:36s} {hits} hits in {elapsed:.1f}s, peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+                f" (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -516,7 +574,12 @@ def main() -> None:
         action="store_true",
         help="time the archive path without the keyword-rules hook (handlers.keywords.on_archived)",
     )
+    parser.add_argument("--every-hit", default="", metavar="QUERY", help="with --reuse: time --limit 0 for QUERY")
+    parser.add_argument("--since", default="", help="with --every-hit: only hits since this date")
     args = parser.parse_args()
+    if args.every_hit:
+        every_hit(args.reuse, args.every_hit, args.since, args.rounds)
+        return
     result = asyncio.run(run(args))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, ensure_ascii=False, indent=1))
