@@ -411,7 +411,7 @@ async def _fill(
             )
         # Two messages of the same millisecond whose ids agree in their low 20 bits would share an order key: the
         # archive path steps such a key down (search._free_keys), and so does this.
-        await raw.execute("CREATE TEMP TABLE IF NOT EXISTS fill_docs (LIKE search_doc)")
+        await raw.execute("CREATE TEMP TABLE IF NOT EXISTS fill_docs (LIKE search_doc INCLUDING DEFAULTS)")
         await raw.copy_records_to_table("fill_docs", records=docs, columns=DOC_COLUMNS)
         placed = await raw.fetch(
             "WITH d AS (DELETE FROM fill_docs RETURNING *) INSERT INTO search_doc SELECT * FROM d"
