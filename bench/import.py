@@ -4,7 +4,8 @@
 defaults: search index and keyword rules on) on a fresh database seeded with 900 customers, their contacts and 60
 reps, against the raw baseline on another fresh database of the same schema: the same lines parsed and inserted
 into ``message`` only (SQLite: ``executemany`` in transactions of 10,000 rows; PostgreSQL: asyncpg
-``copy_records_to_table``). The import's peak RSS is the subprocess's own (``wait4``).
+``copy_records_to_table``). The import's peak RSS and CPU time are the subprocess's own (``wait4``); the
+baseline's CPU time is this process's. CPU time counts the client only: the PostgreSQL server's work is not in it.
 
     .venv/bin/python -m bench.import messages --n 100000 --db sqlite --rounds 3
     .venv/bin/python -m bench.import messages --n 100000 --db postgres --rounds 3
@@ -50,8 +51,8 @@ async def prepare(url: str) -> None:
         await runner.cleanup()
 
 
-def cli_import(url: str, data: Path, workdir: Path) -> tuple[float, float, str]:
-    """``crmbot import messages`` in a subprocess: (seconds, peak RSS in MB, first summary line)."""
+def cli_import(url: str, data: Path, workdir: Path) -> tuple[float, float, float, str]:
+    """``crmbot import messages`` in a subprocess: (seconds, its CPU seconds, peak RSS in MB, summary line)."""
     config = workdir / "config.toml"
     config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
     out = workdir / "import.out"
@@ -68,7 +69,8 @@ def cli_import(url: str, data: Path, workdir: Path) -> tuple[float, float, str]:
     text = out.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"import failed ({proc.returncode}): {text[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, text.strip().splitlines()[-1] if text.strip() else ""
+    summary = text.strip().splitlines()[-1] if text.strip() else ""
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, summary
 
 
 def raw_rows(data: Path) -> Iterator[list[tuple[Any, ...]]]:
@@ -146,20 +148,24 @@ async def messages(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             url = await fresh(args, workdir, "crmbot_import_cli")
             await prepare(url)
-            seconds, rss, summary = cli_import(url, data, workdir)
+            seconds, cpu, rss, summary = cli_import(url, data, workdir)
             load = os.getloadavg()[0]
             base_url = await fresh(args, workdir, "crmbot_import_raw")
             await prepare(base_url)
+            base_cpu = time.process_time()
             if args.db == "postgres":
                 base = await raw_postgres(base_url, data)
             else:
                 base = raw_sqlite(Path(base_url.removeprefix("sqlite://")), data)
+            base_cpu = time.process_time() - base_cpu
             row = {
                 "round": i + 1,
                 "cli_per_second": round(n / seconds),
                 "cli_seconds": round(seconds, 1),
                 "cli_peak_rss_mb": round(rss),
+                "cli_per_cpu_second": round(n / cpu),
                 "raw_per_second": round(n / base),
+                "raw_per_cpu_second": round(n / base_cpu),
                 "load": round(load, 1),
                 "summary": summary,
             }
