@@ -45,6 +45,7 @@ MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
 COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
 CHUNK = 1_000  # hits a chunk when streaming every hit
+DEFAULT_PARTITION = "search_doc_default"
 
 
 def normalize(text: str) -> str:
@@ -407,6 +408,15 @@ def _plan(
     return _Plan(frm, where, key, count_frm, where)
 
 
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """PostgreSQL: key range [low, high) and the partitions that hold it (the default partition always with them)."""
+
+    tables: tuple[str, ...]
+    low: int
+    high: int | None
+
+
 @dataclass
 class _Query:
     """One search, resolved: the statement's parts for its dialect and the key range it may look in."""
@@ -421,23 +431,45 @@ class _Query:
     params: list[Any]
     low: int
     high: int | None
-    spans: list[tuple[int, int]] | None = None
+    partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
 
     @property
     def postgres(self) -> bool:
         return is_postgres(self.conn)
 
-    def within(self, key: str, low: int, high: int | None) -> str:
-        """The key range as SQL (integers of our own: literals, so that PostgreSQL prunes partitions)."""
+    @staticmethod
+    def within(key: str, low: int, high: int | None) -> str:
+        """The key range as SQL (integers of our own: literals)."""
         return f"{key} >= {int(low)}" + (f" AND {key} < {int(high)}" if high is not None else "")
 
-    def select(self, low: int, high: int | None, limit: int | None) -> str:
-        plan = self.plan
-        query = (
-            f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where}"
-            f" AND {self.within(plan.key, low, high)} ORDER BY {plan.key} DESC"
+    def branches(self, columns: str, span: _Span) -> str:
+        """PostgreSQL: the query over each partition of ``span`` by its own name, as one UNION ALL: planning
+        touches those partitions only, never the dozens of the whole table."""
+        return " UNION ALL ".join(
+            f"SELECT {columns} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
+            f" WHERE {self.plan.where} AND {self.within('d.key', span.low, span.high)}"
+            for table in span.tables
         )
+
+    def select(self, span: _Span, limit: int | None) -> str:
+        if not self.postgres:
+            plan = self.plan
+            query = (
+                f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where}"
+                f" AND {self.within(plan.key, span.low, span.high)} ORDER BY {plan.key} DESC"
+            )
+        else:
+            query = f"SELECT id, k FROM ({self.branches('d.message_id AS id, d.key AS k', span)}) u ORDER BY k DESC"
         return query + (f" LIMIT {int(limit)}" if limit else "")
+
+    def count(self, span: _Span, limit: int) -> str:
+        plan = self.plan
+        if self.postgres:
+            inner = self.branches("1 AS one", span)
+        else:
+            within = self.within(plan.key, span.low, span.high)
+            inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
+        return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
 
 
 async def _prepare(
@@ -521,45 +553,67 @@ async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
     """The newest ``limit`` hits. PostgreSQL walks the months newest first, one growing span at a time, and stops
     as soon as it has them: a frequent word is answered from the newest month, a rare one from a few spans."""
     if not q.postgres:
-        return await _rows(q, q.select(q.low, q.high, limit))
+        return await _rows(q, q.select(_Span((), q.low, q.high), limit))
+    spans = await _spans(q)
     if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
-        found = await _newest_window(q, limit)
+        found = await _newest_window(q, spans, limit)
         if len(found) == limit:
             return found
     found = []
-    for low, high in await _spans(q):
-        found += await _rows(q, q.select(low, high, limit - len(found)))
+    for span in spans:
+        found += await _rows(q, q.select(span, limit - len(found)))
         if len(found) == limit:
             break
     return found
 
 
-async def _spans(q: _Query) -> list[tuple[int, int]]:
-    """PostgreSQL: the key range where documents are, cut newest first into spans of 1, 2, 4, 8 … months."""
-    if q.spans is None:
-        bounds = await q.conn.execute_query_dict(
-            f"SELECT min(key) AS low, max(key) AS high FROM search_doc WHERE {q.within('key', q.low, q.high)}"
+async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
+    """PostgreSQL: the month partitions of ``search_doc`` that meet the query's key range, newest first, with the
+    planner's estimate of their rows (from the catalog: one cheap query)."""
+    if q.partitions is None:
+        rows = await q.conn.execute_query_dict(
+            "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
         )
-        q.spans = []
-        if bounds and bounds[0]["high"] is not None:
-            oldest, top = int(bounds[0]["low"]), int(bounds[0]["high"]) + 1
-            month, months = month_of(top - 1), 1
-            while top > oldest:
-                start = max(month_key(month - months + 1), oldest)
-                q.spans.append((start, top))
-                top, month, months = start, month - months, months * 2
-    return q.spans
+        months = []
+        for r in rows:
+            name = str(r["name"])
+            if not name.startswith("search_doc_y"):
+                continue
+            month = int(name[12:16]) * 12 + int(name[17:19]) - 1
+            if month_key(month + 1) > q.low and (q.high is None or month_key(month) < q.high):
+                months.append((name, month, float(r["n"])))
+        q.partitions = sorted(months, key=lambda m: -m[1])
+    return q.partitions
+
+
+async def _spans(q: _Query, grow: bool = True) -> list[_Span]:
+    """PostgreSQL: the query's key range cut newest first into spans of partitions: this month with any later
+    ones (created ahead, usually empty), then 1, 4, 16 … earlier months (one at a time when not ``grow``).
+    Together the spans cover the range without gaps, the default partition in each."""
+    partitions = await _partitions(q)
+    current = month_of(time_key(datetime.now(UTC)))
+    groups = [[p for p in partitions if p[1] >= current]]
+    earlier = [p for p in partitions if p[1] < current]
+    size = 1
+    while earlier:
+        groups.append(earlier[:size])
+        earlier = earlier[size:]
+        size = size * 4 if grow else 1
+    groups = [g for g in groups if g]
+    spans, high = [], q.high
+    for i, group in enumerate(groups):
+        low = q.low if i == len(groups) - 1 else max(q.low, month_key(group[-1][1]))
+        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high))
+        high = low
+    return spans or [_Span((DEFAULT_PARTITION,), q.low, q.high)]
 
 
 async def _total(q: _Query, bound: int) -> tuple[int, bool]:
     """The exact count up to ``bound`` hits (counted newest first, as few months as it takes), else an estimate."""
-    plan, counted = q.plan, 0
-    for low, high in await _spans(q) if q.postgres else [(q.low, q.high)]:
-        rows = await q.conn.execute_query_dict(
-            f"SELECT count(*) AS n FROM (SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where}"
-            f" AND {q.within(plan.key, low, high)} LIMIT {bound + 1 - counted}) c",
-            q.params,
-        )
+    counted = 0
+    for span in await _spans(q) if q.postgres else [_Span((), q.low, q.high)]:
+        rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
         counted += int(rows[0]["n"])
         if counted > bound:
             return await _estimate(q, bound), True
@@ -581,10 +635,18 @@ async def _estimate(q: _Query, bound: int) -> int:
     if q.sender is not None:
         join = " JOIN message m ON m.id = d.message_id"
         conds.append(f"m.sender = {sql.p(q.sender)}")
+    columns = "d.key, d.message_id, d.customer_id, d.body"
+    if q.postgres:
+        spans = (await _spans(q))[:2]
+        tables = [t for span in spans for t in span.tables if t != DEFAULT_PARTITION]
+        within = q.within("d.key", spans[-1].low, q.high)
+        newest = " UNION ALL ".join(f"SELECT {columns} FROM {t} d WHERE {visible} AND {within}" for t in tables)
+        newest = newest or f"SELECT {columns} FROM {DEFAULT_PARTITION} d WHERE {visible} AND {within}"
+    else:
+        newest = f"SELECT {columns} FROM search_doc d WHERE {visible} AND {q.within('d.key', q.low, q.high)}"
     rows = await q.conn.execute_query_dict(
         f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
-        f" FROM (SELECT key, message_id, customer_id, body FROM search_doc d WHERE {visible}"
-        f" AND {q.within('d.key', q.low, q.high)} ORDER BY d.key DESC LIMIT {SAMPLE}) d{join}",
+        f" FROM ({newest} ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
         sql.params,
     )
     sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
@@ -597,60 +659,34 @@ async def _estimate(q: _Query, bound: int) -> int:
 
 
 async def _documents(q: _Query) -> int:
-    if not q.postgres:
-        rows = await q.conn.execute_query_dict(
-            f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
-        )
-        return int(rows[0]["n"])
+    if q.postgres:
+        return int(sum(p[2] for p in await _partitions(q)))
     rows = await q.conn.execute_query_dict(
-        "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
-        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
+        f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
     )
-    total = 0.0
-    for r in rows:
-        name = str(r["name"])
-        if name.startswith("search_doc_y"):
-            month = int(name[12:16]) * 12 + int(name[17:19]) - 1
-            if month_key(month + 1) <= q.low or (q.high is not None and month_key(month) >= q.high):
-                continue
-        total += float(r["n"])
-    return int(total)
+    return int(rows[0]["n"])
 
 
 async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
     """Every hit, newest first, in chunks. SQLite pages down the key (FTS5 seeks by rowid); PostgreSQL reads a
     month at a time (one bitmap per month), each month's keys then detailed a chunk at a time."""
     if q.postgres:
-        for low, high in await _months(q):
-            found = await _rows(q, q.select(low, high, None))
+        for span in await _spans(q, grow=False):
+            found = await _rows(q, q.select(span, None))
             for start in range(0, len(found), CHUNK):
                 yield await _hits(q.conn, found[start : start + CHUNK], q.needle)
         return
     below = q.high
-    while found := await _rows(q, q.select(q.low, below, CHUNK)):
+    while found := await _rows(q, q.select(_Span((), q.low, below), CHUNK)):
         yield await _hits(q.conn, found, q.needle)
         if len(found) < CHUNK:
             return
         below = found[-1][1]
 
 
-async def _months(q: _Query) -> list[tuple[int, int]]:
-    """PostgreSQL: the key range where documents are, one month at a time, newest first."""
-    spans = await _spans(q)
-    if not spans:
-        return []
-    oldest, top = spans[-1][0], spans[0][1]
-    months = []
-    month = month_of(top - 1)
-    while top > oldest:
-        start = max(month_key(month), oldest)
-        months.append((start, top))
-        top, month = start, month - 1
-    return months
-
-
-async def _newest_window(q: _Query, limit: int) -> list[tuple[int, int]]:
-    """PostgreSQL, unscoped queries: the newest WINDOW bodies checked directly along the key index.
+async def _newest_window(q: _Query, spans: list[_Span], limit: int) -> list[tuple[int, int]]:
+    """PostgreSQL, unscoped queries: the newest WINDOW bodies of the first two spans checked directly along the key
+    index.
 
     A GIN bitmap has to fetch and sort every match, which is slow for a frequent word; when at least ``limit``
     matches lie among the newest WINDOW messages they are the answer (anything else is older). Otherwise the
@@ -658,9 +694,12 @@ async def _newest_window(q: _Query, limit: int) -> list[tuple[int, int]]:
     scope or a customer filter only: their customer tokens already make the GIN query selective.
     """
     sql = _Sql(True)
+    newest = spans[:2]
+    within = q.within("key", newest[-1].low, q.high)
+    tables = [t for span in newest for t in span.tables]
+    union = " UNION ALL ".join(f"SELECT message_id, key, body, hidden FROM {t} WHERE {within}" for t in tables)
     rows = await q.conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM (SELECT message_id, key, body, hidden FROM search_doc"
-        f" WHERE {q.within('key', q.low, q.high)} ORDER BY key DESC LIMIT {WINDOW}) w"
+        f"SELECT message_id AS id, key AS k FROM ({union} ORDER BY key DESC LIMIT {WINDOW}) w"
         f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
