@@ -408,6 +408,26 @@ def _plan(
     return _Plan(frm, where, key, count_frm, where)
 
 
+def _partition_month(name: str) -> int | None:
+    """The month of a month partition's name (``search_doc_yYYYYmMM``), None for the default partition."""
+    return int(name[12:16]) * 12 + int(name[17:19]) - 1 if name.startswith("search_doc_y") else None
+
+
+def _restricted(table: str, alias: str, low: int, high: int | None) -> str:
+    """The key range as a condition for ``table``, or "" when the partition lies inside it: the planner then walks
+    the partitions' key indexes (a Merge Append of them under ORDER BY key), where a condition that keeps every row
+    (even ``WHERE TRUE``) makes it read and sort them all instead."""
+    month = _partition_month(table)
+    if month is not None and month_key(month) >= low and (high is None or month_key(month + 1) <= high):
+        return ""
+    return _Query.within(f"{alias}key", low, high)
+
+
+def _where(*conditions: str) -> str:
+    kept = [c for c in conditions if c]
+    return f" WHERE {' AND '.join(kept)}" if kept else ""
+
+
 @dataclass(frozen=True, slots=True)
 class _Span:
     """PostgreSQL: key range [low, high) and the partitions that hold it (the default partition always with them)."""
@@ -447,7 +467,7 @@ class _Query:
         touches those partitions only, never the dozens of the whole table."""
         return " UNION ALL ".join(
             f"SELECT {columns} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
-            f" WHERE {self.plan.where} AND {self.within('d.key', span.low, span.high)}"
+            f"{_where(self.plan.where, _restricted(table, 'd.', span.low, span.high))}"
             for table in span.tables
         )
 
@@ -577,12 +597,11 @@ async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
         )
         months = []
         for r in rows:
-            name = str(r["name"])
-            if not name.startswith("search_doc_y"):
+            month = _partition_month(str(r["name"]))
+            if month is None:
                 continue
-            month = int(name[12:16]) * 12 + int(name[17:19]) - 1
             if month_key(month + 1) > q.low and (q.high is None or month_key(month) < q.high):
-                months.append((name, month, float(r["n"])))
+                months.append((str(r["name"]), month, float(r["n"])))
         q.partitions = sorted(months, key=lambda m: -m[1])
     return q.partitions
 
@@ -624,9 +643,8 @@ async def _estimate(q: _Query, bound: int) -> int:
     """Beyond the bound: the share of hits among the newest ``SAMPLE`` documents of the range, times the documents
     in the range (PostgreSQL: the partitions' row estimates; SQLite: counted), to two significant digits."""
     sql = _Sql(q.postgres)
-    visible = "NOT d.hidden" if q.postgres else "d.hidden = 0"
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
-    conds = [contains.format(sql.p(q.needle))]
+    conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
     if q.customer_id is not None:
         conds.append(f"d.customer_id = {sql.p(q.customer_id)}")
     if q.scope.customer_ids is not None:
@@ -635,18 +653,19 @@ async def _estimate(q: _Query, bound: int) -> int:
     if q.sender is not None:
         join = " JOIN message m ON m.id = d.message_id"
         conds.append(f"m.sender = {sql.p(q.sender)}")
-    columns = "d.key, d.message_id, d.customer_id, d.body"
+    columns = "d.key, d.message_id, d.customer_id, d.hidden, d.body"
     if q.postgres:
         spans = (await _spans(q))[:2]
-        tables = [t for span in spans for t in span.tables if t != DEFAULT_PARTITION]
-        within = q.within("d.key", spans[-1].low, q.high)
-        newest = " UNION ALL ".join(f"SELECT {columns} FROM {t} d WHERE {visible} AND {within}" for t in tables)
-        newest = newest or f"SELECT {columns} FROM {DEFAULT_PARTITION} d WHERE {visible} AND {within}"
+        tables = dict.fromkeys(t for span in spans for t in span.tables)
+        low = spans[-1].low
+        newest = " UNION ALL ".join(
+            f"SELECT {columns} FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+        )
     else:
-        newest = f"SELECT {columns} FROM search_doc d WHERE {visible} AND {q.within('d.key', q.low, q.high)}"
+        newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
     rows = await q.conn.execute_query_dict(
         f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
-        f" FROM ({newest} ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
+        f" FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
         sql.params,
     )
     sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
@@ -695,11 +714,15 @@ async def _newest_window(q: _Query, spans: list[_Span], limit: int) -> list[tupl
     """
     sql = _Sql(True)
     newest = spans[:2]
-    within = q.within("key", newest[-1].low, q.high)
-    tables = [t for span in newest for t in span.tables]
-    union = " UNION ALL ".join(f"SELECT message_id, key, body, hidden FROM {t} WHERE {within}" for t in tables)
+    low = newest[-1].low
+    tables = dict.fromkeys(t for span in newest for t in span.tables)
+    # The UNION ALL in FROM, ordered outside it: the planner merges the partitions' key indexes (Merge Append) and
+    # reads the newest rows only, where an ORDER BY on the UNION itself sorts them all.
+    union = " UNION ALL ".join(
+        f"SELECT message_id, key, body, hidden FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+    )
     rows = await q.conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM ({union} ORDER BY key DESC LIMIT {WINDOW}) w"
+        f"SELECT message_id AS id, key AS k FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
         f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
