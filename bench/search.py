@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -218,12 +219,15 @@ async def search_ids(conn: Any, query: str) -> set[str]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="crmbot-bench-"))
-    data = workdir / "chat.jsonl"
-    t = time.perf_counter()
-    generate(data, args.n)
-    print(f"generated {args.n} messages in {time.perf_counter() - t:.1f}s ({data.stat().st_size >> 20} MiB)")
-    if args.db == "postgres":
-        url = await fresh_pg(args.pg)
+    data = Path(args.file) if args.file else workdir / "chat.jsonl"
+    if not args.file and not args.reuse:
+        t = time.perf_counter()
+        generate(data, args.n)
+        print(f"generated {args.n} messages in {time.perf_counter() - t:.1f}s ({data.stat().st_size >> 20} MiB)")
+    if args.reuse:
+        url = args.reuse
+    elif args.db == "postgres":
+        url = await fresh_pg(args.pg, args.db_name)
     else:
         url = f"sqlite://{workdir}/bench.sqlite3"
     settings = load_settings(os.devnull, database={"url": url})
@@ -238,18 +242,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await runner.setup()
     result: dict[str, Any] = {"db": args.db, "n": args.n, "keyword_rules": not args.without_keyword_rules}
     try:
-        await seed_people()
-        t, cpu = time.perf_counter(), time.process_time()
-        summary = await import_jsonl(app, data)
-        elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
-        print(summary.splitlines()[0])
-        result["import_seconds"] = round(elapsed, 1)
-        result["import_per_second"] = round(args.n / elapsed)
-        result["import_cpu_seconds"] = round(cpu, 1)
-        print(
-            f"import: {args.n} in {elapsed:.1f}s = {args.n / elapsed:.0f} msg/s"
-            f" (this process: {cpu:.1f} CPU-s = {args.n / cpu:.0f} msg per CPU-second; load {os.getloadavg()[0]:.1f})"
-        )
+        if args.fast_fill:
+            await seed_people()
+            t = time.perf_counter()
+            filled = await fast_fill(url, data, args.fast_fill)
+            print(f"filled {filled} messages in {time.perf_counter() - t:.1f}s", flush=True)
+        elif not args.reuse:
+            await seed_people()
+            t, cpu = time.perf_counter(), time.process_time()
+            summary = await import_jsonl(app, data)
+            elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
+            print(summary.splitlines()[0])
+            result["import_seconds"] = round(elapsed, 1)
+            result["import_per_second"] = round(args.n / elapsed)
+            result["import_cpu_seconds"] = round(cpu, 1)
+            print(
+                f"import: {args.n} in {elapsed:.1f}s = {args.n / elapsed:.0f} msg/s (this process: {cpu:.1f} CPU-s"
+                f" = {args.n / cpu:.0f} msg per CPU-second; load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+        if args.import_only:
+            return result
         conn = connections.get("default")
         if not search.is_postgres(conn):
             await conn.execute_script("ANALYZE")
@@ -291,17 +304,179 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["recall_total"] = {"like_hits": total, "missed": misses, "extra": extras}
     finally:
         await runner.cleanup()
-        if args.db == "postgres":
+        if args.db == "postgres" and not args.reuse:
             await drop_pg(args.pg, url)
         if not os.environ.get("BENCH_KEEP_DB"):
             shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
-async def fresh_pg(admin_url: str) -> str:
+FILL_CHUNK = 20_000
+DOC_COLUMNS = ["key", "message_id", "customer_id", "body", "grams"]
+
+
+async def fast_fill(url: str, data: Path, workers: int) -> int:
+    """PostgreSQL only, for runs at 10M: fill ``message`` and ``search_doc`` with the rows the archive path would
+    write for ``data`` (the same normalization, customer and rep links, payload, order keys and grams), copied in
+    by ``workers`` processes with the GIN index dropped and built afterwards. Returns the number of messages."""
+    import multiprocessing
+
     import asyncpg
 
-    name = "crmbot_bench"
+    conn = connections.get("default")
+    first, last = (
+        search.month_of(search.time_key(START)),
+        search.month_of(search.time_key(START) + (SPAN_SECONDS * 1000 << 20)),
+    )
+    await search.ensure_partitions(range(first, last + 1))
+    contacts = {
+        str(r["e"]): int(r["c"])
+        for r in await conn.execute_query_dict("SELECT external_userid AS e, customer_id AS c FROM contact")
+    }
+    staff = {
+        str(r["u"]): int(r["s"])
+        for r in await conn.execute_query_dict(
+            "SELECT user_id AS u, staff_id AS s FROM staff_account WHERE platform = 'wecom'"
+        )
+    }
+    await conn.execute_script("DROP INDEX IF EXISTS search_doc_grams")
+    context = multiprocessing.get_context("fork")
+    procs = [
+        context.Process(target=_fill_worker, args=(url, data, w, workers, contacts, staff)) for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await asyncio.to_thread(proc.join)
+        if proc.exitcode:
+            raise RuntimeError(f"fill worker failed ({proc.exitcode})")
+    raw = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
+    try:
+        await raw.execute("SET maintenance_work_mem = '1GB'")
+        await raw.execute("SELECT setval('message_id_seq', (SELECT max(id) FROM message))")
+        await raw.execute("CREATE INDEX search_doc_grams ON search_doc USING GIN (grams)")
+        return int(await raw.fetchval("SELECT count(*) FROM message"))
+    finally:
+        await raw.close()
+
+
+def _fill_worker(
+    url: str, data: Path, worker: int, workers: int, contacts: dict[str, int], staff: dict[str, int]
+) -> None:
+    asyncio.run(_fill(url, data, worker, workers, contacts, staff))
+
+
+async def _fill(
+    url: str,
+    data: Path,
+    worker: int,
+    workers: int,
+    contacts: dict[str, int],
+    staff: dict[str, int],
+    resume: tuple[int, int] = (0, 0),
+) -> None:
+    """Every ``workers``-th line from ``worker`` on; ``resume``: the last message and document ids already there."""
+    import asyncpg
+
+    from bot.messages import payload_of
+    from bot.sql import compact_json
+    from integrations.wecom.archive import normalize_record
+
+    raw = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
+    now = datetime.now(UTC)
+    messages: list[tuple[Any, ...]] = []
+    docs: list[tuple[Any, ...]] = []
+
+    async def flush() -> None:
+        if messages:
+            await raw.copy_records_to_table(
+                "message",
+                records=messages,
+                columns=[
+                    "id",
+                    "platform",
+                    "msgid",
+                    "to_bot",
+                    "sender",
+                    "receivers",
+                    "room_id",
+                    "msgtype",
+                    "text",
+                    "payload",
+                    "staff_id",
+                    "customer_id",
+                    "sent_at",
+                    "received_at",
+                ],
+            )
+        # Two messages of the same millisecond whose ids agree in their low 20 bits would share an order key: the
+        # archive path steps such a key down (search._free_keys), and so does this.
+        await raw.execute("CREATE TEMP TABLE IF NOT EXISTS fill_docs (LIKE search_doc INCLUDING DEFAULTS)")
+        await raw.copy_records_to_table("fill_docs", records=docs, columns=DOC_COLUMNS)
+        placed = await raw.fetch(
+            "WITH d AS (DELETE FROM fill_docs RETURNING *) INSERT INTO search_doc SELECT * FROM d"
+            " ON CONFLICT (key) DO NOTHING RETURNING message_id"
+        )
+        left = {r[1]: r for r in docs}
+        for r in placed:
+            del left[r["message_id"]]
+        for key, mid, customer, body, tokens in left.values():
+            while not await raw.fetchval(
+                "INSERT INTO search_doc (key, message_id, customer_id, body, grams) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                key,
+                mid,
+                customer,
+                body,
+                tokens,
+            ):
+                key -= 1
+        messages.clear()
+        docs.clear()
+
+    try:
+        with data.open("rb") as f:
+            for i, line in enumerate(f):
+                if i % workers != worker or i + 1 <= resume[1]:
+                    continue
+                m = normalize_record(json.loads(line))
+                people = (m.sender, *m.receivers)
+                customer = next((contacts[u] for u in people if u in contacts), None)
+                rep = next((staff[u] for u in people if u in staff), None)
+                mid = i + 1
+                if mid > resume[0]:
+                    messages.append(
+                        (
+                            mid,
+                            "wecom",
+                            m.msgid,
+                            False,
+                            m.sender,
+                            compact_json(list(m.receivers)),
+                            "",
+                            m.msgtype,
+                            m.text,
+                            compact_json(payload_of(m)),
+                            rep,
+                            customer,
+                            m.sent_at,
+                            now,
+                        )
+                    )
+                body = search.normalize(m.text)
+                tokens = search.index_grams(body) + ([search.customer_token(customer)] if customer is not None else [])
+                docs.append((search.order_key(m.sent_at, mid), mid, customer, body, tokens))
+                if len(docs) >= FILL_CHUNK:
+                    await flush()
+        if docs:
+            await flush()
+    finally:
+        await raw.close()
+
+
+async def fresh_pg(admin_url: str, name: str = "crmbot_bench") -> str:
+    import asyncpg
+
     conn = await asyncpg.connect(admin_url.replace("postgres://", "postgresql://"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -323,6 +498,63 @@ async def drop_pg(admin_url: str, url: str) -> None:
         await conn.close()
 
 
+COLLECT_ALL = """
+import asyncio, json, sys
+from tortoise import connections
+from bot import search
+from bot.app import load_settings
+from bot.cli import parse_now, running_app
+settings = load_settings(sys.argv[1])
+async def go():
+    async with running_app(settings):
+        found = await search.search(
+            connections.get("default"), sys.argv[2], staff=None, since=parse_now(sys.argv[3] or None, settings),
+            limit=0,
+        )
+        hits = [h.as_json(settings.tz) for h in found.hits]
+        print(json.dumps({"query": sys.argv[2], "total": found.total, "hits": hits}, ensure_ascii=False))
+asyncio.run(go())
+"""
+
+
+def every_hit(url: str, query: str, since: str, rounds: int) -> None:
+    """``crmbot search QUERY --limit 0 --json`` (streamed) against the same hits gathered in one list first and then
+    printed (what the command did before it streamed), each a subprocess: seconds and peak RSS."""
+    workdir = Path(tempfile.mkdtemp(prefix="crmbot-every-hit-"))
+    config = workdir / "config.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    commands = {
+        "streamed (crmbot search --limit 0)": [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "search",
+            query,
+            "--limit",
+            "0",
+            "--json",
+            "--config",
+            str(config),
+            *(["--since", since] if since else []),
+        ],
+        "gathered first (before)": [sys.executable, "-c", COLLECT_ALL, str(config), query, since],
+    }
+    for _ in range(rounds):
+        for label, command in commands.items():
+            t = time.perf_counter()
+            with (workdir / "out.json").open("w") as out:
+                proc = subprocess.Popen(command, stdout=out, cwd=Path(__file__).resolve().parent.parent)
+                _, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - t
+            hits = json.loads((workdir / "out.json").read_text())["total"] if status == 0 else -1
+            print(
+                f"{label:36s} {hits} hits in {elapsed:.1f}s, peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+                f" (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -330,12 +562,24 @@ def main() -> None:
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432/test")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", dest="json_out", default="")
+    parser.add_argument("--file", default="", help="import this JSON Lines file (of --n lines) instead of generating")
+    parser.add_argument("--db-name", default="crmbot_bench", help="PostgreSQL: the database to create")
+    parser.add_argument(
+        "--fast-fill", type=int, default=0, metavar="WORKERS", help="PostgreSQL: fill by COPY (see fast_fill)"
+    )
+    parser.add_argument("--import-only", action="store_true", help="stop after the import (with BENCH_KEEP_DB=1)")
+    parser.add_argument("--reuse", default="", help="database URL of an earlier run (BENCH_KEEP_DB=1): only query")
     parser.add_argument(
         "--without-keyword-rules",
         action="store_true",
         help="time the archive path without the keyword-rules hook (handlers.keywords.on_archived)",
     )
+    parser.add_argument("--every-hit", default="", metavar="QUERY", help="with --reuse: time --limit 0 for QUERY")
+    parser.add_argument("--since", default="", help="with --every-hit: only hits since this date")
     args = parser.parse_args()
+    if args.every_hit:
+        every_hit(args.reuse, args.every_hit, args.since, args.rounds)
+        return
     result = asyncio.run(run(args))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, ensure_ascii=False, indent=1))

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from bot import config
+from bot import search as search_index
 from bot.capability import Capability, Registry
 from bot.channels import Outbox
 from bot.clock import Clock
@@ -94,6 +95,7 @@ def create_app(
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     context = await open_database(app[SETTINGS].database.url)
+    await search_index.prepare_partitions(app[CLOCK].now())
     await app[METRICS].start()
     yield
     await close_database(context)

@@ -72,8 +72,10 @@ async def archive_batch(
         else:
             unique[(msg.platform, msg.msgid)] = msg
     directory = bot.directory
-    # The grams of long texts are computed before the transaction, in slices that let the event loop in.
+    # The grams are computed before the transaction (long texts in slices that let the event loop in).
     grams = await search.prepare_grams(m.text for m in unique.values() if m.text)
+    # PostgreSQL: the months' index partitions first (usually there already: created ahead).
+    await search.ensure_partitions({search.month_of(search.time_key(m.sent_at)) for m in unique.values()})
     async with in_transaction() as conn:
         await sql.xact_lock(conn, _PG_LOCK)
         if unique:
@@ -124,20 +126,12 @@ async def _store(conn: BaseDBAsyncClient, directory: Directory, msgs: list[Incom
     by_platform: dict[str, list[IncomingMessage]] = {}
     for msg in msgs:
         by_platform.setdefault(msg.platform, []).append(msg)
-    stored: list[Message] = []
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
     for platform, group in by_platform.items():
-        postgres = sql.is_postgres(conn)
-        if postgres:  # INSERT ... ON CONFLICT DO NOTHING RETURNING says which rows are new
-            fresh = group
-        else:
-            existing = await _ids_of(conn, platform, [m.msgid for m in group])
-            fresh = [m for m in group if m.msgid not in existing]
-        if not fresh:
-            continue
-        staff = await directory.staff_ids(platform, {u for m in fresh for u in (m.sender, *m.receivers)}, conn)
-        customers = await _customer_ids(conn, directory, fresh)
-        now = datetime.now(UTC)
-        rows: list[dict[str, Any]] = [
+        staff = await directory.staff_ids(platform, {u for m in group for u in (m.sender, *m.receivers)}, conn)
+        customers = await _customer_ids(conn, directory, group)
+        rows.extend(
             {
                 "platform": platform,
                 "msgid": m.msgid,
@@ -154,50 +148,62 @@ async def _store(conn: BaseDBAsyncClient, directory: Directory, msgs: list[Incom
                 "received_at": now,
                 "handled_at": None,
             }
-            for m in fresh
-        ]
-        if postgres:
-            ids = await _insert_returning(conn, rows)
-        else:
-            await _insert(conn, rows)
-            ids = await _ids_of(conn, platform, [m.msgid for m in fresh])
-        # The rows as stored, materialized the way the ORM materializes rows it reads (without reading them).
-        stored.extend(Message._init_from_db(id=ids[r["msgid"]], **r) for r in rows if r["msgid"] in ids)
+            for m in group
+        )
+    # Only the rows the database did not have come back: "which rows are new" is the insert's own answer.
+    ids = await (_copy_returning(conn, rows) if sql.is_postgres(conn) else _insert_returning(conn, rows))
+    # The rows as stored, materialized the way the ORM materializes rows it reads (without reading them).
+    stored = [
+        Message._init_from_db(id=ids[(r["platform"], r["msgid"])], **r)
+        for r in rows
+        if (r["platform"], r["msgid"]) in ids
+    ]
     stored.sort(key=lambda m: m.id)
     return stored
 
 
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS message_import (platform TEXT, msgid TEXT, sender TEXT, receivers TEXT,"
+    " room_id TEXT, msgtype TEXT, text TEXT, payload TEXT, staff_id INTEGER, customer_id INTEGER,"
+    " sent_at TIMESTAMPTZ) ON COMMIT DELETE ROWS"
+)
+_STAGED = ("platform", "msgid", "sender", "receivers", "room_id", "msgtype", "text", "payload", "staff_id")
 _PG_INSERT = (
     "INSERT INTO message (platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, staff_id,"
     " customer_id, sent_at, received_at)"
-    " SELECT u.platform, u.msgid, FALSE, u.sender, u.receivers::jsonb, u.room_id, u.msgtype, u.text,"
-    " u.payload::jsonb, u.staff_id, u.customer_id, u.sent_at, $12"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
-    " $9::int[], $10::int[], $11::timestamptz[])"
-    " AS u(platform, msgid, sender, receivers, room_id, msgtype, text, payload, staff_id, customer_id, sent_at)"
-    " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, msgid"
+    " SELECT platform, msgid, FALSE, sender, receivers::jsonb, room_id, msgtype, text, payload::jsonb, staff_id,"
+    " customer_id, sent_at, $1 FROM message_import"
+    " ON CONFLICT (platform, msgid) DO NOTHING RETURNING id, platform, msgid"
 )
 
 
-async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """PostgreSQL: the batch in one statement; the rows it returns are exactly the new ones."""
-    columns = ("platform", "msgid", "sender", "receivers", "room_id", "msgtype", "text", "payload")
-    params: list[Any] = [[compact_json(r[c]) if c in ("receivers", "payload") else r[c] for r in rows] for c in columns]
-    params += [[r["staff_id"] for r in rows], [r["customer_id"] for r in rows], [r["sent_at"] for r in rows]]
-    params.append(rows[0]["received_at"])
-    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(_PG_INSERT, params)}
-
-
-async def _ids_of(conn: BaseDBAsyncClient, platform: str, msgids: list[str]) -> dict[str, int]:
-    if sql.is_postgres(conn):
-        query, params = (
-            "SELECT msgid, id FROM message WHERE platform = $1 AND msgid = ANY($2::text[])",
-            [platform, msgids],
-        )
-    else:
-        marks = ",".join("?" * len(msgids))
-        query, params = f"SELECT msgid, id FROM message WHERE platform = ? AND msgid IN ({marks})", [platform, *msgids]
-    return {str(r["msgid"]): int(r["id"]) for r in await conn.execute_query_dict(query, params)}
+async def _copy_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """PostgreSQL: the batch copied (COPY, binary) into a staging table of the transaction, then moved in one
+    ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``: the rows it returns are exactly the new ones."""
+    raw = search.raw_connection(conn)
+    await raw.execute(_STAGING)
+    await raw.copy_records_to_table(
+        "message_import",
+        records=[
+            (
+                r["platform"],
+                r["msgid"],
+                r["sender"],
+                compact_json(r["receivers"]),
+                r["room_id"],
+                r["msgtype"],
+                r["text"],
+                compact_json(r["payload"]),
+                r["staff_id"],
+                r["customer_id"],
+                r["sent_at"],
+            )
+            for r in rows
+        ],
+        columns=[*_STAGED, "customer_id", "sent_at"],
+    )
+    returned = await raw.fetch(_PG_INSERT, rows[0]["received_at"])
+    return {(str(r["platform"]), str(r["msgid"])): int(r["id"]) for r in returned}
 
 
 _COLUMNS = (
@@ -215,36 +221,42 @@ _COLUMNS = (
     "sent_at",
     "received_at",
 )
+# SQLite binds at most 32,766 parameters a statement.
+_SQLITE_ROWS = 32_766 // len(_COLUMNS)
 
 
-async def _insert(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> None:
-    """One multi-row INSERT that skips rows already there (the ORM's bulk_create costs more per row than the
-    database does, and an import inserts millions)."""
-    values = [
-        [
-            r["platform"],
-            r["msgid"],
-            False,
-            r["sender"],
-            compact_json(r["receivers"]),
-            r["room_id"],
-            r["msgtype"],
-            r["text"],
-            compact_json(r["payload"]),
-            r["staff_id"],
-            r["customer_id"],
-            r["sent_at"],
-            r["received_at"],
-        ]
-        for r in rows
-    ]
-    columns = ", ".join(_COLUMNS)
-    if sql.is_postgres(conn):
-        marks = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-        insert = f"INSERT INTO message ({columns}) VALUES ({marks}) ON CONFLICT (platform, msgid) DO NOTHING"
-    else:
-        insert = f"INSERT OR IGNORE INTO message ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    await conn.execute_many(insert, values)
+async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """SQLite: multi-row ``INSERT OR IGNORE … RETURNING``, as few statements as the parameter limit allows (the
+    ORM's bulk_create costs more per row than the database does, and an import inserts millions); the rows
+    returned are exactly the new ones."""
+    ids: dict[tuple[str, str], int] = {}
+    row_marks = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    for start in range(0, len(rows), _SQLITE_ROWS):
+        chunk = rows[start : start + _SQLITE_ROWS]
+        params: list[Any] = []
+        for r in chunk:
+            params += (
+                r["platform"],
+                r["msgid"],
+                False,
+                r["sender"],
+                compact_json(r["receivers"]),
+                r["room_id"],
+                r["msgtype"],
+                r["text"],
+                compact_json(r["payload"]),
+                r["staff_id"],
+                r["customer_id"],
+                r["sent_at"],
+                r["received_at"],
+            )
+        returned = await conn.execute_query_dict(
+            f"INSERT OR IGNORE INTO message ({', '.join(_COLUMNS)}) VALUES {', '.join([row_marks] * len(chunk))}"
+            " RETURNING id, platform, msgid",
+            params,
+        )
+        ids.update(((str(r["platform"]), str(r["msgid"])), int(r["id"])) for r in returned)
+    return ids
 
 
 async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: list[IncomingMessage]) -> dict[str, int]:
@@ -323,23 +335,27 @@ async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Director
     # One statement for the batch, guarded in SQL: a follow-up logged meanwhile is never overwritten by an older
     # reply, and the date never moves back.
     field = Customer._meta.fields_map["last_followup_at"]
-    rows_ = [(field.to_db_value(at, Customer), cid) for cid, at in latest.items()]
     if sql.is_postgres(conn):
-        update = (
-            "UPDATE customer SET last_followup_at = $1 WHERE id = $2"
-            " AND (last_followup_at IS NULL OR last_followup_at < $1)"
+        await conn.execute_query(
+            "UPDATE customer c SET last_followup_at = v.at FROM unnest($1::int[], $2::timestamptz[]) AS v(id, at)"
+            " WHERE c.id = v.id AND (c.last_followup_at IS NULL OR c.last_followup_at < v.at)",
+            [list(latest), list(latest.values())],
         )
-    else:
-        update = (
-            "UPDATE customer SET last_followup_at = ?1 WHERE id = ?2"
-            " AND (last_followup_at IS NULL OR last_followup_at < ?1)"
+        await conn.execute_query(
+            "UPDATE opportunity o SET last_moved_at = v.at FROM unnest($1::int[], $2::timestamptz[]) AS v(id, at)"
+            " WHERE o.customer_id = v.id AND o.last_moved_at < v.at",
+            [list(latest), list(latest.values())],
         )
-    await conn.execute_many(update, [list(r) for r in rows_])
+        return
+    await conn.execute_many(
+        "UPDATE customer SET last_followup_at = ?1 WHERE id = ?2"
+        " AND (last_followup_at IS NULL OR last_followup_at < ?1)",
+        [[field.to_db_value(at, Customer), cid] for cid, at in latest.items()],
+    )
     # The customer's deals last moved then too (the funnel's stalled deals), forward only as well.
     moved = Opportunity._meta.fields_map["last_moved_at"]
-    deals = "UPDATE opportunity SET last_moved_at = ?1 WHERE customer_id = ?2 AND last_moved_at < ?1"
     await conn.execute_many(
-        deals.replace("?", "$") if sql.is_postgres(conn) else deals,
+        "UPDATE opportunity SET last_moved_at = ?1 WHERE customer_id = ?2 AND last_moved_at < ?1",
         [[moved.to_db_value(at, Opportunity), cid] for cid, at in latest.items()],
     )
 

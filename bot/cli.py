@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 from aiohttp import web
@@ -264,7 +265,7 @@ def search(
     if any(not q.strip() for q in queries):
         raise BadInput("empty query")
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> None:
         async with running_app(settings) as app:
             staff = await find_staff(as_user) if as_user else None
             customer_id = None
@@ -274,27 +275,64 @@ def search(
                 if row is None:
                     raise BadInput(f"unknown customer {customer!r}")
                 customer_id = row.id
-            results = []
+            conn = connections.get("default")
             for query in queries:
+                if limit == 0:  # every hit, streamed: printed a chunk at a time, memory bounded
+                    chunks = search_index.stream(conn, query, staff=staff, customer_id=customer_id, since=moment)
+                    await _print_every_hit(query, chunks, settings.tz, as_json)
+                    continue
                 found = await search_index.search(
-                    connections.get("default"), query, staff=staff, customer_id=customer_id, since=moment, limit=limit
+                    conn,
+                    query,
+                    staff=staff,
+                    customer_id=customer_id,
+                    since=moment,
+                    limit=limit,
+                    count_bound=settings.search.count_bound,
                 )
-                results.append(
-                    {
-                        "query": query,
-                        "total": found.total,
-                        "hits": [hit.as_json(settings.tz) for hit in found.hits],
-                    }
-                )
-            return results
+                hits = [hit.as_json(settings.tz) for hit in found.hits]
+                if as_json:
+                    result = {"query": query, "total": found.total, "total_estimated": found.estimated, "hits": hits}
+                    click.echo(json.dumps(result, ensure_ascii=False))
+                    continue
+                total = search_index.about(found.total) if found.estimated else f" {found.total} "
+                click.echo(f"「{query}」{total}条 hits")
+                for hit in hits:
+                    _print_hit(hit)
 
-    for result in _run(go()):
+    _run(go())
+
+
+def _hit_line(hit: dict[str, Any]) -> str:
+    return f"  {hit['time'][:16]}  {hit['customer'] or '—'}  {hit['sender']}: {hit['snippet']}"
+
+
+def _print_hit(hit: dict[str, Any]) -> None:
+    click.echo(_hit_line(hit))
+
+
+async def _print_every_hit(
+    query: str, chunks: AsyncIterator[list[search_index.Hit]], tz: ZoneInfo, as_json: bool
+) -> None:
+    """Every hit as it comes, one write a chunk; the total (exact: every hit was read) last. With ``as_json`` the
+    line is the same object as for a limit, its keys in another order."""
+    total = 0
+    if as_json:
+        click.echo('{"query": ' + json.dumps(query, ensure_ascii=False) + ', "hits": [', nl=False)
+    else:
+        click.echo(f"「{query}」 全部 all hits:")
+    async for chunk in chunks:
+        hits = [hit.as_json(tz) for hit in chunk]
         if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False))
-            continue
-        click.echo(f"「{result['query']}」 {result['total']} 条 hits")
-        for hit in result["hits"]:
-            click.echo(f"  {hit['time'][:16]}  {hit['customer'] or '—'}  {hit['sender']}: {hit['snippet']}")
+            text = ", ".join(json.dumps(hit, ensure_ascii=False) for hit in hits)
+            click.echo((", " if total and hits else "") + text, nl=False)
+        else:
+            click.echo("\n".join(_hit_line(hit) for hit in hits))
+        total += len(hits)
+    if as_json:
+        click.echo(f'], "total": {total}, "total_estimated": false}}')
+    else:
+        click.echo(f"「{query}」 共 {total} 条 hits")
 
 
 @main.command()

@@ -198,6 +198,12 @@ class KeywordSettings(_Section):
     negations: list[str] = Field(default_factory=lambda: ["没有", "没", "不是", "已经好了", "修好了", "已解决"])
 
 
+class SearchSettings(_Section):
+    """Keyword search over the archive (``bot.search``)."""
+
+    count_bound: int = Field(10_000, ge=20, le=10_000_000)  # totals exact up to this many hits, estimated beyond
+
+
 OrderStatusCode = Literal["placed", "production", "packed", "shipped", "received", "invoiced", "paid", "cancelled"]
 NOTIFY_STATUSES: tuple[OrderStatusCode, ...] = ("packed", "shipped", "received")
 
@@ -398,6 +404,7 @@ class Settings(BaseSettings):
     sidebar: SidebarSettings = SidebarSettings()
     tickets: TicketSettings = TicketSettings()
     keywords: KeywordSettings = KeywordSettings()
+    search: SearchSettings = SearchSettings()
     erp: ErpSettings = ErpSettings()
     pipeline: PipelineSettings = PipelineSettings()
     pool: PoolSettings = PoolSettings()

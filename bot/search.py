@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from bot.sql import is_postgres
+from bot.sql import default as default_connection
+from bot.sql import is_postgres, xact_lock
 from models.customers import Customer
 from models.staff import Role, Staff
 
@@ -38,6 +41,11 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # 34k-character paste has tens of thousands of distinct grams, work that would otherwise hold the loop in one piece
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
+MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
+COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
+CHUNK = 1_000  # hits a chunk when streaming every hit
+DEFAULT_PARTITION = "search_doc_default"
 
 
 def normalize(text: str) -> str:
@@ -79,13 +87,14 @@ def _slow_grams(text: str) -> set[str]:
 
 
 async def prepare_grams(texts: Iterable[str]) -> dict[str, list[str]]:
-    """The grams of each long text, by its normalized body, computed a slice at a time with the event loop let in
-    between (before the transaction that indexes them); ``index_messages`` computes those of short texts itself."""
+    """The grams of each text by its normalized body, computed before the transaction that indexes them (so that
+    it holds its locks shorter); a long text's a slice at a time with the event loop let in between."""
     prepared: dict[str, list[str]] = {}
     for text in texts:
-        if len(text) <= GRAM_SLICE:
-            continue
         body = normalize(text)
+        if len(text) <= GRAM_SLICE:
+            prepared[body] = index_grams(body)
+            continue
         grams: set[str] = set()
         for start in range(0, len(body), GRAM_SLICE):
             # One character of overlap keeps the bigram across the cut.
@@ -147,6 +156,7 @@ class SearchResult:
     query: str
     total: int
     hits: list[Hit]
+    estimated: bool = False  # ``total`` is an estimate: more hits than the count bound
 
 
 # -- writing the index -------------------------------------------------------------------------------------------
@@ -161,10 +171,8 @@ def customer_token(customer_id: int) -> str:
 
 
 def _tokens(body: str, customer_id: int | None, prepared: Mapping[str, list[str]] | None = None) -> list[str]:
-    grams = list(prepared[body]) if prepared and body in prepared else index_grams(body)
-    if customer_id is not None:
-        grams.append(customer_token(customer_id))
-    return grams
+    grams = prepared[body] if prepared and body in prepared else index_grams(body)
+    return grams if customer_id is None else [*grams, customer_token(customer_id)]
 
 
 async def index_messages(
@@ -173,16 +181,17 @@ async def index_messages(
     prepared: Mapping[str, list[str]] | None = None,
 ) -> None:
     """Index new messages, given as (message id, sent_at, text, customer id), in the caller's transaction;
-    ``prepared`` holds the grams of long bodies computed beforehand (``prepare_grams``)."""
+    ``prepared`` holds the grams of the bodies computed beforehand (``prepare_grams``). On PostgreSQL the months'
+    partitions must exist (``ensure_partitions``) and the rows are copied in (COPY), the batch in one round trip."""
     rows = [r for r in rows if r[2]]
     if not rows:
         return
     keyed = await _free_keys(conn, [(order_key(sent_at, mid), mid, text, cid) for mid, sent_at, text, cid in rows])
     if is_postgres(conn):
-        await conn.execute_many(
-            "INSERT INTO search_doc (key, message_id, customer_id, body, grams) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (message_id) DO NOTHING",
-            [[key, mid, cid, body, _tokens(body, cid, prepared)] for key, mid, body, cid in keyed],
+        await raw_connection(conn).copy_records_to_table(
+            "search_doc",
+            records=[(key, mid, cid, body, _tokens(body, cid, prepared)) for key, mid, body, cid in keyed],
+            columns=["key", "message_id", "customer_id", "body", "grams"],
         )
         return
     await conn.execute_many(
@@ -193,6 +202,73 @@ async def index_messages(
         "INSERT INTO search_fts (rowid, grams) VALUES (?, ?)",
         [[key, " ".join(_tokens(body, cid, prepared))] for key, _, body, cid in keyed],
     )
+
+
+def raw_connection(conn: BaseDBAsyncClient) -> Any:
+    """The asyncpg connection under a PostgreSQL client of Tortoise (in a transaction: that transaction's), for
+    COPY, which Tortoise does not speak."""
+    return getattr(conn, "_connection")  # noqa: B009 - a private attribute Tortoise does not expose otherwise
+
+
+# -- monthly partitions (PostgreSQL) -------------------------------------------------------------------------------
+
+
+def month_of(key: int) -> int:
+    """The month (UTC, counted ``year * 12 + month - 1``) of an order key."""
+    moment = datetime.fromtimestamp((key >> KEY_SHIFT) / 1000, UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def month_key(month: int) -> int:
+    """The first order key of ``month``."""
+    return time_key(datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC))
+
+
+def partition_name(month: int) -> str:
+    return f"search_doc_y{month // 12:04d}m{month % 12 + 1:02d}"
+
+
+_PARTITION_LOCK = 7_316_220_002
+# Per open database (its client), the months known to have their partition.
+_ready: weakref.WeakKeyDictionary[BaseDBAsyncClient, set[int]] = weakref.WeakKeyDictionary()
+
+
+async def ensure_partitions(months: Iterable[int]) -> None:
+    """PostgreSQL: give each month of ``months`` its partition of ``search_doc``, outside any transaction of the
+    caller's. A missing one is created and attached; rows of its month that the default partition caught (none,
+    when partitions are created ahead) move into it in the same transaction. Nothing to do on SQLite."""
+    conn = default_connection()
+    if not is_postgres(conn):
+        return
+    ready = _ready.setdefault(conn, set())
+    missing = sorted(set(months) - ready)
+    if not missing:
+        return
+    async with in_transaction() as tx:
+        await xact_lock(tx, _PARTITION_LOCK)
+        rows = await tx.execute_query_dict(
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'search_doc'::regclass"
+        )
+        existing = {str(r["name"]) for r in rows}
+        for month in missing:
+            name = partition_name(month)
+            if name in existing:
+                continue
+            low, high = month_key(month), month_key(month + 1)
+            await tx.execute_script(
+                f"CREATE TABLE {name} (LIKE search_doc INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+                f" INSERT INTO {name} SELECT * FROM search_doc_default WHERE key >= {low} AND key < {high};"
+                f" DELETE FROM search_doc_default WHERE key >= {low} AND key < {high};"
+                f" ALTER TABLE search_doc ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+            )
+    ready.update(missing)
+
+
+async def prepare_partitions(now: datetime) -> None:
+    """At start-up: the partitions of last month to ``MONTHS_AHEAD`` months ahead."""
+    month = month_of(time_key(now))
+    await ensure_partitions(range(month - 1, month + MONTHS_AHEAD + 1))
 
 
 Keyed = tuple[int, int, str, "int | None"]
@@ -286,10 +362,8 @@ def _plan(
     scope: Scope,
     customer_id: int | None,
     sender: str | None,
-    since: datetime | None,
-    until: datetime | None,
 ) -> _Plan:
-    """FROM and WHERE for the hits, and (on SQLite) for the count."""
+    """FROM and WHERE for the hits, and (on SQLite) for the count; the caller adds the key range."""
     # Exact from the index alone when the query is one gram (one or two characters); otherwise every candidate
     # is checked against its body.
     exact = len(grams) == 1 and grams[0] == needle
@@ -322,10 +396,6 @@ def _plan(
             frm += " JOIN search_doc d ON d.key = f.rowid"
         if not exact:
             conds.append(f"instr(d.body, {sql.p(needle)}) > 0")
-    if since is not None:
-        conds.append(f"{key} >= {sql.p(time_key(since))}")
-    if until is not None:
-        conds.append(f"{key} < {sql.p(time_key(until))}")
     if sender is not None:
         if "search_doc d" not in frm:
             frm += " JOIN search_doc d ON d.key = f.rowid"
@@ -336,6 +406,114 @@ def _plan(
     if "search_doc d" not in frm:  # SQLite, exact from the index: the ids come from search_doc afterwards
         frm += " JOIN search_doc d ON d.key = f.rowid"
     return _Plan(frm, where, key, count_frm, where)
+
+
+def _partition_month(name: str) -> int | None:
+    """The month of a month partition's name (``search_doc_yYYYYmMM``), None for the default partition."""
+    return int(name[12:16]) * 12 + int(name[17:19]) - 1 if name.startswith("search_doc_y") else None
+
+
+def _restricted(table: str, alias: str, low: int, high: int | None) -> str:
+    """The key range as a condition for ``table``, or "" when the partition lies inside it: the planner then walks
+    the partitions' key indexes (a Merge Append of them under ORDER BY key), where a condition that keeps every row
+    (even ``WHERE TRUE``) makes it read and sort them all instead."""
+    month = _partition_month(table)
+    if month is not None and month_key(month) >= low and (high is None or month_key(month + 1) <= high):
+        return ""
+    return _Query.within(f"{alias}key", low, high)
+
+
+def _where(*conditions: str) -> str:
+    kept = [c for c in conditions if c]
+    return f" WHERE {' AND '.join(kept)}" if kept else ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """PostgreSQL: key range [low, high) and the partitions that hold it (the default partition always with them)."""
+
+    tables: tuple[str, ...]
+    low: int
+    high: int | None
+
+
+@dataclass
+class _Query:
+    """One search, resolved: the statement's parts for its dialect and the key range it may look in."""
+
+    conn: BaseDBAsyncClient
+    needle: str
+    grams: list[str]
+    scope: Scope
+    customer_id: int | None
+    sender: str | None
+    plan: _Plan
+    params: list[Any]
+    low: int
+    high: int | None
+    partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres(self.conn)
+
+    @staticmethod
+    def within(key: str, low: int, high: int | None) -> str:
+        """The key range as SQL (integers of our own: literals)."""
+        return f"{key} >= {int(low)}" + (f" AND {key} < {int(high)}" if high is not None else "")
+
+    def branches(self, columns: str, span: _Span) -> str:
+        """PostgreSQL: the query over each partition of ``span`` by its own name, as one UNION ALL: planning
+        touches those partitions only, never the dozens of the whole table."""
+        return " UNION ALL ".join(
+            f"SELECT {columns} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
+            f"{_where(self.plan.where, _restricted(table, 'd.', span.low, span.high))}"
+            for table in span.tables
+        )
+
+    def select(self, span: _Span, limit: int | None) -> str:
+        if not self.postgres:
+            plan = self.plan
+            query = (
+                f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where}"
+                f" AND {self.within(plan.key, span.low, span.high)} ORDER BY {plan.key} DESC"
+            )
+        else:
+            query = f"SELECT id, k FROM ({self.branches('d.message_id AS id, d.key AS k', span)}) u ORDER BY k DESC"
+        return query + (f" LIMIT {int(limit)}" if limit else "")
+
+    def count(self, span: _Span, limit: int) -> str:
+        plan = self.plan
+        if self.postgres:
+            inner = self.branches("1 AS one", span)
+        else:
+            within = self.within(plan.key, span.low, span.high)
+            inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
+        return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
+
+
+async def _prepare(
+    conn: BaseDBAsyncClient,
+    query: str,
+    staff: Staff | None,
+    customer_id: int | None,
+    sender: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> _Query | None:
+    """The search resolved, or None when it can find nothing (an empty query, a scope without customers)."""
+    needle = normalize(query)
+    if not needle:
+        return None
+    scope = await Scope.of(staff) if staff is not None else Scope(None)
+    if scope.customer_ids == []:
+        return None
+    grams = query_grams(needle)
+    sql = _Sql(is_postgres(conn))
+    plan = _plan(sql, needle, grams, scope, customer_id, sender)
+    low = time_key(since) if since is not None else 0
+    high = time_key(until) if until is not None else None
+    return _Query(conn, needle, grams, scope, customer_id, sender, plan, sql.params, low, high)
 
 
 async def search(
@@ -349,70 +527,203 @@ async def search(
     until: datetime | None = None,
     limit: int | None = 20,
     count: bool = True,
+    count_bound: int = COUNT_BOUND,
 ) -> SearchResult:
     """Messages containing ``query`` visible to ``staff`` (None: no scope, for admin tools), newest first.
 
-    ``limit`` None or 0 returns every hit; ``count`` False skips the total (then ``total`` is the hits found).
+    ``limit`` None or 0 returns every hit (``stream`` gives them a chunk at a time). The total is exact up to
+    ``count_bound`` hits and estimated beyond (``estimated``); ``count`` False skips it (then ``total`` is the
+    hits found).
     """
-    needle = normalize(query)
-    if not needle:
+    q = await _prepare(conn, query, staff, customer_id, sender, since, until)
+    if q is None:
         return SearchResult(query, 0, [])
-    scope = await Scope.of(staff) if staff is not None else Scope(None)
-    if scope.customer_ids == []:
-        return SearchResult(query, 0, [])
-    postgres = is_postgres(conn)
-    grams = query_grams(needle)
-    found: list[tuple[int, int]] = []
-    if postgres and grams and limit and sender is None and customer_id is None and scope.customer_ids is None:
-        found = await _newest_window(conn, needle, scope, customer_id, since, until, limit)
-    if len(found) < (limit or 0) or not found:
-        found = []
-    sql = _Sql(postgres)
-    plan = _plan(sql, needle, grams, scope, customer_id, sender, since, until)
-    select = f"SELECT d.message_id AS id, {plan.key} AS k FROM {plan.frm} WHERE {plan.where} ORDER BY {plan.key} DESC"
-    if limit:
-        select += f" LIMIT {int(limit)}"
-    if not found:
-        found = [(int(r["id"]), int(r["k"])) for r in await conn.execute_query_dict(select, sql.params)]
-    if count and limit and len(found) == limit:
-        counted = f"SELECT count(*) AS n FROM {plan.count_frm} WHERE {plan.count_where}"
-        total = int((await conn.execute_query_dict(counted, sql.params))[0]["n"])
-    else:
-        total = len(found)
-    return SearchResult(query, total, await _hits(conn, found, needle))
+    if not limit:
+        hits = [hit async for chunk in _stream(q) for hit in chunk]
+        return SearchResult(query, len(hits), hits)
+    found = await _top(q, limit)
+    total, estimated = len(found), False
+    if count and len(found) == limit:
+        total, estimated = await _total(q, count_bound)
+    return SearchResult(query, total, await _hits(conn, found, q.needle), estimated)
 
 
-async def _newest_window(
+async def stream(
     conn: BaseDBAsyncClient,
-    needle: str,
-    scope: Scope,
-    customer_id: int | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-) -> list[tuple[int, int]]:
-    """PostgreSQL, frequent queries: the newest WINDOW bodies checked directly along the key index.
+    query: str,
+    *,
+    staff: Staff | None,
+    customer_id: int | None = None,
+    sender: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AsyncIterator[list[Hit]]:
+    """Every hit, newest first, a chunk of at most ``CHUNK`` at a time: memory stays bounded whatever the count."""
+    q = await _prepare(conn, query, staff, customer_id, sender, since, until)
+    if q is not None:
+        async for chunk in _stream(q):
+            yield chunk
+
+
+async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
+    return [(int(r["id"]), int(r["k"])) for r in await q.conn.execute_query_dict(statement, q.params)]
+
+
+async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
+    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one growing span at a time, and stops
+    as soon as it has them: a frequent word is answered from the newest month, a rare one from a few spans."""
+    if not q.postgres:
+        return await _rows(q, q.select(_Span((), q.low, q.high), limit))
+    spans = await _spans(q)
+    if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
+        found = await _newest_window(q, spans, limit)
+        if len(found) == limit:
+            return found
+    found = []
+    for span in spans:
+        found += await _rows(q, q.select(span, limit - len(found)))
+        if len(found) == limit:
+            break
+    return found
+
+
+async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
+    """PostgreSQL: the month partitions of ``search_doc`` that meet the query's key range, newest first, with the
+    planner's estimate of their rows (from the catalog: one cheap query)."""
+    if q.partitions is None:
+        rows = await q.conn.execute_query_dict(
+            "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
+        )
+        months = []
+        for r in rows:
+            month = _partition_month(str(r["name"]))
+            if month is None:
+                continue
+            if month_key(month + 1) > q.low and (q.high is None or month_key(month) < q.high):
+                months.append((str(r["name"]), month, float(r["n"])))
+        q.partitions = sorted(months, key=lambda m: -m[1])
+    return q.partitions
+
+
+async def _spans(q: _Query, grow: bool = True) -> list[_Span]:
+    """PostgreSQL: the query's key range cut newest first into spans of partitions: this month with any later
+    ones (created ahead, usually empty), then 1, 4, 16 … earlier months (one at a time when not ``grow``).
+    Together the spans cover the range without gaps, the default partition in each."""
+    partitions = await _partitions(q)
+    current = month_of(time_key(datetime.now(UTC)))
+    groups = [[p for p in partitions if p[1] >= current]]
+    earlier = [p for p in partitions if p[1] < current]
+    size = 1
+    while earlier:
+        groups.append(earlier[:size])
+        earlier = earlier[size:]
+        size = size * 4 if grow else 1
+    groups = [g for g in groups if g]
+    spans, high = [], q.high
+    for i, group in enumerate(groups):
+        low = q.low if i == len(groups) - 1 else max(q.low, month_key(group[-1][1]))
+        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high))
+        high = low
+    return spans or [_Span((DEFAULT_PARTITION,), q.low, q.high)]
+
+
+async def _total(q: _Query, bound: int) -> tuple[int, bool]:
+    """The exact count up to ``bound`` hits (counted newest first, as few months as it takes), else an estimate."""
+    counted = 0
+    for span in await _spans(q) if q.postgres else [_Span((), q.low, q.high)]:
+        rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
+        counted += int(rows[0]["n"])
+        if counted > bound:
+            return await _estimate(q, bound), True
+    return counted, False
+
+
+async def _estimate(q: _Query, bound: int) -> int:
+    """Beyond the bound: the share of hits among the newest ``SAMPLE`` documents of the range, times the documents
+    in the range (PostgreSQL: the partitions' row estimates; SQLite: counted), to two significant digits."""
+    sql = _Sql(q.postgres)
+    contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
+    conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
+    if q.customer_id is not None:
+        conds.append(f"d.customer_id = {sql.p(q.customer_id)}")
+    if q.scope.customer_ids is not None:
+        conds.append(f"d.customer_id IN ({', '.join(sql.p(c) for c in q.scope.customer_ids)})")
+    join = ""
+    if q.sender is not None:
+        join = " JOIN message m ON m.id = d.message_id"
+        conds.append(f"m.sender = {sql.p(q.sender)}")
+    columns = "d.key, d.message_id, d.customer_id, d.hidden, d.body"
+    if q.postgres:
+        spans = (await _spans(q))[:2]
+        tables = dict.fromkeys(t for span in spans for t in span.tables)
+        low = spans[-1].low
+        newest = " UNION ALL ".join(
+            f"SELECT {columns} FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+        )
+    else:
+        newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
+    rows = await q.conn.execute_query_dict(
+        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
+        f" FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
+        sql.params,
+    )
+    sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+    documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
+    estimate = hits * documents // sampled if sampled else 0
+    if estimate > bound:
+        digits = len(str(estimate)) - 2
+        estimate = round(estimate, -digits) if digits > 0 else estimate
+    return max(bound + 1, estimate)
+
+
+async def _documents(q: _Query) -> int:
+    if q.postgres:
+        return int(sum(p[2] for p in await _partitions(q)))
+    rows = await q.conn.execute_query_dict(
+        f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
+    )
+    return int(rows[0]["n"])
+
+
+async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
+    """Every hit, newest first, in chunks. SQLite pages down the key (FTS5 seeks by rowid); PostgreSQL reads a
+    month at a time (one bitmap per month), each month's keys then detailed a chunk at a time."""
+    if q.postgres:
+        for span in await _spans(q, grow=False):
+            found = await _rows(q, q.select(span, None))
+            for start in range(0, len(found), CHUNK):
+                yield await _hits(q.conn, found[start : start + CHUNK], q.needle)
+        return
+    below = q.high
+    while found := await _rows(q, q.select(_Span((), q.low, below), CHUNK)):
+        yield await _hits(q.conn, found, q.needle)
+        if len(found) < CHUNK:
+            return
+        below = found[-1][1]
+
+
+async def _newest_window(q: _Query, spans: list[_Span], limit: int) -> list[tuple[int, int]]:
+    """PostgreSQL, unscoped queries: the newest WINDOW bodies of the first two spans checked directly along the key
+    index.
 
     A GIN bitmap has to fetch and sort every match, which is slow for a frequent word; when at least ``limit``
     matches lie among the newest WINDOW messages they are the answer (anything else is older). Otherwise the
-    caller runs the GIN query, which is then cheap because matches are rare. Used without a data scope or a
-    customer filter only: their customer tokens already make the GIN query selective.
+    caller walks the months with the GIN query, which is then cheap because matches are rare. Used without a data
+    scope or a customer filter only: their customer tokens already make the GIN query selective.
     """
     sql = _Sql(True)
-    inner = []
-    if since is not None:
-        inner.append(f"key >= {sql.p(time_key(since))}")
-    if until is not None:
-        inner.append(f"key < {sql.p(time_key(until))}")
-    conds = ["NOT hidden", f"strpos(body, {sql.p(needle)}) > 0"]
-    if customer_id is not None:
-        conds.append(f"customer_id = {sql.p(customer_id)}")
-    if scope.customer_ids is not None:
-        conds.append(f"customer_id = ANY({sql.p(scope.customer_ids)}::int[])")
-    where = f" WHERE {' AND '.join(inner)}" if inner else ""
-    rows = await conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM (SELECT message_id, key, body, customer_id, hidden FROM search_doc"
-        f"{where} ORDER BY key DESC LIMIT {WINDOW}) w WHERE {' AND '.join(conds)} ORDER BY key DESC LIMIT {limit}",
+    newest = spans[:2]
+    low = newest[-1].low
+    tables = dict.fromkeys(t for span in newest for t in span.tables)
+    # The UNION ALL in FROM, ordered outside it: the planner merges the partitions' key indexes (Merge Append) and
+    # reads the newest rows only, where an ORDER BY on the UNION itself sorts them all.
+    union = " UNION ALL ".join(
+        f"SELECT message_id, key, body, hidden FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+    )
+    rows = await q.conn.execute_query_dict(
+        f"SELECT message_id AS id, key AS k FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
+        f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
     return [(int(r["id"]), int(r["k"])) for r in rows]
@@ -450,6 +761,16 @@ async def _hits(conn: BaseDBAsyncClient, found: list[tuple[int, int]], needle: s
             )
         )
     return hits
+
+
+def about(total: int) -> str:
+    """An estimated total as people say it: 约 35 万, 约 1.2 万, 约 3.5 亿."""
+    for unit, size in (("亿", 10**8), ("万", 10**4)):
+        if total >= size:
+            value = total / size
+            number = f"{value:.1f}".removesuffix(".0") if value < 10 else str(round(value))
+            return f"约 {number} {unit}"
+    return f"约 {total}"
 
 
 def snippet(text: str, needle: str, width: int = SNIPPET_CHARS) -> str:

@@ -115,15 +115,26 @@ async def search_messages(msg: IncomingMessage, slots: Slots, ctx: Context) -> R
         customer_id = customer.id
     since = _since(slots.get("since"), ctx)
     conn = ctx.conn or connections.get("default")
-    result = await search.search(conn, query, staff=ctx.staff, customer_id=customer_id, since=since, limit=SHOWN)
+    result = await search.search(
+        conn,
+        query,
+        staff=ctx.staff,
+        customer_id=customer_id,
+        since=since,
+        limit=SHOWN,
+        count_bound=ctx.settings.search.count_bound,
+    )
     where = f"（客户：{customer_name}）" if customer_name else ""
     if result.total == 0:
         return Reply(f"没有找到包含「{query}」的聊天记录{where}。")
     tz = ctx.settings.tz
-    lines = [f"找到 {result.total} 条包含「{query}」的聊天记录{where}，最新的在前："]
+    total = search.about(result.total) if result.estimated else f" {result.total} "
+    lines = [f"找到{total}条包含「{query}」的聊天记录{where}，最新的在前："]
     for i, hit in enumerate(result.hits, start=1):
         lines.append(f"{i}. {hit.customer or '未关联客户'}｜{local(hit.time, tz)}｜{hit.sender}")
         lines.append(f"   {hit.snippet}")
     if result.total > len(result.hits):
-        lines.append(f"还有 {result.total - len(result.hits)} 条，可加「客户:名称」或「近3个月」缩小范围。")
+        rest = result.total - len(result.hits)
+        more = search.about(rest) if result.estimated else f" {rest} "
+        lines.append(f"还有{more}条，可加「客户:名称」或「近3个月」缩小范围。")
     return Reply("\n".join(lines))

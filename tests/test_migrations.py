@@ -8,6 +8,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,48 @@ async def test_existing_orders_keep_their_numbers_and_start_a_timeline(tmp_path:
         ]
         timeline = await _query(url, "SELECT order_id, status FROM order_status_change ORDER BY order_id")
         assert [(t["order_id"], t["status"]) for t in timeline] == [(1, "placed"), (2, "placed")]
+
+
+LEGACY_SEARCH = (
+    "INSERT INTO search_doc (key, message_id, customer_id, hidden, body{grams}) VALUES"
+    " ({march}, 1, NULL, {false}, '三月的耐高温材料'{g1}), ({may}, 2, NULL, {false}, '五月的耐高温材料'{g2})"
+)
+
+
+async def test_the_search_index_moves_into_monthly_partitions(tmp_path: Path) -> None:
+    """PostgreSQL: the indexed rows land in the partitions of their months; SQLite keeps its one table."""
+    from bot.search import index_grams, time_key
+
+    march, may = time_key(datetime(2025, 3, 9, tzinfo=UTC)), time_key(datetime(2025, 5, 1, tzinfo=UTC))
+    async with old_database(tmp_path) as db:
+        await _at(db.url, "models.0011_funnel")
+        pg = bool(PG_URL)
+        grams = [
+            ", ARRAY[" + ", ".join(f"'{g}'" for g in index_grams(text)) + "]" if pg else ""
+            for text in ("三月的耐高温材料", "五月的耐高温材料")
+        ]
+        await _script(
+            db.url,
+            LEGACY_SEARCH.format(
+                grams=", grams" if pg else "", march=march, may=may, false=db.false, g1=grams[0], g2=grams[1]
+            ),
+        )
+
+        await migrate_database(db.url)
+
+        rows = await _query(db.url, "SELECT message_id, body FROM search_doc ORDER BY key")
+        assert [r["body"] for r in rows] == ["三月的耐高温材料", "五月的耐高温材料"]
+        if pg:
+            held = await _query(
+                db.url,
+                "SELECT c.relname AS name, count(d.key) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " LEFT JOIN search_doc d ON d.tableoid = c.oid WHERE i.inhparent = 'search_doc'::regclass"
+                " GROUP BY c.relname ORDER BY c.relname",
+            )
+            assert {r["name"]: r["n"] for r in held} == {
+                "search_doc_default": 0,
+                "search_doc_y2025m03": 1,
+                "search_doc_y2025m05": 1,
+            }
+            found = await _query(db.url, "SELECT message_id FROM search_doc WHERE grams @> ARRAY['温材']")
+            assert sorted(r["message_id"] for r in found) == [1, 2]

@@ -214,3 +214,89 @@ async def test_the_customer_filter_in_chat(make_settings: Any, start_app: Any, w
     texts = wecom_sim.texts_to("lisi")  # two answers, in either order
     assert any("找到 2 条" in t and "恒力液压有限公司" in t for t in texts)  # mine and the demo's own
     assert any("「比亚迪股份有限公司」不是您或您团队的客户" in t for t in texts)
+
+
+async def test_months_far_apart_land_and_are_found_newest_first(
+    make_settings: Any, start_app: Any, tmp_path: Path
+) -> None:
+    """An archive spanning decades: a message of 1999 and one of 2041 land (on PostgreSQL in partitions of their
+    months, created as they come) and every search reads the months newest first."""
+    client = await start_app(make_settings())
+    moments = [
+        datetime(1999, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 1, 15, tzinfo=UTC),
+        datetime(2026, 2, 1, tzinfo=UTC),
+        datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC),
+        datetime(2041, 6, 1, tzinfo=UTC),
+    ]
+    path = tmp_path / "years.jsonl"
+    records = [
+        {
+            "msgid": f"y{i}",
+            "from": "wmX",
+            "tolist": ["zhangsan"],
+            "msgtime": int(at.timestamp() * 1000),
+            "msgtype": "text",
+            "text": {"content": f"第{i}条：耐高温材料"},
+        }
+        for i, at in enumerate(moments)
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    await import_jsonl(client.app, path)
+    conn = connections.get("default")
+
+    assert await hit_ids("耐高温材料") == ["y4", "y3", "y2", "y1", "y0"] == await grep("耐高温材料")
+    top = await search.search(conn, "耐高温材料", staff=None, limit=2)
+    assert ([h.msgid for h in top.hits], top.total, top.estimated) == (["y4", "y3"], 5, False)
+    before_2030 = await search.search(conn, "材料", staff=None, limit=3, until=datetime(2030, 1, 1, tzinfo=UTC))
+    assert [h.msgid for h in before_2030.hits] == ["y3", "y2", "y1"]
+    assert [h.time for h in before_2030.hits] == moments[3:0:-1]
+    streamed = [hit.msgid async for chunk in search.stream(conn, "温", staff=None) for hit in chunk]
+    assert streamed == ["y4", "y3", "y2", "y1", "y0"]
+    if search.is_postgres(conn):
+        held = await conn.execute_query_dict(
+            "SELECT c.relname AS name FROM search_doc d JOIN pg_class c ON c.oid = d.tableoid ORDER BY d.key"
+        )
+        assert [r["name"] for r in held] == [
+            "search_doc_y1999m12",
+            "search_doc_y2026m01",
+            "search_doc_y2026m02",
+            "search_doc_y2026m02",
+            "search_doc_y2041m06",
+        ]
+
+
+async def test_beyond_the_count_bound_the_total_is_an_estimate(
+    make_settings: Any, start_app: Any, wecom_sim: Any, tmp_path: Path
+) -> None:
+    client = await start_app(make_settings(search={"count_bound": 20}))
+    await load_demo(client.app)
+    await client.app[BOT].understanding.refresh()
+    path = tmp_path / "many.jsonl"
+    records = [
+        {
+            "msgid": f"e{i}",
+            "from": "zhangsan",
+            "tolist": ["wmHW001"],
+            "msgtime": int((T0 + timedelta(days=i * 2)).timestamp() * 1000),
+            "msgtype": "text",
+            "text": {"content": f"第{i}批耐高温材料已发货"},
+        }
+        for i in range(45)
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    await import_jsonl(client.app, path)
+    conn = connections.get("default")
+
+    bounded = await search.search(conn, "批耐高温材料", staff=None, limit=5, count_bound=20)
+    assert bounded.estimated and bounded.total > 20
+    assert [h.msgid for h in bounded.hits] == ["e44", "e43", "e42", "e41", "e40"]
+    exact = await search.search(conn, "批耐高温材料", staff=None, limit=5, count_bound=100)
+    assert (exact.total, exact.estimated) == (45, False)
+
+    await post_wecom(client, text_xml("zhangsan", "搜 批耐高温材料", 9301))
+    await deliver_all(client.app)
+    [reply] = [t for t in wecom_sim.texts_to("zhangsan") if "批耐高温材料" in t and "找到" in t]
+    assert f"找到{search.about(bounded.total)}条包含「批耐高温材料」的聊天记录" in reply
+    assert "还有约" in reply
+    assert search.about(351_055) == "约 35 万" and search.about(12_345) == "约 1.2 万"

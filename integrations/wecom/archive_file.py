@@ -16,12 +16,11 @@ from typing import IO
 from aiohttp import web
 
 from bot.archive import archive_batch
-from bot.context import Services
 from bot.keys import BOT
 from bot.types import IncomingMessage
 from integrations.wecom.archive import NotArchivable, normalize_record
 
-IMPORT_BATCH = 1000
+IMPORT_BATCH = 5000  # lines a transaction: fewer, larger commits
 MAX_REJECTIONS_SHOWN = 20
 
 
@@ -43,17 +42,42 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def _read_lines(handle: IO[bytes], count: int) -> list[bytes]:
-    lines = []
-    for line in handle:
-        lines.append(line)
-        if len(lines) >= count:
+@dataclass
+class _Parsed:
+    """One slice of the file read and parsed: its byte count, the messages and the rejected lines."""
+
+    size: int = 0
+    lines: int = 0
+    messages: list[IncomingMessage] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _parse(handle: IO[bytes], count: int, first: int) -> _Parsed:
+    """Read and parse the next ``count`` lines (numbered from ``first``)."""
+    parsed = _Parsed()
+    for number, raw in enumerate(handle, start=first):
+        parsed.size += len(raw)
+        parsed.lines += 1
+        if raw.strip():
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise NotArchivable("not a JSON object")
+                parsed.messages.append(normalize_record(record))
+            except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
+                reason = "invalid JSON" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else str(exc)
+                parsed.rejected.append((number, reason))
+        if parsed.lines >= count:
             break
-    return lines
+    return parsed
 
 
 async def import_jsonl(app: web.Application, path: str | Path, batch_size: int = IMPORT_BATCH) -> str:
-    """Import ``path`` (JSON Lines as described above); returns the report for the admin."""
+    """Import ``path`` (JSON Lines as described above); returns the report for the admin.
+
+    The file is streamed a batch at a time, and the next batch is read and parsed in a thread while the current
+    one is written (the database works without the interpreter lock meanwhile), so at most two batches are in
+    memory."""
     from tqdm import tqdm  # only here: the other commands start faster without it
 
     bot = app[BOT]
@@ -61,33 +85,22 @@ async def import_jsonl(app: web.Application, path: str | Path, batch_size: int =
     file = Path(path)
     size = (await asyncio.to_thread(file.stat)).st_size
     handle = await asyncio.to_thread(file.open, "rb")
-    batch: list[IncomingMessage] = []
-    number = 0
     interactive = sys.stderr.isatty()
     with handle, tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar:
-        while lines := await asyncio.to_thread(_read_lines, handle, batch_size):
-            for raw in lines:
-                number += 1
-                bar.update(len(raw))
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                    if not isinstance(record, dict):
-                        raise NotArchivable("not a JSON object")
-                    batch.append(normalize_record(record))
-                except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
-                    reason = "invalid JSON" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else str(exc)
-                    report.rejected.append((number, reason))
-            if len(batch) >= batch_size:
-                await _flush(bot, batch, report)
-        await _flush(bot, batch, report)
+        parsed = await asyncio.to_thread(_parse, handle, batch_size, 1)
+        number = 1
+        while parsed.lines:
+            number += parsed.lines
+            ahead = asyncio.ensure_future(asyncio.to_thread(_parse, handle, batch_size, number))
+            report.rejected += parsed.rejected
+            try:
+                if parsed.messages:
+                    result = await archive_batch(bot, parsed.messages)
+                    report.imported += len(result.new)
+                    report.duplicates += result.duplicates
+            except BaseException:
+                await asyncio.wait([ahead])  # the file stays open until the read ahead is over
+                raise
+            bar.update(parsed.size)
+            parsed = await ahead
     return report.summary()
-
-
-async def _flush(bot: Services, batch: list[IncomingMessage], report: ImportReport) -> None:
-    if batch:
-        result = await archive_batch(bot, batch)
-        report.imported += len(result.new)
-        report.duplicates += result.duplicates
-        batch.clear()

@@ -8,8 +8,8 @@ owner (by name, 1% left empty: leads), tags, a contact with phone and external i
 per round: seconds, rows per second and the peak RSS of the import process; then the same file imported again
 (every row found unchanged, nothing written), and the raw baseline::
 
-    .venv/bin/python -m bench.import --customers 100000 --rounds 3
-    .venv/bin/python -m bench.import --customers 100000 --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m bench.import_customers --customers 100000 --rounds 3
+    .venv/bin/python -m bench.import_customers --customers 100000 --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
