@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from bot.channels import RateLimit
 from bot.identity import Identity
 from bot.integration import Integration
 from bot.keys import BOT, CLOCK, OUTBOX
@@ -59,6 +60,7 @@ class ConsoleChannel:
     """Prints what is sent to the staff members at this terminal (``live_for``)."""
 
     platform: Platform = PLATFORM
+    rate_limits: tuple[RateLimit, ...] = ()  # a terminal takes everything
 
     def __init__(self, out: TextIO, live_for: set[int]) -> None:
         self.out = out

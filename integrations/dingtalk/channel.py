@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.channels import DeliveryError, PermanentDeliveryError
+from bot.channels import DeliveryError, PermanentDeliveryError, RateLimit
 from bot.clock import Clock
 from bot.types import Button, Card, Platform, Reply
 from integrations.dingtalk.client import DingTalkClient, WebhookGone
@@ -143,6 +143,7 @@ class DingTalkChannel:
         self.client = client
         self.settings = settings
         self.clock = clock
+        self.rate_limits: tuple[RateLimit, ...] = (RateLimit(settings.messages_per_minute, 60),)
 
     def _live_webhook(self, reply_to: dict[str, Any]) -> str:
         url, expires_ms = reply_to.get(WEBHOOK), reply_to.get(WEBHOOK_EXPIRES_MS)

@@ -25,6 +25,9 @@ class WeComSettings(PlatformSettings):
     request_retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(0.5, ge=0)
     rate_limit_retry_seconds: float = Field(60.0, ge=0)
+    # WeCom drops (silently) app messages past 30 per person per minute and 1,000 per hour: the outbox holds them.
+    member_messages_per_minute: int = Field(30, ge=1)
+    member_messages_per_hour: int = Field(1000, ge=1)
     customer_contact: bool = False  # the app may call externalcontact/* (客户联系 permission granted to it)
     # Chat archive (会话内容存档) through Tencent's Finance SDK; enabled when the library path and secret are set.
     archive_sdk_path: str = ""
