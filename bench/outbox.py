@@ -4,6 +4,8 @@ against a bare aiohttp client sending the same messages to the same simulator, i
 Each round starts a fresh WeCom simulator (a separate process on loopback, on the event loop ``crmbot serve``
 uses, without its console echo) and measures, in turn:
 
+Both run on the event loop ``crmbot serve`` uses (uvloop where installed).
+
 - **baseline**: one ``aiohttp.ClientSession`` fetching a token once and POSTing ``message/send`` for every push,
   ``--concurrency`` requests at a time: what the simulator and the machine allow at all;
 - **crmbot on SQLite** (a new database in a temporary directory) and, with ``--database``, **crmbot on
@@ -176,7 +178,7 @@ def drain_in_child(database: str, api: str, args: argparse.Namespace) -> float:
 
 async def one_round(args: argparse.Namespace) -> Round:
     port = _free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "bench.outbox", "--_serve", str(port)], cwd=ROOT)
+    sim = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.outbox", "--_serve", str(port), cwd=ROOT)
     try:
         await _wait_port(port)
         api = f"http://127.0.0.1:{port}"
@@ -187,7 +189,7 @@ async def one_round(args: argparse.Namespace) -> Round:
         return Round(base, lite, pg)
     finally:
         sim.terminate()
-        sim.wait()
+        await sim.wait()
 
 
 def _range(values: list[float]) -> str:
@@ -210,13 +212,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args._drain:
         drain = on_postgres if args._drain.startswith("postgres") else crmbot
-        print(asyncio.run(drain(args._drain, args._api, args.pushes, args.recipients)))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the event loop ``crmbot serve`` runs on
+            print(runner.run(drain(args._drain, args._api, args.pushes, args.recipients)))
         return
     rounds = []
     for i in range(args.rounds):
-        r = asyncio.run(one_round(args))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            r = runner.run(one_round(args))
         rounds.append(r)
-        line = f"round {i + 1}: baseline {r.baseline:,.0f}/s, crmbot SQLite {r.sqlite:,.0f}/s ({r.sqlite / r.baseline:.0%})"
+        line = f"round {i + 1}: baseline {r.baseline:,.0f}/s"
+        line += f", crmbot SQLite {r.sqlite:,.0f}/s ({r.sqlite / r.baseline:.0%})"
         if r.postgres is not None:
             line += f", crmbot PostgreSQL {r.postgres:,.0f}/s ({r.postgres / r.baseline:.0%})"
         print(line, flush=True)

@@ -119,6 +119,18 @@ class Address:
     recipient: str
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One reply to queue (``Outbox.enqueue_many``)."""
+
+    address: Address
+    reply: Reply
+    dedupe_key: str
+    staff_id: int | None = None
+    reply_to: dict[str, Any] | None = None
+    not_before: datetime | None = None
+
+
 class Outbox:
     def __init__(
         self,
@@ -169,23 +181,34 @@ class Outbox:
         using_db: BaseDBAsyncClient | None = None,
     ) -> None:
         """Queue ``reply``; a second enqueue with the same ``dedupe_key`` is a no-op."""
-        payload = reply.to_payload()
-        if reply_to:
-            payload["reply_to"] = reply_to
+        queued = Queued(address, reply, dedupe_key, staff_id, reply_to, not_before)
+        await self.enqueue_many([queued], using_db=using_db)
+
+    async def enqueue_many(self, queued: list[Queued], *, using_db: BaseDBAsyncClient | None = None) -> None:
+        """Queue several replies in one statement (a batch's answers); each ``dedupe_key`` at most once."""
+        if not queued:
+            return
         conn = using_db or connections.get("default")
-        values = [
-            dedupe_key[:191],
-            address.platform,
-            address.recipient,
-            staff_id,
-            reply.kind,
-            compact_json(payload),
-            OutboxStatus.PENDING.value,
-            (not_before or self.clock.now()).astimezone(UTC),
-            datetime.now(UTC),
-        ]
+        now, created = self.clock.now().astimezone(UTC), datetime.now(UTC)
+        values: list[Any] = []
+        for q in queued:
+            payload = q.reply.to_payload()
+            if q.reply_to:
+                payload["reply_to"] = q.reply_to
+            values += (
+                q.dedupe_key[:191],
+                q.address.platform,
+                q.address.recipient,
+                q.staff_id,
+                q.reply.kind,
+                compact_json(payload),
+                OutboxStatus.PENDING.value,
+                q.not_before.astimezone(UTC) if q.not_before is not None else now,
+                created,
+            )
         # Every reply and push passes here: one plain statement, without the ORM's per-call query building.
-        await conn.execute_query(_ENQUEUE_SQL[sql.is_postgres(conn)], values)
+        rows = ", ".join([_ENQUEUE_ROW] * len(queued))
+        await conn.execute_query(sql.for_conn(_ENQUEUE_SQL.format(rows=rows), conn), values)
 
     async def push(
         self,
@@ -450,11 +473,11 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None else None
 
 
-_ENQUEUE_SQL = sql.both(
+_ENQUEUE_SQL = (
     "INSERT INTO outbox (dedupe_key, platform, recipient, staff_id, kind, payload, status, not_before, created_at,"
-    " attempts, last_error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
-    " ON CONFLICT (dedupe_key) DO NOTHING"
+    " attempts, last_error, result) VALUES {rows} ON CONFLICT (dedupe_key) DO NOTHING"
 )
+_ENQUEUE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
 # An outcome is written only while this claim still holds the row (same attempt, still sending).
 _RETRY_SQL = sql.both(
     "UPDATE outbox SET status = ?, not_before = ?, lease_until = NULL, last_error = ?"
