@@ -51,6 +51,10 @@ LEFT_BEHIND = timedelta(seconds=60)
 # burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
 # inserts acknowledging new callbacks do not wait long behind it.
 HANDLING_BATCH = 32
+# While callbacks keep arriving, a batch is this small: on SQLite every acknowledgement waits for the one
+# connection, which a handling transaction holds until its commit, so a short transaction keeps that wait short
+# (the acknowledgements of a burst come first anyway, see ``Inbox.yield_to_ingest``).
+BUSY_HANDLING_BATCH = 8
 # Texts longer than this are understood in a worker thread: reading one costs up to a few tens of milliseconds
 # (``UNDERSTOOD_CHARS`` of jieba and time expressions), which on the event loop would hold up acknowledgements;
 # shorter ones cost less than the hop to a thread.
@@ -122,7 +126,7 @@ class Bot:
         # Whatever is still queued if the process dies stays stored and unhandled, for ``recover`` after a restart.
         while self._to_handle:
             await self.inbox.yield_to_ingest()
-            ids = self._to_handle.take(HANDLING_BATCH)
+            ids = self._to_handle.take(BUSY_HANDLING_BATCH if self.inbox.busy() else HANDLING_BATCH)
             # Each transaction in a task of its own: a connection lost mid-transaction can leave the ORM's
             # transaction state broken in the task that ran it, and it must not outlive that batch.
             try:
