@@ -149,7 +149,8 @@ class Bot:
         rows = await _unhandled(sql.default(), ids)
         if not rows:
             return
-        read = await self._read(rows)
+        incoming = {int(row["id"]): incoming_of(row) for row in rows}
+        read = await self._read(incoming)
         generation = self.understanding.generation
         async with in_transaction() as conn:
             # Under a row lock on PostgreSQL: another instance handling the same message waits, then skips it.
@@ -160,7 +161,7 @@ class Bot:
             staff_of = await _staff_of(rows, conn)
             answered: list[tuple[IncomingMessage, list[Reply], Staff | None]] = []
             for row in rows:
-                msg = incoming_of(row)
+                msg = incoming[int(row["id"])]
                 staff = staff_of.get(int(row["staff_id"] or 0))
                 now, parsed = read.get(int(row["id"]), (self.clock.now(), None))
                 if self.understanding.generation != generation:
@@ -177,15 +178,14 @@ class Bot:
                 sql.for_conn(_MARK_HANDLED.format(ids=_marks(handled)), conn), [self.clock.now(), *handled]
             )
 
-    async def _read(self, rows: list[dict[str, Any]]) -> dict[int, tuple[datetime, Parsed]]:
+    async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
         """What each typed message or tapped button means, and the moment it was read at, by message id (events
         need no reading); long texts are read in a worker thread, off the event loop."""
-        incoming = [(int(row["id"]), incoming_of(row)) for row in rows]
-        incoming = [(message_id, msg) for message_id, msg in incoming if not msg.event]
-        if incoming:
+        typed = [(message_id, msg) for message_id, msg in incoming.items() if not msg.event]
+        if typed:
             await self.understanding.ensure_fresh()
         read: dict[int, tuple[datetime, Parsed]] = {}
-        for message_id, msg in incoming:
+        for message_id, msg in typed:
             now = self.clock.now()
             if len(msg.text) > READ_IN_THREAD_CHARS:
                 read[message_id] = now, await asyncio.to_thread(self.dispatcher.understand_message, msg, now)
