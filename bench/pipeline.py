@@ -77,7 +77,7 @@ async def generate_deals(conn: Any, dialect: str, deals: int, changes: int) -> N
         f" SELECT owner_id, stage, {whole_days}, COUNT(*) FROM opportunity_stage WHERE stay_days IS NOT NULL"
         f" GROUP BY owner_id, stage, {whole_days}"
     )
-    kept = importlib.import_module("models.migrations.0012_funnel_speed")
+    kept = importlib.import_module("models.migrations.0013_funnel_speed")
     await conn.execute_script(kept.LAST_MOVED)
     await conn.execute_script(kept.COUNTS)
     await conn.execute_script(kept.count_slots(dialect))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,12 +43,14 @@ from bot.config import OutboxSettings
 from bot.identity import Directory, Identity, accounts_of
 from bot.sql import compact_json
 from bot.types import Platform, Reply
-from models.outbox import OutboxMessage, OutboxStatus
+from models.outbox import OutboxStatus
 from models.staff import Staff
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 200
+CLAIM_BATCH = 500
+# Batches a drain has out at once: the next is claimed when the last is half sent (``Outbox.drain``).
+OVERLAPPING = 2
 # Outcomes alone wait up to this long for the sends finishing about then: a batch's sends returning one by one
 # would otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, and
 # the batch's end go at once.
@@ -79,10 +82,13 @@ class ChannelAdapter(Protocol):
     session): pushes to those people go there first, and only their rows are claimed for it. ``maybe_sent_at`` is
     set when an earlier send of this same message began then and its outcome is unknown: it may have reached the
     person, so the adapter sends it in a way the platform can recognise as a repeat, if the platform has one.
+    ``rate_limits`` are the platform's limits per recipient: claims hold a recipient's rows past them until the
+    recipient has a free slot again (``outbox_quota``, shared by every instance).
     """
 
     platform: Platform
     live_for: set[int] | None
+    rate_limits: tuple[RateLimit, ...]
 
     async def send(
         self, recipient: str, reply: Reply, reply_to: dict[str, Any], *, maybe_sent_at: datetime | None = None
@@ -90,9 +96,39 @@ class ChannelAdapter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``count`` messages to one recipient within any ``seconds`` (a platform's per-person limit)."""
+
+    count: int
+    seconds: float
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(seconds=self.seconds / self.count)
+
+    @property
+    def burst(self) -> timedelta:
+        """How far ahead of now a recipient's next free slot may be while a send may still start: ``count``
+        sends in a row, then one every ``interval``."""
+        return timedelta(seconds=self.seconds) - self.interval
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     platform: Platform
     recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One reply to queue (``Outbox.enqueue_many``)."""
+
+    address: Address
+    reply: Reply
+    dedupe_key: str
+    staff_id: int | None = None
+    reply_to: dict[str, Any] | None = None
+    not_before: datetime | None = None
 
 
 class Outbox:
@@ -145,23 +181,34 @@ class Outbox:
         using_db: BaseDBAsyncClient | None = None,
     ) -> None:
         """Queue ``reply``; a second enqueue with the same ``dedupe_key`` is a no-op."""
-        payload = reply.to_payload()
-        if reply_to:
-            payload["reply_to"] = reply_to
+        queued = Queued(address, reply, dedupe_key, staff_id, reply_to, not_before)
+        await self.enqueue_many([queued], using_db=using_db)
+
+    async def enqueue_many(self, queued: list[Queued], *, using_db: BaseDBAsyncClient | None = None) -> None:
+        """Queue several replies in one statement (a batch's answers); each ``dedupe_key`` at most once."""
+        if not queued:
+            return
         conn = using_db or connections.get("default")
-        values = [
-            dedupe_key[:191],
-            address.platform,
-            address.recipient,
-            staff_id,
-            reply.kind,
-            compact_json(payload),
-            OutboxStatus.PENDING.value,
-            (not_before or self.clock.now()).astimezone(UTC),
-            datetime.now(UTC),
-        ]
+        now, created = self.clock.now().astimezone(UTC), datetime.now(UTC)
+        values: list[Any] = []
+        for q in queued:
+            payload = q.reply.to_payload()
+            if q.reply_to:
+                payload["reply_to"] = q.reply_to
+            values += (
+                q.dedupe_key[:191],
+                q.address.platform,
+                q.address.recipient,
+                q.staff_id,
+                q.reply.kind,
+                compact_json(payload),
+                OutboxStatus.PENDING.value,
+                q.not_before.astimezone(UTC) if q.not_before is not None else now,
+                created,
+            )
         # Every reply and push passes here: one plain statement, without the ORM's per-call query building.
-        await conn.execute_query(_ENQUEUE_SQL[sql.is_postgres(conn)], values)
+        rows = ", ".join([_ENQUEUE_ROW] * len(queued))
+        await conn.execute_query(sql.for_conn(_ENQUEUE_SQL.format(rows=rows), conn), values)
 
     async def push(
         self,
@@ -190,15 +237,16 @@ class Outbox:
         """How long one send may take: at most half the lease, which is renewed every quarter of it."""
         return min(self.settings.send_timeout_seconds, self.settings.lease_seconds / 2)
 
-    async def drain_once(self, now: datetime | None = None) -> int:
-        """Claim a batch of due rows, send them, record their outcomes; return how many were claimed."""
+    async def drain_once(self, now: datetime | None = None, half_sent: asyncio.Event | None = None) -> int:
+        """Claim a batch of due rows, send them, record their outcomes; return how many were claimed.
+        ``half_sent`` is set once half of the batch has been sent."""
         now = now or self.clock.now()
         claimed = await self._claim(now)
         if not claimed:
             return 0
-        claim = _Claim(claimed, asyncio.get_running_loop().time() + self.settings.lease_seconds)
+        claim = _Claim(claimed, asyncio.get_running_loop().time() + self.settings.lease_seconds, half_sent=half_sent)
         ledger = _Ledger()
-        by_recipient: dict[tuple[str, str], list[OutboxMessage]] = defaultdict(list)
+        by_recipient: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
         for row in claimed:
             by_recipient[(row.platform, row.recipient)].append(row)
         renewing = asyncio.create_task(self._renew(claim, ledger))
@@ -212,29 +260,67 @@ class Outbox:
         return len(claimed)
 
     async def drain(self, now: datetime | None = None) -> int:
-        """Drain until nothing due is left (rows rescheduled for later stay)."""
+        """Drain until nothing due is left (rows rescheduled for later stay), or until ``stop``; return how many
+        rows were claimed.
+
+        Batches overlap: the next claim is made once the current batch is half sent, so the recipients done by
+        then go on while the slowest sends of the batch finish (a recipient's next rows wait for its row out on
+        a lease: a claim skips them). At most ``OVERLAPPING`` batches are out at once. Each batch runs in a task
+        of its own: Tortoise keeps the current transaction in a context variable, and a transaction broken by a
+        lost connection (PostgreSQL restarted, pg_terminate_backend) can leave it set, so every later
+        transaction in the same context would fail as a nested one.
+        """
         total = 0
-        while n := await self.drain_once(now):
-            total += n
+        running: set[asyncio.Task[int]] = set()
+
+        def harvest() -> None:
+            nonlocal total
+            for task in [t for t in running if t.done()]:
+                running.discard(task)
+                total += task.result()
+
+        try:
+            while not self._stopping:
+                if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
+                    await self._pace()
+                alone = not running
+                half_sent = asyncio.Event()
+                batch = asyncio.create_task(self.drain_once(now, half_sent))
+                running.add(batch)
+                halfway = asyncio.create_task(half_sent.wait())
+                await asyncio.wait({batch, halfway}, return_when=asyncio.FIRST_COMPLETED)
+                halfway.cancel()
+                if batch.done() and not batch.result():  # nothing to claim now
+                    running.discard(batch)
+                    if alone:
+                        break
+                    harvest()
+                    if running:  # what is due may wait for their recipients
+                        await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                harvest()
+                while len(running) >= OVERLAPPING:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    harvest()
+            while running:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                harvest()
+        finally:
+            if running:  # failing: the other batches still record what they sent
+                await asyncio.gather(*running, return_exceptions=True)
         return total
 
     async def run(self) -> None:
         """The dispatcher loop: drain, then sleep until woken or the poll interval passes, until ``stop``.
 
-        It stops between drains rather than being cancelled: a drain cancelled inside a database call could leave
-        a connection checked out of the pool mid-transaction.
+        It stops between batches rather than being cancelled: a drain cancelled inside a database call could
+        leave a connection checked out of the pool mid-transaction.
         """
         self._stopping = False
         while not self._stopping:
             # Cleared before draining: a wake-up that arrives while a drain is sending is kept for the next round.
             self._wake.clear()
             try:
-                if self._pace is not None:  # e.g. callbacks arriving right now are acknowledged first
-                    await self._pace()
-                # Each drain in a task of its own: Tortoise keeps the current transaction in a context variable,
-                # and a transaction broken by a lost connection (PostgreSQL restarted, pg_terminate_backend) can
-                # leave it set, so every later transaction in the same context would fail as a nested one.
-                await asyncio.create_task(self.drain_once())
+                await self.drain()
             except Exception:
                 log.exception("outbox drain failed; retrying")
             if not self._stopping:
@@ -246,9 +332,9 @@ class Outbox:
         self._stopping = True
         self._wake.set()
 
-    def _claimable(self, now: datetime, ph: Callable[[Any], str]) -> str:
-        """The SQL condition of a row this instance may claim at ``now`` (``ph`` adds a parameter)."""
-        at = now.astimezone(UTC)
+    def _claimable(self, at: datetime, ph: Callable[[Any], str]) -> str:
+        """The SQL condition of a row this instance may claim at ``at`` (``ph`` adds a parameter), given the
+        ``busy`` recipients (see ``_claim``)."""
         due = f"((status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)})"
         due += f" OR (status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}))"
         platforms = [p for p, a in self.adapters.items() if a.live_for is None]
@@ -261,57 +347,66 @@ class Outbox:
             return "1 = 0"
         # Per-recipient order across instances: not while an earlier row to the same recipient is out on a lease.
         earlier = (
-            "NOT EXISTS (SELECT 1 FROM outbox AS earlier WHERE earlier.platform = outbox.platform"
-            " AND earlier.recipient = outbox.recipient AND earlier.id < outbox.id"
-            f" AND earlier.status = {ph(OutboxStatus.SENDING.value)} AND earlier.lease_until >= {ph(at)})"
+            "NOT EXISTS (SELECT 1 FROM busy WHERE busy.platform = outbox.platform"
+            " AND busy.recipient = outbox.recipient AND busy.first_id < outbox.id)"
         )
         return f"{due} AND ({' OR '.join(where)}) AND {earlier}"
 
-    async def _claim(self, now: datetime) -> list[OutboxMessage]:
-        """Lease up to ``CLAIM_BATCH`` due rows in one statement and return them in id order.
+    async def _claim(self, now: datetime) -> list[Claimed]:
+        """Lease up to ``CLAIM_BATCH`` due rows and return them in id order, within each recipient's rate limits.
 
-        One conditional UPDATE ... WHERE id IN (the first due ids) RETURNING id. On PostgreSQL claims take turns
-        under a transaction-level advisory lock and the subquery locks its rows FOR UPDATE SKIP LOCKED; on SQLite
-        the statement runs under the single writer lock. The outer condition is checked again on the row the
-        UPDATE sees, so a row claimed meanwhile by another instance is never returned twice. A row waits while an
-        earlier row to the same recipient is leased (by any instance), which keeps each recipient's order.
+        One transaction: the due rows (in id order, none while an earlier row to the same recipient is out on a
+        lease, by any instance), the recipients' send slots (``outbox_quota``), one UPDATE leasing the rows that
+        may go now RETURNING what sending needs, and the rows over a limit put back until their slot. On
+        PostgreSQL claims take turns under a transaction-level advisory lock (so that the check for an earlier
+        leased row and the slots see every committed claim) and the due rows are locked FOR UPDATE SKIP LOCKED
+        (stepping over rows whose outcome is being written); on SQLite the single writer serializes them.
         """
         if not self.adapters:
             return []
-        conn = connections.get("default")
-        postgres = sql.is_postgres(conn)
-        params: list[Any] = []
+        at = now.astimezone(UTC)
+        lease_until = (now + timedelta(seconds=self.settings.lease_seconds)).astimezone(UTC)
+        async with in_transaction() as tx:
+            postgres = sql.is_postgres(tx)
+            params: list[Any] = []
 
-        def ph(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}" if postgres else f"?{len(params)}"  # numbered on both databases
+            def ph(value: Any) -> str:
+                params.append(value)
+                return f"${len(params)}" if postgres else f"?{len(params)}"  # numbered on both databases
 
-        sending = ph(OutboxStatus.SENDING.value)
-        lease_until = ph((now + timedelta(seconds=self.settings.lease_seconds)).astimezone(UTC))
-        inner = self._claimable(now, ph)
-        limit = ph(CLAIM_BATCH)
-        outer = self._claimable(now, ph)
-        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
-        # A materialized CTE is evaluated once: a plain IN (subquery) may be re-run by PostgreSQL's plan, and each
-        # run would skip the rows the previous one locked and claim another batch.
-        claim = (
-            f"WITH batch AS MATERIALIZED (SELECT id FROM outbox WHERE {inner} ORDER BY id LIMIT {limit}{lock}) "
-            f"UPDATE outbox SET status = {sending}, lease_until = {lease_until}, attempts = attempts + 1 "
-            f"WHERE id IN (SELECT id FROM batch) AND {outer} RETURNING id"
-        )
-        if postgres:
-            async with in_transaction() as tx:
-                # Claims take turns (a short lock, released at commit), so that the check for an earlier row out
-                # on a lease sees every committed claim. SKIP LOCKED steps over rows whose outcome is being written.
-                await sql.xact_lock(tx, CLAIM_LOCK_KEY)
-                rows = await tx.execute_query_dict(claim, params)
-        else:
-            rows = await conn.execute_query_dict(claim, params)
-        if not rows:
-            return []
-        ids = [int(r["id"]) for r in rows]
-        # Leased to this instance now: nobody else changes these rows until the lease expires.
-        return await OutboxMessage.filter(id__in=ids).order_by("id")
+            # The recipients with a row out on a live lease, found once (a small set: the rows being sent now).
+            busy = (
+                "WITH busy AS MATERIALIZED (SELECT platform, recipient, MIN(id) AS first_id FROM outbox"
+                f" WHERE status = {ph(OutboxStatus.SENDING.value)} AND lease_until >= {ph(at)}"
+                " GROUP BY platform, recipient) "
+            )
+            due = (
+                f"{busy}SELECT id, platform, recipient FROM outbox WHERE {self._claimable(at, ph)}"
+                f" ORDER BY id LIMIT {ph(CLAIM_BATCH)}{' FOR UPDATE OF outbox SKIP LOCKED' if postgres else ''}"
+            )
+            # Claims take turns (a short lock, released at commit).
+            await sql.xact_lock(tx, CLAIM_LOCK_KEY)
+            candidates = await tx.execute_query_dict(due, params)
+            if not candidates:
+                return []
+            limits = {p: a.rate_limits for p, a in self.adapters.items() if a.rate_limits}
+            slots = await _load_slots(tx, candidates, limits)
+            ration = _ration(candidates, limits, slots, at)
+            if ration.later:
+                await tx.execute_many(
+                    _PUT_BACK_SQL[postgres], [[until, row_id] for row_id, until in ration.later.items()]
+                )
+            if ration.slots:
+                await tx.execute_many(
+                    _SLOT_SQL[postgres],
+                    [[p, r, seconds, slot] for (p, r, seconds), slot in ration.slots.items()],
+                )
+            if not ration.now:
+                return []
+            ids = ", ".join("?" * len(ration.now))
+            lease = _LEASE_SQL.format(ids=ids)
+            leased = await tx.execute_query_dict(sql.for_conn(lease, tx), [lease_until, *ration.now, at])
+        return sorted((Claimed.of(row) for row in leased), key=lambda row: row.id)
 
     async def _renew(self, claim: _Claim, ledger: _Ledger) -> None:
         """Extend the lease of the claim's unfinished rows every quarter of it, until cancelled."""
@@ -329,9 +424,7 @@ class Outbox:
                 continue
             claim.deadline = started + lease
 
-    async def _send_in_order(
-        self, rows: Iterable[OutboxMessage], now: datetime, claim: _Claim, ledger: _Ledger
-    ) -> None:
+    async def _send_in_order(self, rows: Iterable[Claimed], now: datetime, claim: _Claim, ledger: _Ledger) -> None:
         """Send one recipient's rows in order, each marked in flight first and its outcome recorded at once."""
         for row in rows:
             ledger.mark(row)  # committed together with the previous row's outcome
@@ -343,10 +436,10 @@ class Outbox:
             if row.id not in ledger.in_flight or not claim.lasts(self.send_timeout):
                 return  # the claim is lost or about to be: these rows are claimed again once the lease runs out
             outcome = await self._send_one(row, now)
-            claim.finished.add(row.id)
+            claim.finish(row)
             ledger.record(outcome)  # written with the next mark, or with what finishes about now
 
-    async def _send_one(self, row: OutboxMessage, now: datetime) -> _Outcome:
+    async def _send_one(self, row: Claimed, now: datetime) -> _Outcome:
         adapter = self.adapters[row.platform]
         payload = dict(row.payload)
         reply_to = payload.pop("reply_to", {})
@@ -365,7 +458,7 @@ class Outbox:
             return self._retry_later(row, now, repr(exc), None)
         return _Outcome(row, OutboxStatus.SENT, result=result, sent_at=self.clock.now())
 
-    def _retry_later(self, row: OutboxMessage, now: datetime, error: str, retry_after: float | None) -> _Outcome:
+    def _retry_later(self, row: Claimed, now: datetime, error: str, retry_after: float | None) -> _Outcome:
         if row.attempts >= self.settings.max_attempts:
             log.error("outbox %s to %s gave up after %s attempts: %s", row.id, row.platform, row.attempts, error)
             return _Outcome(row, OutboxStatus.FAILED, error=error)
@@ -380,11 +473,11 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC) if moment is not None else None
 
 
-_ENQUEUE_SQL = sql.both(
+_ENQUEUE_SQL = (
     "INSERT INTO outbox (dedupe_key, platform, recipient, staff_id, kind, payload, status, not_before, created_at,"
-    " attempts, last_error, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
-    " ON CONFLICT (dedupe_key) DO NOTHING"
+    " attempts, last_error, result) VALUES {rows} ON CONFLICT (dedupe_key) DO NOTHING"
 )
+_ENQUEUE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
 # An outcome is written only while this claim still holds the row (same attempt, still sending).
 _RETRY_SQL = sql.both(
     "UPDATE outbox SET status = ?, not_before = ?, lease_until = NULL, last_error = ?"
@@ -402,19 +495,120 @@ _MARK_SQL = (
 )
 
 
+_LEASE_SQL = (
+    "UPDATE outbox SET status = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id IN ({ids})"
+    " AND (status = 'pending' OR (status = 'sending' AND lease_until < ?))"
+    " RETURNING id, platform, recipient, kind, payload, attempts, attempted_at"
+)
+# A due row over its recipient's rate limit waits for its slot (unleased: another claim may take it then).
+_PUT_BACK_SQL = sql.both("UPDATE outbox SET status = 'pending', not_before = ?, lease_until = NULL WHERE id = ?")
+_SLOT_SQL = sql.both(
+    "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
+)
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A row leased to this instance, as sending needs it (read from the claim's RETURNING, no model built)."""
+
+    id: int
+    platform: str
+    recipient: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    attempted_at: datetime | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Claimed:
+        payload = row["payload"]
+        attempted_at = row["attempted_at"]
+        return cls(
+            int(row["id"]),
+            str(row["platform"]),
+            str(row["recipient"]),
+            str(row["kind"]),
+            json.loads(payload) if isinstance(payload, (str, bytes)) else dict(payload or {}),
+            int(row["attempts"]),
+            sql.moment(attempted_at) if attempted_at is not None else None,
+        )
+
+
+# (platform, recipient, period in seconds) → the recipient's next free send slot under that limit
+Slots = dict[tuple[str, str, int], datetime]
+
+
+async def _load_slots(
+    conn: BaseDBAsyncClient, candidates: list[dict[str, Any]], limits: dict[str, tuple[RateLimit, ...]]
+) -> Slots:
+    """The stored send slots of the candidates' recipients on rate-limited platforms."""
+    slots: Slots = {}
+    for platform in limits:
+        recipients = sorted({str(row["recipient"]) for row in candidates if row["platform"] == platform})
+        if not recipients:
+            continue
+        query = (
+            "SELECT recipient, period_seconds, slot FROM outbox_quota"
+            f" WHERE platform = ? AND recipient IN ({', '.join('?' * len(recipients))})"
+        )
+        for row in await sql.select(conn, query, [platform, *recipients]):
+            slots[(platform, str(row["recipient"]), int(row["period_seconds"]))] = sql.moment(row["slot"])
+    return slots
+
+
+@dataclass(slots=True)
+class _Ration:
+    now: list[int] = field(default_factory=list)  # ids that may be sent now
+    later: dict[int, datetime] = field(default_factory=dict)  # id → when its recipient has a slot again
+    slots: Slots = field(default_factory=dict)  # the slots this claim moved on
+
+
+def _ration(
+    candidates: list[dict[str, Any]], limits: dict[str, tuple[RateLimit, ...]], slots: Slots, at: datetime
+) -> _Ration:
+    """Which due rows (in id order) fit their recipient's limits at ``at``: a generic cell rate algorithm per
+    recipient and limit (``count`` sends in a row, then one every ``seconds / count``), its state a slot per
+    recipient that each send moves on by one interval. Once a recipient's row does not fit, its later rows wait
+    too, so each recipient's rows still leave in order."""
+    ration = _Ration()
+    held: dict[tuple[str, str], datetime] = {}
+    for row in candidates:
+        row_id, platform, recipient = int(row["id"]), str(row["platform"]), str(row["recipient"])
+        if (until := held.get((platform, recipient))) is not None:
+            ration.later[row_id] = until
+            continue
+        keyed = [((platform, recipient, int(limit.seconds)), limit) for limit in limits.get(platform, ())]
+        wait = max((slots.get(key, at) - limit.burst for key, limit in keyed), default=at)
+        if wait > at:
+            held[(platform, recipient)] = wait
+            ration.later[row_id] = wait
+            continue
+        for key, limit in keyed:
+            slots[key] = ration.slots[key] = max(slots.get(key, at), at) + limit.interval
+        ration.now.append(row_id)
+    return ration
+
+
 @dataclass(slots=True)
 class _Claim:
     """One drain's claimed rows and, on the event loop's clock, when their lease as last renewed runs out."""
 
-    rows: list[OutboxMessage]
+    rows: list[Claimed]
     deadline: float
     finished: set[int] = field(default_factory=set)
+    half_sent: asyncio.Event | None = None
+
+    def finish(self, row: Claimed) -> None:
+        self.finished.add(row.id)
+        if self.half_sent is not None and 2 * len(self.finished) >= len(self.rows):
+            self.half_sent.set()
 
     def lasts(self, seconds: float) -> bool:
         """The lease outlasts a send that starts now and takes at most ``seconds``."""
         return asyncio.get_running_loop().time() + seconds <= self.deadline
 
-    def unfinished(self) -> list[OutboxMessage]:
+    def unfinished(self) -> list[Claimed]:
         return [row for row in self.rows if row.id not in self.finished]
 
 
@@ -428,15 +622,15 @@ class _Ledger:
     def __init__(self) -> None:
         self.in_flight: set[int] = set()
         self._closed = False
-        self._marks: list[OutboxMessage] = []
+        self._marks: list[Claimed] = []
         self._outcomes: list[_Outcome] = []
-        self._renewals: list[tuple[datetime, list[OutboxMessage]]] = []
+        self._renewals: list[tuple[datetime, list[Claimed]]] = []
         self._next: asyncio.Future[None] | None = None  # the commit the writes added now will be in
         self._running: asyncio.Future[None] | None = None  # the commit being written
         self._writer: asyncio.Task[None] | None = None
         self._urgent = asyncio.Event()  # someone waits: stop gathering outcomes and write
 
-    def mark(self, row: OutboxMessage) -> None:
+    def mark(self, row: Claimed) -> None:
         self._marks.append(row)
         self._schedule(urgent=True)
 
@@ -444,7 +638,7 @@ class _Ledger:
         self._outcomes.append(outcome)
         self._schedule(urgent=False)
 
-    def renew(self, until: datetime, rows: list[OutboxMessage]) -> None:
+    def renew(self, until: datetime, rows: list[Claimed]) -> None:
         if rows:
             self._renewals.append((until, rows))
             self._schedule(urgent=True)
@@ -490,7 +684,7 @@ class _Ledger:
 
 
 async def _write(
-    marks: list[OutboxMessage], outcomes: list[_Outcome], renewals: list[tuple[datetime, list[OutboxMessage]]]
+    marks: list[Claimed], outcomes: list[_Outcome], renewals: list[tuple[datetime, list[Claimed]]]
 ) -> set[int]:
     """Write one group commit; return the ids of the marked rows this claim still holds."""
     retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
@@ -531,7 +725,7 @@ async def _write(
 class _Outcome:
     """What happened to one claimed row: sent, failed for good, or back to pending at ``not_before``."""
 
-    row: OutboxMessage
+    row: Claimed
     status: OutboxStatus
     error: str = ""
     result: dict[str, Any] | None = None

@@ -20,6 +20,9 @@ from zoneinfo import ZoneInfo
 
 import click
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 from tortoise import connections
 
 from bot import search as search_index
@@ -98,12 +101,25 @@ def main(verbose: bool) -> None:
     )
 
 
+access_logger = logging.getLogger("aiohttp.access")
+
+
+class ErrorsAccessLogger(AccessLogger):
+    """The access log of requests answered 400 or above only: a refused signature or a malformed body is worth a
+    line; the thousands of acknowledged callbacks a second are counted in /metrics instead."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if response.status >= 400:
+            super().log(request, response, time)
+
+
 @main.command()
 @config_option
 def serve(config: str | None) -> None:
     """Run the webhook server and the scheduler."""
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
+    access_log = settings.server.access_log
     try:
         web.run_app(
             create_app(settings),
@@ -111,6 +127,8 @@ def serve(config: str | None) -> None:
             port=settings.server.port,
             print=None,
             loop=new_event_loop(),
+            access_log=None if access_log == "off" else access_logger,
+            access_log_class=ErrorsAccessLogger if access_log == "errors" else AccessLogger,
         )
     except DatabaseUnavailable as exc:
         raise BadInput(str(exc)) from exc

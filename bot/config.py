@@ -39,6 +39,10 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = Field(256 * 1024, ge=1024)
+    # Which requests `crmbot serve` logs: "errors" (answered 400 or above: refused signatures, malformed bodies),
+    # "all", or "off". Every callback is counted and timed in /metrics; a line per request costs the event loop
+    # more than verifying the callback's signature.
+    access_log: Literal["errors", "all", "off"] = "errors"
 
 
 class DatabaseSettings(_Section):

@@ -1,12 +1,15 @@
 """How an ``IncomingMessage`` is kept in a ``message`` row and read back: the columns, plus a JSON payload with
-what has no column (the sender's name, the event, the click, the reply route, the platform's own record)."""
+what has no column (the sender's name, the event, the click, the reply route, the platform's own record). Rows are
+read back with raw SQL (``COLUMNS``), without building models: handling reads every message it handles."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
+from bot import sql
 from bot.types import Click, IncomingMessage
-from models.messages import Message
 
 
 def payload_of(msg: IncomingMessage) -> dict[str, Any]:
@@ -24,22 +27,26 @@ def payload_of(msg: IncomingMessage) -> dict[str, Any]:
     return payload
 
 
-def incoming_of(row: Message) -> IncomingMessage:
-    """The message a row holds, as it came in."""
-    payload = row.payload or {}
+# The columns ``incoming_of`` reads, for a raw query.
+COLUMNS = "id, platform, msgid, to_bot, sender, receivers, room_id, msgtype, text, payload, sent_at, staff_id"
+
+
+def incoming_of(row: Mapping[str, Any]) -> IncomingMessage:
+    """The message a row (``COLUMNS`` from a raw query) holds, as it came in."""
+    payload = _json(row["payload"]) or {}
     click = payload.get("click")
     return IncomingMessage(
-        platform=row.platform,
-        msgid=row.msgid,
-        sender=row.sender,
-        text=row.text,
-        sent_at=row.sent_at,
-        msgtype=row.msgtype,
+        platform=row["platform"],
+        msgid=row["msgid"],
+        sender=row["sender"],
+        text=row["text"],
+        sent_at=sql.moment(row["sent_at"]),
+        msgtype=row["msgtype"],
         sender_name=payload.get("sender_name", ""),
-        conversation_id=row.room_id,
+        conversation_id=row["room_id"],
         is_group=bool(payload.get("is_group")),
-        to_bot=row.to_bot,
-        receivers=tuple(row.receivers or ()),
+        to_bot=bool(row["to_bot"]),
+        receivers=tuple(_json(row["receivers"]) or ()),
         event=payload.get("event", ""),
         event_key=payload.get("event_key", ""),
         click=Click(str(click.get("key", "")), str(click.get("card_id", "")), str(click.get("handle", "")))
@@ -48,3 +55,8 @@ def incoming_of(row: Message) -> IncomingMessage:
         reply_to=payload.get("reply_to") or {},
         raw=payload.get("raw") or {},
     )
+
+
+def _json(value: Any) -> Any:
+    """A JSON column from a raw query: text on SQLite (and from asyncpg), already decoded elsewhere."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value

@@ -18,20 +18,22 @@ import asyncio
 import collections
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from bot import sql
 from bot.archive import archive_batch
 from bot.capability import Registry
-from bot.channels import Address, Outbox
+from bot.channels import Address, Outbox, Queued
 from bot.clock import Clock
 from bot.config import Settings
 from bot.context import ArchiveHook, ArchiveSource, CardLine, ImportHook, Rule
 from bot.dispatch import Dispatcher
 from bot.identity import Directory
 from bot.inbox import Inbox, store_bot_messages
-from bot.messages import incoming_of
+from bot.messages import COLUMNS, incoming_of
 from bot.tasks import TaskTracker
 from bot.types import IncomingMessage, Reply
 from bot.understanding import Parsed, Understanding
@@ -49,6 +51,10 @@ LEFT_BEHIND = timedelta(seconds=60)
 # burst cheap to answer; a bound keeps each transaction, which holds SQLite's one connection, short enough that the
 # inserts acknowledging new callbacks do not wait long behind it.
 HANDLING_BATCH = 32
+# While callbacks keep arriving, a batch is this small: on SQLite every acknowledgement waits for the one
+# connection, which a handling transaction holds until its commit, so a short transaction keeps that wait short
+# (the acknowledgements of a burst come first anyway, see ``Inbox.yield_to_ingest``).
+BUSY_HANDLING_BATCH = 8
 # Texts longer than this are understood in a worker thread: reading one costs up to a few tens of milliseconds
 # (``UNDERSTOOD_CHARS`` of jieba and time expressions), which on the event loop would hold up acknowledgements;
 # shorter ones cost less than the hop to a thread.
@@ -121,7 +127,7 @@ class Bot:
         # Whatever is still queued if the process dies stays stored and unhandled, for ``recover`` after a restart.
         while self._to_handle:
             await self.inbox.yield_to_ingest()
-            ids = self._to_handle.take(HANDLING_BATCH)
+            ids = self._to_handle.take(BUSY_HANDLING_BATCH if self.inbox.busy() else HANDLING_BATCH)
             # Each transaction in a task of its own: a connection lost mid-transaction can leave the ORM's
             # transaction state broken in the task that ran it, and it must not outlive that batch.
             try:
@@ -135,42 +141,52 @@ class Bot:
 
     async def _handle_batch(self, ids: list[int]) -> None:
         """Handle messages in one transaction (one commit), each in a savepoint of its own: a handler that fails
-        rolls back only its own changes, and its sender gets an apology instead.
+        rolls back only its own changes, and its sender gets an apology instead. The batch's replies go into the
+        outbox in one statement at the end.
 
-        The messages are understood first, outside the transaction: on SQLite the transaction holds the one
-        connection, which every acknowledgement needs, and understanding needs no database."""
-        read = await self._read(ids)
+        The messages are read (raw rows, no models built) and understood first, outside the transaction: on
+        SQLite the transaction holds the one connection, which every acknowledgement needs, and understanding
+        needs no database."""
+        rows = await _unhandled(sql.default(), ids)
+        if not rows:
+            return
+        incoming = {int(row["id"]): incoming_of(row) for row in rows}
+        read = await self._read(incoming)
         generation = self.understanding.generation
         async with in_transaction() as conn:
-            rows = await Message.filter(id__in=ids, handled_at=None).order_by("id").select_for_update().using_db(conn)
+            # Under a row lock on PostgreSQL: another instance handling the same message waits, then skips it.
+            still = await _lock_unhandled(conn, ids)
+            rows = [row for row in rows if int(row["id"]) in still]
             if not rows:
                 return
-            staff_ids = {row.staff_id for row in rows if row.staff_id}
-            staff_of = {s.id: s for s in await Staff.filter(id__in=staff_ids).using_db(conn)} if staff_ids else {}
+            staff_of = await _staff_of(rows, conn)
+            answered: list[tuple[IncomingMessage, list[Reply], Staff | None]] = []
             for row in rows:
-                msg = incoming_of(row)
-                staff = staff_of.get(row.staff_id or 0)
-                now, parsed = read.get(row.id, (self.clock.now(), None))
+                msg = incoming[int(row["id"])]
+                staff = staff_of.get(int(row["staff_id"] or 0))
+                now, parsed = read.get(int(row["id"]), (self.clock.now(), None))
                 if self.understanding.generation != generation:
                     parsed = None  # a message before it taught the names a new customer: read it again
                 try:
                     async with in_transaction() as savepoint:
-                        replies = await self.dispatcher.answer(msg, staff, now, savepoint, parsed)
-                        await self._reply(msg, replies, staff, savepoint)
+                        answered.append((msg, await self.dispatcher.answer(msg, staff, now, savepoint, parsed), staff))
                 except Exception:
-                    log.exception("handling message %s failed", row.id)
-                    await self._reply(msg, [Reply(FAILED)], staff, conn)
-            await Message.filter(id__in=[row.id for row in rows]).using_db(conn).update(handled_at=self.clock.now())
+                    log.exception("handling message %s failed", row["id"])
+                    answered.append((msg, [Reply(FAILED)], staff))
+            await self.outbox.enqueue_many([q for a in answered for q in _queued(*a)], using_db=conn)
+            handled = [int(row["id"]) for row in rows]
+            await conn.execute_query(
+                sql.for_conn(_MARK_HANDLED.format(ids=_marks(handled)), conn), [self.clock.now(), *handled]
+            )
 
-    async def _read(self, ids: list[int]) -> dict[int, tuple[datetime, Parsed]]:
+    async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
         """What each typed message or tapped button means, and the moment it was read at, by message id (events
         need no reading); long texts are read in a worker thread, off the event loop."""
-        incoming = [(row.id, incoming_of(row)) for row in await Message.filter(id__in=ids, handled_at=None)]
-        incoming = [(message_id, msg) for message_id, msg in incoming if not msg.event]
-        if incoming:
+        typed = [(message_id, msg) for message_id, msg in incoming.items() if not msg.event]
+        if typed:
             await self.understanding.ensure_fresh()
         read: dict[int, tuple[datetime, Parsed]] = {}
-        for message_id, msg in incoming:
+        for message_id, msg in typed:
             now = self.clock.now()
             if len(msg.text) > READ_IN_THREAD_CHARS:
                 read[message_id] = now, await asyncio.to_thread(self.dispatcher.understand_message, msg, now)
@@ -189,29 +205,16 @@ class Bot:
     async def _mark_failed(self, message_id: int) -> None:
         try:
             async with in_transaction() as conn:
-                row = await Message.filter(id=message_id, handled_at=None).select_for_update().using_db(conn).first()
-                if row is None:
+                if not await _lock_unhandled(conn, [message_id]):
                     return
-                staff = await Staff.filter(id=row.staff_id).using_db(conn).first() if row.staff_id else None
-                await self._reply(incoming_of(row), [Reply(FAILED)], staff, conn)
-                row.handled_at = self.clock.now()
-                await row.save(using_db=conn, update_fields=["handled_at"])
+                row = (await _unhandled(conn, [message_id]))[0]
+                staff = (await _staff_of([row], conn)).get(int(row["staff_id"] or 0))
+                await self.outbox.enqueue_many(_queued(incoming_of(row), [Reply(FAILED)], staff), using_db=conn)
+                await conn.execute_query(
+                    sql.for_conn(_MARK_HANDLED.format(ids="?"), conn), [self.clock.now(), message_id]
+                )
         except Exception:  # the database itself is failing: the message stays unhandled, for ``recover``
             log.exception("message %s could not be marked as failed", message_id)
-
-    async def _reply(
-        self, msg: IncomingMessage, replies: list[Reply], staff: Staff | None, conn: BaseDBAsyncClient
-    ) -> None:
-        address = Address(msg.platform, msg.sender)
-        for i, reply in enumerate(replies):
-            await self.outbox.enqueue(
-                address,
-                reply,
-                f"reply:{msg.platform}:{msg.msgid}:{i}",
-                staff_id=staff.id if staff else None,
-                reply_to=msg.reply_to,
-                using_db=conn,
-            )
 
     async def recover(self, left_behind: timedelta | None = None) -> int:
         """Handle messages that were stored (and acknowledged) but not handled: before a crash, or, with
@@ -263,3 +266,38 @@ class TakenInTurns:
                 self._queues[sender] = queue
         self._waiting.difference_update(taken)
         return taken
+
+
+_UNHANDLED = f"SELECT {COLUMNS} FROM message WHERE id IN ({{ids}}) AND handled_at IS NULL ORDER BY id"
+_LOCK_UNHANDLED = "SELECT id FROM message WHERE id IN ({ids}) AND handled_at IS NULL ORDER BY id"
+_MARK_HANDLED = "UPDATE message SET handled_at = ? WHERE id IN ({ids})"
+
+
+def _marks(ids: list[int]) -> str:
+    return ", ".join("?" * len(ids))
+
+
+async def _unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> list[dict[str, Any]]:
+    """The stored messages among ``ids`` not handled yet, in id order, as raw rows."""
+    return await sql.select(conn, _UNHANDLED.format(ids=_marks(ids)), ids)
+
+
+async def _lock_unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> set[int]:
+    """Which of ``ids`` are still unhandled, locked for this transaction on PostgreSQL (SQLite has one writer)."""
+    lock = " FOR UPDATE" if sql.is_postgres(conn) else ""
+    return {int(r["id"]) for r in await sql.select(conn, _LOCK_UNHANDLED.format(ids=_marks(ids)) + lock, ids)}
+
+
+async def _staff_of(rows: list[dict[str, Any]], conn: BaseDBAsyncClient) -> dict[int, Staff]:
+    """The senders' staff rows, by id."""
+    staff_ids = {int(row["staff_id"]) for row in rows if row["staff_id"]}
+    return {s.id: s for s in await Staff.filter(id__in=staff_ids).using_db(conn)} if staff_ids else {}
+
+
+def _queued(msg: IncomingMessage, replies: list[Reply], staff: Staff | None) -> list[Queued]:
+    """The replies to ``msg`` as outbox rows, each with a key of its own (a message is answered once)."""
+    address = Address(msg.platform, msg.sender)
+    return [
+        Queued(address, reply, f"reply:{msg.platform}:{msg.msgid}:{i}", staff.id if staff else None, msg.reply_to)
+        for i, reply in enumerate(replies)
+    ]

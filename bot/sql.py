@@ -7,6 +7,7 @@ Raw SQL is written once with ``?`` placeholders; ``numbered`` turns it into Post
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import connections
@@ -59,6 +60,12 @@ async def try_xact_lock(conn: BaseDBAsyncClient, key: int) -> bool:
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def moment(value: Any) -> datetime:
+    """A timestamp from a raw query: PostgreSQL returns datetimes, SQLite the ISO text Tortoise stored."""
+    found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
 def compact_json(value: Any) -> str:

@@ -64,6 +64,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot import sql
 from bot.nlu.reading import Command, Phrase, Reading, Result, Slots
 from bot.nlu.text import clean, normalize
 from bot.nlu.timeparse import TimeParser
@@ -102,29 +103,28 @@ class Understanding:
         self.vocabulary = Vocabulary.build([], [])
         self.commands = sorted(commands, key=lambda c: c.order)
         self.phrases = sorted(phrases, key=lambda p: p.order)
-        self._stamp: tuple[Any, ...] | None = None
+        self._version: int | None = None  # ``vocabulary_version`` when the names were loaded
         # Counts changes of the names known: a reading done before a change may need doing again.
         self.generation = 0
 
     async def refresh(self) -> None:
         """Reload customer and staff names from the database."""
+        version = await _vocabulary_version()  # read first: a change committed meanwhile is loaded again later
         customers = [(str(n), list(a or [])) for n, a in await Customer.all().values_list("name", "aliases")]
         staff = [str(n) for n in await Staff.filter(active=True).values_list("name", flat=True)]
         self.load(customers, staff)
-        self._stamp = await self._current_stamp()
+        self._version = version
 
     def load(self, customers: list[tuple[str, list[str]]], staff: list[str]) -> None:
         """Use these customer names (with aliases) and staff names."""
         self.vocabulary = Vocabulary.build(customers, staff)
         self.generation += 1
 
-    async def _current_stamp(self) -> tuple[Any, ...]:
-        latest = await Customer.all().order_by("-updated_at").first().values_list("updated_at", flat=True)
-        return (await Customer.all().count(), latest, await Staff.all().count())
-
     async def ensure_fresh(self) -> None:
-        """Refresh when customers or staff changed since the last load (an import, another instance)."""
-        if self._stamp is None or await self._current_stamp() != self._stamp:
+        """Refresh when customers or staff names changed since the last load (here, by an import, or by another
+        instance): database triggers raise ``vocabulary_version`` with every such change, in its transaction, so
+        one primary-key read tells."""
+        if self._version is None or await _vocabulary_version() != self._version:
             await self.refresh()
 
     def learn_customer(self, name: str, aliases: list[str] | None = None) -> None:
@@ -183,6 +183,11 @@ class Understanding:
             if (found := phrase.match(reading)) is not None:
                 return found
         return "unknown", {}
+
+
+async def _vocabulary_version() -> int:
+    rows = await sql.default().execute_query_dict("SELECT version FROM vocabulary_version WHERE id = 1")
+    return int(rows[0]["version"]) if rows else 0
 
 
 def completed_notes(slots: Slots, head: str, rest: str) -> Slots:

@@ -114,3 +114,15 @@ class PendingChoice(Model):
     class Meta:
         table = "pending_choice"
         unique_together = (("staff_id",),)
+
+
+class VocabularyVersion(Model):
+    """One row: a number that database triggers raise with every change of the names the bot recognizes
+    (customer names and aliases, active staff names), in the transaction of the change. Understanding reloads
+    its vocabulary when the number differs from the one it loaded (one primary-key read per batch)."""
+
+    id = fields.IntField(primary_key=True)
+    version = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "vocabulary_version"

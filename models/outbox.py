@@ -44,3 +44,19 @@ class OutboxMessage(Model):
         table = "outbox"
         # A claim skips a recipient with an earlier row out on a lease: (platform, recipient, status) finds it.
         indexes = (("status", "not_before"), ("platform", "recipient", "status"))
+
+
+class OutboxQuota(Model):
+    """A recipient's next free send slot under one of its platform's rate limits (WeCom: 30 messages per person
+    per minute, 1,000 per hour): claims move it on as they lease rows, in their transaction, so that every
+    instance respects the limit together."""
+
+    id = fields.BigIntField(primary_key=True)
+    platform = fields.CharField(max_length=16)
+    recipient = fields.CharField(max_length=128)
+    period_seconds = fields.IntField()
+    slot = fields.DatetimeField()
+
+    class Meta:
+        table = "outbox_quota"
+        unique_together = (("platform", "recipient", "period_seconds"),)

@@ -117,7 +117,8 @@ def test_parse_prints_one_json_line_per_text(workdir: Path, config: Path) -> Non
 
 def test_serve_answers_the_official_wecom_vectors(workdir: Path, tmp_path: Path, database_url: str) -> None:
     """`crmbot serve` as deployed (its own event loop, the real database): Tencent's sample requests (PROTOCOLS.md
-    §1 vector B) are answered, a retry is recognised and a forged signature refused, as /metrics then shows."""
+    §1 vector B) are answered, a retry is recognised and a forged signature refused, as /metrics then shows; the
+    access log has the refused request only."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -131,7 +132,9 @@ def test_serve_answers_the_official_wecom_vectors(workdir: Path, tmp_path: Path,
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRMBOT_")}
-    server = subprocess.Popen([*CRMBOT, "serve", "--config", str(config)], cwd=workdir, env=env)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([*CRMBOT, "serve", "--config", str(config)], cwd=workdir, env=env, stderr=out)
     base = f"http://127.0.0.1:{port}"
 
     def call(path: str, query: dict[str, str], body: str | None = None) -> tuple[int, str]:
@@ -161,3 +164,6 @@ def test_serve_answers_the_official_wecom_vectors(workdir: Path, tmp_path: Path,
     finally:
         server.send_signal(2)  # SIGINT, as Ctrl-C: a clean shutdown
         assert server.wait(timeout=60) == 0
+    # The access log ([server] access_log = "errors", the default) has the refused request, not the answered ones.
+    accessed = [line for line in log.read_text(encoding="utf-8").splitlines() if "aiohttp.access" in line]
+    assert len(accessed) == 1 and '" 403 ' in accessed[0]

@@ -171,3 +171,31 @@ async def test_a_message_left_unhandled_by_a_failing_database_is_answered_once_i
     assert await FollowUp.filter(staff__name="张三").count() == 1
     assert await Message.filter(to_bot=True, handled_at=None).count() == 0
     assert await handle_left_behind(client.app[BOT]) == 0
+
+
+async def test_a_customer_added_elsewhere_is_recognized_by_the_next_message_and_a_plain_save_changes_nothing(
+    start_app: Any, make_settings: Any, wecom_sim: Any
+) -> None:
+    client = await demo(start_app, make_settings)
+    await post_wecom(client, text_xml("zhangsan", "帮助", 9801))
+    await deliver_all(client.app)
+    version = await _vocabulary_version()
+    # Saving a customer without changing its name or aliases (a follow-up, a stage) leaves the names known as they are.
+    huawei = await Customer.get(name="华为技术有限公司")
+    huawei.industry = "通信"
+    await huawei.save()
+    assert await _vocabulary_version() == version
+
+    # Another instance (or an import) adds a customer; this instance has never been told.
+    owner = await Customer.filter(name="华为技术有限公司").values_list("owner_id", flat=True)
+    await Customer.create(name="宁德时代新能源科技股份有限公司", aliases=["宁德时代"], owner_id=owner[0])
+    assert await _vocabulary_version() > version
+    await post_wecom(client, text_xml("zhangsan", "宁德时代", 9802))
+    await deliver_all(client.app)
+
+    assert "宁德时代新能源科技股份有限公司" in wecom_sim.texts_to("zhangsan")[-1]
+
+
+async def _vocabulary_version() -> int:
+    rows = await connections.get("default").execute_query_dict("SELECT version FROM vocabulary_version")
+    return int(rows[0]["version"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from bot.channels import CLAIM_BATCH, Outbox
@@ -92,3 +93,33 @@ async def test_a_failed_send_in_a_batch_is_retried_later_while_the_rest_of_the_b
     assert await outbox.drain_once(waiting.not_before) == 1
     assert sorted(wecom_sim.texts_to("zhangsan") + wecom_sim.texts_to("lisi")) == ["第一条", "第二条"]
     assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == 2
+
+
+async def test_pushes_past_wecoms_limit_per_person_wait_for_the_next_minute_whichever_instance_sends(
+    make_settings: Any, start_app: Any, wecom_sim: Any
+) -> None:
+    # WeCom silently drops app messages past 30 per person per minute: two instances together send 30, not 60.
+    limits = {"member_messages_per_minute": 30, "member_messages_per_hour": 1000}  # WeCom's, the default
+    client = await start_app(make_settings(wecom=limits), run_dispatcher=False)
+    app_outbox = client.app[OUTBOX]
+    first = Outbox(app_outbox.settings, app_outbox.clock, app_outbox.directory)
+    second = Outbox(app_outbox.settings, app_outbox.clock, app_outbox.directory)
+    for outbox in (first, second):
+        outbox.register(app_outbox.adapters["wecom"])
+    busy = await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
+    quiet = await staff_member(name="李四", wecom="lisi", role=Role.REP)
+    for n in range(40):
+        await app_outbox.push(busy, Reply(f"提醒 {n}"), f"test:{n}")
+    await app_outbox.push(quiet, Reply("你好"), "test:quiet")
+    now = app_outbox.clock.now()
+
+    await asyncio.gather(first.drain(now), second.drain(now))
+
+    assert wecom_sim.texts_to("zhangsan") == [f"提醒 {n}" for n in range(30)]
+    assert wecom_sim.texts_to("lisi") == ["你好"]  # someone else's limit holds nobody else up
+    held = await OutboxMessage.filter(status=OutboxStatus.PENDING).order_by("id")
+    assert len(held) == 10 and all(row.not_before > now and row.attempts == 0 for row in held)
+
+    assert await first.drain(now + timedelta(seconds=60)) == 10
+    assert wecom_sim.texts_to("zhangsan") == [f"提醒 {n}" for n in range(40)]
+    assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == 41

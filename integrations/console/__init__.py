@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from bot.channels import PermanentDeliveryError
+from bot.channels import PermanentDeliveryError, RateLimit
 from bot.files import load
 from bot.identity import Identity
 from bot.integration import Integration
@@ -64,6 +64,7 @@ class ConsoleChannel:
     """Prints what is sent to the staff members at this terminal (``live_for``); files go under ``directory``."""
 
     platform: Platform = PLATFORM
+    rate_limits: tuple[RateLimit, ...] = ()  # a terminal takes everything
 
     def __init__(self, out: TextIO, live_for: set[int], directory: Path) -> None:
         self.out = out

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.channels import DeliveryError, PermanentDeliveryError
+from bot.channels import DeliveryError, PermanentDeliveryError, RateLimit
 from bot.clock import Clock
 from bot.types import Attachment, Button, Card, Platform, Reply
 from integrations.dingtalk.client import DingTalkClient, WebhookGone
@@ -163,6 +163,7 @@ class DingTalkChannel:
         self.settings = settings
         self.clock = clock
         self.links = links
+        self.rate_limits: tuple[RateLimit, ...] = (RateLimit(settings.messages_per_minute, 60),)
 
     def _live_webhook(self, reply_to: dict[str, Any]) -> str:
         url, expires_ms = reply_to.get(WEBHOOK), reply_to.get(WEBHOOK_EXPIRES_MS)

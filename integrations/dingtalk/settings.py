@@ -23,6 +23,8 @@ class DingTalkSettings(PlatformSettings):
     token_refresh_margin_seconds: int = Field(300, ge=0)
     request_timeout_seconds: float = Field(10.0, gt=0)
     throttle_retry_seconds: float = Field(60.0, ge=0)
+    # A robot takes at most 20 messages a minute; the outbox holds what would go past it, per recipient.
+    messages_per_minute: int = Field(20, ge=1)
     session_webhook_prefix: str = "https://oapi.dingtalk.com/"
     stream: bool = False
 

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.channels import CARD_HANDLE, PermanentDeliveryError
+from bot.channels import CARD_HANDLE, PermanentDeliveryError, RateLimit
 from bot.files import load, remember_remote, remote_id
 from bot.types import Attachment, Card, Platform, Reply
 from integrations.wecom.client import WeComClient
@@ -144,6 +144,11 @@ class WeComChannel:
 
     def __init__(self, client: WeComClient) -> None:
         self.client = client
+        settings = client.settings
+        self.rate_limits: tuple[RateLimit, ...] = (
+            RateLimit(settings.member_messages_per_minute, 60),
+            RateLimit(settings.member_messages_per_hour, 3600),
+        )
         self._delivered: OrderedDict[str, str] = OrderedDict()
 
     async def send(

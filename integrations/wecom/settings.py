@@ -28,6 +28,9 @@ class WeComSettings(PlatformSettings):
     # The chat sidebar (聊天工具栏): where members sign in (web OAuth) and the JS-SDK script its page loads.
     oauth_url: str = "https://open.weixin.qq.com/connect/oauth2/authorize"
     jssdk_url: str = "https://res.wx.qq.com/open/js/jweixin-1.2.0.js"
+    # WeCom drops (silently) app messages past 30 per person per minute and 1,000 per hour: the outbox holds them.
+    member_messages_per_minute: int = Field(30, ge=1)
+    member_messages_per_hour: int = Field(1000, ge=1)
     customer_contact: bool = False  # the app may call externalcontact/* (客户联系 permission granted to it)
     # Chat archive (会话内容存档) through Tencent's Finance SDK; enabled when the library path and secret are set.
     archive_sdk_path: str = ""

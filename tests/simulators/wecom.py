@@ -76,6 +76,8 @@ class Upload:
     content_type: str
     data: bytes
     expires_at: float
+
+
 OAUTH_CODE_TTL = 300  # a web OAuth code is good for five minutes, once
 INVALID_CODE = 40029
 JSSDK_PATH = "/open/js/jweixin-1.2.0.js"

@@ -18,7 +18,7 @@ RESTORE = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0011_funnel")]
+    dependencies = [("models", "0013_funnel_speed")]
 
     initial = False
 

@@ -79,7 +79,7 @@ async def backward(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0011_funnel")]
+    dependencies = [("models", "0014_erp")]
 
     initial = False
 

@@ -47,7 +47,7 @@ async def fill_slots(apps, schema_editor):  # type: ignore[no-untyped-def]
 
 
 class Migration(migrations.Migration):
-    dependencies = [("models", "0011_funnel")]
+    dependencies = [("models", "0012_files")]
 
     initial = False
 

@@ -1,0 +1,235 @@
+"""Outbox drain benchmark: queued pushes drained to the WeCom API simulator through the real outbox and channel,
+against a bare aiohttp client sending the same messages to the same simulator, in the same run.
+
+Each round starts a fresh WeCom simulator (a separate process on loopback, on the event loop ``crmbot serve``
+uses, without its console echo) and measures, in turn:
+
+Both run on the event loop ``crmbot serve`` uses (uvloop where installed).
+
+- **baseline**: one ``aiohttp.ClientSession`` fetching a token once and POSTing ``message/send`` for every push,
+  ``--concurrency`` requests at a time: what the simulator and the machine allow at all;
+- **crmbot on SQLite** (a new database in a temporary directory) and, with ``--database``, **crmbot on
+  PostgreSQL** (a scratch database made and dropped there): ``--pushes`` markdown pushes to ``--recipients`` staff
+  members queued in the outbox, then ``Outbox.drain`` through the app's own HTTP session and WeCom channel, as the
+  dispatcher of ``crmbot serve`` runs it, with WeCom's per-person limits on (the default 30 a minute: 5,000 pushes
+  to 200 people is 25 each).
+
+Every push's content is distinct. Reported: pushes per second for each, and crmbot's rate as a share of the
+baseline's in the same round; ranges over ``--rounds``::
+
+    .venv/bin/python -m bench.outbox --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from bot.app import new_event_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+CORP = {
+    "corp_id": "ww1436e0e65a779aee",
+    "token": "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo",
+    "encoding_aes_key": "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+    "agent_id": 1000002,
+    "secret": "bench-app-secret",
+}
+
+
+def text_of(i: int) -> str:
+    return f"**跟进预警**\n> 客户：客户{i}\n> 已 7 天没有跟进"
+
+
+def serve_simulator(port: int) -> None:
+    from aiohttp import web
+
+    from tests.simulators.wecom import WeComSimulator
+
+    sim = WeComSimulator(str(CORP["corp_id"]), str(CORP["secret"]), int(CORP["agent_id"]))
+    web.run_app(sim.app(), host="127.0.0.1", port=port, print=None, access_log=None, loop=new_event_loop())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_port(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the simulator did not start")
+
+
+async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> float:
+    """Bare aiohttp: the same sends, no database; pushes per second."""
+    async with aiohttp.ClientSession() as session:
+        params = {"corpid": str(CORP["corp_id"]), "corpsecret": str(CORP["secret"])}
+        async with session.get(f"{api}/cgi-bin/gettoken", params=params) as resp:
+            token = (await resp.json())["access_token"]
+        url = f"{api}/cgi-bin/message/send"
+        queue = iter(range(pushes))
+        errors = 0
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in queue:
+                body = {
+                    "touser": f"push{i % recipients}",
+                    "msgtype": "markdown",
+                    "markdown": {"content": text_of(i)},
+                    "agentid": CORP["agent_id"],
+                }
+                async with session.post(url, params={"access_token": token}, json=body) as resp:
+                    if (await resp.json()).get("errcode"):
+                        errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"baseline: {errors} sends refused")
+    return pushes / elapsed
+
+
+async def crmbot(url: str, api: str, pushes: int, recipients: int) -> float:
+    """The outbox of a real app drained to the simulator; pushes per second."""
+    from bot.app import load_settings
+    from bot.channels import Address
+    from bot.cli import running_app
+    from bot.keys import OUTBOX
+    from bot.types import Reply
+    from models.outbox import OutboxMessage, OutboxStatus
+    from models.staff import Role, Staff, StaffAccount
+
+    settings = load_settings(os.devnull, database={"url": url}, wecom={**CORP, "api_base": api})
+    async with running_app(settings) as app:
+        outbox = app[OUTBOX]
+        for n in range(recipients):
+            person = await Staff.create(name=f"推送{n}", role=Role.REP)
+            await StaffAccount.create(staff_id=person.id, platform="wecom", user_id=f"push{n}")
+        from tortoise.transactions import in_transaction
+
+        async with in_transaction() as conn:
+            for i in range(pushes):
+                address = Address("wecom", f"push{i % recipients}")
+                await outbox.enqueue(address, Reply.markdown(text_of(i)), f"bench:{i}", using_db=conn)
+        started = time.perf_counter()
+        sent = await outbox.drain()
+        elapsed = time.perf_counter() - started
+        delivered = await OutboxMessage.filter(status=OutboxStatus.SENT).count()
+    if sent != pushes or delivered != pushes:
+        raise RuntimeError(f"crmbot: {delivered} of {pushes} sent")
+    return pushes / elapsed
+
+
+async def _pg(url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def on_postgres(server: str, api: str, pushes: int, recipients: int) -> float:
+    name = f"crmbot_bench_{uuid.uuid4().hex[:8]}"
+    await _pg(server, f'CREATE DATABASE "{name}"')
+    try:
+        url = urlunsplit(urlsplit(server)._replace(path="/" + name))
+        return await crmbot(url, api, pushes, recipients)
+    finally:
+        await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Round:
+    baseline: float
+    sqlite: float
+    postgres: float | None
+
+
+def drain_in_child(database: str, api: str, args: argparse.Namespace) -> float:
+    """``crmbot`` in a process of its own (the ORM keeps one database's SQL per process)."""
+    size = ["--pushes", str(args.pushes), "--recipients", str(args.recipients)]
+    cmd = [sys.executable, "-m", "bench.outbox", "--_drain", database, "--_api", api, *size]
+    out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+async def one_round(args: argparse.Namespace) -> Round:
+    port = _free_port()
+    sim = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.outbox", "--_serve", str(port), cwd=ROOT)
+    try:
+        await _wait_port(port)
+        api = f"http://127.0.0.1:{port}"
+        base = await baseline(api, args.pushes, args.recipients, args.concurrency)
+        with tempfile.TemporaryDirectory(prefix="crmbot-outbox-") as tmp:
+            lite = await asyncio.to_thread(drain_in_child, f"sqlite://{tmp}/bench.sqlite3", api, args)
+        pg = await asyncio.to_thread(drain_in_child, args.database, api, args) if args.database else None
+        return Round(base, lite, pg)
+    finally:
+        sim.terminate()
+        await sim.wait()
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):,.0f}–{max(values):,.0f}/s"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", default="", help="PostgreSQL server URL (a scratch database is made there)")
+    parser.add_argument("--pushes", type=int, default=5000)
+    parser.add_argument("--recipients", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=100, help="the baseline's requests in flight")
+    parser.add_argument("--_serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_drain", help=argparse.SUPPRESS)
+    parser.add_argument("--_api", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._serve:
+        serve_simulator(args._serve)
+        return
+    if args._drain:
+        drain = on_postgres if args._drain.startswith("postgres") else crmbot
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the event loop ``crmbot serve`` runs on
+            print(runner.run(drain(args._drain, args._api, args.pushes, args.recipients)))
+        return
+    rounds = []
+    for i in range(args.rounds):
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            r = runner.run(one_round(args))
+        rounds.append(r)
+        line = f"round {i + 1}: baseline {r.baseline:,.0f}/s"
+        line += f", crmbot SQLite {r.sqlite:,.0f}/s ({r.sqlite / r.baseline:.0%})"
+        if r.postgres is not None:
+            line += f", crmbot PostgreSQL {r.postgres:,.0f}/s ({r.postgres / r.baseline:.0%})"
+        print(line, flush=True)
+    print(f"baseline (bare aiohttp) {_range([r.baseline for r in rounds])}")
+    print(f"crmbot SQLite {_range([r.sqlite for r in rounds])}")
+    if args.database:
+        print(f"crmbot PostgreSQL {_range([r.postgres for r in rounds if r.postgres is not None])}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
