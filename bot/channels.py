@@ -579,6 +579,11 @@ def _ration(
             ration.later[row_id] = until
             continue
         keyed = [((platform, recipient, int(limit.seconds)), limit) for limit in limits.get(platform, ())]
+        # A slot lies at most one period ahead of the clock that set it; one further ahead was set by a clock that
+        # has since gone back (an adjusted clock, another instance's skew): it counts as a period all but used.
+        for key, limit in keyed:
+            if key in slots and slots[key] > at + timedelta(seconds=limit.seconds):
+                slots[key] = at + limit.burst
         wait = max((slots.get(key, at) - limit.burst for key, limit in keyed), default=at)
         if wait > at:
             held[(platform, recipient)] = wait
