@@ -152,6 +152,8 @@ async def open_database(url: str) -> TortoiseContext:
     # The global fallback makes the models usable from every task of the process (request handlers,
     # the outbox dispatcher, scheduled jobs), not only from the task that opened the database.
     await context.init(config=config, _enable_global_fallback=True)
+    # Acknowledgements wait for their inbox write: on SQLite it goes before other work waiting for the connection.
+    sql.prioritize(sql.default())
     log.info("database ready (%s)", "postgresql" if is_postgres(url) else "sqlite")
     return context
 

@@ -83,20 +83,24 @@ class Inbox:
         """Write what is waiting, a batch at a time, until nothing is; callbacks arriving meanwhile join the next
         batch."""
         try:
-            while self._waiting:
-                batch = [self._waiting.popleft() for _ in range(min(self.MAX_BATCH, len(self._waiting)))]
-                try:
-                    rows = await store_bot_messages(self.directory, [msg for msg, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    for (_, future), row in zip(batch, rows, strict=True):
-                        if not future.done():
-                            future.set_result(row)
+            with sql.first_in_line():  # every acknowledgement waits for this write, nothing else should
+                await self._write_batches()
         finally:
             self._writer = None
+
+    async def _write_batches(self) -> None:
+        while self._waiting:
+            batch = [self._waiting.popleft() for _ in range(min(self.MAX_BATCH, len(self._waiting)))]
+            try:
+                rows = await store_bot_messages(self.directory, [msg for msg, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future), row in zip(batch, rows, strict=True):
+                    if not future.done():
+                        future.set_result(row)
 
 
 # Who sent a message addressed to the bot, resolved by the database inside the insert (registered, active staff):

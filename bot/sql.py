@@ -2,11 +2,19 @@
 and transaction-level advisory locks (PostgreSQL; SQLite has a single writer and needs none).
 
 Raw SQL is written once with ``?`` placeholders; ``numbered`` turns it into PostgreSQL's ``$1, $2, …``.
+
+On SQLite the app has one connection, and every statement and transaction takes turns on it; ``first_in_line``
+lets the writes that acknowledgements wait for go before whatever else is waiting (``ConnectionLock``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import contextvars
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,3 +79,68 @@ def moment(value: Any) -> datetime:
 def compact_json(value: Any) -> str:
     """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is (one encoder, built once)."""
     return _COMPACT.encode(value)
+
+
+_FIRST_IN_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("first_in_line", default=False)
+
+
+@contextlib.contextmanager
+def first_in_line() -> Iterator[None]:
+    """Statements and transactions started in this context wait only for the one holding the SQLite connection,
+    not behind the others waiting for it (on PostgreSQL each takes a connection of the pool anyway)."""
+    token = _FIRST_IN_LINE.set(True)
+    try:
+        yield
+    finally:
+        _FIRST_IN_LINE.reset(token)
+
+
+class ConnectionLock:
+    """The turn on a single connection: ``asyncio.Lock``'s interface, first come first served, except that who
+    waits in ``first_in_line`` goes before everyone else waiting. The lock is handed straight to the next waiter."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._first: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._others: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def acquire(self) -> bool:
+        if not self._locked:
+            self._locked = True
+            return True
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._first if _FIRST_IN_LINE.get() else self._others).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the lock just as cancelled: pass it on
+                self.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        if not self._locked:
+            raise RuntimeError("ConnectionLock released while not held")
+        for waiting in (self._first, self._others):
+            while waiting:
+                turn = waiting.popleft()
+                if not turn.done():  # a cancelled waiter is skipped
+                    turn.set_result(None)
+                    return
+        self._locked = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+def prioritize(conn: BaseDBAsyncClient) -> None:
+    """Give an SQLite client a ``ConnectionLock`` (its statements and transactions take turns on its one
+    connection under ``_lock``); a PostgreSQL client is left as it is."""
+    if not is_postgres(conn) and isinstance(getattr(conn, "_lock", None), asyncio.Lock):
+        conn._lock = ConnectionLock()  # type: ignore[attr-defined]
