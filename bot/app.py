@@ -66,7 +66,7 @@ def create_app(
     directory = Directory()
     # Acknowledging callbacks comes first: handling and sending wait while a burst arrives (never for long).
     inbox = Inbox(directory)
-    outbox = Outbox(settings.outbox, clock, directory, pace=inbox.yield_to_ingest)
+    outbox = Outbox(settings.outbox, clock, directory, pace=inbox.yield_to_ingest, busy=inbox.busy)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[OUTBOX] = outbox

@@ -49,6 +49,11 @@ from models.staff import Staff
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+# While callbacks keep arriving (``Outbox(busy=…)``) a claim takes fewer rows and fewer sends are out at once: a
+# claim holds SQLite's one connection, which every acknowledgement needs, and every answer to a send is work the
+# event loop does before it gets to the callbacks that arrived with it.
+BUSY_CLAIM_BATCH = 64
+BUSY_SENDS = 16
 # Batches a drain has out at once: the next is claimed when the last is half sent (``Outbox.drain``).
 OVERLAPPING = 2
 # Outcomes alone wait up to this long for the sends finishing about then: a batch's sends returning one by one
@@ -138,11 +143,14 @@ class Outbox:
         clock: Clock,
         directory: Directory | None = None,
         pace: Callable[[], Awaitable[None]] | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.directory = directory or Directory()
         self._pace = pace  # awaited by the dispatcher before each drain (see ``run``)
+        self._busy = busy or (lambda: False)  # callbacks arriving now: claims and sends in smaller slices
+        self._busy_sends = asyncio.Semaphore(BUSY_SENDS)
         self.adapters: dict[str, ChannelAdapter] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -241,7 +249,7 @@ class Outbox:
         """Claim a batch of due rows, send them, record their outcomes; return how many were claimed.
         ``half_sent`` is set once half of the batch has been sent."""
         now = now or self.clock.now()
-        claimed = await self._claim(now)
+        claimed = await self._claim(now, BUSY_CLAIM_BATCH if self._busy() else CLAIM_BATCH)
         if not claimed:
             return 0
         claim = _Claim(claimed, asyncio.get_running_loop().time() + self.settings.lease_seconds, half_sent=half_sent)
@@ -332,11 +340,9 @@ class Outbox:
         self._stopping = True
         self._wake.set()
 
-    def _claimable(self, at: datetime, ph: Callable[[Any], str]) -> str:
-        """The SQL condition of a row this instance may claim at ``at`` (``ph`` adds a parameter), given the
+    def _claimable(self, ph: Callable[[Any], str]) -> str:
+        """The SQL condition of a row this instance may claim, due or not (``ph`` adds a parameter), given the
         ``busy`` recipients (see ``_claim``)."""
-        due = f"((status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)})"
-        due += f" OR (status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}))"
         platforms = [p for p, a in self.adapters.items() if a.live_for is None]
         where = [f"platform IN ({', '.join(ph(p) for p in platforms)})"] if platforms else []
         for platform, adapter in self.adapters.items():
@@ -350,10 +356,10 @@ class Outbox:
             "NOT EXISTS (SELECT 1 FROM busy WHERE busy.platform = outbox.platform"
             " AND busy.recipient = outbox.recipient AND busy.first_id < outbox.id)"
         )
-        return f"{due} AND ({' OR '.join(where)}) AND {earlier}"
+        return f"({' OR '.join(where)}) AND {earlier}"
 
-    async def _claim(self, now: datetime) -> list[Claimed]:
-        """Lease up to ``CLAIM_BATCH`` due rows and return them in id order, within each recipient's rate limits.
+    async def _claim(self, now: datetime, limit: int = CLAIM_BATCH) -> list[Claimed]:
+        """Lease up to ``limit`` due rows and return them in id order, within each recipient's rate limits.
 
         One transaction: the due rows (in id order, none while an earlier row to the same recipient is out on a
         lease, by any instance), the recipients' send slots (``outbox_quota``), one UPDATE leasing the rows that
@@ -380,9 +386,20 @@ class Outbox:
                 f" WHERE status = {ph(OutboxStatus.SENDING.value)} AND lease_until >= {ph(at)}"
                 " GROUP BY platform, recipient) "
             )
+            # Due: pending and its time has come, or out on a lease that ran out. Each kind is found through the
+            # (status, not_before) index, its first rows in id order, so a claim reads the due rows, not the
+            # table's history of sent ones (``+id``: sorted after the index search, not read in id order).
+            pending = f"status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)}"
+            expired = f"status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}"
+            scope, most = self._claimable(ph), ph(limit)
+            first = " UNION ALL ".join(
+                f"SELECT id FROM (SELECT id FROM outbox WHERE {kind} AND {scope} ORDER BY +id LIMIT {most}) AS {name}"
+                for kind, name in ((pending, "pending"), (expired, "expired"))
+            )
             due = (
-                f"{busy}SELECT id, platform, recipient FROM outbox WHERE {self._claimable(at, ph)}"
-                f" ORDER BY id LIMIT {ph(CLAIM_BATCH)}{' FOR UPDATE OF outbox SKIP LOCKED' if postgres else ''}"
+                f"{busy}SELECT id, platform, recipient FROM outbox WHERE id IN ({first})"
+                f" AND (({pending}) OR ({expired}))"
+                f" ORDER BY id LIMIT {most}{' FOR UPDATE OF outbox SKIP LOCKED' if postgres else ''}"
             )
             # Claims take turns (a short lock, released at commit).
             await sql.xact_lock(tx, CLAIM_LOCK_KEY)
@@ -435,7 +452,11 @@ class Outbox:
                 return
             if row.id not in ledger.in_flight or not claim.lasts(self.send_timeout):
                 return  # the claim is lost or about to be: these rows are claimed again once the lease runs out
-            outcome = await self._send_one(row, now)
+            if self._busy():
+                async with self._busy_sends:
+                    outcome = await self._send_one(row, now)
+            else:
+                outcome = await self._send_one(row, now)
             claim.finish(row)
             ledger.record(outcome)  # written with the next mark, or with what finishes about now
 
