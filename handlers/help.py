@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import weakref
 
 from bot.capability import Capability
-from bot.context import Context, Slots
+from bot.context import Catalog, Context, Slots
 from bot.nlu.reading import Reading, Result
 from bot.types import IncomingMessage, Reply
 
@@ -31,10 +32,22 @@ def help_command(r: Reading, rest: str) -> Result:
 @capability.intent("help", examples=["帮助"], order=0)
 async def show_help(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
     """查看我能做什么"""
-    everything = bool(slots.get("all"))
+    intents, everything = ctx.bot.intents, bool(slots.get("all"))
+    made = _HELP.setdefault(intents, {})
+    if everything not in made:
+        made[everything] = help_text(intents, everything)
+    return Reply(made[everything])
+
+
+# The help is the same for everyone and the most common first message: made once per app (catalog of intents).
+_HELP: weakref.WeakKeyDictionary[Catalog, dict[bool, str]] = weakref.WeakKeyDictionary()
+
+
+def help_text(intents: Catalog, everything: bool) -> str:
+    """The help for an app's capabilities: the overview, or ``everything``."""
     lines = ["我是您的 CRM 助手，直接发消息就能更新客户资料。常用说法："]
     more = 0
-    for spec in ctx.bot.intents.ordered():
+    for spec in intents.ordered():
         if spec.name == "help" or not spec.examples:
             continue
         line = f"· {spec.help}：" + " / ".join(f"「{e}」" for e in spec.examples[: None if everything else 1])
@@ -43,4 +56,4 @@ async def show_help(msg: IncomingMessage, slots: Slots, ctx: Context) -> Reply:
             continue
         lines.append(line)
     lines.append(f"还有 {more} 项功能，发送「帮助 全部」查看。" if more else "发送「帮助」随时查看本说明。")
-    return Reply("\n".join(lines))
+    return "\n".join(lines)
