@@ -5,12 +5,16 @@ come first only while they keep the server busy, and never starve handling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from datetime import timedelta
 from typing import Any
 
 from tortoise import connections
 
+from bot import sql
+from bot.clock import Clock
+from bot.demo import load_demo
 from bot.keys import BOT
 from bot.pipeline import FAILED
 from bot.scheduler import handle_left_behind
@@ -18,8 +22,9 @@ from models.audit import AuditLog
 from models.customers import Customer
 from models.followups import FollowUp
 from models.messages import Message
+from models.outbox import OutboxMessage, OutboxStatus
 from tests.helpers import deliver_all, post_wecom, text_xml
-from tests.test_customers import demo
+from tests.test_customers import NOW, demo
 
 # The database refuses 李四's audit entries, as a full disk or a broken constraint would refuse a write: his
 # follow-up has already been inserted by then, so keeping nothing of it proves the rollback.
@@ -130,6 +135,38 @@ async def test_callbacks_that_never_stop_do_not_starve_handling(
     assert len(wecom_sim.texts_to("lisi")) == sent
 
 
+async def test_a_reps_replies_arrive_in_order_while_callbacks_keep_coming_and_the_outbox_history_is_long(
+    start_app: Any, make_settings: Any, wecom_sim: Any
+) -> None:
+    # The dispatcher runs, as in production: replies are sent while callbacks arrive, in the smaller claims and
+    # fewer sends at once that acknowledging them first asks for, past a long history of pushes already sent.
+    settings = make_settings(keywords={"buying_signal_tag": "", "ticket_mode": "off"})
+    client = await start_app(settings, clock=Clock(NOW), run_scheduler=False)
+    await load_demo(client.app)
+    await client.app[BOT].understanding.refresh()
+    await OutboxMessage.bulk_create(
+        [
+            OutboxMessage(
+                dedupe_key=f"history:{i}", platform="wecom", recipient="zhangsan", kind="text",
+                payload={"text": "早先的推送"}, status=OutboxStatus.SENT, attempts=1, not_before=NOW, sent_at=NOW,
+            )
+            for i in range(1_000)
+        ]
+    )  # fmt: skip
+    stop = asyncio.Event()
+    streams = [asyncio.create_task(_callbacks_until(client, stop, 0, 30_000 + 1_000 * i)) for i in range(4)]
+    for i in range(1, 21):
+        said = await post_wecom(client, text_xml("zhangsan", f"跟进 华为 第{i}次电话沟通", 9800 + i))
+        assert said.status == 200
+    stop.set()
+    sent = sum(await asyncio.gather(*streams))
+    await deliver_all(client.app)
+    notes = [t.split("：", 1)[1].split("\n")[0] for t in wecom_sim.texts_to("zhangsan")]
+    assert notes == [f"第{i}次电话沟通" for i in range(1, 21)]  # each once, in the order he wrote them
+    assert len(wecom_sim.texts_to("lisi")) == sent
+    assert await Message.filter(to_bot=True, handled_at=None).count() == 0
+
+
 # The database refuses to mark any message handled, as a connection lost at the commit would: the batch, the
 # message alone and its apology all fail, and the acknowledged message is left stored and unhandled.
 REFUSE_HANDLED_SQLITE = (
@@ -199,3 +236,38 @@ async def test_a_customer_added_elsewhere_is_recognized_by_the_next_message_and_
 async def _vocabulary_version() -> int:
     rows = await connections.get("default").execute_query_dict("SELECT version FROM vocabulary_version")
     return int(rows[0]["version"])
+
+
+async def test_the_inbox_write_goes_first_on_the_connection_and_a_cancelled_turn_is_passed_on() -> None:
+    # The turns on SQLite's one connection (``bot.sql.ConnectionLock``): handling and the outbox wait in arrival
+    # order, the write acknowledgements wait for goes before them, and a waiter that gives up loses nothing.
+    lock = sql.ConnectionLock()
+    order: list[str] = []
+
+    async def turn(name: str, first: bool = False) -> None:
+        with sql.first_in_line() if first else contextlib.nullcontext():
+            async with lock:
+                order.append(name)
+                await asyncio.sleep(0)
+
+    await lock.acquire()
+    waiting = [asyncio.create_task(turn("handling")), asyncio.create_task(turn("outbox"))]
+    gives_up = asyncio.create_task(turn("gives up"))
+    await asyncio.sleep(0)
+    waiting.append(asyncio.create_task(turn("inbox", first=True)))
+    await asyncio.sleep(0)
+    gives_up.cancel()
+    lock.release()
+    await asyncio.gather(*waiting)
+    assert order == ["inbox", "handling", "outbox"]
+    assert gives_up.cancelled() and not lock.locked()
+
+    # Cancelled just after its turn came: the turn goes to the next in line.
+    await lock.acquire()
+    handed = asyncio.create_task(turn("handed the turn, cancelled"))
+    after = asyncio.create_task(turn("after"))
+    await asyncio.sleep(0)
+    lock.release()
+    handed.cancel()
+    await after
+    assert order[-1] == "after" and handed.cancelled() and not lock.locked()
