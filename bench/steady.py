@@ -4,11 +4,12 @@ keeps up while they arrive.
 ``bench.webhook`` drives the app as hard as it goes; this sends ``--rate`` callbacks per second for ``--duration``
 seconds on a fixed schedule (an open loop: a late answer does not delay the next callback), from an aiohttp client
 pinned with the WeCom API simulator to the cores the server is not on. The server is the same as in
-``bench.webhook``: the real ``create_app`` on SQLite, pinned to one core, senders registered as reps, every
+``bench.webhook``: ``crmbot serve`` as deployed on SQLite, pinned to one core, senders imported as reps, every
 callback a signed, encrypted ``帮助`` with its own MsgId.
 
 Reported: how many messages were handled and how many replies delivered when the last callback was answered,
-how long after that until every message was handled and answered, and the acknowledgement latency (p50/p99)::
+how long after that until every message was handled and answered, the acknowledgement latency (p50/p99), and the
+server's CPU seconds over the whole run::
 
     .venv/bin/python -m bench.steady --rate 400 --duration 8
 """
@@ -24,20 +25,29 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.webhook import _free_port, _progress, _settle, _start, _stop, _wait_ready, make_callbacks, split_cpus
+from bench.webhook import (
+    _cpu_seconds,
+    _free_port,
+    _progress,
+    _settle,
+    _start,
+    _stop,
+    _wait_ready,
+    import_staff,
+    make_callbacks,
+    serve,
+    split_cpus,
+    write_config,
+)
 
 
 async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[int], workdir: Path) -> None:
     sim_port, app_port = _free_port(), _free_port()
     db_path = workdir / "steady.sqlite3"
     sim = _start(["--_serve", "simulator", "--_port", str(sim_port)], other_cpus)
-    app = _start(
-        [
-            "--_serve", "app", "--_port", str(app_port), "--_db", f"sqlite://{db_path}",
-            "--_api", f"http://127.0.0.1:{sim_port}",
-        ],
-        server_cpus,
-    )  # fmt: skip
+    config = write_config(workdir, app_port, f"sqlite://{db_path}", f"http://127.0.0.1:{sim_port}", "errors")
+    await asyncio.to_thread(import_staff, workdir, config)
+    app = serve(config, workdir, server_cpus)
     try:
         await _wait_ready(f"http://127.0.0.1:{app_port}/healthz", app)
         await _wait_ready(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim)
@@ -54,6 +64,7 @@ async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[
                         raise RuntimeError(f"callback answered {resp.status}")
                 latencies.append(time.perf_counter() - sent)
 
+            cpu_started = _cpu_seconds(app.pid)
             started = time.perf_counter()
             posts = []
             for i, (query, body) in enumerate(callbacks):
@@ -64,6 +75,7 @@ async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[
         stored, handled, sent = _progress(db_path)
         answered = time.perf_counter()
         settled = await _settle(db_path, 600)
+        cpu = _cpu_seconds(app.pid) - cpu_started
         cuts = statistics.quantiles(latencies, n=100)
         print(
             f"{len(callbacks)} callbacks at {rate}/s, sent in {sending:.1f} s, the last answered after "
@@ -72,6 +84,7 @@ async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[
         if settled:
             print(f"every message handled and answered {time.perf_counter() - answered:.1f} s later")
         print(f"acknowledgement latency p50 {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms")
+        print(f"server CPU {cpu:.1f} s ({cpu / len(callbacks) * 1e6:.0f} µs per message, acknowledged to answered)")
     finally:
         _stop(app)
         _stop(sim)

@@ -165,6 +165,8 @@ class Round:
     paced: Result | None = None  # the app at ``--paced-share`` of its own saturating rate
     rss_mib: float = float("nan")  # the app's resident memory after the runs
     peak_rss_mib: float = float("nan")
+    # the app's CPU seconds from the start of the timed run until every message was handled and answered
+    end_to_end_cpu: float = float("nan")
 
     @property
     def ratio(self) -> float:
@@ -178,6 +180,12 @@ class Round:
     @property
     def end_to_end_rate(self) -> float:
         return self.app.requests / self.end_to_end
+
+    @property
+    def cpu_per_message_us(self) -> float:
+        """The app's CPU per message, acknowledged, handled and answered: what bounds the end-to-end rate on one
+        core, whatever else the machine runs."""
+        return self.end_to_end_cpu / self.app.requests * 1e6
 
     def summary(self) -> dict[str, object]:
         return {
@@ -193,6 +201,7 @@ class Round:
             "paced_p50_ms": None if self.paced is None else round(self.paced.p50_ms, 2),
             "paced_p99_ms": None if self.paced is None else round(self.paced.p99_ms, 2),
             "end_to_end_msg_per_s": None if math.isnan(self.end_to_end) else round(self.end_to_end_rate),
+            "end_to_end_cpu_us_per_msg": None if math.isnan(self.end_to_end) else round(self.cpu_per_message_us),
             "rss_mib": round(self.rss_mib, 1),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "ratio": round(self.ratio, 3),
@@ -453,6 +462,7 @@ class AppRun:
     paced: Result | None
     rss_mib: float
     peak_rss_mib: float
+    end_to_end_cpu: float
 
 
 async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Namespace, profile: str = "") -> AppRun:
@@ -483,12 +493,13 @@ async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Name
         url = f"http://127.0.0.1:{app_port}"
         await drive("warm-up", url, warm_script, load.warmup, load.concurrency, load.other_cpus, app.pid)
         await _settle(db_path, settle_timeout)  # the timed run starts with no backlog
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds(app.pid)
         result = await drive(
             "wecom callback (app)", url, timed_script, load.seconds, load.concurrency, load.other_cpus, app.pid
         )
         settled = await _settle(db_path, settle_timeout)
         end_to_end = (time.perf_counter() - started) if settled else float("nan")
+        end_to_end_cpu = _cpu_seconds(app.pid) - cpu_started
         paced = None
         if options.paced_share > 0:
             # Each connection pauses between an answer and its next request so that together they send about
@@ -501,7 +512,7 @@ async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Name
             paced = await drive(name, url, paced_script, load.seconds, load.concurrency, load.other_cpus, app.pid)
             await _settle(db_path, settle_timeout)
         rss, peak = _memory(app.pid)
-        return AppRun(result, end_to_end, paced, rss, peak)
+        return AppRun(result, end_to_end, paced, rss, peak, end_to_end_cpu)
     finally:
         _stop(app)
         _stop(sim)
@@ -563,7 +574,16 @@ def main(argv: list[str] | None = None) -> None:
             app = asyncio.run(bench_app(load, i, hellos[-1].rate, args, profile))
             hellos.append(asyncio.run(bench_hello(load)))
             rounds.append(
-                Round(hellos[-2], app.saturated, app.end_to_end, hellos[-1], app.paced, app.rss_mib, app.peak_rss_mib)
+                Round(
+                    hellos[-2],
+                    app.saturated,
+                    app.end_to_end,
+                    hellos[-1],
+                    app.paced,
+                    app.rss_mib,
+                    app.peak_rss_mib,
+                    app.end_to_end_cpu,
+                )
             )
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
     print(f"crmbot serve with [server] access_log = {args.access_log!r}")
@@ -576,7 +596,8 @@ def main(argv: list[str] | None = None) -> None:
             print(r.paced.line())
         print(
             f"{'':<22} all {r.app.requests} messages handled and replies delivered {r.end_to_end:.2f} s after the "
-            f"timed run started ({r.end_to_end_rate:.0f} msg/s end to end); {r.ratio:.1%} of the hello world; "
+            f"timed run started ({r.end_to_end_rate:.0f} msg/s end to end, server CPU {r.cpu_per_message_us:.0f} µs "
+            f"per message); {r.ratio:.1%} of the hello world; "
             f"RSS {r.rss_mib:.0f} MiB (peak {r.peak_rss_mib:.0f})"
         )
         print(r.after.line())
