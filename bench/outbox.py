@@ -14,8 +14,9 @@ Both run on the event loop ``crmbot serve`` uses (uvloop where installed).
   dispatcher of ``crmbot serve`` runs it, with WeCom's per-person limits on (the default 30 a minute: 5,000 pushes
   to 200 people is 25 each).
 
-Every push's content is distinct. Reported: pushes per second for each, and crmbot's rate as a share of the
-baseline's in the same round; ranges over ``--rounds``::
+``--history N`` first fills the outbox with N pushes already sent (as a day of traffic leaves it), to show what a
+claim costs once the table is long. Every push's content is distinct. Reported: pushes per second for each, and
+crmbot's rate as a share of the baseline's in the same round; ranges over ``--rounds``::
 
     .venv/bin/python -m bench.outbox --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
 """
@@ -69,7 +70,7 @@ def _free_port() -> int:
 
 
 async def _wait_port(port: int) -> None:
-    for _ in range(200):
+    for _ in range(1200):  # a minute: on a busy machine the simulator's imports alone take seconds
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -110,8 +111,9 @@ async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> 
     return pushes / elapsed
 
 
-async def crmbot(url: str, api: str, pushes: int, recipients: int) -> float:
+async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int = 0) -> float:
     """The outbox of a real app drained to the simulator; pushes per second."""
+    from bot import sql
     from bot.app import load_settings
     from bot.channels import Address
     from bot.cli import running_app
@@ -129,13 +131,27 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int) -> float:
         from tortoise.transactions import in_transaction
 
         async with in_transaction() as conn:
+            sent_before = [
+                (f"history:{i}", "wecom", f"push{i % recipients}", "markdown", '{"text": "x"}', "sent", 1)
+                for i in range(history)
+            ]
+            for start in range(0, history, 5000):
+                await conn.execute_many(
+                    sql.for_conn(
+                        "INSERT INTO outbox (dedupe_key, platform, recipient, kind, payload, status, attempts,"
+                        " not_before, created_at, last_error, result) VALUES (?, ?, ?, ?, ?, ?, ?,"
+                        " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, '', '{}')",
+                        conn,
+                    ),
+                    [list(row) for row in sent_before[start : start + 5000]],
+                )
             for i in range(pushes):
                 address = Address("wecom", f"push{i % recipients}")
                 await outbox.enqueue(address, Reply.markdown(text_of(i)), f"bench:{i}", using_db=conn)
         started = time.perf_counter()
         sent = await outbox.drain()
         elapsed = time.perf_counter() - started
-        delivered = await OutboxMessage.filter(status=OutboxStatus.SENT).count()
+        delivered = await OutboxMessage.filter(status=OutboxStatus.SENT).count() - history
     if sent != pushes or delivered != pushes:
         raise RuntimeError(f"crmbot: {delivered} of {pushes} sent")
     return pushes / elapsed
@@ -151,12 +167,12 @@ async def _pg(url: str, statement: str) -> None:
         await conn.close()
 
 
-async def on_postgres(server: str, api: str, pushes: int, recipients: int) -> float:
+async def on_postgres(server: str, api: str, pushes: int, recipients: int, history: int = 0) -> float:
     name = f"crmbot_bench_{uuid.uuid4().hex[:8]}"
     await _pg(server, f'CREATE DATABASE "{name}"')
     try:
         url = urlunsplit(urlsplit(server)._replace(path="/" + name))
-        return await crmbot(url, api, pushes, recipients)
+        return await crmbot(url, api, pushes, recipients, history)
     finally:
         await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -170,7 +186,7 @@ class Round:
 
 def drain_in_child(database: str, api: str, args: argparse.Namespace) -> float:
     """``crmbot`` in a process of its own (the ORM keeps one database's SQL per process)."""
-    size = ["--pushes", str(args.pushes), "--recipients", str(args.recipients)]
+    size = ["--pushes", str(args.pushes), "--recipients", str(args.recipients), "--history", str(args.history)]
     cmd = [sys.executable, "-m", "bench.outbox", "--_drain", database, "--_api", api, *size]
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
     return float(out.strip().splitlines()[-1])
@@ -202,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pushes", type=int, default=5000)
     parser.add_argument("--recipients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--history", type=int, default=0, help="pushes already sent in the outbox before the drain")
     parser.add_argument("--concurrency", type=int, default=100, help="the baseline's requests in flight")
     parser.add_argument("--_serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_drain", help=argparse.SUPPRESS)
@@ -213,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     if args._drain:
         drain = on_postgres if args._drain.startswith("postgres") else crmbot
         with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the event loop ``crmbot serve`` runs on
-            print(runner.run(drain(args._drain, args._api, args.pushes, args.recipients)))
+            print(runner.run(drain(args._drain, args._api, args.pushes, args.recipients, args.history)))
         return
     rounds = []
     for i in range(args.rounds):
