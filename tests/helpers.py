@@ -72,12 +72,15 @@ async def settle(app: web.Application) -> None:
 
 
 async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
-    """Wait until every message is handled and every outbox row has left (sent, or failed for good).
+    """Wait until every message is handled and every outbox row due by now has left (sent, or failed for good);
+    a push scheduled for later (say, a reminder for tomorrow morning) stays.
 
     Rows rescheduled after a platform failure become due again in real time, so this works with the real clock
     (the default of ``start_app``); ``patience`` (seconds) only guards against a test hanging forever.
     """
     import asyncio
+
+    from tortoise.expressions import Q
 
     from models.outbox import OutboxMessage, OutboxStatus
 
@@ -85,7 +88,8 @@ async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
     deadline = loop.time() + patience
     while True:
         await settle(app)
-        if not await OutboxMessage.filter(status__in=[OutboxStatus.PENDING, OutboxStatus.SENDING]).exists():
+        due = Q(status=OutboxStatus.PENDING, not_before__lte=app[CLOCK].now()) | Q(status=OutboxStatus.SENDING)
+        if not await OutboxMessage.filter(due).exists():
             return
         if loop.time() > deadline:
             raise AssertionError("outbox still has undelivered rows")
