@@ -193,6 +193,7 @@ def parse(config: str | None, texts: tuple[str, ...], as_user: str | None, now: 
     async def go() -> None:
         async with running_app(settings, clock=Clock(moment)) as app:
             understanding = app[BOT].understanding
+            await understanding.ensure_fresh()
             at = app[CLOCK].now()
             for text in texts:
                 parsed = understanding.parse(text, at)
@@ -214,9 +215,7 @@ def demo(config: str | None) -> None:
 
     async def go() -> dict[str, int]:
         async with running_app(settings) as app:
-            counts = await load_demo(app)
-            await app[BOT].understanding.refresh()
-            return counts
+            return await load_demo(app)
 
     counts = _run(go())
     click.echo("演示数据已就绪 demo data ready: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -288,6 +287,7 @@ def search(
             staff = await find_staff(as_user) if as_user else None
             customer_id = None
             if customer:
+                await app[BOT].understanding.ensure_fresh()
                 name = app[BOT].understanding.resolve_customer(customer)
                 row = await Customer.get_or_none(name=name)
                 if row is None:
@@ -370,6 +370,7 @@ def audit(config: str | None, customer: str | None, since: str | None, actor: st
         async with running_app(settings) as app:
             about = None
             if customer:
+                await app[BOT].understanding.ensure_fresh()
                 about = await Customer.get_or_none(name=app[BOT].understanding.resolve_customer(customer))
                 if about is None:
                     raise BadInput(f"unknown customer {customer!r}")
