@@ -120,9 +120,11 @@ def serve(config: str | None) -> None:
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
     access_log = settings.server.access_log
+    app = create_app(settings)
+    app.on_startup.append(_warm_up)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.server.host,
             port=settings.server.port,
             print=None,
@@ -132,6 +134,12 @@ def serve(config: str | None) -> None:
         )
     except DatabaseUnavailable as exc:
         raise BadInput(str(exc)) from exc
+
+
+async def _warm_up(app: web.Application) -> None:
+    """Before the first request: jieba's dictionary and the time expressions' tables loaded (a few seconds, in a
+    worker thread), so that the first message read does not hold up everyone's acknowledgements meanwhile."""
+    await asyncio.to_thread(app[BOT].understanding.warm_up)
 
 
 @main.command()
