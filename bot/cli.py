@@ -120,9 +120,11 @@ def serve(config: str | None) -> None:
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
     access_log = settings.server.access_log
+    app = create_app(settings)
+    app.on_startup.append(_warm_up)
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.server.host,
             port=settings.server.port,
             print=None,
@@ -132,6 +134,12 @@ def serve(config: str | None) -> None:
         )
     except DatabaseUnavailable as exc:
         raise BadInput(str(exc)) from exc
+
+
+async def _warm_up(app: web.Application) -> None:
+    """Before the first request: jieba's dictionary and the time expressions' tables loaded (a few seconds, in a
+    worker thread), so that the first message read does not hold up everyone's acknowledgements meanwhile."""
+    await asyncio.to_thread(app[BOT].understanding.warm_up)
 
 
 @main.command()
@@ -193,6 +201,7 @@ def parse(config: str | None, texts: tuple[str, ...], as_user: str | None, now: 
     async def go() -> None:
         async with running_app(settings, clock=Clock(moment)) as app:
             understanding = app[BOT].understanding
+            await understanding.ensure_fresh()
             at = app[CLOCK].now()
             for text in texts:
                 parsed = understanding.parse(text, at)
@@ -214,9 +223,7 @@ def demo(config: str | None) -> None:
 
     async def go() -> dict[str, int]:
         async with running_app(settings) as app:
-            counts = await load_demo(app)
-            await app[BOT].understanding.refresh()
-            return counts
+            return await load_demo(app)
 
     counts = _run(go())
     click.echo("演示数据已就绪 demo data ready: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -288,6 +295,7 @@ def search(
             staff = await find_staff(as_user) if as_user else None
             customer_id = None
             if customer:
+                await app[BOT].understanding.ensure_fresh()
                 name = app[BOT].understanding.resolve_customer(customer)
                 row = await Customer.get_or_none(name=name)
                 if row is None:
@@ -370,6 +378,7 @@ def audit(config: str | None, customer: str | None, since: str | None, actor: st
         async with running_app(settings) as app:
             about = None
             if customer:
+                await app[BOT].understanding.ensure_fresh()
                 about = await Customer.get_or_none(name=app[BOT].understanding.resolve_customer(customer))
                 if about is None:
                     raise BadInput(f"unknown customer {customer!r}")

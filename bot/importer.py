@@ -30,7 +30,8 @@ Dates the old system never had are set so that the timers work: a customer marke
 Once a chunk has committed, its customers left without an owner, whether the import created them or found them
 already stored, go to the registered import hooks (``Services.import_hooks``: the lead rules offer them to a rep
 as leads; a customer with an owner keeps it); a region column (region, 区域) is kept as the custom field 地区.
-Customer and staff names are loaded into the vocabulary once, at the end.
+The names imported reach every running bot's vocabulary through ``vocabulary_version`` (raised by the database
+with the import's writes): the import itself never loads them.
 
 A row that cannot be used is rejected with its row number and the reason, and the rest of the file is imported.
 ``ImportFailed`` is for files that cannot be used at all (unreadable, unknown kind, no name column, a CSV file
@@ -954,5 +955,4 @@ async def run_import(
             report = await import_staff(app, sheet, progress)
         else:
             report = await import_customers(app, sheet, progress, chunk_rows or CHUNK_ROWS)
-    await app[BOT].understanding.refresh()
     return report.summary()

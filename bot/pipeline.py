@@ -90,9 +90,6 @@ class Bot:
         self._to_handle = TakenInTurns()
         self._handler: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.understanding.refresh()
-
     async def close(self) -> None:
         await self.inbox.close()
         await self.tasks.close()

@@ -58,6 +58,7 @@ Value formats:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -112,7 +113,11 @@ class Understanding:
         version = await _vocabulary_version()  # read first: a change committed meanwhile is loaded again later
         customers = [(str(n), list(a or [])) for n, a in await Customer.all().values_list("name", "aliases")]
         staff = [str(n) for n in await Staff.filter(active=True).values_list("name", flat=True)]
-        self.load(customers, staff)
+        # Built in a worker thread: with many customers the matcher takes a while, which on the event loop would
+        # hold up acknowledgements.
+        vocabulary = await asyncio.to_thread(Vocabulary.build, customers, staff)
+        self.vocabulary = vocabulary
+        self.generation += 1
         self._version = version
 
     def load(self, customers: list[tuple[str, list[str]]], staff: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -72,8 +73,8 @@ async def settle(app: web.Application) -> None:
 
 
 async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
-    """Wait until every message is handled and every outbox row due by now has left (sent, or failed for good);
-    a push scheduled for later (say, a reminder for tomorrow morning) stays.
+    """Wait until every message is handled and every outbox row due meanwhile has left (sent, or failed for good);
+    a push scheduled for later (say, a reminder for tomorrow morning, or held by the quiet hours) stays.
 
     Rows rescheduled after a platform failure become due again in real time, so this works with the real clock
     (the default of ``start_app``); ``patience`` (seconds) only guards against a test hanging forever.
@@ -88,11 +89,15 @@ async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
     deadline = loop.time() + patience
     while True:
         await settle(app)
-        due = Q(status=OutboxStatus.PENDING, not_before__lte=app[CLOCK].now()) | Q(status=OutboxStatus.SENDING)
-        if not await OutboxMessage.filter(due).exists():
+        due_by = app[CLOCK].now() + timedelta(seconds=patience)
+        waiting = OutboxMessage.filter(
+            Q(status=OutboxStatus.PENDING, not_before__lte=due_by) | Q(status=OutboxStatus.SENDING)
+        )
+        if not await waiting.exists():
             return
         if loop.time() > deadline:
-            raise AssertionError("outbox still has undelivered rows")
+            rows = await waiting.limit(5).values("dedupe_key", "recipient", "status", "not_before", "last_error")
+            raise AssertionError(f"outbox still has undelivered rows, e.g. {rows}")
         await asyncio.sleep(0.02)
 
 

@@ -19,13 +19,13 @@ from click.testing import CliRunner, Result
 
 from bot.app import load_settings
 from bot.cli import main, running_app
-from bot.importer import run_import
 from bot.keys import BOT
 from bot.sql import default as db
 from models.audit import AuditLog
 from models.customers import Contact, Customer, Stage
 from models.staff import Role, Staff
 from tests.helpers import account_of
+from tests.test_cli import CRMBOT
 
 DATA = Path(__file__).parent / "data"
 T = TypeVar("T")
@@ -431,16 +431,32 @@ def test_a_database_failure_midway_writes_nothing(config: Path, tmp_path: Path, 
     assert query(config, counts) == before  # 甲公司 and 乙公司 were rolled back with the rest
 
 
-def test_after_a_customer_import_the_bot_knows_the_new_names(tmp_path: Path, database_url: str) -> None:
+def test_after_a_customer_import_the_bot_knows_the_new_names(tmp_path: Path, config: Path, database_url: str) -> None:
+    """A bot answering people loaded the names at start-up; ``crmbot import customers`` runs beside it as its own
+    process (which never loads them); the bot knows the new names the next time it reads."""
     path = write_csv(tmp_path / "c.csv", "客户名称,别名\n潍柴动力股份有限公司,潍柴\n")
     settings = load_settings(os.devnull, database={"url": database_url})
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CRMBOT_")}
 
-    async def go() -> tuple[str, Any]:
-        async with running_app(settings) as app:
-            summary = await run_import(app, "customers", path)
-            parsed = app[BOT].understanding.parse("客户 潍柴", datetime.now(UTC))
-            return summary, parsed
+    async def go() -> tuple[str, Any, Any]:
+        async with running_app(settings, run_scheduler=True) as serving:
+            before = serving[BOT].understanding.parse("客户 潍柴", datetime.now(UTC))
+            proc = await asyncio.create_subprocess_exec(
+                *CRMBOT,
+                "import",
+                "customers",
+                str(path),
+                "--config",
+                str(config),
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await proc.communicate()
+            assert proc.returncode == 0
+            await serving[BOT].understanding.ensure_fresh()
+            return out.decode(), before, serving[BOT].understanding.parse("客户 潍柴", datetime.now(UTC))
 
-    summary, parsed = asyncio.run(go())
+    summary, before, parsed = asyncio.run(go())
     assert "新增 1" in summary
+    assert before.slots.get("customer") != "潍柴动力股份有限公司"
     assert parsed.slots["customer"] == "潍柴动力股份有限公司"

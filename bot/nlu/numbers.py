@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import cn2an
-
 _CN_DIGITS = "零〇一二两三四五六七八九十百千"
 # A number starts where a run of digits starts: tried inside a long run too, a pattern that needs something after
 # the number would rescan the rest of the run from every position of it.
@@ -52,6 +50,8 @@ def to_number(text: str) -> float | None:
         # 八五 (as in 八五折) reads digit by digit, 一百二十 as a number.
         if not any(ch in "十百千" for ch in text) and "点" not in text and len(text) > 1:
             return float("".join(str(_digit(ch)) for ch in text))
+        import cn2an  # on first use: its import costs every command's start-up a tenth of a second
+
         try:
             return float(cn2an.cn2an(text.replace("两", "二"), "smart"))
         except (ValueError, KeyError):

@@ -14,13 +14,11 @@ import re
 from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.nlu.numbers import to_number
-
-with contextlib.redirect_stdout(io.StringIO()):  # jionlp prints a banner on import
-    import jionlp
 
 WORKDAY_START = time(9, 0)
 # A count of days, weeks, months or years beyond this is no moment anyone means, and would run off the calendar.
@@ -95,6 +93,16 @@ def _apply_fixups(text: str) -> tuple[str, list[int]]:
     return "".join(out), index
 
 
+@cache
+def _jionlp() -> Any:
+    """jionlp, imported on first use: it compiles hundreds of patterns (about a second), which commands that read
+    no chat (imports, exports, searches) should not pay at start-up; a serving bot warms it up before the first
+    message (``TimeParser.warm_up``)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # jionlp prints a banner on import
+        import jionlp
+    return jionlp
+
+
 class TimeParser:
     """Finds time expressions relative to ``now`` (aware); returns aware datetimes in ``tz``."""
 
@@ -103,6 +111,7 @@ class TimeParser:
 
     def warm_up(self) -> None:
         self.find_moment("明天下午3点提醒我", datetime(2026, 1, 1, tzinfo=self.tz))
+        to_number("一百二十")  # loads the numeral converter too
 
     def _at(self, day: date, at: time = WORKDAY_START) -> datetime:
         return datetime.combine(day, at, tzinfo=self.tz)
@@ -155,7 +164,7 @@ class TimeParser:
             return None  # nothing time-like: skip the (comparatively slow) extractor
         base = local.replace(tzinfo=None, second=0, microsecond=0)
         try:
-            found = jionlp.ner.extract_time(fixed, time_base=base, with_parsing=True)
+            found = _jionlp().ner.extract_time(fixed, time_base=base, with_parsing=True)
         except Exception:  # jionlp raises on odd input; no time is the right answer then
             return None
         for item in found:
