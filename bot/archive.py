@@ -11,7 +11,8 @@ commit the new rows go to the capabilities' archive hooks (keyword rules, NPS an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 RECALL = "recall"
 # Serializes archive transactions on PostgreSQL so that "which rows are new" is exact under concurrency.
 _PG_LOCK = 7_316_220_001
+BULK_CACHE_KIB = 256 * 1024  # SQLite page cache during a bulk import (allocated as it fills)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,22 @@ async def archive_prepared(
     if result.new:
         await _after_archived(bot, result.new)
     return result
+
+
+@asynccontextmanager
+async def bulk_import() -> AsyncIterator[None]:
+    """For the span of a bulk import on SQLite: a page cache large enough for the indexes an import inserts all
+    over (the default 2 MB had it read and write back the same pages over and over)."""
+    conn = sql.default()
+    if sql.is_postgres(conn):
+        yield
+        return
+    before = int((await conn.execute_query_dict("PRAGMA cache_size"))[0]["cache_size"])
+    await conn.execute_script(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        await conn.execute_script(f"PRAGMA cache_size = {before}")
 
 
 async def cursor_of(source: str) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.archive import Prepared, archive_prepared, prepare
+from bot.archive import Prepared, archive_prepared, bulk_import, prepare
 from bot.keys import BOT
 from integrations.wecom.archive import NotArchivable, normalize_record
 
@@ -121,17 +121,18 @@ async def import_jsonl(app: web.Application, path: str | Path, batch_size: int =
     gc.set_threshold(GC_YOUNG, *thresholds[1:])
     try:
         with handle, tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar:
-            for _ in range(AHEAD):
-                read_next()
-            while ahead:
-                parsed = await ahead.popleft()
-                read_next()
-                report.rejected += parsed.rejected
-                if parsed.rows:
-                    result = await archive_prepared(bot, parsed.rows)
-                    report.imported += len(result.new)
-                    report.duplicates += result.duplicates
-                bar.update(parsed.size)
+            async with bulk_import():
+                for _ in range(AHEAD):
+                    read_next()
+                while ahead:
+                    parsed = await ahead.popleft()
+                    read_next()
+                    report.rejected += parsed.rejected
+                    if parsed.rows:
+                        result = await archive_prepared(bot, parsed.rows)
+                        report.imported += len(result.new)
+                        report.duplicates += result.duplicates
+                    bar.update(parsed.size)
     finally:
         for pending in ahead:  # a failed batch: what was read ahead is not imported
             pending.cancel()
