@@ -132,8 +132,8 @@ async def archive_prepared(
         else:
             unique[(row.platform, row.msgid)] = row
     directory = bot.directory
-    # PostgreSQL: the months' index partitions first (usually there already: created ahead).
-    await search.ensure_partitions({search.month_of(search.time_key(r.sent_at)) for r in unique.values()})
+    if sql.is_postgres():  # the months' index partitions first (usually there already: created ahead)
+        await search.ensure_partitions({search.month_of(search.time_key(r.sent_at)) for r in unique.values()})
     async with in_transaction() as conn:
         await sql.xact_lock(conn, _PG_LOCK)
         if unique:
