@@ -1,11 +1,13 @@
 """The one archive path: every customer conversation message, from every source, enters the database here.
 
 Callbacks (``Bot.archive``), the platforms' chat-archive pullers and ``crmbot import messages`` all hand batches
-of normalized ``IncomingMessage`` to ``archive_batch``. In one transaction it links each message to its customer
-(a customer contact among sender and receivers, else the room's customer), the staff member and the room,
-inserts the rows idempotently on (platform, msgid), indexes their text for search, applies recalls, counts a
-rep's reply as contact on the profile, records per-item failures and moves the source's cursor. After the
-commit the new rows go to the capabilities' archive hooks (keyword rules, NPS answers in the chat).
+of normalized ``IncomingMessage`` to ``archive_batch`` (or, prepared elsewhere as plain rows, to
+``archive_prepared``: what depends on a message alone, such as its row's JSON and its index grams, is computed
+before). In one transaction it links each message to its customer (a customer contact among sender and receivers,
+else the room's customer), the staff member and the room, inserts the rows idempotently on (platform, msgid),
+indexes their text for search, applies recalls, counts a rep's reply as contact on the profile, records per-item
+failures and moves the source's cursor. After the commit the new rows go to the capabilities' archive hooks
+(keyword rules, NPS answers in the chat) as plain ``ArchivedMessage`` values.
 """
 
 from __future__ import annotations
