@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ POOL_MIN_BYTES = 2_000_000  # a smaller file is prepared in a thread: starting w
 MAX_WORKERS = 2
 GC_YOUNG = 20_000  # allocations between two collections of the youngest generation while importing
 AHEAD = 3  # batches read and being prepared while one is written
+PARENT_CHECK_SECONDS = 1.0
 MAX_REJECTIONS_SHOWN = 20
 
 
@@ -85,7 +88,24 @@ def _workers(size: int) -> Executor:
     cpus = os.cpu_count() or 1
     if size < POOL_MIN_BYTES or cpus < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return ThreadPoolExecutor(1)
-    return ProcessPoolExecutor(min(MAX_WORKERS, cpus), mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(
+        min(MAX_WORKERS, cpus),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_end_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker: end when the importing process is gone, also when it was killed (a worker would otherwise wait
+    for work forever: a forked sibling holds the work queue open)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 async def import_jsonl(app: web.Application, path: str | Path, batch_size: int = IMPORT_BATCH) -> str:
