@@ -4,8 +4,10 @@
 defaults: search index and keyword rules on) on a fresh database seeded with 900 customers, their contacts and 60
 reps, against the raw baseline on another fresh database of the same schema: the same lines parsed and inserted
 into ``message`` only (SQLite: ``executemany`` in transactions of 10,000 rows; PostgreSQL: asyncpg
-``copy_records_to_table``). The import's peak RSS and CPU time are the subprocess's own (``wait4``); the
-baseline's CPU time is this process's. CPU time counts the client only: the PostgreSQL server's work is not in it.
+``copy_records_to_table``). The import's peak RSS and CPU time are the subprocess's own (``wait4``: with the worker
+processes it forked and joined); the baseline's CPU time is this process's. On PostgreSQL the server's CPU time for
+each database (its backends' user + system time, sampled from ``/proc`` every 200 ms while they run; the server must
+be on this machine, readable) is given too, separately.
 
     .venv/bin/python -m bench.import_messages messages --n 100000 --db sqlite --rounds 3
     .venv/bin/python -m bench.import_messages messages --n 100000 --db postgres --rounds 3
@@ -22,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -49,6 +52,44 @@ async def prepare(url: str) -> None:
         await seed_people()
     finally:
         await runner.cleanup()
+
+
+class ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving database ``name`` while the block runs (0 if not visible)."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name.encode()
+        self.enabled = enabled
+        self.ticks: dict[int, int] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ServerCpu:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.enabled:
+            self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> None:
+        while True:
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    if self.name not in Path(f"/proc/{pid}/cmdline").read_bytes().split(b" "):
+                        continue
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+            if self.done.wait(0.2):
+                return
 
 
 def cli_import(url: str, data: Path, workdir: Path) -> tuple[float, float, float, str]:
@@ -148,15 +189,17 @@ async def messages(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             url = await fresh(args, workdir, "crmbot_import_cli")
             await prepare(url)
-            seconds, cpu, rss, summary = cli_import(url, data, workdir)
+            with ServerCpu("crmbot_import_cli", args.db == "postgres") as cli_server:
+                seconds, cpu, rss, summary = cli_import(url, data, workdir)
             load = os.getloadavg()[0]
             base_url = await fresh(args, workdir, "crmbot_import_raw")
             await prepare(base_url)
             base_cpu = time.process_time()
-            if args.db == "postgres":
-                base = await raw_postgres(base_url, data)
-            else:
-                base = raw_sqlite(Path(base_url.removeprefix("sqlite://")), data)
+            with ServerCpu("crmbot_import_raw", args.db == "postgres") as raw_server:
+                if args.db == "postgres":
+                    base = await raw_postgres(base_url, data)
+                else:
+                    base = raw_sqlite(Path(base_url.removeprefix("sqlite://")), data)
             base_cpu = time.process_time() - base_cpu
             row = {
                 "round": i + 1,
@@ -164,8 +207,18 @@ async def messages(args: argparse.Namespace) -> dict[str, Any]:
                 "cli_seconds": round(seconds, 1),
                 "cli_peak_rss_mb": round(rss),
                 "cli_per_cpu_second": round(n / cpu),
+                "cli_cpu_seconds": round(cpu, 1),
                 "raw_per_second": round(n / base),
                 "raw_per_cpu_second": round(n / base_cpu),
+                "raw_cpu_seconds": round(base_cpu, 1),
+                **(
+                    {
+                        "cli_server_cpu_seconds": round(cli_server.seconds, 1),
+                        "raw_server_cpu_seconds": round(raw_server.seconds, 1),
+                    }
+                    if args.db == "postgres"
+                    else {}
+                ),
                 "load": round(load, 1),
                 "summary": summary,
             }

@@ -1,20 +1,23 @@
 """The one archive path: every customer conversation message, from every source, enters the database here.
 
 Callbacks (``Bot.archive``), the platforms' chat-archive pullers and ``crmbot import messages`` all hand batches
-of normalized ``IncomingMessage`` to ``archive_batch``. In one transaction it links each message to its customer
-(a customer contact among sender and receivers, else the room's customer), the staff member and the room,
-inserts the rows idempotently on (platform, msgid), indexes their text for search, applies recalls, counts a
-rep's reply as contact on the profile, records per-item failures and moves the source's cursor. After the
-commit the new rows go to the capabilities' archive hooks (keyword rules, NPS answers in the chat).
+of normalized ``IncomingMessage`` to ``archive_batch`` (or, prepared elsewhere as plain rows, to
+``archive_prepared``: what depends on a message alone, such as its row's JSON and its index grams, is computed
+before). In one transaction it links each message to its customer (a customer contact among sender and receivers,
+else the room's customer), the staff member and the room, inserts the rows idempotently on (platform, msgid),
+indexes their text for search, applies recalls, counts a rep's reply as contact on the profile, records per-item
+failures and moves the source's cursor. After the commit the new rows go to the capabilities' archive hooks
+(keyword rules, NPS answers in the chat) as plain ``ArchivedMessage`` values.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -24,7 +27,7 @@ from bot.context import Services
 from bot.identity import Directory
 from bot.messages import payload_of
 from bot.sql import compact_json
-from bot.types import IncomingMessage
+from bot.types import ArchivedMessage, IncomingMessage
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Contact, Customer
 from models.messages import Message
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 RECALL = "recall"
 # Serializes archive transactions on PostgreSQL so that "which rows are new" is exact under concurrency.
 _PG_LOCK = 7_316_220_001
+BULK_CACHE_KIB = 256 * 1024  # SQLite page cache during a bulk import (allocated as it fills)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,52 @@ class Failure:
     key_version: int | None = None
 
 
+class Prepared(NamedTuple):
+    """A message ready to be stored: everything that depends on the message alone (its row's JSON, its normalized
+    body and grams for the index), in plain values that cross a process boundary cheaply; a bulk import prepares
+    them in worker processes."""
+
+    platform: str
+    msgid: str
+    sender: str
+    receivers: tuple[str, ...]
+    room_id: str
+    msgtype: str
+    text: str
+    event: str
+    event_key: str
+    payload: str  # compact JSON
+    receivers_json: str
+    sent_at: datetime  # UTC
+    body: str  # normalized text to index; empty: not indexed
+    grams: str  # the body's ``search.gram_text``
+
+
+def prepare(msg: IncomingMessage, grams: str | None = None) -> Prepared:
+    """``msg`` ready to be stored; ``grams`` of its normalized text when computed already."""
+    indexed = bool(msg.text) and msg.event != RECALL
+    body = search.normalize(msg.text) if indexed else ""
+    return Prepared(
+        msg.platform,
+        msg.msgid,
+        msg.sender,
+        msg.receivers,
+        msg.conversation_id,
+        msg.msgtype,
+        msg.text,
+        msg.event,
+        msg.event_key,
+        compact_json(payload_of(msg)),
+        compact_json(list(msg.receivers)),
+        msg.sent_at.astimezone(UTC),
+        body,
+        (grams if grams is not None else search.gram_text(body)) if indexed else "",
+    )
+
+
 @dataclass
 class BatchResult:
-    new: list[Message] = field(default_factory=list)
+    new: list[ArchivedMessage] = field(default_factory=list)
     duplicates: int = 0
     failures: int = 0
 
@@ -64,25 +111,41 @@ async def archive_batch(
     failures: Sequence[Failure] = (),
 ) -> BatchResult:
     """Store ``messages`` once each; with ``source``/``seq``, move that cursor in the same transaction."""
+    # The grams are computed before the transaction (long texts in slices that let the event loop in).
+    grams = await search.prepare_grams(m.text for m in messages if m.text and m.event != RECALL)
+    rows = [prepare(m, grams.get(search.normalize(m.text), "")) for m in messages]
+    return await archive_prepared(bot, rows, source=source, seq=seq, failures=failures)
+
+
+async def archive_prepared(
+    bot: Services,
+    rows: Sequence[Prepared],
+    *,
+    source: str | None = None,
+    seq: int | None = None,
+    failures: Sequence[Failure] = (),
+) -> BatchResult:
+    """``archive_batch`` of messages prepared beforehand (``prepare``)."""
     result = BatchResult(failures=len(failures))
-    unique: dict[tuple[str, str], IncomingMessage] = {}
-    for msg in messages:
-        if (msg.platform, msg.msgid) in unique:
+    unique: dict[tuple[str, str], Prepared] = {}
+    for row in rows:
+        if (row.platform, row.msgid) in unique:
             result.duplicates += 1
         else:
-            unique[(msg.platform, msg.msgid)] = msg
+            unique[(row.platform, row.msgid)] = row
     directory = bot.directory
-    # The grams are computed before the transaction (long texts in slices that let the event loop in).
-    grams = await search.prepare_grams(m.text for m in unique.values() if m.text)
-    # PostgreSQL: the months' index partitions first (usually there already: created ahead).
-    await search.ensure_partitions({search.month_of(search.time_key(m.sent_at)) for m in unique.values()})
+    if sql.is_postgres():  # the months' index partitions first (usually there already: created ahead)
+        await search.ensure_partitions({search.month_of(search.time_key(r.sent_at)) for r in unique.values()})
     async with in_transaction() as conn:
         await sql.xact_lock(conn, _PG_LOCK)
         if unique:
-            new = await _store(conn, directory, list(unique.values()))
+            stored = await _store(conn, directory, list(unique.values()))
+            new = [m for m, _ in stored]
             result.duplicates += len(unique) - len(new)
             result.new = new
-            await _index(conn, new, grams)
+            await search.index_messages(
+                conn, [(m.id, m.sent_at, r.body, r.grams, m.customer_id) for m, r in stored if r.body]
+            )
             await _apply_recalls(conn, new)
             await _count_replies_as_contact(conn, directory, new)
         if failures:
@@ -108,6 +171,22 @@ async def archive_batch(
     return result
 
 
+@asynccontextmanager
+async def bulk_import() -> AsyncIterator[None]:
+    """For the span of a bulk import on SQLite: a page cache large enough for the indexes an import inserts all
+    over (the default 2 MB had it read and write back the same pages over and over)."""
+    conn = sql.default()
+    if sql.is_postgres(conn):
+        yield
+        return
+    before = int((await conn.execute_query_dict("PRAGMA cache_size"))[0]["cache_size"])
+    await conn.execute_script(f"PRAGMA cache_size = {-BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        await conn.execute_script(f"PRAGMA cache_size = {before}")
+
+
 async def cursor_of(source: str) -> int:
     cursor = await ArchiveCursor.get_or_none(source=source)
     return int(cursor.seq) if cursor else 0
@@ -122,43 +201,57 @@ async def _advance(conn: BaseDBAsyncClient, source: str, seq: int) -> None:
         await ArchiveCursor.filter(id=cursor.id).using_db(conn).update(seq=seq)
 
 
-async def _store(conn: BaseDBAsyncClient, directory: Directory, msgs: list[IncomingMessage]) -> list[Message]:
-    by_platform: dict[str, list[IncomingMessage]] = {}
-    for msg in msgs:
-        by_platform.setdefault(msg.platform, []).append(msg)
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
+async def _store(
+    conn: BaseDBAsyncClient, directory: Directory, rows: list[Prepared]
+) -> list[tuple[ArchivedMessage, Prepared]]:
+    """Insert the rows the database does not have yet: those, as stored, in the order of their ids."""
+    by_platform: dict[str, list[Prepared]] = {}
+    for row in rows:
+        by_platform.setdefault(row.platform, []).append(row)
+    staff: dict[tuple[str, str], int] = {}
+    customers: dict[tuple[str, str], int] = {}
     for platform, group in by_platform.items():
-        staff = await directory.staff_ids(platform, {u for m in group for u in (m.sender, *m.receivers)}, conn)
-        customers = await _customer_ids(conn, directory, group)
-        rows.extend(
-            {
-                "platform": platform,
-                "msgid": m.msgid,
-                "to_bot": False,
-                "sender": m.sender,
-                "receivers": list(m.receivers),
-                "room_id": m.conversation_id,
-                "msgtype": m.msgtype,
-                "text": m.text,
-                "payload": payload_of(m),
-                "staff_id": staff.get(m.sender) or next((staff[r] for r in m.receivers if r in staff), None),
-                "customer_id": customers.get(m.msgid),
-                "sent_at": m.sent_at.astimezone(UTC),
-                "received_at": now,
-                "handled_at": None,
-            }
-            for m in group
+        found = await directory.staff_ids(platform, {u for r in group for u in (r.sender, *r.receivers)}, conn)
+        staff.update(((platform, user), sid) for user, sid in found.items())
+        customers.update(
+            ((platform, msgid), cid) for msgid, cid in (await _customer_ids(conn, directory, platform, group)).items()
         )
-    # Only the rows the database did not have come back: "which rows are new" is the insert's own answer.
-    ids = await (_copy_returning(conn, rows) if sql.is_postgres(conn) else _insert_returning(conn, rows))
-    # The rows as stored, materialized the way the ORM materializes rows it reads (without reading them).
-    stored = [
-        Message._init_from_db(id=ids[(r["platform"], r["msgid"])], **r)
+    links = [
+        (
+            staff.get((r.platform, r.sender))
+            or next((s for u in r.receivers if (s := staff.get((r.platform, u))) is not None), None),
+            customers.get((r.platform, r.msgid)),
+        )
         for r in rows
-        if (r["platform"], r["msgid"]) in ids
     ]
-    stored.sort(key=lambda m: m.id)
+    now = datetime.now(UTC)
+    # Only the rows the database did not have come back: "which rows are new" is the insert's own answer.
+    ids = await (
+        _copy_returning(conn, rows, links, now) if sql.is_postgres(conn) else _insert_returning(conn, rows, links, now)
+    )
+    stored = [
+        (
+            ArchivedMessage(
+                row_id,
+                r.platform,
+                r.msgid,
+                r.sender,
+                r.receivers,
+                r.room_id,
+                r.msgtype,
+                r.text,
+                r.event,
+                r.event_key,
+                r.sent_at,
+                staff_id,
+                customer_id,
+            ),
+            r,
+        )
+        for r, (staff_id, customer_id) in zip(rows, links, strict=True)
+        if (row_id := ids.get((r.platform, r.msgid))) is not None
+    ]
+    stored.sort(key=lambda pair: pair[0].id)
     return stored
 
 
@@ -177,7 +270,12 @@ _PG_INSERT = (
 )
 
 
-async def _copy_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+Links = list[tuple["int | None", "int | None"]]  # per row: its staff member's and its customer's id
+
+
+async def _copy_returning(
+    conn: BaseDBAsyncClient, rows: list[Prepared], links: Links, now: datetime
+) -> dict[tuple[str, str], int]:
     """PostgreSQL: the batch copied (COPY, binary) into a staging table of the transaction, then moved in one
     ``INSERT … SELECT … ON CONFLICT DO NOTHING RETURNING``: the rows it returns are exactly the new ones."""
     raw = search.raw_connection(conn)
@@ -186,23 +284,23 @@ async def _copy_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -
         "message_import",
         records=[
             (
-                r["platform"],
-                r["msgid"],
-                r["sender"],
-                compact_json(r["receivers"]),
-                r["room_id"],
-                r["msgtype"],
-                r["text"],
-                compact_json(r["payload"]),
-                r["staff_id"],
-                r["customer_id"],
-                r["sent_at"],
+                r.platform,
+                r.msgid,
+                r.sender,
+                r.receivers_json,
+                r.room_id,
+                r.msgtype,
+                r.text,
+                r.payload,
+                staff_id,
+                customer_id,
+                r.sent_at,
             )
-            for r in rows
+            for r, (staff_id, customer_id) in zip(rows, links, strict=True)
         ],
         columns=[*_STAGED, "customer_id", "sent_at"],
     )
-    returned = await raw.fetch(_PG_INSERT, rows[0]["received_at"])
+    returned = await raw.fetch(_PG_INSERT, now)
     return {(str(r["platform"]), str(r["msgid"])): int(r["id"]) for r in returned}
 
 
@@ -225,7 +323,9 @@ _COLUMNS = (
 _SQLITE_ROWS = 32_766 // len(_COLUMNS)
 
 
-async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+async def _insert_returning(
+    conn: BaseDBAsyncClient, rows: list[Prepared], links: Links, now: datetime
+) -> dict[tuple[str, str], int]:
     """SQLite: multi-row ``INSERT OR IGNORE … RETURNING``, as few statements as the parameter limit allows (the
     ORM's bulk_create costs more per row than the database does, and an import inserts millions); the rows
     returned are exactly the new ones."""
@@ -234,21 +334,21 @@ async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]])
     for start in range(0, len(rows), _SQLITE_ROWS):
         chunk = rows[start : start + _SQLITE_ROWS]
         params: list[Any] = []
-        for r in chunk:
+        for r, (staff_id, customer_id) in zip(chunk, links[start : start + _SQLITE_ROWS], strict=True):
             params += (
-                r["platform"],
-                r["msgid"],
+                r.platform,
+                r.msgid,
                 False,
-                r["sender"],
-                compact_json(r["receivers"]),
-                r["room_id"],
-                r["msgtype"],
-                r["text"],
-                compact_json(r["payload"]),
-                r["staff_id"],
-                r["customer_id"],
-                r["sent_at"],
-                r["received_at"],
+                r.sender,
+                r.receivers_json,
+                r.room_id,
+                r.msgtype,
+                r.text,
+                r.payload,
+                staff_id,
+                customer_id,
+                r.sent_at,
+                now,
             )
         returned = await conn.execute_query_dict(
             f"INSERT OR IGNORE INTO message ({', '.join(_COLUMNS)}) VALUES {', '.join([row_marks] * len(chunk))}"
@@ -259,9 +359,12 @@ async def _insert_returning(conn: BaseDBAsyncClient, rows: list[dict[str, Any]])
     return ids
 
 
-async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: list[IncomingMessage]) -> dict[str, int]:
+async def _customer_ids(
+    conn: BaseDBAsyncClient, directory: Directory, platform: str, rows: list[Prepared]
+) -> dict[str, int]:
     """msgid → customer id: a customer contact in the conversation, else the room's known customer."""
-    externals = {u for m in msgs for u in (m.sender, *m.receivers) if directory.is_external(m.platform, u)}
+    users = {u for r in rows for u in (r.sender, *r.receivers)}
+    externals = {u for u in users if directory.is_external(platform, u)}
     contact_of: dict[str, int] = {}
     if externals:
         pairs = (
@@ -272,13 +375,13 @@ async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: lis
         contact_of = {str(e): int(str(c)) for e, c in pairs}
     linked: dict[str, int] = {}
     room_of: dict[str, int] = {}
-    for m in msgs:
-        customer = next((contact_of[u] for u in (m.sender, *m.receivers) if u in contact_of), None)
+    for r in rows:
+        customer = next((contact_of[u] for u in (r.sender, *r.receivers) if u in contact_of), None)
         if customer is not None:
-            linked[m.msgid] = customer
-            if m.conversation_id:
-                room_of.setdefault(m.conversation_id, customer)
-    unresolved_rooms = {m.conversation_id for m in msgs if m.msgid not in linked and m.conversation_id} - set(room_of)
+            linked[r.msgid] = customer
+            if r.room_id:
+                room_of.setdefault(r.room_id, customer)
+    unresolved_rooms = {r.room_id for r in rows if r.msgid not in linked and r.room_id} - set(room_of)
     if unresolved_rooms:
         room_of.update(
             (str(room), int(str(cid)))
@@ -287,27 +390,18 @@ async def _customer_ids(conn: BaseDBAsyncClient, directory: Directory, msgs: lis
             .values_list("room_id", "customer_id")
         )
     if room_of:
-        for m in msgs:
-            if m.msgid not in linked and m.conversation_id in room_of:
-                linked[m.msgid] = room_of[m.conversation_id]
+        for r in rows:
+            if r.msgid not in linked and r.room_id in room_of:
+                linked[r.msgid] = room_of[r.room_id]
     return linked
 
 
-async def _index(conn: BaseDBAsyncClient, rows: list[Message], grams: dict[str, list[str]]) -> None:
-    await search.index_messages(
-        conn,
-        [(m.id, m.sent_at, m.text, m.customer_id) for m in rows if m.text and (m.payload or {}).get("event") != RECALL],
-        grams,
-    )
-
-
-async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
+async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[ArchivedMessage]) -> None:
     """A recall keeps the recalled row (lossless) but marks it and takes it out of search."""
     targets: dict[str, list[str]] = {}
     for m in rows:
-        payload = m.payload or {}
-        if payload.get("event") == RECALL and payload.get("event_key"):
-            targets.setdefault(m.platform, []).append(str(payload["event_key"]))
+        if m.event == RECALL and m.event_key:
+            targets.setdefault(m.platform, []).append(m.event_key)
     for platform, msgids in targets.items():
         recalled = await Message.filter(platform=platform, msgid__in=msgids).using_db(conn)
         for row in recalled:
@@ -316,7 +410,7 @@ async def _apply_recalls(conn: BaseDBAsyncClient, rows: list[Message]) -> None:
         await search.hide_messages(conn, [r.id for r in recalled])
 
 
-async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Directory, rows: list[Message]) -> None:
+async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Directory, rows: list[ArchivedMessage]) -> None:
     """A rep's own message to a customer is contact: last_followup_at moves forward, never back, and with it when
     the customer's deals last moved."""
     latest: dict[int, datetime] = {}
@@ -324,9 +418,9 @@ async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Director
         identity = directory.get(m.platform)
         if m.customer_id is None or m.staff_id is None or (identity and identity.is_external(m.sender)):
             continue
-        if (m.payload or {}).get("event") or m.msgtype in ("event", "revoke"):
+        if m.event or m.msgtype in ("event", "revoke"):
             continue
-        if not (identity and any(identity.is_external(r) for r in m.receivers or ())) and not m.room_id:
+        if not (identity and any(identity.is_external(r) for r in m.receivers)) and not m.room_id:
             continue
         if m.customer_id not in latest or m.sent_at > latest[m.customer_id]:
             latest[m.customer_id] = m.sent_at
@@ -360,7 +454,7 @@ async def _count_replies_as_contact(conn: BaseDBAsyncClient, directory: Director
     )
 
 
-async def _after_archived(bot: Services, rows: list[Message]) -> None:
+async def _after_archived(bot: Services, rows: list[ArchivedMessage]) -> None:
     for hook in bot.archive_hooks:
         try:
             await hook(bot, rows)

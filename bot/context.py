@@ -20,10 +20,9 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.identity import Directory
 from bot.tasks import TaskTracker
-from bot.types import Attachment, Click, IncomingMessage, Reply
+from bot.types import ArchivedMessage, Attachment, Click, IncomingMessage, Reply
 from bot.understanding import Understanding
 from models.customers import Customer
-from models.messages import Message
 from models.staff import Staff
 
 Slots = dict[str, Any]
@@ -90,7 +89,7 @@ class Services(Protocol):
     def card_lines(self) -> Sequence[CardLine]: ...
 
 
-ArchiveHook = Callable[[Services, list[Message]], Awaitable[object]]
+ArchiveHook = Callable[[Services, list[ArchivedMessage]], Awaitable[object]]
 # A line another capability adds to the profile card of a customer (empty: nothing to add), as of a moment.
 CardLine = Callable[[Services, Customer, datetime], Awaitable[list[str]]]
 # Called after each chunk of a customer import commits, with the ids of its customers left without an owner.

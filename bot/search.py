@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -86,21 +86,27 @@ def _slow_grams(text: str) -> set[str]:
     return grams
 
 
-async def prepare_grams(texts: Iterable[str]) -> dict[str, list[str]]:
-    """The grams of each text by its normalized body, computed before the transaction that indexes them (so that
-    it holds its locks shorter); a long text's a slice at a time with the event loop let in between."""
-    prepared: dict[str, list[str]] = {}
+def gram_text(body: str) -> str:
+    """The grams of a normalized body as the index takes them: distinct, separated by a space (no gram contains
+    whitespace)."""
+    return " ".join(index_grams(body))
+
+
+async def prepare_grams(texts: Iterable[str]) -> dict[str, str]:
+    """The grams of each text (``gram_text``) by its normalized body, computed before the transaction that indexes
+    them (so that it holds its locks shorter); a long text's a slice at a time with the event loop let in between."""
+    prepared: dict[str, str] = {}
     for text in texts:
         body = normalize(text)
         if len(text) <= GRAM_SLICE:
-            prepared[body] = index_grams(body)
+            prepared[body] = gram_text(body)
             continue
         grams: set[str] = set()
         for start in range(0, len(body), GRAM_SLICE):
             # One character of overlap keeps the bigram across the cut.
             grams.update(index_grams(body[start : start + GRAM_SLICE + 1]))
             await asyncio.sleep(0)
-        prepared[body] = list(grams)
+        prepared[body] = " ".join(grams)
     return prepared
 
 
@@ -170,37 +176,41 @@ def customer_token(customer_id: int) -> str:
     return f"#c{customer_id}"
 
 
-def _tokens(body: str, customer_id: int | None, prepared: Mapping[str, list[str]] | None = None) -> list[str]:
-    grams = prepared[body] if prepared and body in prepared else index_grams(body)
-    return grams if customer_id is None else [*grams, customer_token(customer_id)]
+def _tokens(grams: str, customer_id: int | None) -> str:
+    """A document's tokens as the full-text index takes them: its grams, and its customer's token."""
+    if customer_id is None:
+        return grams
+    token = customer_token(customer_id)
+    return f"{grams} {token}" if grams else token
 
 
-async def index_messages(
-    conn: BaseDBAsyncClient,
-    rows: Sequence[tuple[int, datetime, str, int | None]],
-    prepared: Mapping[str, list[str]] | None = None,
-) -> None:
-    """Index new messages, given as (message id, sent_at, text, customer id), in the caller's transaction;
-    ``prepared`` holds the grams of the bodies computed beforehand (``prepare_grams``). On PostgreSQL the months'
-    partitions must exist (``ensure_partitions``) and the rows are copied in (COPY), the batch in one round trip."""
+Doc = tuple[int, datetime, str, str, "int | None"]
+
+
+async def index_messages(conn: BaseDBAsyncClient, rows: Sequence[Doc]) -> None:
+    """Index new messages, given as (message id, sent_at, normalized body, its ``gram_text``, customer id), in the
+    caller's transaction. On PostgreSQL the months' partitions must exist (``ensure_partitions``) and the rows are
+    copied in (COPY), the batch in one round trip."""
     rows = [r for r in rows if r[2]]
     if not rows:
         return
-    keyed = await _free_keys(conn, [(order_key(sent_at, mid), mid, text, cid) for mid, sent_at, text, cid in rows])
+    keyed = await _free_keys(
+        conn, [(order_key(sent_at, mid), mid, body, grams, cid) for mid, sent_at, body, grams, cid in rows]
+    )
     if is_postgres(conn):
         await raw_connection(conn).copy_records_to_table(
             "search_doc",
-            records=[(key, mid, cid, body, _tokens(body, cid, prepared)) for key, mid, body, cid in keyed],
+            records=[(key, mid, cid, body, _tokens(grams, cid).split()) for key, mid, body, grams, cid in keyed],
             columns=["key", "message_id", "customer_id", "body", "grams"],
         )
         return
     await conn.execute_many(
         "INSERT OR IGNORE INTO search_doc (key, message_id, customer_id, body) VALUES (?, ?, ?, ?)",
-        [[key, mid, cid, body] for key, mid, body, cid in keyed],
+        [[key, mid, cid, body] for key, mid, body, _, cid in keyed],
     )
     await conn.execute_many(
         "INSERT INTO search_fts (rowid, grams) VALUES (?, ?)",
-        [[key, " ".join(_tokens(body, cid, prepared))] for key, _, body, cid in keyed],
+        [[key, _tokens(grams, cid)] for key, _, _, grams, cid in keyed],
     )
 
 
@@ -271,11 +281,11 @@ async def prepare_partitions(now: datetime) -> None:
     await ensure_partitions(range(month - 1, month + MONTHS_AHEAD + 1))
 
 
-Keyed = tuple[int, int, str, "int | None"]
+Keyed = tuple[int, int, str, str, "int | None"]
 
 
-async def _free_keys(conn: BaseDBAsyncClient, rows: list[tuple[int, int, str, int | None]]) -> list[Keyed]:
-    """Normalize bodies and resolve the (practically impossible) order-key collisions by stepping down."""
+async def _free_keys(conn: BaseDBAsyncClient, rows: list[Keyed]) -> list[Keyed]:
+    """Resolve the (practically impossible) order-key collisions by stepping down."""
     keys = [r[0] for r in rows]
     if is_postgres(conn):
         taken_rows = await conn.execute_query_dict("SELECT key FROM search_doc WHERE key = ANY($1::bigint[])", [keys])
@@ -283,12 +293,14 @@ async def _free_keys(conn: BaseDBAsyncClient, rows: list[tuple[int, int, str, in
         marks = ",".join("?" * len(keys))
         taken_rows = await conn.execute_query_dict(f"SELECT key FROM search_doc WHERE key IN ({marks})", keys)
     taken = {int(r["key"]) for r in taken_rows}
+    if not taken and len(set(keys)) == len(keys):
+        return rows
     result: list[Keyed] = []
-    for key, mid, text, cid in rows:
+    for key, mid, body, grams, cid in rows:
         while key in taken:
             key -= 1
         taken.add(key)
-        result.append((key, mid, normalize(text), cid))
+        result.append((key, mid, body, grams, cid))
     return result
 
 
@@ -309,7 +321,7 @@ async def hide_messages(conn: BaseDBAsyncClient, message_ids: Iterable[int]) -> 
     # A contentless FTS5 table forgets a row when told the exact tokens it was indexed with.
     await conn.execute_many(
         "INSERT INTO search_fts (search_fts, rowid, grams) VALUES ('delete', ?, ?)",
-        [[d["key"], " ".join(_tokens(str(d["body"]), d["customer_id"]))] for d in docs],
+        [[d["key"], _tokens(gram_text(str(d["body"])), d["customer_id"])] for d in docs],
     )
     await conn.execute_query(f"UPDATE search_doc SET hidden = 1 WHERE message_id IN ({marks})", ids)
 

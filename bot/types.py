@@ -65,6 +65,26 @@ class IncomingMessage:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class ArchivedMessage:
+    """A customer conversation message as the archive stored it: what the archive hooks get (plain values, no
+    model object: an import hands them hundreds of thousands)."""
+
+    id: int
+    platform: Platform
+    msgid: str
+    sender: str
+    receivers: tuple[str, ...]
+    room_id: str
+    msgtype: str
+    text: str
+    event: str
+    event_key: str
+    sent_at: datetime
+    staff_id: int | None
+    customer_id: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Button:
     key: str

@@ -30,11 +30,10 @@ from bot.channels import Address
 from bot.config import KeywordSettings
 from bot.context import Services
 from bot.scheduled import release_time
-from bot.types import Reply
+from bot.types import ArchivedMessage, Reply
 from handlers.tickets.service import open_ticket
 from models.audit import AuditLog
 from models.customers import Customer
-from models.messages import Message
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
 
@@ -118,17 +117,16 @@ class KeywordMatcher:
         return [self._hits(f) for f in found]
 
 
-def _is_customer_message(bot: Services, message: Message) -> bool:
+def _is_customer_message(bot: Services, message: ArchivedMessage) -> bool:
     return (
         message.customer_id is not None
-        and not message.to_bot
         and bot.directory.is_external(message.platform, message.sender)
         and bool(message.text.strip())
     )
 
 
 @capability.on_archived(order=10)
-async def on_archived(bot: Services, messages: list[Message]) -> None:
+async def on_archived(bot: Services, messages: list[ArchivedMessage]) -> None:
     """Called once with the NEW rows of every archived batch, after they are committed: the words of the whole
     batch found in one pass, then every effect applied to the batch at once, in one transaction."""
     config: KeywordSettings = bot.settings.keywords
@@ -159,7 +157,7 @@ async def on_archived(bot: Services, messages: list[Message]) -> None:
         log.exception("keyword rules failed on %d archived messages", len(found))
 
 
-Found = list[tuple[Message, Hits]]
+Found = list[tuple[ArchivedMessage, Hits]]
 
 
 def _by_customer(found: Found) -> dict[int, Found]:
@@ -285,7 +283,7 @@ async def _open_tickets(bot: Services, customers: dict[int, Customer], found: Fo
 
 
 async def _open_ticket(
-    bot: Services, customer: Customer, message: Message, hits: Hits, urgent: bool, conn: BaseDBAsyncClient
+    bot: Services, customer: Customer, message: ArchivedMessage, hits: Hits, urgent: bool, conn: BaseDBAsyncClient
 ) -> Ticket:
     words = "、".join(hits.ticket)
     quote = _quote(message.text)

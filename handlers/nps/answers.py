@@ -15,10 +15,9 @@ from tortoise.transactions import in_transaction
 from bot import audit
 from bot.config import Settings
 from bot.context import Services
-from bot.types import Reply
+from bot.types import ArchivedMessage, Reply
 from handlers.nps.capability import capability
 from models.customers import Contact, Customer
-from models.messages import Message
 from models.nps import DETRACTOR_MAX, PROMOTER_MIN, Survey
 from models.staff import Staff
 from models.tickets import Ticket, TicketPriority, TicketStatus
@@ -67,11 +66,11 @@ def parse_chat_score(text: str) -> int | None:
 
 
 @capability.on_archived(order=20)
-async def capture_replies(bot: Services, messages: list[Message]) -> int:
+async def capture_replies(bot: Services, messages: list[ArchivedMessage]) -> int:
     """Archive hook: customer chat replies that are a score answer the customer's open survey. Returns how many."""
     answered = 0
     for message in messages:
-        if message.to_bot or message.customer_id is None:
+        if message.customer_id is None:
             continue
         if not bot.directory.is_external(message.platform, message.sender):
             continue
