@@ -688,12 +688,19 @@ async def _documents(q: _Query) -> int:
 
 async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
     """Every hit, newest first, in chunks. SQLite pages down the key (FTS5 seeks by rowid); PostgreSQL reads a
-    month at a time (one bitmap per month), each month's keys then detailed a chunk at a time."""
+    month at a time (one bitmap per month) through a cursor, a chunk of keys at a time, each chunk then detailed:
+    the client never holds more than a chunk, however many hits a month has."""
     if q.postgres:
-        for span in await _spans(q, grow=False):
-            found = await _rows(q, q.select(span, None))
-            for start in range(0, len(found), CHUNK):
-                yield await _hits(q.conn, found[start : start + CHUNK], q.needle)
+        async with q.conn.acquire_connection() as raw, raw.transaction():
+            for span in await _spans(q, grow=False):
+                found: list[tuple[int, int]] = []
+                async for r in raw.cursor(q.select(span, None), *q.params, prefetch=CHUNK):
+                    found.append((int(r["id"]), int(r["k"])))
+                    if len(found) == CHUNK:
+                        yield _detail(await raw.fetch(_hits_sql(found)), found, q.needle)
+                        found = []
+                if found:
+                    yield _detail(await raw.fetch(_hits_sql(found)), found, q.needle)
         return
     below = q.high
     while found := await _rows(q, q.select(_Span((), q.low, below), CHUNK)):
@@ -739,14 +746,21 @@ HITS_SQL = (
 
 
 async def _hits(conn: BaseDBAsyncClient, found: list[tuple[int, int]], needle: str) -> list[Hit]:
-    """The hits' details in one query; the time comes from the order key (ms), the same on every database."""
-    if not found:
-        return []
-    ids = ", ".join(str(mid) for mid, _ in found)  # integers from our own query
-    rows = {int(r["id"]): r for r in await conn.execute_query_dict(HITS_SQL.format(ids=ids))}
+    """The hits' details in one query."""
+    return _detail(await conn.execute_query_dict(_hits_sql(found)), found, needle) if found else []
+
+
+def _hits_sql(found: list[tuple[int, int]]) -> str:
+    return HITS_SQL.format(ids=", ".join(str(mid) for mid, _ in found))  # integers from our own query
+
+
+def _detail(rows: Iterable[Mapping[str, Any]], found: list[tuple[int, int]], needle: str) -> list[Hit]:
+    """The hits of ``found`` (message id, order key) from their rows; the time comes from the order key (ms), the
+    same on every database."""
+    by_id = {int(r["id"]): r for r in rows}
     hits = []
     for mid, key in found:
-        r = rows.get(mid)
+        r = by_id.get(mid)
         if r is None:
             continue
         text = str(r["text"])
