@@ -43,6 +43,13 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
 COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+# PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
+# sizes its next span from the hits per document found so far.
+SPAN_MARGIN = 4
+# PostgreSQL, in every statement's select list: current_schema() is marked parallel unsafe, so the planner never
+# starts parallel workers for a search. A statement over a few dozen partitions costs enough for it to plan a
+# Gather, and starting the workers took 30-50 ms on a busy machine, several times the statement's own work.
+SERIAL = "current_schema() AS serial"
 SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
 CHUNK = 1_000  # hits a chunk when streaming every hit
 DEFAULT_PARTITION = "search_doc_default"
@@ -435,6 +442,13 @@ class _Span:
     tables: tuple[str, ...]
     low: int
     high: int | None
+    rows: float = 0  # the planner's estimate of the documents in its month partitions
+
+
+def _merge(spans: Sequence[_Span]) -> _Span:
+    """Adjacent spans, newest first, as one (its partitions newest first, the default partition once, last)."""
+    tables = dict.fromkeys(t for span in spans for t in span.tables if t != DEFAULT_PARTITION)
+    return _Span((*tables, DEFAULT_PARTITION), spans[-1].low, spans[0].high, sum(span.rows for span in spans))
 
 
 @dataclass
@@ -452,6 +466,7 @@ class _Query:
     low: int
     high: int | None
     partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
+    walked: int = 0  # PostgreSQL: the month spans the top hits were looked for in, newest first
 
     @property
     def postgres(self) -> bool:
@@ -479,16 +494,19 @@ class _Query:
                 f" AND {self.within(plan.key, span.low, span.high)} ORDER BY {plan.key} DESC"
             )
         else:
-            query = f"SELECT id, k FROM ({self.branches('d.message_id AS id, d.key AS k', span)}) u ORDER BY k DESC"
+            serial = f", {SERIAL}" if limit else ""  # a cursor (every hit) never runs in parallel
+            branches = self.branches("d.message_id AS id, d.key AS k", span)
+            query = f"SELECT id, k{serial} FROM ({branches}) u ORDER BY k DESC"
         return query + (f" LIMIT {int(limit)}" if limit else "")
 
     def count(self, span: _Span, limit: int) -> str:
         plan = self.plan
         if self.postgres:
+            # The branches run in order, newest month first, until the limit: older months are never read.
             inner = self.branches("1 AS one", span)
-        else:
-            within = self.within(plan.key, span.low, span.high)
-            inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
+            return f"SELECT count(*) AS n, {SERIAL} FROM ({inner} LIMIT {int(limit)}) c"
+        within = self.within(plan.key, span.low, span.high)
+        inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
         return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
 
 
@@ -570,21 +588,40 @@ async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
 
 
 async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
-    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one growing span at a time, and stops
-    as soon as it has them: a frequent word is answered from the newest month, a rare one from a few spans."""
+    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one span of months a statement, and
+    stops as soon as it has them: a frequent word is answered from the newest month. Each next span is as long as
+    the hits per document found so far say it takes to hold ``SPAN_MARGIN`` times the hits still wanted, so a
+    rare word, found nowhere in the newest months, reads all the older ones in one statement."""
     if not q.postgres:
         return await _rows(q, q.select(_Span((), q.low, q.high), limit))
-    spans = await _spans(q)
+    months = await _spans(q)
     if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
-        found = await _newest_window(q, spans, limit)
+        found = await _newest_window(q, months, limit)
         if len(found) == limit:
+            q.walked = 1
             return found
-    found = []
-    for span in spans:
+    found, seen = [], 0.0
+    while q.walked < len(months) and len(found) < limit:
+        take = 1 if not q.walked else _next_span(months[q.walked :], len(found), seen, limit)
+        span = _merge(months[q.walked : q.walked + take])
         found += await _rows(q, q.select(span, limit - len(found)))
-        if len(found) == limit:
-            break
+        seen += span.rows
+        q.walked += take
     return found
+
+
+def _next_span(months: Sequence[_Span], found: int, seen: float, limit: int) -> int:
+    """How many of the next ``months`` to read in one statement: as many as are expected to hold ``SPAN_MARGIN``
+    times the hits still wanted, at the rate found so far (one hit more than found, so that none found yet still
+    sizes the span by the documents already read), at least one."""
+    budget = SPAN_MARGIN * (limit - found) * max(seen, 1.0) / (found + 1)
+    take, rows = 0, 0.0
+    for span in months:
+        rows += span.rows
+        if take and rows > budget:
+            break
+        take += 1
+    return take
 
 
 async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
@@ -606,32 +643,33 @@ async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
     return q.partitions
 
 
-async def _spans(q: _Query, grow: bool = True) -> list[_Span]:
-    """PostgreSQL: the query's key range cut newest first into spans of partitions: this month with any later
-    ones (created ahead, usually empty), then 1, 4, 16 … earlier months (one at a time when not ``grow``).
-    Together the spans cover the range without gaps, the default partition in each."""
+async def _spans(q: _Query) -> list[_Span]:
+    """PostgreSQL: the query's key range cut newest first into spans of one month's partition each, the first this
+    month's with any later ones (created ahead, usually empty). Together the spans cover the range without gaps,
+    the default partition in each."""
     partitions = await _partitions(q)
     current = month_of(time_key(datetime.now(UTC)))
-    groups = [[p for p in partitions if p[1] >= current]]
-    earlier = [p for p in partitions if p[1] < current]
-    size = 1
-    while earlier:
-        groups.append(earlier[:size])
-        earlier = earlier[size:]
-        size = size * 4 if grow else 1
+    groups = [[p for p in partitions if p[1] >= current], *([p] for p in partitions if p[1] < current)]
     groups = [g for g in groups if g]
     spans, high = [], q.high
     for i, group in enumerate(groups):
         low = q.low if i == len(groups) - 1 else max(q.low, month_key(group[-1][1]))
-        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high))
+        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high, sum(p[2] for p in group)))
         high = low
     return spans or [_Span((DEFAULT_PARTITION,), q.low, q.high)]
 
 
 async def _total(q: _Query, bound: int) -> tuple[int, bool]:
-    """The exact count up to ``bound`` hits (counted newest first, as few months as it takes), else an estimate."""
+    """The exact count up to ``bound`` hits, else an estimate. PostgreSQL counts newest first: the months the top
+    hits came from, then, when the bound is not reached there, all the others in one statement."""
+    if q.postgres:
+        months = await _spans(q)
+        walked = max(q.walked, 1)
+        spans = [_merge(months[:walked])] + ([_merge(months[walked:])] if months[walked:] else [])
+    else:
+        spans = [_Span((), q.low, q.high)]
     counted = 0
-    for span in await _spans(q) if q.postgres else [_Span((), q.low, q.high)]:
+    for span in spans:
         rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
         counted += int(rows[0]["n"])
         if counted > bound:
@@ -663,8 +701,9 @@ async def _estimate(q: _Query, bound: int) -> int:
         )
     else:
         newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
+    serial = f", {SERIAL}" if q.postgres else ""
     rows = await q.conn.execute_query_dict(
-        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
+        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits{serial}"
         f" FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
         sql.params,
     )
@@ -692,7 +731,7 @@ async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
     the client never holds more than a chunk, however many hits a month has."""
     if q.postgres:
         async with q.conn.acquire_connection() as raw, raw.transaction():
-            for span in await _spans(q, grow=False):
+            for span in await _spans(q):
                 found: list[tuple[int, int]] = []
                 async for r in raw.cursor(q.select(span, None), *q.params, prefetch=CHUNK):
                     found.append((int(r["id"]), int(r["k"])))
@@ -729,7 +768,8 @@ async def _newest_window(q: _Query, spans: list[_Span], limit: int) -> list[tupl
         f"SELECT message_id, key, body, hidden FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
     )
     rows = await q.conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
+        f"SELECT message_id AS id, key AS k, {SERIAL}"
+        f" FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
         f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
