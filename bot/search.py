@@ -42,7 +42,7 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
-COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+COUNT_BOUND = 2_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
 # sizes its next span from the hits per document found so far.
 SPAN_MARGIN = 4
@@ -559,11 +559,14 @@ async def search(
     if not limit:
         hits = [hit async for chunk in _stream(q) for hit in chunk]
         return SearchResult(query, len(hits), hits)
-    found = await _top(q, limit)
+    found, complete = await _top(q, limit, count_bound + 1 if count else limit)
     total, estimated = len(found), False
-    if count and len(found) == limit:
-        total, estimated = await _total(q, count_bound)
-    return SearchResult(query, total, await _hits(conn, found, q.needle), estimated)
+    if count and not complete:
+        if len(found) > count_bound:
+            total, estimated = await _estimate(q, count_bound), True
+        else:
+            total, estimated = await _total(q, count_bound)
+    return SearchResult(query, total, await _hits(conn, found[:limit], q.needle), estimated)
 
 
 async def stream(
@@ -587,27 +590,33 @@ async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
     return [(int(r["id"]), int(r["k"])) for r in await q.conn.execute_query_dict(statement, q.params)]
 
 
-async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
-    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one span of months a statement, and
-    stops as soon as it has them: a frequent word is answered from the newest month. Each next span is as long as
-    the hits per document found so far say it takes to hold ``SPAN_MARGIN`` times the hits still wanted, so a
-    rare word, found nowhere in the newest months, reads all the older ones in one statement."""
+async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]], bool]:
+    """The newest ``limit`` hits, newest first, and whether they are every hit. PostgreSQL walks the months newest
+    first, one span of months a statement, and stops as soon as it has them: a frequent word is answered from the
+    newest month. Each next span is as long as the hits per document found so far say it takes to hold
+    ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found nowhere in the newest months, reads all the
+    older ones in one statement; that last statement reads up to ``want`` hits in all (the count bound and one),
+    so the total of a word that rare needs no statement of its own."""
     if not q.postgres:
-        return await _rows(q, q.select(_Span((), q.low, q.high), limit))
+        found = await _rows(q, q.select(_Span((), q.low, q.high), limit))
+        return found, len(found) < limit
     months = await _spans(q)
     if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
         found = await _newest_window(q, months, limit)
         if len(found) == limit:
             q.walked = 1
-            return found
-    found, seen = [], 0.0
+            return found, False
+    found, seen, complete = [], 0.0, False
     while q.walked < len(months) and len(found) < limit:
         take = 1 if not q.walked else _next_span(months[q.walked :], len(found), seen, limit)
         span = _merge(months[q.walked : q.walked + take])
-        found += await _rows(q, q.select(span, limit - len(found)))
+        asked = (want if q.walked + take == len(months) else limit) - len(found)
+        rows = await _rows(q, q.select(span, asked))
+        complete = len(rows) < asked
+        found += rows
         seen += span.rows
         q.walked += take
-    return found
+    return found, complete
 
 
 def _next_span(months: Sequence[_Span], found: int, seen: float, limit: int) -> int:
@@ -678,8 +687,12 @@ async def _total(q: _Query, bound: int) -> tuple[int, bool]:
 
 
 async def _estimate(q: _Query, bound: int) -> int:
-    """Beyond the bound: the share of hits among the newest ``SAMPLE`` documents of the range, times the documents
-    in the range (PostgreSQL: the partitions' row estimates; SQLite: counted), to two significant digits."""
+    """Beyond the bound: the hits in a sample of the range's documents, scaled up, to two significant digits.
+
+    PostgreSQL samples pages of every month (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does
+    not change between two searches), about ``SAMPLE`` documents in all by the partitions' row estimates, and
+    scales the share of hits among them by those estimates: a word frequent only lately is not taken for frequent
+    throughout. SQLite takes the newest ``SAMPLE`` documents, times the documents in the range."""
     sql = _Sql(q.postgres)
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
     conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
@@ -691,25 +704,31 @@ async def _estimate(q: _Query, bound: int) -> int:
     if q.sender is not None:
         join = " JOIN message m ON m.id = d.message_id"
         conds.append(f"m.sender = {sql.p(q.sender)}")
+    hit = f"coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
     columns = "d.key, d.message_id, d.customer_id, d.hidden, d.body"
     if q.postgres:
-        spans = (await _spans(q))[:2]
-        tables = dict.fromkeys(t for span in spans for t in span.tables)
-        low = spans[-1].low
-        newest = " UNION ALL ".join(
-            f"SELECT {columns} FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+        span = _merge(await _spans(q))
+        percent = min(100.0, 100.0 * SAMPLE / max(span.rows, 1.0))
+        sample = " UNION ALL ".join(
+            f"SELECT {columns} FROM {t} d TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE ({seed})"
+            f"{_where(_restricted(t, 'd.', span.low, span.high))}"
+            for seed, t in enumerate(span.tables)
         )
+        rows = await q.conn.execute_query_dict(
+            f"SELECT count(*) AS n, {hit}, {SERIAL} FROM ({sample}) d{join}", sql.params
+        )
+        # The share of hits among the pages sampled, times the documents: pages hold different numbers of rows.
+        sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+        estimate = round(hits * max(span.rows, sampled) / sampled) if sampled else 0
     else:
         newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
-    serial = f", {SERIAL}" if q.postgres else ""
-    rows = await q.conn.execute_query_dict(
-        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits{serial}"
-        f" FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
-        sql.params,
-    )
-    sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
-    documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
-    estimate = hits * documents // sampled if sampled else 0
+        rows = await q.conn.execute_query_dict(
+            f"SELECT count(*) AS n, {hit} FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
+            sql.params,
+        )
+        sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+        documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
+        estimate = hits * documents // sampled if sampled else 0
     if estimate > bound:
         digits = len(str(estimate)) - 2
         estimate = round(estimate, -digits) if digits > 0 else estimate
@@ -717,8 +736,6 @@ async def _estimate(q: _Query, bound: int) -> int:
 
 
 async def _documents(q: _Query) -> int:
-    if q.postgres:
-        return int(sum(p[2] for p in await _partitions(q)))
     rows = await q.conn.execute_query_dict(
         f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
     )
