@@ -50,7 +50,8 @@ SPAN_MARGIN = 4
 # starts parallel workers for a search. A statement over a few dozen partitions costs enough for it to plan a
 # Gather, and starting the workers took 30-50 ms on a busy machine, several times the statement's own work.
 SERIAL = "current_schema() AS serial"
-SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
+SAMPLE = 5_000  # documents sampled whose share of hits makes the estimate
+MIN_COUNTED = 200  # PostgreSQL: hits counted in whole months that make the estimate instead of the sample
 CHUNK = 1_000  # hits a chunk when streaming every hit
 DEFAULT_PARTITION = "search_doc_default"
 
@@ -479,9 +480,10 @@ class _Query:
 
     def branches(self, columns: str, span: _Span) -> str:
         """PostgreSQL: the query over each partition of ``span`` by its own name, as one UNION ALL: planning
-        touches those partitions only, never the dozens of the whole table."""
+        touches those partitions only, never the dozens of the whole table. ``{table}`` in ``columns`` is the
+        partition's name."""
         return " UNION ALL ".join(
-            f"SELECT {columns} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
+            f"SELECT {columns.format(table=table)} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
             f"{_where(self.plan.where, _restricted(table, 'd.', span.low, span.high))}"
             for table in span.tables
         )
@@ -502,9 +504,10 @@ class _Query:
     def count(self, span: _Span, limit: int) -> str:
         plan = self.plan
         if self.postgres:
-            # The branches run in order, newest month first, until the limit: older months are never read.
-            inner = self.branches("1 AS one", span)
-            return f"SELECT count(*) AS n, {SERIAL} FROM ({inner} LIMIT {int(limit)}) c"
+            # The branches run in order, newest month first, until the limit: older months are never read. The
+            # hits are counted by partition (names of our own, as literals).
+            inner = self.branches("'{table}' AS t", span)
+            return f"SELECT t, count(*) AS n, {SERIAL} FROM ({inner} LIMIT {int(limit)}) c GROUP BY t"
         within = self.within(plan.key, span.low, span.high)
         inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
         return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
@@ -562,8 +565,11 @@ async def search(
     found, complete = await _top(q, limit, count_bound + 1 if count else limit)
     total, estimated = len(found), False
     if count and not complete:
-        if len(found) > count_bound:
-            total, estimated = await _estimate(q, count_bound), True
+        if len(found) > count_bound:  # the oldest of them is in the one month not read to its end
+            oldest = month_of(found[-1][1])
+            newer = [p[0] for p in await _partitions(q) if p[1] > oldest]
+            counted = sum(month_of(k) > oldest for _, k in found)
+            total, estimated = await _estimate(q, count_bound, counted, newer), True
         else:
             total, estimated = await _total(q, count_bound)
     return SearchResult(query, total, await _hits(conn, found[:limit], q.needle), estimated)
@@ -677,22 +683,51 @@ async def _total(q: _Query, bound: int) -> tuple[int, bool]:
         spans = [_merge(months[:walked])] + ([_merge(months[walked:])] if months[walked:] else [])
     else:
         spans = [_Span((), q.low, q.high)]
-    counted = 0
+    counted, whole = 0, list[str]()
     for span in spans:
         rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
-        counted += int(rows[0]["n"])
-        if counted > bound:
-            return await _estimate(q, bound), True
+        counts = {str(r["t"]): int(r["n"]) for r in rows} if q.postgres else {}
+        counted += sum(counts.values()) if q.postgres else int(rows[0]["n"])
+        if counted <= bound:
+            whole += span.tables
+            continue
+        # Every partition before the last one counted in was counted to its end (the branches run in order).
+        last = max((i for i, t in enumerate(span.tables) if counts.get(t)), default=0)
+        whole += span.tables[:last]
+        hits = sum(counts.get(t, 0) for t in span.tables[:last]) + counted - sum(counts.values())
+        return await _estimate(q, bound, hits, whole), True
     return counted, False
 
 
-async def _estimate(q: _Query, bound: int) -> int:
-    """Beyond the bound: the hits in a sample of the range's documents, scaled up, to two significant digits.
+def _scaled(q: _Query, hits: int, whole: Sequence[str]) -> int | None:
+    """PostgreSQL: ``hits`` counted in the month partitions ``whole`` (read to their end), scaled to the documents
+    of the range by the partitions' row estimates; None when too few hits were counted for a share (a scoped search
+    sees few of the documents a sample holds, so its counted months give the better estimate)."""
+    rows = {p[0]: p[2] for p in q.partitions or []}
+    counted_in = sum(rows.get(t, 0.0) for t in whole)
+    if hits < MIN_COUNTED or counted_in < 1:
+        return None
+    return round(hits * sum(rows.values()) / counted_in)
 
-    PostgreSQL samples pages of every month (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does
-    not change between two searches), about ``SAMPLE`` documents in all by the partitions' row estimates, and
-    scales the share of hits among them by those estimates: a word frequent only lately is not taken for frequent
-    throughout. SQLite takes the newest ``SAMPLE`` documents, times the documents in the range."""
+
+async def _estimate(q: _Query, bound: int, hits: int = 0, whole: Sequence[str] = ()) -> int:
+    """Beyond the bound, to two significant digits: on PostgreSQL the ``hits`` counted in the month partitions
+    ``whole`` scaled up (``_scaled``) when there are enough of them, else the hits in a sample of the range's
+    documents, scaled up (``_sampled``)."""
+    scaled = _scaled(q, hits, whole) if q.postgres else None
+    estimate = scaled if scaled is not None else await _sampled(q)
+    if estimate > bound:
+        digits = len(str(estimate)) - 2
+        estimate = round(estimate, -digits) if digits > 0 else estimate
+    return max(bound + 1, estimate)
+
+
+async def _sampled(q: _Query) -> int:
+    """The hits among sampled documents of the range, times the documents. PostgreSQL samples pages of every month
+    (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change between two searches), about
+    ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share of hits among them by those
+    estimates: a word frequent only lately is not taken for frequent throughout. SQLite takes the newest
+    ``SAMPLE`` documents, times the documents in the range."""
     sql = _Sql(q.postgres)
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
     conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
@@ -719,20 +754,15 @@ async def _estimate(q: _Query, bound: int) -> int:
         )
         # The share of hits among the pages sampled, times the documents: pages hold different numbers of rows.
         sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
-        estimate = round(hits * max(span.rows, sampled) / sampled) if sampled else 0
-    else:
-        newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
-        rows = await q.conn.execute_query_dict(
-            f"SELECT count(*) AS n, {hit} FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
-            sql.params,
-        )
-        sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
-        documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
-        estimate = hits * documents // sampled if sampled else 0
-    if estimate > bound:
-        digits = len(str(estimate)) - 2
-        estimate = round(estimate, -digits) if digits > 0 else estimate
-    return max(bound + 1, estimate)
+        return round(hits * max(span.rows, sampled) / sampled) if sampled else 0
+    newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
+    rows = await q.conn.execute_query_dict(
+        f"SELECT count(*) AS n, {hit} FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
+        sql.params,
+    )
+    sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+    documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
+    return hits * documents // sampled if sampled else 0
 
 
 async def _documents(q: _Query) -> int:
