@@ -46,9 +46,10 @@ COUNT_BOUND = 2_000  # totals are exact up to this many hits, estimated beyond (
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
 # sizes its next span from the hits per document found so far.
 SPAN_MARGIN = 4
-# PostgreSQL, in every statement's select list: current_schema() is marked parallel unsafe, so the planner never
-# starts parallel workers for a search. A statement over a few dozen partitions costs enough for it to plan a
-# Gather, and starting the workers took 30-50 ms on a busy machine, several times the statement's own work.
+# PostgreSQL, in the select list of every statement but the cursor's (which never runs in parallel):
+# current_schema() is marked parallel unsafe, so the planner never starts parallel workers for a search. A statement
+# over a few dozen partitions costs enough for it to plan a Gather, and starting the workers took 30-50 ms on a busy
+# machine, several times the statement's own work.
 SERIAL = "current_schema() AS serial"
 SAMPLE = 5_000  # documents sampled whose share of hits makes the estimate
 MIN_COUNTED = 200  # PostgreSQL: hits counted in whole months that make the estimate instead of the sample
@@ -562,13 +563,15 @@ async def search(
     if not limit:
         hits = [hit async for chunk in _stream(q) for hit in chunk]
         return SearchResult(query, len(hits), hits)
-    found, complete = await _top(q, limit, count_bound + 1 if count else limit)
+    found, complete = await _top(q, limit, max(limit, count_bound + 1) if count else limit)
     total, estimated = len(found), False
     if count and not complete:
-        if len(found) > count_bound:  # the oldest of them is in the one month not read to its end
-            oldest = month_of(found[-1][1])
-            newer = [p[0] for p in await _partitions(q) if p[1] > oldest]
-            counted = sum(month_of(k) > oldest for _, k in found)
+        if len(found) > count_bound:
+            counted, newer = 0, list[str]()
+            if q.postgres:  # the oldest hit is in the one month not read to its end
+                oldest = month_of(found[-1][1])
+                newer = [p[0] for p in await _partitions(q) if p[1] > oldest]
+                counted = sum(month_of(k) > oldest for _, k in found)
             total, estimated = await _estimate(q, count_bound, counted, newer), True
         else:
             total, estimated = await _total(q, count_bound)
@@ -601,8 +604,8 @@ async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]],
     first, one span of months a statement, and stops as soon as it has them: a frequent word is answered from the
     newest month. Each next span is as long as the hits per document found so far say it takes to hold
     ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found nowhere in the newest months, reads all the
-    older ones in one statement; that last statement reads up to ``want`` hits in all (the count bound and one),
-    so the total of a word that rare needs no statement of its own."""
+    older ones in one statement; that last statement reads up to ``want`` hits in all (with a total, at least the
+    count bound and one), so the total of a word that rare needs no statement of its own."""
     if not q.postgres:
         found = await _rows(q, q.select(_Span((), q.low, q.high), limit))
         return found, len(found) < limit

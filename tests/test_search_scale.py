@@ -100,6 +100,8 @@ async def test_a_word_of_long_ago_is_found_across_years_of_months(
     leaks = await search.search(conn, "漏油", staff=None, limit=20, count_bound=20)
     assert leaks.estimated and leaks.total > 20
     assert [h.msgid for h in leaks.hits] == (await grep("漏油", None))[:20]
+    more = await search.search(conn, "漏油", staff=None, limit=25, count_bound=20)  # a limit above the bound
+    assert [h.msgid for h in more.hits] == (await grep("漏油", None))[:25] and more.estimated
 
 
 async def test_every_hit_of_a_frequent_word_streams_a_chunk_at_a_time(
