@@ -42,8 +42,17 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
-COUNT_BOUND = 10_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
-SAMPLE = 5_000  # newest documents whose share of hits makes the estimate
+COUNT_BOUND = 2_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+# PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
+# sizes its next span from the hits per document found so far.
+SPAN_MARGIN = 4
+# PostgreSQL, in the select list of every statement but the cursor's (which never runs in parallel):
+# current_schema() is marked parallel unsafe, so the planner never starts parallel workers for a search. A statement
+# over a few dozen partitions costs enough for it to plan a Gather, and starting the workers took 30-50 ms on a busy
+# machine, several times the statement's own work.
+SERIAL = "current_schema() AS serial"
+SAMPLE = 5_000  # documents sampled whose share of hits makes the estimate
+MIN_COUNTED = 200  # PostgreSQL: hits counted in whole months that make the estimate instead of the sample
 CHUNK = 1_000  # hits a chunk when streaming every hit
 DEFAULT_PARTITION = "search_doc_default"
 
@@ -447,6 +456,13 @@ class _Span:
     tables: tuple[str, ...]
     low: int
     high: int | None
+    rows: float = 0  # the planner's estimate of the documents in its month partitions
+
+
+def _merge(spans: Sequence[_Span]) -> _Span:
+    """Adjacent spans, newest first, as one (its partitions newest first, the default partition once, last)."""
+    tables = dict.fromkeys(t for span in spans for t in span.tables if t != DEFAULT_PARTITION)
+    return _Span((*tables, DEFAULT_PARTITION), spans[-1].low, spans[0].high, sum(span.rows for span in spans))
 
 
 @dataclass
@@ -464,6 +480,7 @@ class _Query:
     low: int
     high: int | None
     partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
+    walked: int = 0  # PostgreSQL: the month spans the top hits were looked for in, newest first
 
     @property
     def postgres(self) -> bool:
@@ -476,9 +493,10 @@ class _Query:
 
     def branches(self, columns: str, span: _Span) -> str:
         """PostgreSQL: the query over each partition of ``span`` by its own name, as one UNION ALL: planning
-        touches those partitions only, never the dozens of the whole table."""
+        touches those partitions only, never the dozens of the whole table. ``{table}`` in ``columns`` is the
+        partition's name."""
         return " UNION ALL ".join(
-            f"SELECT {columns} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
+            f"SELECT {columns.format(table=table)} FROM {self.plan.frm.replace('search_doc d', f'{table} d', 1)}"
             f"{_where(self.plan.where, _restricted(table, 'd.', span.low, span.high))}"
             for table in span.tables
         )
@@ -491,16 +509,20 @@ class _Query:
                 f" AND {self.within(plan.key, span.low, span.high)} ORDER BY {plan.key} DESC"
             )
         else:
-            query = f"SELECT id, k FROM ({self.branches('d.message_id AS id, d.key AS k', span)}) u ORDER BY k DESC"
+            serial = f", {SERIAL}" if limit else ""  # a cursor (every hit) never runs in parallel
+            branches = self.branches("d.message_id AS id, d.key AS k", span)
+            query = f"SELECT id, k{serial} FROM ({branches}) u ORDER BY k DESC"
         return query + (f" LIMIT {int(limit)}" if limit else "")
 
     def count(self, span: _Span, limit: int) -> str:
         plan = self.plan
         if self.postgres:
-            inner = self.branches("1 AS one", span)
-        else:
-            within = self.within(plan.key, span.low, span.high)
-            inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
+            # The branches run in order, newest month first, until the limit: older months are never read. The
+            # hits are counted by partition (names of our own, as literals).
+            inner = self.branches("'{table}' AS t", span)
+            return f"SELECT t, count(*) AS n, {SERIAL} FROM ({inner} LIMIT {int(limit)}) c GROUP BY t"
+        within = self.within(plan.key, span.low, span.high)
+        inner = f"SELECT 1 FROM {plan.count_frm} WHERE {plan.count_where} AND {within}"
         return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
 
 
@@ -553,11 +575,19 @@ async def search(
     if not limit:
         hits = [hit async for chunk in _stream(q) for hit in chunk]
         return SearchResult(query, len(hits), hits)
-    found = await _top(q, limit)
+    found, complete = await _top(q, limit, max(limit, count_bound + 1) if count else limit)
     total, estimated = len(found), False
-    if count and len(found) == limit:
-        total, estimated = await _total(q, count_bound)
-    return SearchResult(query, total, await _hits(conn, found, q.needle), estimated)
+    if count and not complete:
+        if len(found) > count_bound:
+            counted, newer = 0, list[str]()
+            if q.postgres:  # the oldest hit is in the one month not read to its end
+                oldest = month_of(found[-1][1])
+                newer = [p[0] for p in await _partitions(q) if p[1] > oldest]
+                counted = sum(month_of(k) > oldest for _, k in found)
+            total, estimated = await _estimate(q, count_bound, counted, newer), True
+        else:
+            total, estimated = await _total(q, count_bound)
+    return SearchResult(query, total, await _hits(conn, found[:limit], q.needle), estimated)
 
 
 async def stream(
@@ -581,22 +611,47 @@ async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
     return [(int(r["id"]), int(r["k"])) for r in await q.conn.execute_query_dict(statement, q.params)]
 
 
-async def _top(q: _Query, limit: int) -> list[tuple[int, int]]:
-    """The newest ``limit`` hits. PostgreSQL walks the months newest first, one growing span at a time, and stops
-    as soon as it has them: a frequent word is answered from the newest month, a rare one from a few spans."""
+async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]], bool]:
+    """The newest ``limit`` hits, newest first, and whether they are every hit. PostgreSQL walks the months newest
+    first, one span of months a statement, and stops as soon as it has them: a frequent word is answered from the
+    newest month. Each next span is as long as the hits per document found so far say it takes to hold
+    ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found nowhere in the newest months, reads all the
+    older ones in one statement; that last statement reads up to ``want`` hits in all (with a total, at least the
+    count bound and one), so the total of a word that rare needs no statement of its own."""
     if not q.postgres:
-        return await _rows(q, q.select(_Span((), q.low, q.high), limit))
-    spans = await _spans(q)
+        found = await _rows(q, q.select(_Span((), q.low, q.high), limit))
+        return found, len(found) < limit
+    months = await _spans(q)
     if q.grams and q.scope.customer_ids is None and q.customer_id is None and q.sender is None:
-        found = await _newest_window(q, spans, limit)
+        found = await _newest_window(q, months, limit)
         if len(found) == limit:
-            return found
-    found = []
-    for span in spans:
-        found += await _rows(q, q.select(span, limit - len(found)))
-        if len(found) == limit:
+            q.walked = 1
+            return found, False
+    found, seen, complete = [], 0.0, False
+    while q.walked < len(months) and len(found) < limit:
+        take = 1 if not q.walked else _next_span(months[q.walked :], len(found), seen, limit)
+        span = _merge(months[q.walked : q.walked + take])
+        asked = (want if q.walked + take == len(months) else limit) - len(found)
+        rows = await _rows(q, q.select(span, asked))
+        complete = len(rows) < asked
+        found += rows
+        seen += span.rows
+        q.walked += take
+    return found, complete
+
+
+def _next_span(months: Sequence[_Span], found: int, seen: float, limit: int) -> int:
+    """How many of the next ``months`` to read in one statement: as many as are expected to hold ``SPAN_MARGIN``
+    times the hits still wanted, at the rate found so far (one hit more than found, so that none found yet still
+    sizes the span by the documents already read), at least one."""
+    budget = SPAN_MARGIN * (limit - found) * max(seen, 1.0) / (found + 1)
+    take, rows = 0, 0.0
+    for span in months:
+        rows += span.rows
+        if take and rows > budget:
             break
-    return found
+        take += 1
+    return take
 
 
 async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
@@ -618,42 +673,76 @@ async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
     return q.partitions
 
 
-async def _spans(q: _Query, grow: bool = True) -> list[_Span]:
-    """PostgreSQL: the query's key range cut newest first into spans of partitions: this month with any later
-    ones (created ahead, usually empty), then 1, 4, 16 … earlier months (one at a time when not ``grow``).
-    Together the spans cover the range without gaps, the default partition in each."""
+async def _spans(q: _Query) -> list[_Span]:
+    """PostgreSQL: the query's key range cut newest first into spans of one month's partition each, the first this
+    month's with any later ones (created ahead, usually empty). Together the spans cover the range without gaps,
+    the default partition in each."""
     partitions = await _partitions(q)
     current = month_of(time_key(datetime.now(UTC)))
-    groups = [[p for p in partitions if p[1] >= current]]
-    earlier = [p for p in partitions if p[1] < current]
-    size = 1
-    while earlier:
-        groups.append(earlier[:size])
-        earlier = earlier[size:]
-        size = size * 4 if grow else 1
+    groups = [[p for p in partitions if p[1] >= current], *([p] for p in partitions if p[1] < current)]
     groups = [g for g in groups if g]
     spans, high = [], q.high
     for i, group in enumerate(groups):
         low = q.low if i == len(groups) - 1 else max(q.low, month_key(group[-1][1]))
-        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high))
+        spans.append(_Span((*(p[0] for p in group), DEFAULT_PARTITION), low, high, sum(p[2] for p in group)))
         high = low
     return spans or [_Span((DEFAULT_PARTITION,), q.low, q.high)]
 
 
 async def _total(q: _Query, bound: int) -> tuple[int, bool]:
-    """The exact count up to ``bound`` hits (counted newest first, as few months as it takes), else an estimate."""
-    counted = 0
-    for span in await _spans(q) if q.postgres else [_Span((), q.low, q.high)]:
+    """The exact count up to ``bound`` hits, else an estimate. PostgreSQL counts newest first: the months the top
+    hits came from, then, when the bound is not reached there, all the others in one statement."""
+    if q.postgres:
+        months = await _spans(q)
+        walked = max(q.walked, 1)
+        spans = [_merge(months[:walked])] + ([_merge(months[walked:])] if months[walked:] else [])
+    else:
+        spans = [_Span((), q.low, q.high)]
+    counted, whole = 0, list[str]()
+    for span in spans:
         rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
-        counted += int(rows[0]["n"])
-        if counted > bound:
-            return await _estimate(q, bound), True
+        counts = {str(r["t"]): int(r["n"]) for r in rows} if q.postgres else {}
+        counted += sum(counts.values()) if q.postgres else int(rows[0]["n"])
+        if counted <= bound:
+            whole += span.tables
+            continue
+        # Every partition before the last one counted in was counted to its end (the branches run in order).
+        last = max((i for i, t in enumerate(span.tables) if counts.get(t)), default=0)
+        whole += span.tables[:last]
+        hits = sum(counts.get(t, 0) for t in span.tables[:last]) + counted - sum(counts.values())
+        return await _estimate(q, bound, hits, whole), True
     return counted, False
 
 
-async def _estimate(q: _Query, bound: int) -> int:
-    """Beyond the bound: the share of hits among the newest ``SAMPLE`` documents of the range, times the documents
-    in the range (PostgreSQL: the partitions' row estimates; SQLite: counted), to two significant digits."""
+def _scaled(q: _Query, hits: int, whole: Sequence[str]) -> int | None:
+    """PostgreSQL: ``hits`` counted in the month partitions ``whole`` (read to their end), scaled to the documents
+    of the range by the partitions' row estimates; None when too few hits were counted for a share (a scoped search
+    sees few of the documents a sample holds, so its counted months give the better estimate)."""
+    rows = {p[0]: p[2] for p in q.partitions or []}
+    counted_in = sum(rows.get(t, 0.0) for t in whole)
+    if hits < MIN_COUNTED or counted_in < 1:
+        return None
+    return round(hits * sum(rows.values()) / counted_in)
+
+
+async def _estimate(q: _Query, bound: int, hits: int = 0, whole: Sequence[str] = ()) -> int:
+    """Beyond the bound, to two significant digits: on PostgreSQL the ``hits`` counted in the month partitions
+    ``whole`` scaled up (``_scaled``) when there are enough of them, else the hits in a sample of the range's
+    documents, scaled up (``_sampled``)."""
+    scaled = _scaled(q, hits, whole) if q.postgres else None
+    estimate = scaled if scaled is not None else await _sampled(q)
+    if estimate > bound:
+        digits = len(str(estimate)) - 2
+        estimate = round(estimate, -digits) if digits > 0 else estimate
+    return max(bound + 1, estimate)
+
+
+async def _sampled(q: _Query) -> int:
+    """The hits among sampled documents of the range, times the documents. PostgreSQL samples pages of every month
+    (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change between two searches), about
+    ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share of hits among them by those
+    estimates: a word frequent only lately is not taken for frequent throughout. SQLite takes the newest
+    ``SAMPLE`` documents, times the documents in the range."""
     sql = _Sql(q.postgres)
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
     conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
@@ -665,33 +754,33 @@ async def _estimate(q: _Query, bound: int) -> int:
     if q.sender is not None:
         join = " JOIN message m ON m.id = d.message_id"
         conds.append(f"m.sender = {sql.p(q.sender)}")
+    hit = f"coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
     columns = "d.key, d.message_id, d.customer_id, d.hidden, d.body"
     if q.postgres:
-        spans = (await _spans(q))[:2]
-        tables = dict.fromkeys(t for span in spans for t in span.tables)
-        low = spans[-1].low
-        newest = " UNION ALL ".join(
-            f"SELECT {columns} FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
+        span = _merge(await _spans(q))
+        percent = min(100.0, 100.0 * SAMPLE / max(span.rows, 1.0))
+        sample = " UNION ALL ".join(
+            f"SELECT {columns} FROM {t} d TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE ({seed})"
+            f"{_where(_restricted(t, 'd.', span.low, span.high))}"
+            for seed, t in enumerate(span.tables)
         )
-    else:
-        newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
+        rows = await q.conn.execute_query_dict(
+            f"SELECT count(*) AS n, {hit}, {SERIAL} FROM ({sample}) d{join}", sql.params
+        )
+        # The share of hits among the pages sampled, times the documents: pages hold different numbers of rows.
+        sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
+        return round(hits * max(span.rows, sampled) / sampled) if sampled else 0
+    newest = f"SELECT {columns} FROM search_doc d WHERE {q.within('d.key', q.low, q.high)}"
     rows = await q.conn.execute_query_dict(
-        f"SELECT count(*) AS n, coalesce(sum(CASE WHEN {' AND '.join(conds)} THEN 1 ELSE 0 END), 0) AS hits"
-        f" FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
+        f"SELECT count(*) AS n, {hit} FROM (SELECT * FROM ({newest}) n ORDER BY key DESC LIMIT {SAMPLE}) d{join}",
         sql.params,
     )
     sampled, hits = int(rows[0]["n"]), int(rows[0]["hits"])
     documents = await _documents(q) if sampled == SAMPLE else sampled  # else the sample was every document
-    estimate = hits * documents // sampled if sampled else 0
-    if estimate > bound:
-        digits = len(str(estimate)) - 2
-        estimate = round(estimate, -digits) if digits > 0 else estimate
-    return max(bound + 1, estimate)
+    return hits * documents // sampled if sampled else 0
 
 
 async def _documents(q: _Query) -> int:
-    if q.postgres:
-        return int(sum(p[2] for p in await _partitions(q)))
     rows = await q.conn.execute_query_dict(
         f"SELECT count(*) AS n FROM search_doc WHERE {q.within('key', q.low, q.high)}"
     )
@@ -700,12 +789,19 @@ async def _documents(q: _Query) -> int:
 
 async def _stream(q: _Query) -> AsyncIterator[list[Hit]]:
     """Every hit, newest first, in chunks. SQLite pages down the key (FTS5 seeks by rowid); PostgreSQL reads a
-    month at a time (one bitmap per month), each month's keys then detailed a chunk at a time."""
+    month at a time (one bitmap per month) through a cursor, a chunk of keys at a time, each chunk then detailed:
+    the client never holds more than a chunk, however many hits a month has."""
     if q.postgres:
-        for span in await _spans(q, grow=False):
-            found = await _rows(q, q.select(span, None))
-            for start in range(0, len(found), CHUNK):
-                yield await _hits(q.conn, found[start : start + CHUNK], q.needle)
+        async with q.conn.acquire_connection() as raw, raw.transaction():
+            for span in await _spans(q):
+                found: list[tuple[int, int]] = []
+                async for r in raw.cursor(q.select(span, None), *q.params, prefetch=CHUNK):
+                    found.append((int(r["id"]), int(r["k"])))
+                    if len(found) == CHUNK:
+                        yield _detail(await raw.fetch(_hits_sql(found)), found, q.needle)
+                        found = []
+                if found:
+                    yield _detail(await raw.fetch(_hits_sql(found)), found, q.needle)
         return
     below = q.high
     while found := await _rows(q, q.select(_Span((), q.low, below), CHUNK)):
@@ -734,7 +830,8 @@ async def _newest_window(q: _Query, spans: list[_Span], limit: int) -> list[tupl
         f"SELECT message_id, key, body, hidden FROM {t} d{_where(_restricted(t, 'd.', low, q.high))}" for t in tables
     )
     rows = await q.conn.execute_query_dict(
-        f"SELECT message_id AS id, key AS k FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
+        f"SELECT message_id AS id, key AS k, {SERIAL}"
+        f" FROM (SELECT * FROM ({union}) u ORDER BY key DESC LIMIT {WINDOW}) w"
         f" WHERE NOT hidden AND strpos(body, {sql.p(q.needle)}) > 0 ORDER BY key DESC LIMIT {int(limit)}",
         sql.params,
     )
@@ -751,14 +848,21 @@ HITS_SQL = (
 
 
 async def _hits(conn: BaseDBAsyncClient, found: list[tuple[int, int]], needle: str) -> list[Hit]:
-    """The hits' details in one query; the time comes from the order key (ms), the same on every database."""
-    if not found:
-        return []
-    ids = ", ".join(str(mid) for mid, _ in found)  # integers from our own query
-    rows = {int(r["id"]): r for r in await conn.execute_query_dict(HITS_SQL.format(ids=ids))}
+    """The hits' details in one query."""
+    return _detail(await conn.execute_query_dict(_hits_sql(found)), found, needle) if found else []
+
+
+def _hits_sql(found: list[tuple[int, int]]) -> str:
+    return HITS_SQL.format(ids=", ".join(str(mid) for mid, _ in found))  # integers from our own query
+
+
+def _detail(rows: Iterable[Mapping[str, Any]], found: list[tuple[int, int]], needle: str) -> list[Hit]:
+    """The hits of ``found`` (message id, order key) from their rows; the time comes from the order key (ms), the
+    same on every database."""
+    by_id = {int(r["id"]): r for r in rows}
     hits = []
     for mid, key in found:
-        r = rows.get(mid)
+        r = by_id.get(mid)
         if r is None:
             continue
         text = str(r["text"])
