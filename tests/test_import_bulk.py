@@ -163,7 +163,7 @@ def test_an_import_killed_midway_and_run_again_ends_as_one_clean_run(
     try:
         while lock.count_under_lock() == 0 and proc.poll() is None:  # until a chunk or more is committed
             lock.release()
-            time.sleep(0.01)
+            time.sleep(0.05)  # room for the import to take the lock, also on a busy machine
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         lock.release()
