@@ -2,7 +2,7 @@
 
 A SQLite database gets ``--customers`` customers through ``crmbot import customers`` (the generated list of
 ``bench.import_customers``), once. Then each round runs, as the admin runs them (the CLI in a subprocess with its
-defaults; wall seconds, CPU seconds and peak RSS of the process):
+defaults; wall seconds, CPU seconds and peak RSS of the process, taken by ``/usr/bin/time``):
 
 - ``crmbot search 价格 --limit 20`` (nothing in the archive: what the command costs before it searches);
 - ``crmbot export customers`` of every customer;
@@ -35,30 +35,34 @@ from bench.import_customers import crmbot, staff_csv, write_customers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(checkout: Path, config: Path, *args: str) -> tuple[float, float, float]:
-    """``crmbot ARGS`` from ``checkout``: (seconds, CPU seconds, peak RSS in MiB)."""
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
+def _measured(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """(seconds, CPU seconds, peak RSS in MiB) of ``command``. The peak RSS is taken by ``/usr/bin/time``, a small
+    program of its own: a child's ``ru_maxrss`` counts the memory of this process at the fork as well."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", *args, "--config", str(config)],
-        cwd=checkout,
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *command],
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        check=False,
     )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"crmbot {' '.join(args)} failed: {err.decode(errors='replace')}")
-    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    seconds = time.perf_counter() - started
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {err}")
+    rss_kib, user, system = err.split()[-3:]
+    return seconds, float(user) + float(system), int(rss_kib) / 1024
+
+
+def run(checkout: Path, config: Path, *args: str) -> tuple[float, float, float]:
+    """``crmbot ARGS`` from ``checkout``: (seconds, CPU seconds, peak RSS in MiB)."""
+    command = [sys.executable, "-m", "bot.cli", *args, "--config", str(config)]
+    return _measured(command, checkout, {**os.environ, "PYTHONPATH": str(checkout)})
 
 
 def bare_interpreter() -> tuple[float, float, float]:
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    _, _, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return _measured([sys.executable, "-c", "pass"], ROOT)
 
 
 def like_search(db: Path) -> float:

@@ -9,7 +9,7 @@ Segmentation only ever sees a line that names no known customer (``Reading.guess
 so customer names are not added to jieba's dictionary word by word (three seconds at 100,000 customers, on every
 rebuild): each name only adds its weight to the dictionary's total, as adding it would, which is all it changes
 for such a line. jieba's own dictionary is loaded once a process (about two seconds) and shared by every
-vocabulary with the same staff.
+vocabulary, with the current staff names written into it.
 """
 
 from __future__ import annotations
@@ -45,34 +45,39 @@ NAME_FREQ = 200_000  # a customer or staff name outweighs any word of jieba's ow
 TERM_FREQ = 100_000
 
 
-class _Dictionaries:
-    """jieba's dictionary with the CRM terms, loaded once a process, and its copy with the latest staff names."""
+class _Dictionary:
+    """jieba's dictionary with the CRM terms, loaded once a process (about two seconds, 35 MB), with the staff names
+    of the latest vocabulary written into it: one dictionary serves every tokenizer (segmentation only looks words
+    up), and the names of staff who left are taken out again when the staff change."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._base: jieba.Tokenizer | None = None
-        self._staffed: tuple[frozenset[str], dict[str, int], int] | None = None
+        self._freq: dict[str, int] = {}
+        self._total = 0
+        self._staff: dict[str, int | None] = {}  # a staff name written in → the entry it replaced (None: none)
 
     def with_staff(self, staff: frozenset[str]) -> tuple[dict[str, int], int]:
-        """Word frequencies (never changed once returned) and their total."""
+        """Word frequencies with these staff names in, and their total."""
         with self._lock:
-            if self._staffed is not None and self._staffed[0] == staff:
-                return self._staffed[1], self._staffed[2]
-            if self._base is None:
+            if not self._freq:
                 base = jieba.Tokenizer()
                 base.initialize()
                 for term in CRM_TERMS:
                     base.add_word(term, freq=TERM_FREQ)
-                self._base = base
-            staffed = jieba.Tokenizer()
-            staffed.FREQ, staffed.total, staffed.initialized = dict(self._base.FREQ), self._base.total, True
-            for person in staff:
-                staffed.add_word(person, freq=NAME_FREQ, tag="nr")
-            self._staffed = staff, staffed.FREQ, staffed.total
-            return staffed.FREQ, staffed.total
+                self._freq, self._total = base.FREQ, base.total
+            if staff != self._staff.keys():
+                for person, replaced in self._staff.items():
+                    # An entry of 0 is what jieba keeps for a prefix of a longer word: it never makes a word.
+                    self._freq[person] = 0 if replaced is None else replaced
+                self._staff = {person: self._freq.get(person) for person in staff}
+                for person in staff:
+                    for end in range(1, len(person)):  # prefixes, as jieba's add_word keeps them
+                        self._freq.setdefault(person[:end], 0)
+                    self._freq[person] = NAME_FREQ
+            return self._freq, self._total + NAME_FREQ * len(self._staff)
 
 
-_DICTIONARIES = _Dictionaries()
+_DICTIONARY = _Dictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +219,7 @@ class Vocabulary:
     @property
     def tokenizer(self) -> jieba.Tokenizer:
         if self._tokenizer is None:
-            freq, total = _DICTIONARIES.with_staff(frozenset(self.staff))
+            freq, total = _DICTIONARY.with_staff(frozenset(self.staff))
             tokenizer = jieba.Tokenizer()
             tokenizer.FREQ, tokenizer.initialized = freq, True
             tokenizer.total = total + NAME_FREQ * len(self._lookup)
