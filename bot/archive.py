@@ -73,10 +73,18 @@ class Prepared(NamedTuple):
     grams: str  # the body's ``search.gram_text``
 
 
-def prepare(msg: IncomingMessage, grams: str | None = None) -> Prepared:
-    """``msg`` ready to be stored; ``grams`` of its normalized text when computed already."""
-    indexed = bool(msg.text) and msg.event != RECALL
-    body = search.normalize(msg.text) if indexed else ""
+def prepare(msg: IncomingMessage) -> Prepared:
+    """``msg`` ready to be stored."""
+    body = _indexed_body(msg)
+    return _prepared(msg, body, search.gram_text(body))
+
+
+def _indexed_body(msg: IncomingMessage) -> str:
+    """The normalized text the search index takes; empty for a message not indexed (no text, a recall)."""
+    return search.normalize(msg.text) if msg.text and msg.event != RECALL else ""
+
+
+def _prepared(msg: IncomingMessage, body: str, grams: str) -> Prepared:
     return Prepared(
         msg.platform,
         msg.msgid,
@@ -91,7 +99,7 @@ def prepare(msg: IncomingMessage, grams: str | None = None) -> Prepared:
         compact_json(list(msg.receivers)),
         msg.sent_at.astimezone(UTC),
         body,
-        (grams if grams is not None else search.gram_text(body)) if indexed else "",
+        grams,
     )
 
 
@@ -112,8 +120,10 @@ async def archive_batch(
 ) -> BatchResult:
     """Store ``messages`` once each; with ``source``/``seq``, move that cursor in the same transaction."""
     # The grams are computed before the transaction (long texts in slices that let the event loop in).
-    grams = await search.prepare_grams(m.text for m in messages if m.text and m.event != RECALL)
-    rows = [prepare(m, grams.get(search.normalize(m.text), "")) for m in messages]
+    rows = []
+    for msg in messages:
+        body = _indexed_body(msg)
+        rows.append(_prepared(msg, body, await search.gram_text_between(body)))
     return await archive_prepared(bot, rows, source=source, seq=seq, failures=failures)
 
 

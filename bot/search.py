@@ -101,22 +101,17 @@ def gram_text(body: str) -> str:
     return " ".join(index_grams(body))
 
 
-async def prepare_grams(texts: Iterable[str]) -> dict[str, str]:
-    """The grams of each text (``gram_text``) by its normalized body, computed before the transaction that indexes
-    them (so that it holds its locks shorter); a long text's a slice at a time with the event loop let in between."""
-    prepared: dict[str, str] = {}
-    for text in texts:
-        body = normalize(text)
-        if len(text) <= GRAM_SLICE:
-            prepared[body] = gram_text(body)
-            continue
-        grams: set[str] = set()
-        for start in range(0, len(body), GRAM_SLICE):
-            # One character of overlap keeps the bigram across the cut.
-            grams.update(index_grams(body[start : start + GRAM_SLICE + 1]))
-            await asyncio.sleep(0)
-        prepared[body] = " ".join(grams)
-    return prepared
+async def gram_text_between(body: str) -> str:
+    """``gram_text`` of a body, a long body's a slice at a time with the event loop let in between (the grams are
+    computed before the transaction that indexes them, so that it holds its locks shorter)."""
+    if len(body) <= GRAM_SLICE:
+        return gram_text(body)
+    grams: set[str] = set()
+    for start in range(0, len(body), GRAM_SLICE):
+        # One character of overlap keeps the bigram across the cut.
+        grams.update(index_grams(body[start : start + GRAM_SLICE + 1]))
+        await asyncio.sleep(0)
+    return " ".join(grams)
 
 
 def query_grams(query: str) -> list[str]:
