@@ -292,43 +292,21 @@ async def _copy_returning(
     await raw.execute(_STAGING)
     await raw.copy_records_to_table(
         "message_import",
-        records=[
-            (
-                r.platform,
-                r.msgid,
-                r.sender,
-                r.receivers_json,
-                r.room_id,
-                r.msgtype,
-                r.text,
-                r.payload,
-                staff_id,
-                customer_id,
-                r.sent_at,
-            )
-            for r, (staff_id, customer_id) in zip(rows, links, strict=True)
-        ],
+        records=[_values(r, link) for r, link in zip(rows, links, strict=True)],
         columns=[*_STAGED, "customer_id", "sent_at"],
     )
     returned = await raw.fetch(_PG_INSERT, now)
     return {(str(r["platform"]), str(r["msgid"])): int(r["id"]) for r in returned}
 
 
-_COLUMNS = (
-    "platform",
-    "msgid",
-    "to_bot",
-    "sender",
-    "receivers",
-    "room_id",
-    "msgtype",
-    "text",
-    "payload",
-    "staff_id",
-    "customer_id",
-    "sent_at",
-    "received_at",
-)
+def _values(r: Prepared, link: tuple[int | None, int | None]) -> tuple[Any, ...]:
+    """A message row's values in ``_STAGED`` order, then its customer and its send time."""
+    staff_id, customer_id = link
+    return (r.platform, r.msgid, r.sender, r.receivers_json, r.room_id, r.msgtype, r.text, r.payload, staff_id,
+            customer_id, r.sent_at)  # fmt: skip
+
+
+_COLUMNS = (*_STAGED, "customer_id", "sent_at", "to_bot", "received_at")
 # SQLite binds at most 32,766 parameters a statement.
 _SQLITE_ROWS = 32_766 // len(_COLUMNS)
 
@@ -344,22 +322,8 @@ async def _insert_returning(
     for start in range(0, len(rows), _SQLITE_ROWS):
         chunk = rows[start : start + _SQLITE_ROWS]
         params: list[Any] = []
-        for r, (staff_id, customer_id) in zip(chunk, links[start : start + _SQLITE_ROWS], strict=True):
-            params += (
-                r.platform,
-                r.msgid,
-                False,
-                r.sender,
-                r.receivers_json,
-                r.room_id,
-                r.msgtype,
-                r.text,
-                r.payload,
-                staff_id,
-                customer_id,
-                r.sent_at,
-                now,
-            )
+        for r, link in zip(chunk, links[start : start + _SQLITE_ROWS], strict=True):
+            params += (*_values(r, link), False, now)
         returned = await conn.execute_query_dict(
             f"INSERT OR IGNORE INTO message ({', '.join(_COLUMNS)}) VALUES {', '.join([row_marks] * len(chunk))}"
             " RETURNING id, platform, msgid",
