@@ -193,11 +193,17 @@ class Outbox:
         await self.enqueue_many([queued], using_db=using_db)
 
     async def enqueue_many(self, queued: list[Queued], *, using_db: BaseDBAsyncClient | None = None) -> None:
-        """Queue several replies in one statement (a batch's answers); each ``dedupe_key`` at most once."""
+        """Queue several replies in one statement (a batch's answers; ``ENQUEUE_ROWS`` a statement); each
+        ``dedupe_key`` at most once."""
         if not queued:
             return
         conn = using_db or connections.get("default")
         now, created = self.clock.now().astimezone(UTC), datetime.now(UTC)
+        for start in range(0, len(queued), ENQUEUE_ROWS):
+            await self._insert(conn, queued[start : start + ENQUEUE_ROWS], now, created)
+
+    @staticmethod
+    async def _insert(conn: BaseDBAsyncClient, queued: list[Queued], now: datetime, created: datetime) -> None:
         values: list[Any] = []
         for q in queued:
             payload = q.reply.to_payload()
@@ -499,6 +505,8 @@ _ENQUEUE_SQL = (
     " attempts, last_error, result) VALUES {rows} ON CONFLICT (dedupe_key) DO NOTHING"
 )
 _ENQUEUE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', '{}')"
+# Rows a statement at most: SQLite binds at most 32,766 parameters, nine a row here.
+ENQUEUE_ROWS = 1_000
 # An outcome is written only while this claim still holds the row (same attempt, still sending).
 _RETRY_SQL = sql.both(
     "UPDATE outbox SET status = ?, not_before = ?, lease_until = NULL, last_error = ?"

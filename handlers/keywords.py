@@ -26,7 +26,7 @@ from tortoise.transactions import in_transaction
 
 from bot import audit
 from bot.capability import Capability
-from bot.channels import Address
+from bot.channels import Address, Queued
 from bot.config import KeywordSettings
 from bot.context import Services
 from bot.scheduled import release_time
@@ -219,10 +219,12 @@ async def _owners(customers: dict[int, Customer], conn: BaseDBAsyncClient) -> di
 async def _suggest_tickets(
     bot: Services, customers: dict[int, Customer], found: Found, conn: BaseDBAsyncClient
 ) -> None:
-    """Suggest mode: each message's owner is asked whether to open a ticket (one push per message)."""
+    """Suggest mode: each message's owner is asked whether to open a ticket (one push per message, the batch's
+    pushes queued in one statement)."""
     owners = await _owners(customers, conn)
     addresses: dict[int, Address] = {}
     release = release_time(bot.clock.now(), bot.settings)
+    pushes: list[Queued] = []
     for message, hits in found:
         customer = customers[int(str(message.customer_id))]
         owner = owners.get(customer.owner_id or 0)
@@ -232,17 +234,13 @@ async def _suggest_tickets(
             addresses[owner.id] = await bot.outbox.address_of(owner, conn)
         quote = _quote(message.text)
         priority = " 紧急" if hits.urgent else ""
-        await bot.outbox.enqueue(
-            addresses[owner.id],
-            Reply(
-                f"客户「{customer.name}」的消息提到「{'、'.join(hits.ticket)}」：“{quote}”\n"
-                f"需要开工单吗？回复「工单 {customer.name} {quote[:30]}{priority}」即可。"
-            ),
-            f"keyword-suggest:{message.platform}:{message.msgid}",
-            staff_id=owner.id,
-            not_before=release,
-            using_db=conn,
+        reply = Reply(
+            f"客户「{customer.name}」的消息提到「{'、'.join(hits.ticket)}」：“{quote}”\n"
+            f"需要开工单吗？回复「工单 {customer.name} {quote[:30]}{priority}」即可。"
         )
+        key = f"keyword-suggest:{message.platform}:{message.msgid}"
+        pushes.append(Queued(addresses[owner.id], reply, key, staff_id=owner.id, not_before=release))
+    await bot.outbox.enqueue_many(pushes, using_db=conn)
 
 
 async def _open_tickets(bot: Services, customers: dict[int, Customer], found: Found, conn: BaseDBAsyncClient) -> None:
