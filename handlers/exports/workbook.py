@@ -17,19 +17,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+if TYPE_CHECKING:
+    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 ColumnKind = Literal["text", "date", "datetime", "number"]
 MAX_CELL = 32767  # characters Excel keeps in one cell
-BOLD = Font(bold=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +38,17 @@ class Book:
     """One workbook being written: ``sheet(title, columns)`` then ``append`` rows, ``save`` at the end."""
 
     def __init__(self, tz: ZoneInfo) -> None:
+        # openpyxl is loaded by the first export only: loading it costs every other command start-up time.
+        from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
+
         self.tz = tz
         self._book = Workbook(write_only=True)
+        self._cell_of, self._illegal, self._letter = WriteOnlyCell, ILLEGAL_CHARACTERS_RE, get_column_letter
+        self._bold = Font(bold=True)
         self._sheet: WriteOnlyWorksheet | None = None
         self._columns: Sequence[Column] = ()
         self.rows = 0  # data rows written, over all sheets
@@ -53,11 +57,11 @@ class Book:
         sheet = self._book.create_sheet(title[:31])
         sheet.freeze_panes = "A2"
         for i, column in enumerate(columns, start=1):
-            sheet.column_dimensions[get_column_letter(i)].width = column.width
+            sheet.column_dimensions[self._letter(i)].width = column.width
         header = []
         for column in columns:
-            cell = WriteOnlyCell(sheet, value=column.header)
-            cell.font = BOLD
+            cell = self._cell_of(sheet, value=column.header)
+            cell.font = self._bold
             header.append(cell)
         sheet.append(header)
         self._sheet, self._columns = sheet, columns
@@ -79,9 +83,9 @@ class Book:
             return value
         if isinstance(value, Decimal):
             return float(value)
-        text = ILLEGAL_CHARACTERS_RE.sub("", str(value))[:MAX_CELL]
+        text = self._illegal.sub("", str(value))[:MAX_CELL]
         if text.startswith("="):  # text, never a formula: a customer named "=HYPERLINK(…)" stays a name
-            cell = WriteOnlyCell(self._sheet, value=text)
+            cell = self._cell_of(self._sheet, value=text)
             cell.data_type = "s"
             return cell
         return text
