@@ -201,6 +201,10 @@ async def index_messages(conn: BaseDBAsyncClient, rows: Sequence[Doc]) -> None:
     keyed = await _free_keys(
         conn, [(order_key(sent_at, mid), mid, body, grams, cid) for mid, sent_at, body, grams, cid in rows]
     )
+    # In key order: FTS5 writes its pending terms out as a new segment whenever a rowid is not above the previous
+    # one, so a batch in send-time disorder (an archive's months interleaved) made hundreds of tiny segments to
+    # merge, three times the work (docs/BENCHMARKS.md, "Imports in key order").
+    keyed.sort(key=lambda row: row[0])
     if is_postgres(conn):
         await raw_connection(conn).copy_records_to_table(
             "search_doc",
