@@ -26,7 +26,7 @@ from tortoise.transactions import in_transaction
 
 from bot import audit
 from bot.capability import Capability
-from bot.channels import Address, Queued
+from bot.channels import Queued
 from bot.config import KeywordSettings
 from bot.context import Services
 from bot.scheduled import release_time
@@ -222,16 +222,14 @@ async def _suggest_tickets(
     """Suggest mode: each message's owner is asked whether to open a ticket (one push per message, the batch's
     pushes queued in one statement)."""
     owners = await _owners(customers, conn)
-    addresses: dict[int, Address] = {}
+    addresses = await bot.outbox.addresses_of(owners.values(), conn)
     release = release_time(bot.clock.now(), bot.settings)
     pushes: list[Queued] = []
     for message, hits in found:
         customer = customers[int(str(message.customer_id))]
         owner = owners.get(customer.owner_id or 0)
-        if owner is None:
+        if owner is None or owner.id not in addresses:
             continue
-        if owner.id not in addresses:
-            addresses[owner.id] = await bot.outbox.address_of(owner, conn)
         quote = _quote(message.text)
         priority = " 紧急" if hits.urgent else ""
         reply = Reply(
