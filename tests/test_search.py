@@ -88,11 +88,12 @@ async def test_every_substring_is_found_exactly_as_grep_finds_it(
 
 
 async def test_random_queries_match_grep(make_settings: Any, start_app: Any) -> None:
-    """Random texts over a small alphabet (CJK, ASCII of both cases, digits, punctuation, spaces)."""
+    """Random texts over a small alphabet (CJK, ASCII of both cases, digits, punctuation, spaces), with what the
+    index's copy format and array literals must escape: backslashes, quotes, braces, commas, tabs and line ends."""
     client = await start_app(make_settings())
     bot = client.app[BOT]
     rng = random.Random(7)
-    alphabet = "耐高温材料液压元件aAbB12.-% ，"
+    alphabet = "耐高温材料液压元件aAbB12.-% ，\\\"{},'\t\n\r"
     records = []
     for i in range(150):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
