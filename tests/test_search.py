@@ -301,3 +301,28 @@ async def test_beyond_the_count_bound_the_total_is_an_estimate(
     assert f"找到{search.about(bounded.total)}条包含「批耐高温材料」的聊天记录" in reply
     assert "还有约" in reply
     assert search.about(351_055) == "约 35 万" and search.about(12_345) == "约 1.2 万"
+
+
+async def test_two_messages_whose_order_keys_collide_are_both_found(make_settings: Any, start_app: Any) -> None:
+    """Messages sent in the same millisecond whose ids agree in their low 20 bits share an order key; the second
+    one's key steps down, and a search finds both."""
+    client = await start_app(make_settings())
+    bot = client.app[BOT]
+
+    async def archive(msgid: str, text: str) -> int:
+        msg = IncomingMessage(platform="wecom", msgid=msgid, sender="wmX", text=text, sent_at=T0, to_bot=False)
+        assert await bot.archive(msg)
+        return int((await Message.get(msgid=msgid)).id)
+
+    first = await archive("k1", "碰撞的订单号 A")
+    conn = connections.get("default")
+    next_id = first + (1 << search.KEY_SHIFT)
+    if search.is_postgres(conn):
+        await conn.execute_query("SELECT setval('message_id_seq', $1)", [next_id - 1])
+    else:  # the next row id follows the largest one there
+        await Message.create(id=next_id - 1, platform="wecom", msgid="filler", to_bot=True, sender="u", sent_at=T0)
+    second = await archive("k2", "碰撞的订单号 B")
+    assert second == next_id
+    assert search.order_key(T0, first) == search.order_key(T0, second)
+    assert await hit_ids("碰撞的订单号") == ["k1", "k2"]
+    assert await hit_ids("订单号 B") == ["k2"]
