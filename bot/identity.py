@@ -94,14 +94,20 @@ class Directory:
     """Every registered platform's identity, in registration order."""
 
     identities: list[Identity] = field(default_factory=list)
+    # By platform: looked up for every message archived or handled.
+    _by_platform: dict[str, Identity] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_platform.update((i.platform, i) for i in self.identities)
 
     def register(self, identity: Identity) -> None:
         if self.get(identity.platform) is not None:
             raise ValueError(f"platform {identity.platform!r} registered twice")
         self.identities.append(identity)
+        self._by_platform[identity.platform] = identity
 
     def get(self, platform: str) -> Identity | None:
-        return next((i for i in self.identities if i.platform == platform), None)
+        return self._by_platform.get(platform)
 
     def is_external(self, platform: str, user_id: str) -> bool:
         """A customer contact (not staff) on ``platform``."""
