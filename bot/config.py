@@ -205,7 +205,7 @@ class KeywordSettings(_Section):
 class SearchSettings(_Section):
     """Keyword search over the archive (``bot.search``)."""
 
-    count_bound: int = Field(2_000, ge=20, le=10_000_000)  # totals exact up to this many hits, estimated beyond
+    count_bound: int = Field(1_000, ge=20, le=10_000_000)  # totals exact up to this many hits, estimated beyond
 
 
 OrderStatusCode = Literal["placed", "production", "packed", "shipped", "received", "invoiced", "paid", "cancelled"]

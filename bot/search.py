@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,10 +42,14 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
-COUNT_BOUND = 2_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
+GRAM_STATISTICS = 10  # PostgreSQL: statistics target of the gram arrays (migration 0017: planning a month's branch)
+COUNT_BOUND = 1_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
 # sizes its next span from the hits per document found so far.
 SPAN_MARGIN = 4
+# PostgreSQL: the same for the spans a total is counted in, as a multiple of the hits still to count up to the bound
+# (a span too long costs planning its months, one too short a statement more).
+COUNT_MARGIN = 2
 # PostgreSQL, in the select list of every statement but the cursor's (which never runs in parallel):
 # current_schema() is marked parallel unsafe, so the planner never starts parallel workers for a search. A statement
 # over a few dozen partitions costs enough for it to plan a Gather, and starting the workers took 30-50 ms on a busy
@@ -116,14 +119,27 @@ async def gram_text_between(body: str) -> str:
 
 
 def query_grams(query: str) -> list[str]:
-    """The grams every body containing ``query`` (normalized) must have; empty if it is only whitespace."""
+    """Grams every body containing ``query`` (normalized) has, enough to find it; empty if it is only whitespace.
+
+    A query of one character is that character. Otherwise each run of characters between separators is covered by
+    bigrams side by side (its first two characters, the next two, …, and its last two), not by every overlapping
+    one: "交期大概多久" looks up 交期, 大概 and 多久, not five. A document with them all but without the query is rare
+    and the exact check on its body drops it, while every gram looked up costs each month's index a lookup (most
+    of a rare word's search). A run of one character next to longer ones is left to that check as well."""
     chars = [c for c in query if not _separator(c)]
     if len(chars) == 1:
         return chars
     grams: dict[str, None] = {}
-    for a, b in itertools.pairwise(query):
-        if not _separator(a) and not _separator(b):
-            grams[a + b] = None
+    run: list[str] = []
+    for ch in [*query, " "]:
+        if not _separator(ch):
+            run.append(ch)
+            continue
+        starts = list(range(0, len(run) - 1, 2))
+        if len(run) > 2 and len(run) % 2:
+            starts.append(len(run) - 2)  # an odd run: its last two characters as well
+        grams.update((run[i] + run[i + 1], None) for i in starts)
+        run = []
     if not grams:  # characters separated by whitespace only: each must be there
         return list(dict.fromkeys(chars))
     return list(grams)
@@ -304,6 +320,7 @@ async def ensure_partitions(months: Iterable[int]) -> None:
             low, high = month_key(month), month_key(month + 1)
             await tx.execute_script(
                 f"CREATE TABLE {name} (LIKE search_doc INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
+                f" ALTER TABLE {name} ALTER COLUMN grams SET STATISTICS {GRAM_STATISTICS};"
                 f" INSERT INTO {name} SELECT * FROM search_doc_default WHERE key >= {low} AND key < {high};"
                 f" DELETE FROM search_doc_default WHERE key >= {low} AND key < {high};"
                 f" ALTER TABLE search_doc ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
@@ -512,6 +529,7 @@ class _Query:
     high: int | None
     partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
     walked: int = 0  # PostgreSQL: the month spans the top hits were looked for in, newest first
+    counted: int | None = None  # PostgreSQL: the hits of the walked months, when the walk read every one of them
 
     @property
     def postgres(self) -> bool:
@@ -647,8 +665,9 @@ async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]],
     first, one span of months a statement, and stops as soon as it has them: a frequent word is answered from the
     newest month. Each next span is as long as the hits per document found so far say it takes to hold
     ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found nowhere in the newest months, reads all the
-    older ones in one statement; that last statement reads up to ``want`` hits in all (with a total, at least the
-    count bound and one), so the total of a word that rare needs no statement of its own."""
+    older ones in one statement. Each statement reads up to ``want`` hits in all (with a total, at least the count
+    bound and one: a span's bitmap holds every hit of its months anyway), so when none reached it the hits of the
+    months walked are all there (``_Query.counted``) and the total only counts the months after them."""
     if not q.postgres:
         found = await _rows(q, q.select(_Span((), q.low, q.high), limit))
         return found, len(found) < limit
@@ -658,24 +677,25 @@ async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]],
         if len(found) == limit:
             q.walked = 1
             return found, False
-    found, seen, complete = [], 0.0, False
+    found, seen, whole = [], 0.0, True
     while q.walked < len(months) and len(found) < limit:
         take = 1 if not q.walked else _next_span(months[q.walked :], len(found), seen, limit)
         span = _merge(months[q.walked : q.walked + take])
-        asked = (want if q.walked + take == len(months) else limit) - len(found)
+        asked = want - len(found)
         rows = await _rows(q, q.select(span, asked))
-        complete = len(rows) < asked
+        whole = whole and len(rows) < asked
         found += rows
         seen += span.rows
         q.walked += take
-    return found, complete
+    q.counted = len(found) if whole else None
+    return found, whole and q.walked == len(months)
 
 
-def _next_span(months: Sequence[_Span], found: int, seen: float, limit: int) -> int:
-    """How many of the next ``months`` to read in one statement: as many as are expected to hold ``SPAN_MARGIN``
-    times the hits still wanted, at the rate found so far (one hit more than found, so that none found yet still
-    sizes the span by the documents already read), at least one."""
-    budget = SPAN_MARGIN * (limit - found) * max(seen, 1.0) / (found + 1)
+def _next_span(months: Sequence[_Span], found: int, seen: float, limit: int, margin: float = SPAN_MARGIN) -> int:
+    """How many of the next ``months`` to read in one statement: as many as are expected to hold ``margin`` times
+    the hits still wanted, at the rate found so far (one hit more than found, so that none found yet still sizes
+    the span by the documents already read), at least one."""
+    budget = margin * (limit - found) * max(seen, 1.0) / (found + 1)
     take, rows = 0, 0.0
     for span in months:
         rows += span.rows
@@ -722,26 +742,35 @@ async def _spans(q: _Query) -> list[_Span]:
 
 async def _total(q: _Query, bound: int) -> tuple[int, bool]:
     """The exact count up to ``bound`` hits, else an estimate. PostgreSQL counts newest first: the months the top
-    hits came from, then, when the bound is not reached there, all the others in one statement."""
-    if q.postgres:
-        months = await _spans(q)
-        walked = max(q.walked, 1)
-        spans = [_merge(months[:walked])] + ([_merge(months[walked:])] if months[walked:] else [])
-    else:
-        spans = [_Span((), q.low, q.high)]
-    counted, whole = 0, list[str]()
-    for span in spans:
+    hits came from (unless the walk already read all their hits), then the others, in spans sized by the hits per
+    document found so far (``COUNT_MARGIN``), so that a frequent word's count stops planning and reading months
+    soon after the bound."""
+    if not q.postgres:
+        rows = await q.conn.execute_query_dict(q.count(_Span((), q.low, q.high), bound + 1), q.params)
+        counted = int(rows[0]["n"])
+        return (counted, False) if counted <= bound else (await _estimate(q, bound), True)
+    months = await _spans(q)
+    walked = max(q.walked, 1)
+    counted, seen, whole, at = 0, 0.0, list[str](), 0
+    if q.counted is not None:  # the walk read every hit of its months
+        counted, at = q.counted, walked
+        seen = sum(span.rows for span in months[:walked])
+        whole = [t for span in months[:walked] for t in span.tables]
+    while at < len(months):
+        take = walked if not at else _next_span(months[at:], counted, seen, bound + 1, COUNT_MARGIN)
+        span = _merge(months[at : at + take])
         rows = await q.conn.execute_query_dict(q.count(span, bound + 1 - counted), q.params)
-        counts = {str(r["t"]): int(r["n"]) for r in rows} if q.postgres else {}
-        counted += sum(counts.values()) if q.postgres else int(rows[0]["n"])
-        if counted <= bound:
-            whole += span.tables
-            continue
-        # Every partition before the last one counted in was counted to its end (the branches run in order).
-        last = max((i for i, t in enumerate(span.tables) if counts.get(t)), default=0)
-        whole += span.tables[:last]
-        hits = sum(counts.get(t, 0) for t in span.tables[:last]) + counted - sum(counts.values())
-        return await _estimate(q, bound, hits, whole), True
+        counts = {str(r["t"]): int(r["n"]) for r in rows}
+        counted += sum(counts.values())
+        if counted > bound:
+            # Every partition before the last one counted in was counted to its end (the branches run in order).
+            last = max((i for i, t in enumerate(span.tables) if counts.get(t)), default=0)
+            whole += span.tables[:last]
+            hits = sum(counts.get(t, 0) for t in span.tables[:last]) + counted - sum(counts.values())
+            return await _estimate(q, bound, hits, whole), True
+        whole += span.tables
+        seen += span.rows
+        at += take
     return counted, False
 
 

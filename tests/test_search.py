@@ -265,6 +265,14 @@ async def test_months_far_apart_land_and_are_found_newest_first(
             "search_doc_y2026m02",
             "search_doc_y2041m06",
         ]
+        # Every partition, those made ahead at start-up and those made as the months came, plans its gram arrays
+        # with the smaller statistics target.
+        targets = await conn.execute_query_dict(
+            "SELECT c.relname AS name, a.attstattarget AS target FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'grams'"
+            " WHERE i.inhparent = 'search_doc'::regclass AND c.relname LIKE 'search_doc_y%'"
+        )
+        assert len(targets) > 5 and {int(r["target"]) for r in targets} == {search.GRAM_STATISTICS}
 
 
 async def test_beyond_the_count_bound_the_total_is_an_estimate(
