@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ WINDOW = 2000  # PostgreSQL: newest messages checked directly before asking the 
 # (30-160 ms measured on a busy 2-core machine).
 GRAM_SLICE = 4096
 MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
+# PostgreSQL: a query's grams looked up in a month's index: its two rarest, and a third under FREQUENT. Each gram
+# looked up costs every month's index a lookup, a frequent one a walk over its long list (a rare word's search is
+# mostly that); the body check does the rest. The shares come from a sample of every month's documents.
+LOOKED_UP = 3
+FREQUENT = 0.02
+GRAM_SAMPLE = 5_000  # documents sampled for the shares, about
+GRAM_SAMPLE_TTL = 3600.0  # seconds a sample is used for
 GRAM_STATISTICS = 10  # PostgreSQL: statistics target of the gram arrays (migration 0017: planning a month's branch)
 COUNT_BOUND = 1_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
@@ -575,6 +583,47 @@ class _Query:
         return f"SELECT count(*) AS n FROM ({inner} LIMIT {int(limit)}) c"
 
 
+def _rarest(grams: list[str], shares: Mapping[str, float]) -> list[str]:
+    """The grams a month's index is asked for (``LOOKED_UP``): the rarest two, and the next while under
+    ``FREQUENT``; all of them when no sample is known. A gram the sample did not see counts as rare."""
+    if not shares:
+        return grams
+    ranked = sorted(grams, key=lambda gram: shares.get(gram, 0.0))
+    kept = ranked[:2] + [g for g in ranked[2:LOOKED_UP] if shares.get(g, 0.0) < FREQUENT]
+    return [g for g in grams if g in kept]  # in the query's order
+
+
+# Per open database (its client): when the grams' shares were sampled, and the shares (a gram in 1% or more of the
+# documents; the others are rarer).
+_shares: weakref.WeakKeyDictionary[BaseDBAsyncClient, tuple[float, dict[str, float]]] = weakref.WeakKeyDictionary()
+
+
+async def _gram_shares(conn: BaseDBAsyncClient) -> dict[str, float]:
+    """PostgreSQL: the share of documents holding each frequent gram, from pages sampled over every month
+    (``TABLESAMPLE SYSTEM``, about ``GRAM_SAMPLE`` documents, 20-100 ms at 10M), kept for ``GRAM_SAMPLE_TTL``
+    seconds."""
+    cached = _shares.get(conn)
+    if cached is not None and time.monotonic() - cached[0] < GRAM_SAMPLE_TTL:
+        return cached[1]
+    rows = await conn.execute_query_dict(
+        "SELECT sum(greatest(c.reltuples, 0)) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'search_doc'::regclass"
+    )
+    documents = float(rows[0]["n"] or 0)
+    shares: dict[str, float] = {}
+    if documents > 0:
+        percent = min(100.0, 100.0 * GRAM_SAMPLE / documents)
+        found = await conn.execute_query_dict(
+            f"WITH s AS (SELECT grams FROM search_doc TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (1)),"
+            " n AS (SELECT count(*) AS docs FROM s)"
+            f" SELECT g, count(*)::float8 / max(n.docs) AS share, {SERIAL} FROM s, n, unnest(s.grams) AS g"
+            " GROUP BY g HAVING count(*) * 100 >= max(n.docs)"
+        )
+        shares = {str(r["g"]): float(r["share"]) for r in found}
+    _shares[conn] = (time.monotonic(), shares)
+    return shares
+
+
 async def _prepare(
     conn: BaseDBAsyncClient,
     query: str,
@@ -592,6 +641,8 @@ async def _prepare(
     if scope.customer_ids == []:
         return None
     grams = query_grams(needle)
+    if len(grams) > 2 and is_postgres(conn):
+        grams = _rarest(grams, await _gram_shares(conn))
     sql = _Sql(is_postgres(conn))
     plan = _plan(sql, needle, grams, scope, customer_id, sender)
     low = time_key(since) if since is not None else 0
