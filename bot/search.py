@@ -2,9 +2,9 @@
 
 Semantics are substring semantics: the hits for a query are exactly the visible messages whose text contains
 it (case-insensitive), as a grep would find them, for any query of one character or more. The index stores every
-character unigram and bigram of a message's normalized text; a query looks up the grams it must contain (its
-single character, or its bigrams), and every candidate is checked exactly against the stored normalized body,
-so recall is complete and there are no false hits.
+character unigram and bigram of a message's normalized text; a query looks up grams it must contain (its single
+character, or bigrams side by side that cover it, on PostgreSQL the rarest of them), and every candidate is
+checked exactly against the stored normalized body, so recall is complete and there are no false hits.
 
 Each indexed message has an order key ``sent_at in ms << 20 | message id`` so that "newest first" and the
 time filters are a walk down one integer: SQLite keeps the grams in a contentless FTS5 table whose rowid is the
