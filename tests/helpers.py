@@ -66,10 +66,23 @@ async def post_wecom(client: TestClient[Any, web.Application], xml: str, corp: W
     return await client.post("/wecom/callback", params=query, data=body.encode())
 
 
-async def settle(app: web.Application) -> None:
-    """Wait until every message has been handled and every due outbox row attempted."""
-    await app[BOT].tasks.idle()
-    await app[OUTBOX].drain()
+async def settle(app: web.Application, patience: float = 10.0) -> None:
+    """Wait until every message has been handled and every due outbox row attempted, also the rows the running
+    dispatcher has out (claimed and being sent: a drain here skips them, so it could end before they arrive).
+    ``patience`` (seconds) bounds the wait for those."""
+    import asyncio
+
+    from models.outbox import OutboxMessage, OutboxStatus
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        await app[BOT].tasks.idle()
+        await app[OUTBOX].drain()
+        out = OutboxMessage.filter(status=OutboxStatus.SENDING, lease_until__gte=app[CLOCK].now())
+        if loop.time() > deadline or not await out.exists():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
