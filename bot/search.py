@@ -232,7 +232,7 @@ async def index_messages(conn: BaseDBAsyncClient, rows: Sequence[Doc]) -> None:
     keyed.sort(key=lambda row: row[0])
     if is_postgres(conn):
         lines = "".join(
-            f"{key}\t{mid}\t{NULL if cid is None else cid}\t{copy_text(body)}\t{_array_text(_tokens(grams, cid))}\n"
+            f"{key}\t{mid}\t{_NULL if cid is None else cid}\t{_copy_text(body)}\t{_array_text(_tokens(grams, cid))}\n"
             for key, mid, body, grams, cid in keyed
         )
         await raw_connection(conn).copy_to_table(
@@ -255,10 +255,10 @@ async def index_messages(conn: BaseDBAsyncClient, rows: Sequence[Doc]) -> None:
 # PostgreSQL's COPY text format: a column's backslashes, tabs and line ends escaped, NULL spelled \N. The index is
 # copied in this form, written with a few string operations a row, rather than through asyncpg's binary records,
 # which check every element of a document's gram array one by one (most of the client's time in an import).
-NULL = "\\N"
+_NULL = "\\N"
 
 
-def copy_text(value: str) -> str:
+def _copy_text(value: str) -> str:
     """``value`` as a column of COPY's text format (``str.replace`` a character at a time: ``str.translate``
     looks every character of a Chinese text up in its table, ten times slower)."""
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -303,6 +303,16 @@ _PARTITION_LOCK = 7_316_220_002
 _ready: weakref.WeakKeyDictionary[BaseDBAsyncClient, set[int]] = weakref.WeakKeyDictionary()
 
 
+async def _partition_rows(conn: BaseDBAsyncClient) -> dict[str, float]:
+    """PostgreSQL: every partition of ``search_doc`` (the default one too) by name, with the planner's estimate of
+    its rows (0 before it was first analyzed), from the catalog."""
+    rows = await conn.execute_query_dict(
+        "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
+    )
+    return {str(r["name"]): float(r["n"]) for r in rows}
+
+
 async def ensure_partitions(months: Iterable[int]) -> None:
     """PostgreSQL: give each month of ``months`` its partition of ``search_doc``, outside any transaction of the
     caller's. A missing one is created and attached; rows of its month that the default partition caught (none,
@@ -316,11 +326,7 @@ async def ensure_partitions(months: Iterable[int]) -> None:
         return
     async with in_transaction() as tx:
         await xact_lock(tx, _PARTITION_LOCK)
-        rows = await tx.execute_query_dict(
-            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " WHERE i.inhparent = 'search_doc'::regclass"
-        )
-        existing = {str(r["name"]) for r in rows}
+        existing = await _partition_rows(tx)
         for month in missing:
             name = partition_name(month)
             if name in existing:
@@ -605,11 +611,7 @@ async def _gram_shares(conn: BaseDBAsyncClient) -> dict[str, float]:
     cached = _shares.get(conn)
     if cached is not None and time.monotonic() - cached[0] < GRAM_SAMPLE_TTL:
         return cached[1]
-    rows = await conn.execute_query_dict(
-        "SELECT sum(greatest(c.reltuples, 0)) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'search_doc'::regclass"
-    )
-    documents = float(rows[0]["n"] or 0)
+    documents = sum((await _partition_rows(conn)).values())
     shares: dict[str, float] = {}
     if documents > 0:
         percent = min(100.0, 100.0 * GRAM_SAMPLE / documents)
@@ -760,17 +762,13 @@ async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
     """PostgreSQL: the month partitions of ``search_doc`` that meet the query's key range, newest first, with the
     planner's estimate of their rows (from the catalog: one cheap query)."""
     if q.partitions is None:
-        rows = await q.conn.execute_query_dict(
-            "SELECT c.relname AS name, greatest(c.reltuples, 0) AS n FROM pg_inherits i"
-            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'search_doc'::regclass"
-        )
         months = []
-        for r in rows:
-            month = _partition_month(str(r["name"]))
+        for name, rows in (await _partition_rows(q.conn)).items():
+            month = _partition_month(name)
             if month is None:
                 continue
             if month_key(month + 1) > q.low and (q.high is None or month_key(month) < q.high):
-                months.append((str(r["name"]), month, float(r["n"])))
+                months.append((name, month, rows))
         q.partitions = sorted(months, key=lambda m: -m[1])
     return q.partitions
 
