@@ -219,14 +219,17 @@ class Bot:
         instances may pick the same message: handling takes only rows still unhandled, under a row lock. (Rows are
         stamped with the wall-clock time they arrived, so that is the time they are compared with.)"""
         now = datetime.now(UTC)
-        query = Message.filter(to_bot=True, handled_at=None, received_at__gte=now - RECOVERY_WINDOW)
+        stamp = Message._meta.fields_map["received_at"]
+        params = [stamp.to_db_value(now - RECOVERY_WINDOW, Message)]
         if left_behind is not None:
-            query = query.filter(received_at__lte=now - left_behind)
-        rows = await query.order_by("id").values_list("id", "platform", "sender")
+            params.append(stamp.to_db_value(now - left_behind, Message))
+        rows = await sql.select(
+            sql.default(), _UNHANDLED_SINCE.format(until="" if left_behind is None else " AND received_at <= ?"), params
+        )
         scheduled = 0
-        for message_id, platform, sender in rows:
-            if int(str(message_id)) not in self._to_handle:
-                self.schedule(int(str(message_id)), f"{platform}:{sender}")
+        for row in rows:
+            if int(row["id"]) not in self._to_handle:
+                self.schedule(int(row["id"]), f"{row['platform']}:{row['sender']}")
                 scheduled += 1
         if left_behind is not None and scheduled:
             log.warning("%d stored messages were left unhandled; handling them now", scheduled)
@@ -265,6 +268,12 @@ class TakenInTurns:
         return taken
 
 
+# ``to_bot = TRUE`` as a literal: the index of unhandled messages holds the messages to the bot only, and SQLite uses
+# such an index only for a query whose own text implies its condition.
+_UNHANDLED_SINCE = (
+    "SELECT id, platform, sender FROM message WHERE to_bot = TRUE AND handled_at IS NULL AND received_at >= ?{until}"
+    " ORDER BY id"
+)
 _UNHANDLED = f"SELECT {COLUMNS} FROM message WHERE id IN ({{ids}}) AND handled_at IS NULL ORDER BY id"
 _LOCK_UNHANDLED = "SELECT id FROM message WHERE id IN ({ids}) AND handled_at IS NULL ORDER BY id"
 _MARK_HANDLED = "UPDATE message SET handled_at = ? WHERE id IN ({ids})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from tortoise import fields
+from tortoise.indexes import PartialIndex
 from tortoise.models import Model
 
 from models.customers import Customer
@@ -42,4 +43,6 @@ class Message(Model):
     class Meta:
         table = "message"
         unique_together = (("platform", "msgid"),)
-        indexes = (("to_bot", "handled_at"), ("customer_id", "sent_at"))
+        # Only the messages to the bot are looked up by handled_at: an archive's millions of other rows stay out.
+        indexes = (PartialIndex(fields=("handled_at",), name="message_to_bot_handled", condition={"to_bot": True}),
+                   ("customer_id", "sent_at"))  # fmt: skip
