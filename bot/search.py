@@ -48,8 +48,9 @@ MONTHS_AHEAD = 3  # PostgreSQL: partitions created ahead at start-up
 # mostly that); the body check does the rest. The shares come from a sample of every month's documents.
 LOOKED_UP = 3
 FREQUENT = 0.02
-GRAM_SAMPLE = 5_000  # documents sampled for the shares, about
+GRAM_SAMPLE = 5_000  # documents sampled for the shares and the estimates, about
 GRAM_SAMPLE_TTL = 3600.0  # seconds a sample is used for
+MIN_SAMPLED = 1_000  # PostgreSQL: the kept sample's documents in a query's range that make its estimate
 GRAM_STATISTICS = 10  # PostgreSQL: statistics target of the gram arrays (migration 0017: planning a month's branch)
 COUNT_BOUND = 1_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
@@ -599,31 +600,61 @@ def _rarest(grams: list[str], shares: Mapping[str, float]) -> list[str]:
     return [g for g in grams if g in kept]  # in the query's order
 
 
-# Per open database (its client): when the grams' shares were sampled, and the shares (a gram in 1% or more of the
-# documents; the others are rarer).
-_shares: weakref.WeakKeyDictionary[BaseDBAsyncClient, tuple[float, dict[str, float]]] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True, slots=True)
+class _Sampled:
+    """One sampled document: its order key, customer, sender, whether it is hidden, and its normalized body."""
+
+    key: int
+    customer_id: int | None
+    sender: str
+    hidden: bool
+    body: str
 
 
-async def _gram_shares(conn: BaseDBAsyncClient) -> dict[str, float]:
-    """PostgreSQL: the share of documents holding each frequent gram, from pages sampled over every month
-    (``TABLESAMPLE SYSTEM``, about ``GRAM_SAMPLE`` documents, 20-100 ms at 10M), kept for ``GRAM_SAMPLE_TTL``
-    seconds."""
-    cached = _shares.get(conn)
-    if cached is not None and time.monotonic() - cached[0] < GRAM_SAMPLE_TTL:
-        return cached[1]
+@dataclass(frozen=True)
+class _Sample:
+    """PostgreSQL: documents sampled from pages of every month, kept for ``GRAM_SAMPLE_TTL`` seconds. Their frequent
+    grams' shares pick the grams a query looks up (``_rarest``); the documents themselves make the estimates of
+    totals beyond the bound (``_sampled``)."""
+
+    taken: float
+    shares: dict[str, float]  # a gram in 1% or more of the documents, and its share; the others are rarer
+    docs: list[_Sampled]
+
+
+# Per open database (its client), its sample.
+_samples: weakref.WeakKeyDictionary[BaseDBAsyncClient, _Sample] = weakref.WeakKeyDictionary()
+
+
+async def _sample(conn: BaseDBAsyncClient) -> _Sample:
+    """PostgreSQL: the sample of ``conn``'s documents, taken again after ``GRAM_SAMPLE_TTL`` seconds: pages of every
+    month (``TABLESAMPLE SYSTEM``, the same pages both times), about ``GRAM_SAMPLE`` documents, 30-100 ms at 10M."""
+    cached = _samples.get(conn)
+    if cached is not None and time.monotonic() - cached.taken < GRAM_SAMPLE_TTL:
+        return cached
     documents = sum((await _partition_rows(conn)).values())
     shares: dict[str, float] = {}
+    docs: list[_Sampled] = []
     if documents > 0:
         percent = min(100.0, 100.0 * GRAM_SAMPLE / documents)
+        pages = f"search_doc TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (1)"
         found = await conn.execute_query_dict(
-            f"WITH s AS (SELECT grams FROM search_doc TABLESAMPLE SYSTEM ({percent:.6f}) REPEATABLE (1)),"
-            " n AS (SELECT count(*) AS docs FROM s)"
+            f"WITH s AS (SELECT grams FROM {pages}), n AS (SELECT count(*) AS docs FROM s)"
             f" SELECT g, count(*)::float8 / max(n.docs) AS share, {SERIAL} FROM s, n, unnest(s.grams) AS g"
             " GROUP BY g HAVING count(*) * 100 >= max(n.docs)"
         )
         shares = {str(r["g"]): float(r["share"]) for r in found}
-    _shares[conn] = (time.monotonic(), shares)
-    return shares
+        rows = await conn.execute_query_dict(
+            f"SELECT d.key, d.customer_id, m.sender, d.hidden, d.body, {SERIAL}"
+            f" FROM (SELECT key, message_id, customer_id, hidden, body FROM {pages}) d"
+            " JOIN message m ON m.id = d.message_id"
+        )
+        docs = [
+            _Sampled(int(r["key"]), r["customer_id"], str(r["sender"]), bool(r["hidden"]), str(r["body"])) for r in rows
+        ]
+    sample = _Sample(time.monotonic(), shares, docs)
+    _samples[conn] = sample
+    return sample
 
 
 async def _prepare(
@@ -644,7 +675,7 @@ async def _prepare(
         return None
     grams = query_grams(needle)
     if len(grams) > 2 and is_postgres(conn):
-        grams = _rarest(grams, await _gram_shares(conn))
+        grams = _rarest(grams, (await _sample(conn)).shares)
     sql = _Sql(is_postgres(conn))
     plan = _plan(sql, needle, grams, scope, customer_id, sender)
     low = time_key(since) if since is not None else 0
@@ -847,11 +878,27 @@ async def _estimate(q: _Query, bound: int, hits: int = 0, whole: Sequence[str] =
 
 
 async def _sampled(q: _Query) -> int:
-    """The hits among sampled documents of the range, times the documents. PostgreSQL samples pages of every month
-    (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change between two searches), about
-    ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share of hits among them by those
-    estimates: a word frequent only lately is not taken for frequent throughout. SQLite takes the newest
-    ``SAMPLE`` documents, times the documents in the range."""
+    """The hits among sampled documents of the range, times the documents. PostgreSQL checks the documents of its
+    kept sample (``_sample``) that lie in the range, when there are ``MIN_SAMPLED`` of them (a range of a few
+    months has fewer); else it samples pages of the range's months (``TABLESAMPLE SYSTEM``, the same pages every
+    time: the estimate does not change between two searches), about ``SAMPLE`` documents in all by the partitions'
+    row estimates. Either way the share of hits is scaled by those estimates: a word frequent only lately is not
+    taken for frequent throughout. SQLite takes the newest ``SAMPLE`` documents, times the documents in the
+    range."""
+    if q.postgres:
+        kept = [d for d in (await _sample(q.conn)).docs if d.key >= q.low and (q.high is None or d.key < q.high)]
+        if len(kept) >= MIN_SAMPLED:
+            scope = None if q.scope.customer_ids is None else set(q.scope.customer_ids)
+            hits = sum(
+                not d.hidden
+                and q.needle in d.body
+                and (q.customer_id is None or d.customer_id == q.customer_id)
+                and (scope is None or d.customer_id in scope)
+                and (q.sender is None or d.sender == q.sender)
+                for d in kept
+            )
+            documents = _merge(await _spans(q)).rows
+            return round(hits * max(documents, len(kept)) / len(kept))
     sql = _Sql(q.postgres)
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
     conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]

@@ -104,7 +104,7 @@ async def test_a_word_of_long_ago_is_found_across_years_of_months(
                 assert (found.total, found.estimated) == (len(expected), False), (query, staff, limit)
     assert len(await grep("QX-9", None)) == 3
     if search.is_postgres(conn):
-        assert await search._gram_shares(conn)  # the rarest-grams path above was taken
+        assert (await search._sample(conn)).shares  # the rarest-grams path above was taken
 
     bounded = await search.search(conn, "价格已发", staff=None, limit=5, count_bound=100)
     assert bounded.estimated and bounded.total > 100
