@@ -543,6 +543,7 @@ class _Query:
     low: int
     high: int | None
     partitions: list[tuple[str, int, float]] | None = None  # PostgreSQL: (name, month, estimated rows), newest first
+    documents: float = 0  # PostgreSQL: the estimated rows of every partition, in the range or not
     walked: int = 0  # PostgreSQL: the month spans the top hits were looked for in, newest first
     counted: int | None = None  # PostgreSQL: the hits of the walked months, when the walk read every one of them
 
@@ -794,7 +795,9 @@ async def _partitions(q: _Query) -> list[tuple[str, int, float]]:
     planner's estimate of their rows (from the catalog: one cheap query)."""
     if q.partitions is None:
         months = []
-        for name, rows in (await _partition_rows(q.conn)).items():
+        every = await _partition_rows(q.conn)
+        q.documents = sum(every.values())
+        for name, rows in every.items():
             month = _partition_month(name)
             if month is None:
                 continue
@@ -879,14 +882,15 @@ async def _estimate(q: _Query, bound: int, hits: int = 0, whole: Sequence[str] =
 
 async def _sampled(q: _Query) -> int:
     """The hits among sampled documents of the range, times the documents. PostgreSQL checks the documents of its
-    kept sample (``_sample``) that lie in the range, when there are ``MIN_SAMPLED`` of them (a range of a few
-    months has fewer); else it samples pages of the range's months (``TABLESAMPLE SYSTEM``, the same pages every
-    time: the estimate does not change between two searches), about ``SAMPLE`` documents in all by the partitions'
-    row estimates. Either way the share of hits is scaled by those estimates: a word frequent only lately is not
-    taken for frequent throughout. SQLite takes the newest ``SAMPLE`` documents, times the documents in the
-    range."""
+    kept sample (``_sample``) that lie in the range when there are ``MIN_SAMPLED`` of them, each standing for its
+    share of all documents. A range of a few months holds fewer: then it samples pages of the range's months
+    (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change between two searches), about
+    ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share of hits among them by those
+    estimates. Either way a word frequent only lately is not taken for frequent throughout. SQLite takes the newest
+    ``SAMPLE`` documents, times the documents in the range."""
     if q.postgres:
-        kept = [d for d in (await _sample(q.conn)).docs if d.key >= q.low and (q.high is None or d.key < q.high)]
+        docs = (await _sample(q.conn)).docs
+        kept = [d for d in docs if d.key >= q.low and (q.high is None or d.key < q.high)]
         if len(kept) >= MIN_SAMPLED:
             scope = None if q.scope.customer_ids is None else set(q.scope.customer_ids)
             hits = sum(
@@ -897,8 +901,9 @@ async def _sampled(q: _Query) -> int:
                 and (q.sender is None or d.sender == q.sender)
                 for d in kept
             )
-            documents = _merge(await _spans(q)).rows
-            return round(hits * max(documents, len(kept)) / len(kept))
+            await _partitions(q)
+            # Each sampled document stands for as many as the sample is smaller than the whole index.
+            return round(hits * max(q.documents, len(docs)) / len(docs))
     sql = _Sql(q.postgres)
     contains = "strpos(d.body, {}) > 0" if q.postgres else "instr(d.body, {}) > 0"
     conds = ["NOT d.hidden" if q.postgres else "d.hidden = 0", contains.format(sql.p(q.needle))]
