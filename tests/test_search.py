@@ -108,6 +108,8 @@ async def test_random_queries_match_grep(make_settings: Any, start_app: Any) -> 
                 to_bot=False,
             )
         )
+    stored = {m.msgid: m.text for m in await Message.filter(msgid__startswith="r")}
+    assert stored == {r["msgid"]: r["text"]["content"] for r in records}  # written through COPY intact
     for _ in range(300):
         source = rng.choice(records)["text"]["content"]
         start = rng.randrange(len(source))
