@@ -16,6 +16,10 @@ from tortoise import connections
 from tortoise.context import TortoiseContext
 
 from bot.db import tortoise_config
+from bot.demo import load_demo
+from integrations.wecom.archive_file import import_jsonl
+from models.audit import AuditLog
+from models.customers import Customer
 
 MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 
@@ -190,14 +194,13 @@ async def test_an_import_killed_midway_and_run_again_stores_every_line_once(data
 
 
 async def test_every_batch_of_a_long_import_gets_its_buying_signals_and_its_replies_counted(
-    database_url: str, tmp_path: Path
+    make_settings: Any, start_app: Any, tmp_path: Path
 ) -> None:
     """Customers ask for prices and their reps answer in every batch of a long import: each batch's keyword rules
     record its newest ask once, and the reps' answers move the customers' last follow-up to the newest one."""
-    config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "{database_url}"\n', encoding="utf-8")
-    assert crmbot(config, "demo").returncode == 0
-    n = 12_000  # three batches
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    n, batch = 300, 100  # three batches
     pairs = (("wmHL001", "lisi", "恒力液压有限公司"), ("wmHW001", "zhangsan", "华为技术有限公司"))
     data = tmp_path / "export.jsonl"
     last: dict[str, dict[str, int]] = {name: {} for _, _, name in pairs}
@@ -212,23 +215,17 @@ async def test_every_batch_of_a_long_import_gets_its_buying_signals_and_its_repl
                 f.write(line(i, rep, customer, f"第{i}批的价格稍后发您", msgid=f"ans{i}", msgtime=at) + "\n")
                 last[name]["answer"] = at
 
-    done = crmbot(config, "import", "messages", str(data))
-    assert f"imported: {n}" in done.stdout, done.stdout + done.stderr
+    summary = await import_jsonl(client.app, data, batch_size=batch)
+    assert f"imported: {n}" in summary, summary
     for _, _, name in pairs:
-        [customer] = await rows(
-            database_url, f"SELECT id, custom_fields, last_followup_at FROM customer WHERE name = '{name}'"
+        customer = await Customer.get(name=name)
+        assert customer.custom_fields["购买信号"]["msgid"] == f"ask{last[name]['ask']}"
+        assert customer.last_followup_at == datetime.fromtimestamp(last[name]["answer"] / 1000, UTC)
+        signals = await AuditLog.filter(action="buying_signal", entity_id=str(customer.id)).values_list(
+            "after", flat=True
         )
-        assert as_dict(customer["custom_fields"])["购买信号"]["msgid"] == f"ask{last[name]['ask']}"
-        followed = customer["last_followup_at"]
-        followed = datetime.fromisoformat(followed) if isinstance(followed, str) else followed
-        assert followed == datetime.fromtimestamp(last[name]["answer"] / 1000, UTC)
-        signals = await rows(
-            database_url,
-            f"SELECT after FROM audit_log WHERE action = 'buying_signal' AND entity_id = '{customer['id']}'",
-        )
-        msgids = [as_dict(r["after"])["custom_fields"]["购买信号"]["msgid"] for r in signals]
-        batches = [m for m in msgids if m.startswith("ask")]
+        asks = [m for m in (as_dict(a)["custom_fields"]["购买信号"]["msgid"] for a in signals) if m.startswith("ask")]
         # One signal a batch: each batch's newest ask, newer than the one before.
-        asks = [i for i in range(0, n, 2) if pairs[(i // 2) % 2][2] == name]
-        newest = [max(i for i in asks if i < end) for end in (5000, 10000, n)]
-        assert sorted(batches, key=lambda m: int(m[3:])) == [f"ask{i}" for i in newest]
+        mine = [i for i in range(0, n, 2) if pairs[(i // 2) % 2][2] == name]
+        newest = [max(i for i in mine if i < end) for end in range(batch, n + 1, batch)]
+        assert sorted(asks, key=lambda m: int(m[3:])) == [f"ask{i}" for i in newest]
