@@ -51,6 +51,7 @@ FREQUENT = 0.02
 GRAM_SAMPLE = 5_000  # documents sampled for the shares and the estimates, about
 GRAM_SAMPLE_TTL = 3600.0  # seconds a sample is used for
 MIN_SAMPLED = 1_000  # PostgreSQL: the kept sample's documents in a query's range that make its estimate
+KEPT_AT_MOST = 4 * GRAM_SAMPLE  # PostgreSQL: documents the kept sample holds, at most
 GRAM_STATISTICS = 10  # PostgreSQL: statistics target of the gram arrays (migration 0017: planning a month's branch)
 COUNT_BOUND = 1_000  # totals are exact up to this many hits, estimated beyond ([search] count_bound)
 # PostgreSQL: the hits a span of months is expected to hold, as a multiple of the hits still wanted, when the walk
@@ -645,9 +646,11 @@ async def _sample(conn: BaseDBAsyncClient) -> _Sample:
             " GROUP BY g HAVING count(*) * 100 >= max(n.docs)"
         )
         shares = {str(r["g"]): float(r["share"]) for r in found}
+        # At most KEPT_AT_MOST documents in memory, also when the row estimates are far behind the table (an
+        # import not yet analyzed makes the share sampled far larger than meant).
         rows = await conn.execute_query_dict(
             f"SELECT d.key, d.customer_id, m.sender, d.hidden, d.body, {SERIAL}"
-            f" FROM (SELECT key, message_id, customer_id, hidden, body FROM {pages}) d"
+            f" FROM (SELECT key, message_id, customer_id, hidden, body FROM {pages} LIMIT {KEPT_AT_MOST}) d"
             " JOIN message m ON m.id = d.message_id"
         )
         docs = [
