@@ -658,7 +658,8 @@ async def _sample(conn: BaseDBAsyncClient) -> _Sample:
         )
         docs = [_Sampled(int(r["key"]), r["customer_id"], bool(r["hidden"]), str(r["body"])) for r in rows]
     sample = _Sample(time.monotonic(), shares, docs)
-    _samples[conn] = sample
+    if docs:  # an empty one (partitions never analyzed yet, or no documents) is taken again by the next search
+        _samples[conn] = sample
     return sample
 
 
