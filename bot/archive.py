@@ -145,8 +145,7 @@ async def archive_prepared(
             unique[(row.platform, row.msgid)] = row
     directory = bot.directory
     if sql.is_postgres():  # the months' index partitions first (usually there already: created ahead)
-        # ``search.month_of`` of each order key, read off the send time (UTC) without making the key and a date again
-        await search.ensure_partitions({r.sent_at.year * 12 + r.sent_at.month - 1 for r in unique.values()})
+        await search.ensure_partitions({search.month_at(r.sent_at) for r in unique.values()})
     async with in_transaction() as conn:
         await sql.xact_lock(conn, _PG_LOCK)
         if unique:

@@ -285,10 +285,15 @@ def raw_connection(conn: BaseDBAsyncClient) -> Any:
 # -- monthly partitions (PostgreSQL) -------------------------------------------------------------------------------
 
 
+def month_at(moment: datetime) -> int:
+    """The month (UTC, counted ``year * 12 + month - 1``) of a moment."""
+    utc = moment.astimezone(UTC)
+    return utc.year * 12 + utc.month - 1
+
+
 def month_of(key: int) -> int:
-    """The month (UTC, counted ``year * 12 + month - 1``) of an order key."""
-    moment = datetime.fromtimestamp((key >> KEY_SHIFT) / 1000, UTC)
-    return moment.year * 12 + moment.month - 1
+    """The month (as ``month_at``) of an order key."""
+    return month_at(datetime.fromtimestamp((key >> KEY_SHIFT) / 1000, UTC))
 
 
 def month_key(month: int) -> int:
@@ -346,7 +351,7 @@ async def ensure_partitions(months: Iterable[int]) -> None:
 
 async def prepare_partitions(now: datetime) -> None:
     """At start-up: the partitions of last month to ``MONTHS_AHEAD`` months ahead."""
-    month = month_of(time_key(now))
+    month = month_at(now)
     await ensure_partitions(range(month - 1, month + MONTHS_AHEAD + 1))
 
 
@@ -817,7 +822,7 @@ async def _spans(q: _Query) -> list[_Span]:
     month's with any later ones (created ahead, usually empty). Together the spans cover the range without gaps,
     the default partition in each."""
     partitions = await _partitions(q)
-    current = month_of(time_key(datetime.now(UTC)))
+    current = month_at(datetime.now(UTC))
     groups = [[p for p in partitions if p[1] >= current], *([p] for p in partitions if p[1] < current)]
     groups = [g for g in groups if g]
     spans, high = [], q.high
@@ -889,15 +894,14 @@ async def _sampled(q: _Query) -> int:
     """The hits among sampled documents of the range, times the documents. PostgreSQL checks the documents of its
     kept sample (``_sample``) that lie in the range when there are ``MIN_SAMPLED`` of them, each standing for its
     share of all documents. A range of a few months holds fewer (and the sample knows no senders): then it samples
-    pages of the range's months
-    (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change between two searches), about
-    ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share of hits among them by those
-    estimates. Either way a word frequent only lately is not taken for frequent throughout. SQLite takes the newest
-    ``SAMPLE`` documents, times the documents in the range."""
-    if q.postgres:
+    pages of the range's months (``TABLESAMPLE SYSTEM``, the same pages every time: the estimate does not change
+    between two searches), about ``SAMPLE`` documents in all by the partitions' row estimates, and scales the share
+    of hits among them by those estimates. Either way a word frequent only lately is not taken for frequent
+    throughout. SQLite takes the newest ``SAMPLE`` documents, times the documents in the range."""
+    if q.postgres and q.sender is None:
         docs = (await _sample(q.conn)).docs
         kept = [d for d in docs if d.key >= q.low and (q.high is None or d.key < q.high)]
-        if len(kept) >= MIN_SAMPLED and q.sender is None:
+        if len(kept) >= MIN_SAMPLED:
             scope = None if q.scope.customer_ids is None else set(q.scope.customer_ids)
             hits = sum(
                 not d.hidden
