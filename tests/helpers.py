@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass
@@ -10,9 +11,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from tortoise.expressions import Q
 
 from bot.keys import BOT, CLOCK, OUTBOX
 from integrations.wecom.crypto import WeComCrypto
+from models.outbox import OutboxMessage, OutboxStatus
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,6 @@ async def settle(app: web.Application, patience: float = 10.0) -> None:
     """Wait until every message has been handled and every due outbox row attempted, also the rows the running
     dispatcher has out (claimed and being sent: a drain here skips them, so it could end before they arrive).
     ``patience`` (seconds) bounds the wait for those."""
-    import asyncio
-
-    from models.outbox import OutboxMessage, OutboxStatus
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
@@ -92,12 +91,6 @@ async def deliver_all(app: web.Application, patience: float = 30.0) -> None:
     Rows rescheduled after a platform failure become due again in real time, so this works with the real clock
     (the default of ``start_app``); ``patience`` (seconds) only guards against a test hanging forever.
     """
-    import asyncio
-
-    from tortoise.expressions import Q
-
-    from models.outbox import OutboxMessage, OutboxStatus
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     while True:
