@@ -380,8 +380,8 @@ async def _fill(
     """Every ``workers``-th line from ``worker`` on; ``resume``: the last message and document ids already there."""
     import asyncpg
 
+    from bot.jsontext import compact_json
     from bot.messages import payload_of
-    from bot.sql import compact_json
     from integrations.wecom.archive import normalize_record
 
     raw = await asyncpg.connect(url.replace("postgres://", "postgresql://"))

@@ -25,8 +25,8 @@ from tortoise.transactions import in_transaction
 from bot import search, sql
 from bot.context import Services
 from bot.identity import Directory
+from bot.jsontext import compact_json
 from bot.messages import payload_of
-from bot.sql import compact_json
 from bot.types import ArchivedMessage, IncomingMessage
 from models.archive import ArchiveCursor, ArchiveFailure
 from models.customers import Contact, Customer

@@ -14,7 +14,8 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from bot.sql import compact_json, is_postgres
+from bot.jsontext import compact_json
+from bot.sql import is_postgres
 
 SQLITE_VARIABLES = 32766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
 ROWS_PER_STATEMENT = 1000

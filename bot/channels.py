@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,7 +40,7 @@ from bot import sql
 from bot.clock import Clock
 from bot.config import OutboxSettings
 from bot.identity import Directory, Identity, accounts_by_staff, accounts_of
-from bot.sql import compact_json
+from bot.jsontext import compact_json, parse_json
 from bot.types import Platform, Reply
 from models.outbox import OutboxStatus
 from models.staff import Staff
@@ -574,7 +573,7 @@ class Claimed:
             str(row["platform"]),
             str(row["recipient"]),
             str(row["kind"]),
-            json.loads(payload) if isinstance(payload, (str, bytes)) else dict(payload or {}),
+            parse_json(payload) if isinstance(payload, (str, bytes)) else dict(payload or {}),
             int(row["attempts"]),
             sql.moment(attempted_at) if attempted_at is not None else None,
         )

@@ -20,8 +20,8 @@ from typing import Any
 
 from bot import sql
 from bot.identity import Directory
+from bot.jsontext import compact_json
 from bot.messages import payload_of
-from bot.sql import compact_json
 from bot.types import IncomingMessage
 
 log = logging.getLogger(__name__)

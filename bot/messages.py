@@ -4,11 +4,11 @@ read back with raw SQL (``COLUMNS``), without building models: handling reads ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from bot import sql
+from bot.jsontext import parse_json
 from bot.types import Click, IncomingMessage
 
 
@@ -59,4 +59,4 @@ def incoming_of(row: Mapping[str, Any]) -> IncomingMessage:
 
 def _json(value: Any) -> Any:
     """A JSON column from a raw query: text on SQLite (and from asyncpg), already decoded elsewhere."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    return parse_json(value) if isinstance(value, (str, bytes)) else value

@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -67,18 +66,10 @@ async def try_xact_lock(conn: BaseDBAsyncClient, key: int) -> bool:
     return bool(rows[0]["locked"])
 
 
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def moment(value: Any) -> datetime:
     """A timestamp from a raw query: PostgreSQL returns datetimes, SQLite the ISO text Tortoise stored."""
     found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
-
-
-def compact_json(value: Any) -> str:
-    """JSON as raw SQL stores it in JSON columns: compact, Chinese kept as is (one encoder, built once)."""
-    return _COMPACT.encode(value)
 
 
 _FIRST_IN_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("first_in_line", default=False)

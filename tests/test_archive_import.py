@@ -65,14 +65,15 @@ def test_import_then_search_from_the_shell(database_url: str, tmp_path: Path) ->
         line(
             4, "wmHL001", "lisi", "", msgtype="file", file={"filename": "耐高温材料报价单.xlsx", "filesize": 2048}
         ),  # 9
+        line(5, "wmHL001", "lisi", "坏了 X").replace(" X", " \\ud800"),  # 10: half a UTF-16 pair, escaped
     ]
     data = tmp_path / "export.jsonl"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     first = crmbot(config, "import", "messages", str(data))
     assert first.returncode == 0, first.stderr
-    assert "imported: 4" in first.stdout and "duplicates: 1" in first.stdout and "rejected: 3" in first.stdout
-    assert "line 3: invalid JSON" in first.stdout
+    assert "imported: 4" in first.stdout and "duplicates: 1" in first.stdout and "rejected: 4" in first.stdout
+    assert "line 3: invalid JSON" in first.stdout and "line 10: invalid JSON" in first.stdout
     assert "line 6: missing msgid" in first.stdout
     assert "line 7: missing or non-numeric msgtime" in first.stdout
 

@@ -130,6 +130,8 @@ async def test_forged_stale_replayed_malformed_and_oversized_requests_write_noth
         (409, {"body": PLACED}),
         (409, {"body": {"events": [new, PLACED]}}),
         (400, {"body": None, "raw": b"{not json"}),
+        # half a UTF-16 pair, escaped as JSON allows: no column can store it
+        (400, {"body": None, "raw": json.dumps(event("e17", "production", note="备注\ud800")).encode()}),
         (400, {"body": {"events": []}}),
         (400, {"body": [new]}),
         (400, {"body": {"events": [new, event("e10", "teleported")]}}),

@@ -285,6 +285,26 @@ async def test_dingtalk_bodies_that_are_not_utf8_are_refused(
     await all_refused(client, dingtalk_sim, bodies, caplog, "UTF-8")
 
 
+async def test_a_lone_surrogate_is_refused_where_it_arrives(
+    make_settings: Any, start_app: Any, dingtalk_sim: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half of a UTF-16 pair (``\\ud800``) is valid JSON syntax, but no column can store it: the body is refused
+    as malformed, before anything is written, instead of failing the write with a server error."""
+    client = await start_app(make_settings(dingtalk=dingtalk_sim.settings()), clock=dingtalk_sim.clock)
+    good = dingtalk_sim.message("ding_zhangsan", "帮助")
+    bodies = [
+        json.dumps({**good, "text": {"content": "帮助\ud800"}}).encode(),
+        json.dumps({**good, "senderNick": "\udfff张三"}).encode(),
+    ]
+    assert all(b"\\ud" in body for body in bodies)
+    await all_refused(client, dingtalk_sim, bodies, caplog, "not JSON")
+    # the same message without the half pair is taken
+    resp = await post_dingtalk(
+        client, json.dumps(good).encode(), dingtalk_sim.app_secret, dingtalk_sim.fresh_timestamp()
+    )
+    assert resp.status == 200
+
+
 # -- /healthz ---------------------------------------------------------------------------------------------------------
 
 

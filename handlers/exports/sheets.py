@@ -22,8 +22,8 @@ from typing import Any
 from tortoise.queryset import QuerySet
 
 from bot.importer import CUSTOMER_COLUMNS
+from bot.jsontext import compact_json
 from bot.spreadsheet import column_index, header_key
-from bot.sql import compact_json
 from handlers.exports.workbook import Column
 from handlers.orders.spreadsheet import ORDER_COLUMNS
 from handlers.pipeline.imports import OPPORTUNITY_COLUMNS

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from tortoise.transactions import in_transaction
 
 from bot.config import ErpSettings
+from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT, CLOCK, SETTINGS
 from bot.orderflow import apply_events, customer_ids, parse_events, remember_events
 from handlers.orders.capability import capability
@@ -73,8 +73,8 @@ def _credentials(request: web.Request, body: bytes, erp: ErpSettings, now: float
 def _items(body: bytes, erp: ErpSettings) -> list[Any] | str:
     """The events in the body, or why there are none."""
     try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        decoded = parse_json(body)
+    except JSONError:
         return "body is not JSON"
     items = decoded.get("events") if isinstance(decoded, dict) and "events" in decoded else [decoded]
     if not isinstance(items, list) or not items:

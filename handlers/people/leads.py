@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from tortoise.transactions import in_transaction
 from bot import audit
 from bot.config import LeadSettings
 from bot.context import Firing, RuleContext, Services
+from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT, CLOCK
 from bot.types import Reply
 from handlers.customers.profile import snapshot
@@ -162,8 +162,8 @@ async def assign_imported(services: Services, customer_ids: list[int]) -> None:
 def _lead_of(body: bytes) -> Lead:
     """The lead in a request body, or ``ValueError`` saying what is wrong with it."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = parse_json(body)
+    except JSONError as exc:
         raise ValueError("body is not JSON") from exc
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object")

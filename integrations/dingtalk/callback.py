@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from aiohttp import web
 from tortoise.exceptions import IntegrityError
 
 from bot.clock import Clock
+from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT, CLOCK
 from integrations.dingtalk.normalize import NotAMessage, NotOurRobot, check_robot, normalize
 from integrations.dingtalk.settings import settings_of
@@ -99,13 +99,13 @@ REPLAY = web.AppKey("dingtalk_replay", ReplayGuard)
 def read_json(raw: bytes) -> Any:
     """The JSON document in ``raw``: UTF-8, no deeper than ``MAX_JSON_DEPTH``; else ``NotAMessage``."""
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = parse_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise NotAMessage("body is not UTF-8") from None
-    except json.JSONDecodeError:
+    except JSONError as exc:  # also a lone surrogate ("\ud800"), which no column could store
+        if "depth" in exc.msg:  # the parser's own limit (1,024 levels), far beyond ours, reached first
+            raise NotAMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         raise NotAMessage("body is not JSON") from None
-    except RecursionError:  # json gives up at the interpreter's recursion limit, long before memory runs out
-        raise NotAMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if _depth(doc) > MAX_JSON_DEPTH:
         raise NotAMessage(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return doc

@@ -23,6 +23,7 @@ import aiohttp
 
 from bot.channels import DeliveryError, PermanentDeliveryError
 from bot.clock import Clock
+from bot.jsontext import JSONError, parse_json
 from integrations.dingtalk.settings import DingTalkSettings
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,8 @@ class DingTalkClient:
             async with self._session().post(url, json=body, headers=headers, timeout=self._timeout) as resp:
                 text = await resp.text()
                 try:
-                    data = json.loads(text) if text else None
-                except json.JSONDecodeError:
+                    data = parse_json(text) if text else None
+                except JSONError:
                     data = None
                 if resp.status == 429:
                     raise DeliveryError(

@@ -31,6 +31,7 @@ import websockets
 from aiohttp import web
 from dingtalk_stream import AckMessage, CallbackMessage, ChatbotMessage, Credential, DingTalkStreamClient
 
+from bot.jsontext import parse_json
 from bot.keys import BOT, SERVING
 from integrations.dingtalk.normalize import NotAMessage, normalize
 from integrations.dingtalk.settings import DingTalkSettings, settings_of
@@ -87,7 +88,7 @@ class StreamClient(DingTalkStreamClient):  # type: ignore[misc]
                         self.websocket = websocket
                         log.info("dingtalk stream connected")
                         async for raw in websocket:
-                            self._spawn(self.background_task(json.loads(raw)))
+                            self._spawn(self.background_task(parse_json(raw)))
                 except (OSError, ValueError, websockets.exceptions.WebSocketException) as exc:
                     log.warning("dingtalk stream connection lost: %s", type(exc).__name__)
                 finally:

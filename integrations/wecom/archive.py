@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bot.archive import Failure, archive_batch, cursor_of
 from bot.context import Services
+from bot.jsontext import JSONError, parse_json
 from bot.types import IncomingMessage, Reply
 from integrations.wecom.settings import WeComSettings
 from models.staff import Role, Staff
@@ -120,7 +120,7 @@ def _text_of(msgtype: str, record: dict[str, Any]) -> str:
         for item in body.get("item", []):
             if isinstance(item, dict) and item.get("type") == "text":
                 try:
-                    parts.append(str(json.loads(item.get("content", "{}")).get("content", "")))
+                    parts.append(str(parse_json(item.get("content", "{}")).get("content", "")))
                 except (ValueError, AttributeError):
                     continue
         return " ".join(p for p in parts if p).strip()
@@ -327,7 +327,7 @@ class ArchivePuller:
                 raw = await asyncio.to_thread(
                     sdk.get_chat_data, seq, limit, s.archive_proxy, s.archive_proxy_password, s.archive_timeout_seconds
                 )
-                data = json.loads(raw)
+                data = parse_json(raw)
                 code = int(data.get("errcode", 0))
                 if code != 0:
                     raise SdkError("GetChatData", code)
@@ -376,10 +376,11 @@ class ArchivePuller:
             # With OpenSSL >= 3.2 a wrong private key yields random bytes instead of an error, which surfaces here.
             raise fail(exc.code, f"DecryptData failed (wrong private key for version {version}?)") from None
         try:
-            record = json.loads(plain)
-        except ValueError:
+            record = parse_json(plain)
+        except JSONError as exc:
             raise fail(
-                DECRYPT_FAILED, f"decrypted content is not JSON (wrong private key for version {version}?)"
+                DECRYPT_FAILED,
+                f"decrypted content is not JSON ({exc.msg}; wrong private key for version {version}?)",
             ) from None
         if not isinstance(record, dict):
             raise fail(DECRYPT_FAILED, "decrypted content is not a JSON object")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import json
 import multiprocessing
 import os
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.archive import Prepared, archive_prepared, bulk_import, prepare
+from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT
 from integrations.wecom.archive import NotArchivable, normalize_record
 
@@ -69,12 +69,12 @@ def _parse(lines: list[bytes], first: int) -> _Parsed:
     for number, raw in enumerate(lines, start=first):
         if raw.strip():
             try:
-                record = json.loads(raw)
+                record = parse_json(raw)
                 if not isinstance(record, dict):
                     raise NotArchivable("not a JSON object")
                 parsed.rows.append(prepare(normalize_record(record)))
             except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
-                reason = "invalid JSON" if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) else str(exc)
+                reason = "invalid JSON" if isinstance(exc, JSONError | UnicodeDecodeError) else str(exc)
                 parsed.rejected.append((number, reason))
     return parsed
 

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from bot.channels import DeliveryError, PermanentDeliveryError
-from bot.sql import compact_json
+from bot.jsontext import compact_json
 from integrations.wecom.settings import WeComSettings
 
 log = logging.getLogger(__name__)
