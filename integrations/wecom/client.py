@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from bot.channels import DeliveryError, PermanentDeliveryError
-from bot.jsontext import compact_json
+from bot.jsontext import compact_json, parse_json
 from integrations.wecom.settings import WeComSettings
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class WeComClient:
                 if resp.status != 200:
                     raise PermanentDeliveryError(f"wecom {api}: HTTP {resp.status}")
                 try:
-                    data = await resp.json(content_type=None)
+                    data = await resp.json(loads=parse_json, content_type=None)
                 except ValueError as exc:
                     raise _Transient(f"wecom {api}: answer is not JSON") from exc
         except TimeoutError as exc:
