@@ -76,7 +76,8 @@ class ArchiveServer:
         public = self.keys[encrypt_for or version][0].public_key() if (encrypt_for or version) in self.keys else None
         if public is None:  # a version we hold no key pair for: encrypt with a fresh one
             public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-        plain = b"WWFS:" + json.dumps(record, ensure_ascii=False).encode()
+        # Half a UTF-16 pair in a text goes out as JSON's escape for it (``\\ud800``), as any JSON writer sends it.
+        plain = b"WWFS:" + json.dumps(record, ensure_ascii=False).encode("utf-8", "backslashreplace")
         cipher = bytes(b ^ random_key[i % len(random_key)] for i, b in enumerate(plain))
         item = {
             "seq": self.seq,
@@ -222,6 +223,30 @@ async def test_unknown_key_versions_and_wrong_keys_are_recorded_and_the_admin_is
     again = await puller(client.app).pull()
     assert (again.archived, again.failures) == (0, 0)
     assert await ArchiveFailure.all().count() == 2
+
+
+async def test_a_record_holding_half_a_utf16_pair_is_recorded_and_the_rest_archived(
+    archive_settings: Any, start_app: Any, server: ArchiveServer
+) -> None:
+    """No column can store half of a UTF-16 pair: such a record is a failed item like an undecryptable one, and
+    the messages around it are archived (it used to fail the batch's write, and every pull after it again)."""
+    client = await start_app(archive_settings())
+    await load_demo(client.app)
+    server.add(chat(1, "wmHW001", "zhangsan", "第一条"))
+    server.add(chat(2, "wmHW001", "zhangsan", "半个\ud800字符"))
+    server.add(chat(3, "wmHW001", "zhangsan", "第三条"))
+
+    summary = await puller(client.app).pull()
+
+    assert (summary.archived, summary.failures, summary.seq) == (2, 1, 3)
+    assert sorted(await Message.filter(msgid__startswith="arc").values_list("msgid", flat=True)) == [
+        "arc001",
+        "arc003",
+    ]
+    [failure] = await ArchiveFailure.all()
+    assert (failure.seq, failure.msgid) == (2, "arc002") and "surrogate" in failure.reason
+    again = await puller(client.app).pull()
+    assert (again.archived, again.failures) == (0, 0)
 
 
 async def test_network_parse_and_system_errors_are_retried(
