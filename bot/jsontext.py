@@ -6,6 +6,9 @@ hold a lone surrogate (``"\\ud800"``). No database column can store such a strin
 refused where it arrives, with the other malformed ones, instead of failing the write that follows (a whole
 import batch, a callback answered with a server error). NaN and Infinity are refused too.
 
+Only UTF-8 is read: JSON exchanged between systems must be UTF-8 (RFC 8259), and a body in UTF-16 or UTF-32 is
+refused like any other that is not.
+
 ``compact_json`` writes JSON as our columns store it: compact, Chinese kept as is.
 """
 
@@ -20,8 +23,14 @@ JSONError = json.JSONDecodeError  # what ``parse_json`` raises (orjson's error i
 _STANDARD = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def parse_json(text: bytes | str) -> Any:
-    """The document in ``text``; ``JSONError`` if it is not JSON, not UTF-8, or holds a lone surrogate."""
+    """The document in ``text``; ``JSONError`` if it is not JSON, not UTF-8, or holds a lone surrogate. Bytes may
+    start with UTF-8's byte order mark, which editors on Windows write at the start of a file."""
+    if isinstance(text, bytes) and text.startswith(_BOM):
+        text = text[len(_BOM) :]
     return orjson.loads(text)
 
 

@@ -68,7 +68,7 @@ def test_import_then_search_from_the_shell(database_url: str, tmp_path: Path) ->
         line(5, "wmHL001", "lisi", "坏了 X").replace(" X", " \\ud800"),  # 10: half a UTF-16 pair, escaped
     ]
     data = tmp_path / "export.jsonl"
-    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # with the byte order mark Windows' editors write
 
     first = crmbot(config, "import", "messages", str(data))
     assert first.returncode == 0, first.stderr
@@ -130,7 +130,7 @@ async def test_keyword_rules_act_once_per_message_in_a_bulk_import(database_url:
         line(6, "wmHW001", "zhangsan", "合同什么时候能签", msgtime=LATER + 360_000),
     ]
     data = tmp_path / "export.jsonl"
-    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # with the byte order mark Windows' editors write
 
     first = crmbot(config, "import", "messages", str(data))
     assert "imported: 6" in first.stdout, first.stdout + first.stderr

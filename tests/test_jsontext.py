@@ -54,5 +54,13 @@ def test_texts_no_column_could_hold_are_refused(raw: bytes) -> None:
         parse_json(raw)
 
 
+def test_a_byte_order_mark_before_the_document_is_skipped() -> None:
+    assert parse_json(b'\xef\xbb\xbf{"text": "\xe5\xa5\xbd"}\n') == {"text": "好"}
+    with pytest.raises(JSONError):  # only at the start
+        parse_json(b'{"text": 1}\xef\xbb\xbf')
+    with pytest.raises(JSONError):  # UTF-16 is not read
+        parse_json('{"text": 1}'.encode("utf-16"))
+
+
 def test_a_whole_pair_is_one_character() -> None:
     assert parse_json(b'{"text": "\\ud83d\\ude00 \xe5\xa5\xbd"}') == {"text": "😀 好"}
