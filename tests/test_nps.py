@@ -6,6 +6,7 @@ WeCom callbacks and the WeCom API simulator."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -303,6 +304,46 @@ async def test_forged_bad_and_expired_submissions_change_nothing(
     survey = await Survey.get()
     assert survey.answered_at is None and survey.score is None
     assert "推荐者" not in (await Customer.get(name=HUAWEI)).tags
+
+
+async def test_malformed_submissions_are_refused_and_the_real_one_is_recorded(
+    make_settings: Any, start_app: Any, wecom_sim: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, clock = await start(make_settings, start_app)
+    await win(HUAWEI, DAY0)
+    await day(client, clock, 15)
+    token = token_in(wecom_sim.texts_to("zhangsan"))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    boundary = "b0undary"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="score"\r\n\r\n9\r\n--{boundary}\r\n'
+            f'Content-Disposition: form-data; name="comment"\r\n\r\n'
+        ).encode()
+        + b"\xff\xfe\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    cases: list[tuple[bytes, dict[str, str]]] = [
+        (b"score=9&comment=\xff\xfe", form),  # bytes that are not UTF-8
+        (b"score=9&comment=%FF", form),  # an escape that is not UTF-8
+        (b"score=9&comment=%ED%A0%80", form),  # half a UTF-16 pair
+        (b"score=9&comment=ok", {"Content-Type": "application/x-www-form-urlencoded; charset=x-unknown"}),
+        (multipart, {"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+        (b"score=9&comment=" + b"%E5%A5%BD" * 2000, form),  # far beyond the comment's 500 characters
+        (b"&".join(b"f%d=1" % i for i in range(20)) + b"&score=9", form),
+    ]
+    caplog.set_level(logging.INFO)
+    for body, headers in cases:
+        resp = await client.post(f"/nps/{token}", data=body, headers=headers)
+        assert resp.status == 400, body[:60]
+        assert "提交的内容无法识别" in await resp.text()
+    assert (await Survey.get()).answered_at is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    resp = await client.post(f"/nps/{token}", data={"score": "9", "comment": "服务很好 👍"})
+    assert resp.status == 200
+    survey = await Survey.get()
+    assert (survey.score, survey.comment) == (9, "服务很好 👍")
 
 
 async def test_the_page_is_a_small_self_contained_mobile_page(

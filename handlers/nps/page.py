@@ -15,6 +15,7 @@ import html
 import logging
 import re
 import secrets
+import urllib.parse
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -31,6 +32,9 @@ QUESTION = "您有多大可能向同行推荐我们？"
 TOKEN_BYTES = 24
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_COMMENT = 500
+MAX_FORM_BYTES = 16 * 1024  # a score and a comment of MAX_COMMENT characters take at most 4.5 KiB, URL-encoded
+FORM_TYPE = "application/x-www-form-urlencoded"
+MALFORMED = "提交的内容无法识别，请重新选择分数后提交。"
 SCORE_SHAPE = re.compile(r"^(?:10|[0-9])$")
 
 SECURITY_HEADERS = {
@@ -73,6 +77,25 @@ async def find_survey(settings: Settings, token: str) -> Survey | None:
     return survey
 
 
+async def read_form(request: web.Request) -> dict[str, str] | None:
+    """The fields of a submitted survey form, as the page's own form sends them (URL-encoded UTF-8); None for a
+    body that is not one: another type or charset, bytes or escapes that are not UTF-8 (half a UTF-16 pair
+    included), more than a form's worth. Read here rather than by aiohttp, which decodes such bodies loosely
+    (into U+FFFD) or fails on them with a server error."""
+    if request.content_type != FORM_TYPE or (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        return None
+    if (request.content_length or 0) > MAX_FORM_BYTES:
+        return None
+    body = await request.content.read(MAX_FORM_BYTES + 1)
+    if len(body) > MAX_FORM_BYTES:
+        return None
+    try:
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=8)
+    except ValueError:  # UnicodeDecodeError, or too many fields
+        return None
+    return dict(pairs)
+
+
 def parse_score(value: object) -> int | None:
     """A form score: an integer 0–10 written plainly, else None."""
     if not isinstance(value, str) or not SCORE_SHAPE.match(value.strip()):
@@ -104,7 +127,10 @@ async def submit_survey(request: web.Request) -> web.Response:
         return _page(ALREADY_ANSWERED, status=409)
     if not survey.open_at(now):
         return _page(EXPIRED, status=410)
-    form = await request.post()
+    form = await read_form(request)
+    if form is None:
+        log.info("nps: malformed submission from %s", request.remote)
+        return _page(form_html(error=MALFORMED), status=400)
     score = parse_score(form.get("score"))
     raw_comment = form.get("comment")
     comment = raw_comment.strip()[:MAX_COMMENT] if isinstance(raw_comment, str) else ""
