@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -155,6 +156,13 @@ async def staff_with_account(platform: str, user_id: str) -> Any:
     from models.staff import Staff
 
     return await Staff.get(accounts__platform=platform, accounts__user_id=user_id)
+
+
+async def in_pieces(body: bytes, size: int = 64) -> AsyncIterator[bytes]:
+    """``body`` as a client sends it in several pieces (chunked, each piece on the wire on its own)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+        await asyncio.sleep(0.01)
 
 
 def require_tool(path: str | None, missing: str) -> str:

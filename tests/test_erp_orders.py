@@ -21,7 +21,7 @@ from handlers.orders.webhook import sign
 from models.orders import Order, OrderEventSeen, OrderLine, OrderStatusChange, Repurchase
 from models.staff import Role
 from tests.driver import Client, WeComChat
-from tests.helpers import staff_member
+from tests.helpers import in_pieces, staff_member
 from tests.test_reminders import customer, rules_of, tick
 
 SECRET = "erp-shared-secret"
@@ -45,12 +45,19 @@ def event(event_id: str, status: str, at: datetime = NOW, order_no: str = "SO-42
 
 
 async def post(
-    client: Client, body: Any, *, secret: str = SECRET, timestamp: int | None = None, raw: bytes | None = None
+    client: Client,
+    body: Any,
+    *,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    raw: bytes | None = None,
+    pieces: bool = False,
 ) -> web.Response:
     data = raw if raw is not None else json.dumps(body, ensure_ascii=False).encode()
     ts = str(timestamp if timestamp is not None else int(client.app[CLOCK].now().timestamp()))
     headers = {"X-Crmbot-Timestamp": ts, "X-Crmbot-Signature": sign(secret, ts, data)}
-    resp: web.Response = await client.post("/erp/orders", data=data, headers=headers)
+    sent = in_pieces(data) if pieces else data
+    resp: web.Response = await client.post("/erp/orders", data=sent, headers=headers)
     return resp
 
 
@@ -156,6 +163,14 @@ async def test_forged_stale_replayed_malformed_and_oversized_requests_write_noth
         assert odd.status in (401, 403) and await counts() == before
     # The good one still goes through afterwards.
     assert (await post(client, new)).status == 200
+    assert await OrderStatusChange.filter(status="production").count() == 1
+
+
+async def test_a_signed_batch_that_arrives_in_pieces_is_read_whole(start_app: Any, make_settings: Any) -> None:
+    client = await start(start_app, make_settings, Clock(NOW))
+    batch = {"events": [PLACED, event("e2", "production", note="分批到达的请求体" * 20)]}
+    resp = await post(client, batch, pieces=True)
+    assert resp.status == 200, await resp.text()
     assert await OrderStatusChange.filter(status="production").count() == 1
 
 

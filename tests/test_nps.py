@@ -10,6 +10,7 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -30,7 +31,7 @@ from models.outbox import OutboxMessage
 from models.staff import Role, Staff
 from models.tickets import Ticket, TicketStatus
 from tests.driver import WeComChat
-from tests.helpers import deliver_all, staff_member
+from tests.helpers import deliver_all, in_pieces, staff_member
 
 SH = ZoneInfo("Asia/Shanghai")
 # A Monday morning, outside quiet hours. Stored datetimes are UTC (SQLite compares them as text).
@@ -340,10 +341,12 @@ async def test_malformed_submissions_are_refused_and_the_real_one_is_recorded(
     assert (await Survey.get()).answered_at is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
-    resp = await client.post(f"/nps/{token}", data={"score": "9", "comment": "服务很好 👍"})
+    # the real answer, its body arriving in pieces, is read whole
+    body = urlencode({"score": "9", "comment": "服务很好，交货也快 👍"}).encode()
+    resp = await client.post(f"/nps/{token}", data=in_pieces(body, size=16), headers=form)
     assert resp.status == 200
     survey = await Survey.get()
-    assert (survey.score, survey.comment) == (9, "服务很好 👍")
+    assert (survey.score, survey.comment) == (9, "服务很好，交货也快 👍")
 
 
 async def test_the_page_is_a_small_self_contained_mobile_page(

@@ -16,7 +16,7 @@ from models.audit import AuditLog
 from models.customers import Contact, Customer
 from models.staff import Role, Staff
 from tests.driver import WeComChat
-from tests.helpers import deliver_all, staff_member
+from tests.helpers import deliver_all, in_pieces, staff_member
 from tests.simulators.wecom import WeComSimulator
 from tests.test_people_handover import NOW, demo_app
 
@@ -29,10 +29,11 @@ LEADS = {
 }
 
 
-async def post_lead(client: Any, lead: dict[str, Any], secret: str = SECRET) -> Any:
+async def post_lead(client: Any, lead: dict[str, Any], secret: str = SECRET, pieces: bool = False) -> Any:
     body = json.dumps(lead, ensure_ascii=False).encode()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return await client.post("/leads", data=body, headers={"X-Crmbot-Signature": signature})
+    sent = in_pieces(body) if pieces else body
+    return await client.post("/leads", data=sent, headers={"X-Crmbot-Signature": signature})
 
 
 async def test_leads_go_to_the_least_loaded_rep_of_the_region_under_the_cap(
@@ -73,6 +74,16 @@ async def test_leads_go_to_the_least_loaded_rep_of_the_region_under_the_cap(
     assert await AuditLog.filter(action="lead.return").count() == 2
     await run_rules(client.app[BOT], later + timedelta(hours=1), full=True)
     assert await AuditLog.filter(action="lead.return").count() == 2
+
+
+async def test_a_signed_lead_that_arrives_in_pieces_is_read_whole(
+    start_app: Any, make_settings: Any, wecom_sim: WeComSimulator
+) -> None:
+    client = await demo_app(start_app, make_settings, leads=LEADS)
+    lead = {"name": "远景能源", "region": "华东", "industry": "新能源", "contact": "马总", "phone": "13700000001"}
+    resp = await post_lead(client, lead, pieces=True)
+    assert resp.status == 201, await resp.text()
+    assert (await Customer.get(name="远景能源")).industry == "新能源"
 
 
 async def test_unsigned_or_malformed_leads_are_refused_and_write_nothing(

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
+from bot.bodies import read_body
 from bot.config import Settings
 from bot.keys import BOT, CLOCK, SETTINGS
 from handlers.nps.answers import record_answer
@@ -84,10 +85,8 @@ async def read_form(request: web.Request) -> dict[str, str] | None:
     (into U+FFFD) or fails on them with a server error."""
     if request.content_type != FORM_TYPE or (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
         return None
-    if (request.content_length or 0) > MAX_FORM_BYTES:
-        return None
-    body = await request.content.read(MAX_FORM_BYTES + 1)
-    if len(body) > MAX_FORM_BYTES:
+    body = await read_body(request, MAX_FORM_BYTES)
+    if body is None:
         return None
     try:
         pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=8)

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from tortoise.transactions import in_transaction
 
+from bot.bodies import read_body
 from bot.config import ErpSettings
 from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT, CLOCK, SETTINGS
@@ -44,14 +45,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def refused(status: int, error: str, **details: Any) -> web.Response:
     return web.json_response({"error": error, **details}, status=status)
-
-
-async def _body(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit``."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = await request.content.read(limit + 1)
-    return None if len(body) > limit else body
 
 
 def _credentials(request: web.Request, body: bytes, erp: ErpSettings, now: float) -> web.Response | None:
@@ -88,7 +81,7 @@ async def receive_orders(request: web.Request) -> web.Response:
     app = request.app
     settings, now = app[SETTINGS], app[CLOCK].now()
     erp = settings.erp
-    body = await _body(request, erp.max_body_bytes)
+    body = await read_body(request, erp.max_body_bytes)
     if body is None:
         return refused(413, "body too large")
     if (refusal := _credentials(request, body, erp, now.timestamp())) is not None:

@@ -21,6 +21,7 @@ from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from bot import audit
+from bot.bodies import read_body
 from bot.config import LeadSettings
 from bot.context import Firing, RuleContext, Services
 from bot.jsontext import JSONError, parse_json
@@ -187,10 +188,10 @@ async def receive_lead(request: web.Request) -> web.Response:
     """``POST /leads``: a signed lead becomes a customer (and contact) and is assigned; 201 with who took it."""
     services = request.app[BOT]
     secret = services.settings.leads.secret
-    body = await request.content.read(MAX_LEAD_BYTES + 1)
+    body = await read_body(request, MAX_LEAD_BYTES)
     if not secret:
         raise web.HTTPNotFound()
-    if len(body) > MAX_LEAD_BYTES:
+    if body is None:
         return web.json_response({"error": "body too large"}, status=413)
     if not _signed(secret, body, request.headers.get(SIGNATURE_HEADER, "")):
         return web.json_response({"error": "bad signature"}, status=401)
