@@ -21,8 +21,6 @@ import orjson
 
 JSONError = json.JSONDecodeError  # what ``parse_json`` raises (orjson's error is a subclass); a ValueError
 _STANDARD = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 _BOM = b"\xef\xbb\xbf"
 
 

@@ -73,8 +73,8 @@ def _parse(lines: list[bytes], first: int) -> _Parsed:
                 if not isinstance(record, dict):
                     raise NotArchivable("not a JSON object")
                 parsed.rows.append(prepare(normalize_record(record)))
-            except ValueError as exc:  # NotArchivable and JSON / UTF-8 errors
-                reason = "invalid JSON" if isinstance(exc, JSONError | UnicodeDecodeError) else str(exc)
+            except ValueError as exc:  # NotArchivable, and JSONError (also for a line that is not UTF-8)
+                reason = "invalid JSON" if isinstance(exc, JSONError) else str(exc)
                 parsed.rejected.append((number, reason))
     return parsed
 
