@@ -7,12 +7,12 @@ the same row, and a row waits while an earlier one to the same recipient is leas
 out in order) and hands them to the platform's ``ChannelAdapter`` (recipients concurrently, each recipient's rows
 in order). Delivery is as close to exactly-once as the platforms allow:
 
-- Before its request a row is marked in flight (``attempted_at``, committed): from then on it may have reached the
-  person. A later send of a row so marked (after a timeout, a lost answer or a crash) tells the adapter when that
-  was (``maybe_sent_at``), so that the platform can drop it as a duplicate (WeCom's duplicate check; see
-  ``integrations/wecom/channel.py`` and docs/DELIVERY.md for what DingTalk allows).
+- A claimed row is marked in flight by its claim (``attempted_at``, committed with the lease, before any request):
+  from then on it may have reached the person. A later send of a row so marked (after a timeout, a lost answer or
+  a crash) tells the adapter when that was (``maybe_sent_at``), so that the platform can drop it as a duplicate
+  (WeCom's duplicate check; see ``integrations/wecom/channel.py`` and docs/DELIVERY.md for what DingTalk allows).
 - Each send's outcome is written as soon as it returns: sent, rescheduled with exponential backoff when the
-  platform failed, or failed after ``max_attempts``. Marks, outcomes and lease renewals are group-committed (what
+  platform failed, or failed after ``max_attempts``. Outcomes and lease renewals are group-committed (what
   is waiting when a commit starts goes into it; outcomes alone are gathered for up to ``GATHER_SECONDS``), so no
   finished send waits for the slowest one of its batch, and a batch costs a few commits, not one per send.
 - The lease never runs out under a running send: it is renewed every quarter of ``lease_seconds`` while the batch
@@ -56,8 +56,8 @@ BUSY_SENDS = 16
 # Batches a drain has out at once: the next is claimed when the last is half sent (``Outbox.drain``).
 OVERLAPPING = 2
 # Outcomes alone wait up to this long for the sends finishing about then: a batch's sends returning one by one
-# would otherwise cost a commit (a sync to disk on SQLite) each. A mark or a renewal, which a send waits for, and
-# the batch's end go at once.
+# would otherwise cost a commit (a sync to disk on SQLite) each. A renewal, which sends wait for, and the batch's
+# end go at once.
 GATHER_SECONDS = 0.1
 # pg_advisory_xact_lock key that serializes outbox claims between instances ("crmoutbx").
 CLAIM_LOCK_KEY = 0x63726D6F75746278
@@ -274,7 +274,7 @@ class Outbox:
         if not claimed:
             return 0
         claim = _Claim(claimed, asyncio.get_running_loop().time() + self.settings.lease_seconds, half_sent=half_sent)
-        ledger = _Ledger()
+        ledger = _Ledger({row.id for row in claimed})
         by_recipient: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
         for row in claimed:
             by_recipient[(row.platform, row.recipient)].append(row)
@@ -444,6 +444,10 @@ class Outbox:
             ids = ", ".join("?" * len(ration.now))
             lease = _LEASE_SQL.format(ids=ids)
             leased = await tx.execute_query_dict(sql.for_conn(lease, tx), [lease_until, *ration.now, at])
+            if leased:
+                # In flight from the claim on: the rows are sent as soon as it commits, each recipient's in order.
+                starting = _START_SQL.format(ids=", ".join("?" * len(leased)))
+                await tx.execute_query(sql.for_conn(starting, tx), [datetime.now(UTC), *(r["id"] for r in leased)])
         return sorted((Claimed.of(row) for row in leased), key=lambda row: row.id)
 
     async def _renew(self, claim: _Claim, ledger: _Ledger) -> None:
@@ -463,15 +467,9 @@ class Outbox:
             claim.deadline = started + lease
 
     async def _send_in_order(self, rows: Iterable[Claimed], now: datetime, claim: _Claim, ledger: _Ledger) -> None:
-        """Send one recipient's rows in order, each marked in flight first and its outcome recorded at once."""
+        """Send one recipient's rows in order (marked in flight by the claim), each outcome recorded at once."""
         for row in rows:
-            ledger.mark(row)  # committed together with the previous row's outcome
-            try:
-                await ledger.commit()
-            except Exception:
-                log.warning("outbox: could not mark %s in flight; it waits for its lease to run out", row.id)
-                return
-            if row.id not in ledger.in_flight or not claim.lasts(self.send_timeout):
+            if row.id not in ledger.held or not claim.lasts(self.send_timeout):
                 return  # the claim is lost or about to be: these rows are claimed again once the lease runs out
             if self._busy():
                 async with self._busy_sends:
@@ -479,7 +477,7 @@ class Outbox:
             else:
                 outcome = await self._send_one(row, now)
             claim.finish(row)
-            ledger.record(outcome)  # written with the next mark, or with what finishes about now
+            ledger.record(outcome)  # written with what finishes about now
 
     async def _send_one(self, row: Claimed, now: datetime) -> _Outcome:
         adapter = self.adapters[row.platform]
@@ -532,13 +530,12 @@ _SETTLE_SQL = sql.both(
     " WHERE id = ? AND status = 'sending' AND attempts = ?"
 )
 _RENEW_SQL = sql.both("UPDATE outbox SET lease_until = ? WHERE id = ? AND status = 'sending' AND attempts = ?")
+# After a renewal, the rows still leased to the claim: ``attempts`` unchanged since it claimed them.
+_LEASED_SQL = "SELECT id, attempts FROM outbox WHERE status = 'sending' AND id IN ({ids})"
+
+
 # The first send's start stays: from then on the row may have reached the person.
-_MARK_SQL = (
-    "UPDATE outbox SET attempted_at = COALESCE(attempted_at, ?) WHERE status = 'sending' AND id IN ({ids})"
-    " RETURNING id, attempts"
-)
-
-
+_START_SQL = "UPDATE outbox SET attempted_at = ? WHERE attempted_at IS NULL AND id IN ({ids})"
 _LEASE_SQL = (
     "UPDATE outbox SET status = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id IN ({ids})"
     " AND (status = 'pending' OR (status = 'sending' AND lease_until < ?))"
@@ -662,26 +659,22 @@ class _Claim:
 
 
 class _Ledger:
-    """A drain's writes in group commits: the in-flight marks, outcomes and lease renewals waiting when a commit
-    starts go into it together (one transaction), and whoever waits for a write waits for the commit carrying it.
+    """A drain's writes in group commits: the outcomes and lease renewals waiting when a commit starts go into it
+    together (one transaction), and whoever waits for a write waits for the commit carrying it.
 
-    ``in_flight`` gathers the rows whose mark committed while this claim still held them.
+    ``held`` are the claimed rows this claim still holds: a renewal that finds a row no longer leased to it (its
+    lease ran out before the renewal committed, and another instance claimed it) drops it, and it is not sent.
     """
 
-    def __init__(self) -> None:
-        self.in_flight: set[int] = set()
+    def __init__(self, held: set[int]) -> None:
+        self.held = held
         self._closed = False
-        self._marks: list[Claimed] = []
         self._outcomes: list[_Outcome] = []
         self._renewals: list[tuple[datetime, list[Claimed]]] = []
         self._next: asyncio.Future[None] | None = None  # the commit the writes added now will be in
         self._running: asyncio.Future[None] | None = None  # the commit being written
         self._writer: asyncio.Task[None] | None = None
         self._urgent = asyncio.Event()  # someone waits: stop gathering outcomes and write
-
-    def mark(self, row: Claimed) -> None:
-        self._marks.append(row)
-        self._schedule(urgent=True)
 
     def record(self, outcome: _Outcome) -> None:
         self._outcomes.append(outcome)
@@ -720,10 +713,10 @@ class _Ledger:
                 self._urgent.clear()
             done = self._next
             self._running, self._next = done, None
-            marks, outcomes, renewals = self._marks, self._outcomes, self._renewals
-            self._marks, self._outcomes, self._renewals = [], [], []
+            outcomes, renewals = self._outcomes, self._renewals
+            self._outcomes, self._renewals = [], []
             try:
-                self.in_flight |= await _write(marks, outcomes, renewals)
+                self.held -= await _write(outcomes, renewals)
             except Exception as exc:
                 done.set_exception(exc)
                 done.exception()  # retrieved: a commit nobody waits for any more must not be logged as lost
@@ -732,10 +725,8 @@ class _Ledger:
             self._running = None
 
 
-async def _write(
-    marks: list[Claimed], outcomes: list[_Outcome], renewals: list[tuple[datetime, list[Claimed]]]
-) -> set[int]:
-    """Write one group commit; return the ids of the marked rows this claim still holds."""
+async def _write(outcomes: list[_Outcome], renewals: list[tuple[datetime, list[Claimed]]]) -> set[int]:
+    """Write one group commit; return the ids of the renewed rows this claim no longer holds."""
     retried = [o for o in outcomes if o.status == OutboxStatus.PENDING]
     settled = [o for o in outcomes if o.status != OutboxStatus.PENDING]
     async with in_transaction() as conn:
@@ -760,14 +751,14 @@ async def _write(
                     for o in settled
                 ],
             )
+        lost: set[int] = set()
         for until, rows in renewals:
             await conn.execute_many(_RENEW_SQL[postgres], [[until, row.id, row.attempts] for row in rows])
-        if not marks:
-            return set()
-        mark = _MARK_SQL.format(ids=", ".join("?" * len(marks)))
-        held = {row.id: row.attempts for row in marks}
-        marked = await conn.execute_query_dict(sql.for_conn(mark, conn), [datetime.now(UTC), *held])
-    return {int(r["id"]) for r in marked if held.get(int(r["id"])) == int(r["attempts"])}
+            leased = _LEASED_SQL.format(ids=", ".join("?" * len(rows)))
+            found = await conn.execute_query_dict(sql.for_conn(leased, conn), [row.id for row in rows])
+            still = {(int(r["id"]), int(r["attempts"])) for r in found}
+            lost |= {row.id for row in rows if (row.id, row.attempts) not in still}
+    return lost
 
 
 @dataclass(slots=True)

@@ -1,9 +1,9 @@
 """The outbox: every reply and push is a row here before it is sent, so nothing is lost or sent twice.
 
 ``dedupe_key`` makes enqueueing idempotent (the same reply or the same reminder is one row however often it
-is produced); a dispatcher claims due rows with a lease (``attempts`` counts the claims), marks each in flight
-before its request (``attempted_at``: from the first send on, the row may have reached the person), sends it, and
-marks it sent or reschedules it.
+is produced); a dispatcher claims due rows with a lease (``attempts`` counts the claims) and marks them in flight
+in the same transaction, before any request (``attempted_at``: from the first send on, the row may have reached the
+person), sends them, and marks each sent or reschedules it.
 """
 
 from __future__ import annotations

@@ -123,3 +123,32 @@ async def test_pushes_past_wecoms_limit_per_person_wait_for_the_next_minute_whic
     assert await first.drain(now + timedelta(seconds=60)) == 10
     assert wecom_sim.texts_to("zhangsan") == [f"提醒 {n}" for n in range(40)]
     assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == 41
+
+
+async def test_each_send_is_recorded_as_begun_before_its_request_and_only_a_repeat_asks_wecom_to_check(
+    make_settings: Any, start_app: Any, wecom_sim: Any
+) -> None:
+    # 张三 has three reminders due in the same words, 李四 one. The claim records them as begun before any request
+    # leaves: a restart after a crash then knows which may have reached the person.
+    client = await start_app(make_settings(), run_dispatcher=False)
+    outbox = client.app[OUTBOX]
+    zhang = await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
+    li = await staff_member(name="李四", wecom="lisi", role=Role.REP)
+    for n in range(3):
+        await outbox.push(zhang, Reply("明天上午十点回访华东机械"), f"test:zhang:{n}")
+    await outbox.push(li, Reply("明天上午十点回访华东机械"), "test:li")
+    wecom_sim.slow_next(2, seconds=1.0, endpoint="message/send")  # the first two requests take their time
+
+    draining = asyncio.create_task(outbox.drain())
+    await wait_for(lambda: sum(c["endpoint"] == "message/send" for c in wecom_sim.calls) == 2)
+    rows = await OutboxMessage.all().order_by("id")
+    assert [row.status for row in rows] == [OutboxStatus.SENDING] * 4
+    assert all(row.attempted_at is not None for row in rows)
+    assert await draining == 4
+
+    # Identical texts sent on purpose all arrive: a first send never asks WeCom to drop repeats.
+    assert wecom_sim.texts_to("zhangsan") == ["明天上午十点回访华东机械"] * 3
+    assert wecom_sim.texts_to("lisi") == ["明天上午十点回访华东机械"]
+    sends = [c for c in wecom_sim.calls if c["endpoint"] == "message/send"]
+    assert len(sends) == 4 and not any("enable_duplicate_check" in c["body"] for c in sends)
+    assert all(row.attempted_at is not None for row in await OutboxMessage.filter(status=OutboxStatus.SENT))
