@@ -407,18 +407,23 @@ class Outbox:
                 f" WHERE status = {ph(OutboxStatus.SENDING.value)} AND lease_until >= {ph(at)}"
                 " GROUP BY platform, recipient) "
             )
-            # Due: pending and its time has come, or out on a lease that ran out. Each kind is found through the
-            # (status, not_before) index, its first rows in id order, so a claim reads the due rows, not the
-            # table's history of sent ones (``+id``: sorted after the index search, not read in id order).
-            pending = f"status = {ph(OutboxStatus.PENDING.value)} AND not_before <= {ph(at)}"
+            # Due: pending and its time has come, or out on a lease that ran out; the first of each in id order,
+            # never the table's history of sent rows. Pending rows are read in id order from the index of the
+            # pending rows (``outbox_pending``; the status is written out, so that a generic plan on PostgreSQL
+            # sees that it applies; SQLite, which has no statistics to prefer it by, is told), so a claim stops at
+            # its limit however long the backlog. The few expired leases are found through the (status,
+            # not_before) index and sorted (``+id``).
+            pending = f"status = 'pending' AND not_before <= {ph(at)}"
             expired = f"status = {ph(OutboxStatus.SENDING.value)} AND lease_until < {ph(at)}"
             scope, most = self._claimable(ph), ph(limit)
-            first = " UNION ALL ".join(
-                f"SELECT id FROM (SELECT id FROM outbox WHERE {kind} AND {scope} ORDER BY +id LIMIT {most}) AS {name}"
-                for kind, name in ((pending, "pending"), (expired, "expired"))
+            by_id = "" if postgres else " INDEXED BY outbox_pending"
+            first = (
+                f"SELECT id FROM (SELECT id FROM outbox{by_id} WHERE {pending} AND {scope} ORDER BY id LIMIT {most})"
+                f" AS pending UNION ALL SELECT id FROM (SELECT id FROM outbox WHERE {expired} AND {scope}"
+                f" ORDER BY +id LIMIT {most}) AS expired"
             )
             due = (
-                f"{busy}SELECT id, platform, recipient FROM outbox WHERE id IN ({first})"
+                f"{busy}SELECT id, platform, recipient, attempted_at FROM outbox WHERE id IN ({first})"
                 f" AND (({pending}) OR ({expired}))"
                 f" ORDER BY id LIMIT {most}{' FOR UPDATE OF outbox SKIP LOCKED' if postgres else ''}"
             )
@@ -443,12 +448,13 @@ class Outbox:
                 return []
             ids = ", ".join("?" * len(ration.now))
             lease = _LEASE_SQL.format(ids=ids)
-            leased = await tx.execute_query_dict(sql.for_conn(lease, tx), [lease_until, *ration.now, at])
-            if leased:
-                # In flight from the claim on: the rows are sent as soon as it commits, each recipient's in order.
-                starting = _START_SQL.format(ids=", ".join("?" * len(leased)))
-                await tx.execute_query(sql.for_conn(starting, tx), [datetime.now(UTC), *(r["id"] for r in leased)])
-        return sorted((Claimed.of(row) for row in leased), key=lambda row: row.id)
+            # In flight from the claim on: the rows are sent as soon as it commits, each recipient's in order. The
+            # lease returns ``attempted_at`` as set now; a send needs it as it was (read under the claim's lock).
+            started = {int(row["id"]): row["attempted_at"] for row in candidates}
+            leased = await tx.execute_query_dict(
+                sql.for_conn(lease, tx), [lease_until, datetime.now(UTC), *ration.now, at]
+            )
+        return sorted((Claimed.of(row, started[int(row["id"])]) for row in leased), key=lambda row: row.id)
 
     async def _renew(self, claim: _Claim, ledger: _Ledger) -> None:
         """Extend the lease of the claim's unfinished rows every quarter of it, until cancelled."""
@@ -534,12 +540,12 @@ _RENEW_SQL = sql.both("UPDATE outbox SET lease_until = ? WHERE id = ? AND status
 _LEASED_SQL = "SELECT id, attempts FROM outbox WHERE status = 'sending' AND id IN ({ids})"
 
 
-# The first send's start stays: from then on the row may have reached the person.
-_START_SQL = "UPDATE outbox SET attempted_at = ? WHERE attempted_at IS NULL AND id IN ({ids})"
+# Leased and marked in flight: the first send's start stays, from then on the row may have reached the person.
 _LEASE_SQL = (
-    "UPDATE outbox SET status = 'sending', lease_until = ?, attempts = attempts + 1 WHERE id IN ({ids})"
+    "UPDATE outbox SET status = 'sending', lease_until = ?, attempts = attempts + 1,"
+    " attempted_at = COALESCE(attempted_at, ?) WHERE id IN ({ids})"
     " AND (status = 'pending' OR (status = 'sending' AND lease_until < ?))"
-    " RETURNING id, platform, recipient, kind, payload, attempts, attempted_at"
+    " RETURNING id, platform, recipient, kind, payload, attempts"
 )
 # A due row over its recipient's rate limit waits for its slot (unleased: another claim may take it then).
 _PUT_BACK_SQL = sql.both("UPDATE outbox SET status = 'pending', not_before = ?, lease_until = NULL WHERE id = ?")
@@ -562,9 +568,9 @@ class Claimed:
     attempted_at: datetime | None
 
     @classmethod
-    def of(cls, row: dict[str, Any]) -> Claimed:
+    def of(cls, row: dict[str, Any], attempted_at: Any) -> Claimed:
+        """From the lease's RETURNING and ``attempted_at`` as it was before the claim."""
         payload = row["payload"]
-        attempted_at = row["attempted_at"]
         return cls(
             int(row["id"]),
             str(row["platform"]),

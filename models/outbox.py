@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from tortoise import fields
+from tortoise.indexes import PartialIndex
 from tortoise.models import Model
 
 
@@ -42,8 +43,10 @@ class OutboxMessage(Model):
 
     class Meta:
         table = "outbox"
-        # A claim skips a recipient with an earlier row out on a lease: (platform, recipient, status) finds it.
-        indexes = (("status", "not_before"), ("platform", "recipient", "status"))
+        # A claim skips a recipient with an earlier row out on a lease: (platform, recipient, status) finds it. It
+        # reads the pending rows in id order from an index of them only, and stops at its limit.
+        indexes = (("status", "not_before"), ("platform", "recipient", "status"),
+                   PartialIndex(fields=("id",), name="outbox_pending", condition={"status": "pending"}))  # fmt: skip
 
 
 class OutboxQuota(Model):

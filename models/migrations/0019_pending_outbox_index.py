@@ -1,0 +1,20 @@
+"""An index of the pending outbox rows in id order (``WHERE status = 'pending'``): a claim reads the first due
+rows of a backlog and stops at its limit, where it used to read every due row through ``(status, not_before)``
+and sort them, however long the backlog."""
+
+from tortoise import migrations
+from tortoise.indexes import PartialIndex
+from tortoise.migrations import operations as ops
+
+
+class Migration(migrations.Migration):
+    dependencies = [("models", "0018_unhandled_index")]
+
+    initial = False
+
+    operations = [
+        ops.AddIndex(
+            model_name="OutboxMessage",
+            index=PartialIndex(fields=("id",), name="outbox_pending", condition={"status": "pending"}),
+        ),
+    ]
