@@ -43,9 +43,9 @@ class OutboxMessage(Model):
 
     class Meta:
         table = "outbox"
-        # A claim skips a recipient with an earlier row out on a lease: (platform, recipient, status) finds it. It
-        # reads the pending rows in id order from an index of them only, and stops at its limit.
-        indexes = (("status", "not_before"), ("platform", "recipient", "status"),
+        # A claim reads the rows out on a lease and those due by (status, not_before), and the pending rows in id
+        # order from an index of them only, stopping at its limit.
+        indexes = (("status", "not_before"),
                    PartialIndex(fields=("id",), name="outbox_pending", condition={"status": "pending"}))  # fmt: skip
 
 
