@@ -435,21 +435,19 @@ class Outbox:
                 await tx.execute_many(
                     _PUT_BACK_SQL[postgres], [[until, row_id] for row_id, until in ration.later.items()]
                 )
-            if ration.slots:
-                await tx.execute_many(
-                    _SLOT_SQL[postgres],
-                    [[p, r, seconds, slot] for (p, r, seconds), slot in ration.slots.items()],
-                )
+            if ration.slots and postgres:  # the slots in one statement (an executemany is a statement a row)
+                await tx.execute_query(_SLOTS_PG, [list(c) for c in zip(*_slot_rows(ration.slots), strict=True)])
+            elif ration.slots:
+                await tx.execute_many(_SLOT_SQL, _slot_rows(ration.slots))
             if not ration.now:
                 return []
-            ids = ", ".join("?" * len(ration.now))
-            lease = _LEASE_SQL.format(ids=ids)
+            chosen = "= ANY(?::bigint[])" if postgres else f"IN ({', '.join('?' * len(ration.now))})"
+            lease = _LEASE_SQL.format(chosen=chosen)
             # In flight from the claim on: the rows are sent as soon as it commits, each recipient's in order. The
             # lease returns ``attempted_at`` as set now; a send needs it as it was (read under the claim's lock).
             started = {int(row["id"]): row["attempted_at"] for row in candidates}
-            leased = await tx.execute_query_dict(
-                sql.for_conn(lease, tx), [lease_until, datetime.now(UTC), *ration.now, at]
-            )
+            ids = [ration.now] if postgres else ration.now
+            leased = await tx.execute_query_dict(sql.for_conn(lease, tx), [lease_until, datetime.now(UTC), *ids, at])
         return sorted((Claimed.of(row, started[int(row["id"])]) for row in leased), key=lambda row: row.id)
 
     async def _renew(self, claim: _Claim, ledger: _Ledger) -> None:
@@ -539,16 +537,25 @@ _LEASED_SQL = "SELECT id, attempts FROM outbox WHERE status = 'sending' AND id I
 # Leased and marked in flight: the first send's start stays, from then on the row may have reached the person.
 _LEASE_SQL = (
     "UPDATE outbox SET status = 'sending', lease_until = ?, attempts = attempts + 1,"
-    " attempted_at = COALESCE(attempted_at, ?) WHERE id IN ({ids})"
+    " attempted_at = COALESCE(attempted_at, ?) WHERE id {chosen}"
     " AND (status = 'pending' OR (status = 'sending' AND lease_until < ?))"
     " RETURNING id, platform, recipient, kind, payload, attempts"
 )
 # A due row over its recipient's rate limit waits for its slot (unleased: another claim may take it then).
 _PUT_BACK_SQL = sql.both("UPDATE outbox SET status = 'pending', not_before = ?, lease_until = NULL WHERE id = ?")
-_SLOT_SQL = sql.both(
+_SLOT_SQL = (
     "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
 )
+_SLOTS_PG = (
+    "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])"
+    " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
+)
+
+
+def _slot_rows(slots: Slots) -> list[list[Any]]:
+    return [[p, r, seconds, slot] for (p, r, seconds), slot in slots.items()]
 
 
 @dataclass(slots=True)
@@ -591,11 +598,12 @@ async def _load_slots(
         recipients = sorted({str(row["recipient"]) for row in candidates if row["platform"] == platform})
         if not recipients:
             continue
-        query = (
-            "SELECT recipient, period_seconds, slot FROM outbox_quota"
-            f" WHERE platform = ? AND recipient IN ({', '.join('?' * len(recipients))})"
-        )
-        for row in await sql.select(conn, query, [platform, *recipients]):
+        if sql.is_postgres(conn):  # one statement, prepared once, for any number of recipients
+            chosen, params = "= ANY(?::text[])", [platform, recipients]
+        else:
+            chosen, params = f"IN ({', '.join('?' * len(recipients))})", [platform, *recipients]
+        query = f"SELECT recipient, period_seconds, slot FROM outbox_quota WHERE platform = ? AND recipient {chosen}"
+        for row in await sql.select(conn, query, params):
             slots[(platform, str(row["recipient"]), int(row["period_seconds"]))] = sql.moment(row["slot"])
     return slots
 
