@@ -15,8 +15,10 @@ Both run on the event loop ``crmbot serve`` uses (uvloop where installed).
   to 200 people is 25 each).
 
 ``--history N`` first fills the outbox with N pushes already sent (as a day of traffic leaves it), to show what a
-claim costs once the table is long. Every push's content is distinct. Reported: pushes per second for each, and
-crmbot's rate as a share of the baseline's in the same round; ranges over ``--rounds``::
+claim costs once the table is long. Every push's content is distinct. Reported: pushes per second for each,
+crmbot's rate as a share of the baseline's in the same round, and the CPU of the sending process per push (all its
+threads; PostgreSQL's own processes and the simulator's are not in it), which a busy machine changes far less than
+rates; ranges over ``--rounds``::
 
     .venv/bin/python -m bench.outbox --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
 """
@@ -80,8 +82,14 @@ async def _wait_port(port: int) -> None:
     raise RuntimeError("the simulator did not start")
 
 
-async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> float:
-    """Bare aiohttp: the same sends, no database; pushes per second."""
+@dataclass
+class Drain:
+    rate: float  # pushes per second
+    cpu_us: float  # CPU of the sending process per push
+
+
+async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> Drain:
+    """Bare aiohttp: the same sends, no database."""
     async with aiohttp.ClientSession() as session:
         params = {"corpid": str(CORP["corp_id"]), "corpsecret": str(CORP["secret"])}
         async with session.get(f"{api}/cgi-bin/gettoken", params=params) as resp:
@@ -103,16 +111,16 @@ async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> 
                     if (await resp.json()).get("errcode"):
                         errors += 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if errors:
         raise RuntimeError(f"baseline: {errors} sends refused")
-    return pushes / elapsed
+    return Drain(pushes / elapsed, cpu / pushes * 1e6)
 
 
-async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int = 0) -> float:
-    """The outbox of a real app drained to the simulator; pushes per second."""
+async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int = 0) -> Drain:
+    """The outbox of a real app drained to the simulator."""
     from bot import sql
     from bot.app import load_settings
     from bot.channels import Address
@@ -148,13 +156,13 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int 
             for i in range(pushes):
                 address = Address("wecom", f"push{i % recipients}")
                 await outbox.enqueue(address, Reply.markdown(text_of(i)), f"bench:{i}", using_db=conn)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         sent = await outbox.drain()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         delivered = await OutboxMessage.filter(status=OutboxStatus.SENT).count() - history
     if sent != pushes or delivered != pushes:
         raise RuntimeError(f"crmbot: {delivered} of {pushes} sent")
-    return pushes / elapsed
+    return Drain(pushes / elapsed, cpu / pushes * 1e6)
 
 
 async def _pg(url: str, statement: str) -> None:
@@ -167,7 +175,7 @@ async def _pg(url: str, statement: str) -> None:
         await conn.close()
 
 
-async def on_postgres(server: str, api: str, pushes: int, recipients: int, history: int = 0) -> float:
+async def on_postgres(server: str, api: str, pushes: int, recipients: int, history: int = 0) -> Drain:
     name = f"crmbot_bench_{uuid.uuid4().hex[:8]}"
     await _pg(server, f'CREATE DATABASE "{name}"')
     try:
@@ -179,17 +187,18 @@ async def on_postgres(server: str, api: str, pushes: int, recipients: int, histo
 
 @dataclass
 class Round:
-    baseline: float
-    sqlite: float
-    postgres: float | None
+    baseline: Drain
+    sqlite: Drain
+    postgres: Drain | None
 
 
-def drain_in_child(database: str, api: str, args: argparse.Namespace) -> float:
+def drain_in_child(database: str, api: str, args: argparse.Namespace) -> Drain:
     """``crmbot`` in a process of its own (the ORM keeps one database's SQL per process)."""
     size = ["--pushes", str(args.pushes), "--recipients", str(args.recipients), "--history", str(args.history)]
     cmd = [sys.executable, "-m", "bench.outbox", "--_drain", database, "--_api", api, *size]
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+    rate, cpu_us = out.strip().splitlines()[-1].split()
+    return Drain(float(rate), float(cpu_us))
 
 
 async def one_round(args: argparse.Namespace) -> Round:
@@ -208,8 +217,13 @@ async def one_round(args: argparse.Namespace) -> Round:
         await sim.wait()
 
 
-def _range(values: list[float]) -> str:
-    return f"{min(values):,.0f}–{max(values):,.0f}/s"
+def _range(drains: list[Drain]) -> str:
+    rates, cpu = [d.rate for d in drains], [d.cpu_us for d in drains]
+    return f"{min(rates):,.0f}–{max(rates):,.0f}/s, {min(cpu):,.0f}–{max(cpu):,.0f} µs CPU a push"
+
+
+def _share(drain: Drain, base: Drain) -> str:
+    return f"{drain.rate:,.0f}/s ({drain.rate / base.rate:.0%}, {drain.cpu_us:,.0f} µs)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,17 +244,18 @@ def main(argv: list[str] | None = None) -> None:
     if args._drain:
         drain = on_postgres if args._drain.startswith("postgres") else crmbot
         with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the event loop ``crmbot serve`` runs on
-            print(runner.run(drain(args._drain, args._api, args.pushes, args.recipients, args.history)))
+            done = runner.run(drain(args._drain, args._api, args.pushes, args.recipients, args.history))
+        print(done.rate, done.cpu_us)
         return
     rounds = []
     for i in range(args.rounds):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             r = runner.run(one_round(args))
         rounds.append(r)
-        line = f"round {i + 1}: baseline {r.baseline:,.0f}/s"
-        line += f", crmbot SQLite {r.sqlite:,.0f}/s ({r.sqlite / r.baseline:.0%})"
+        line = f"round {i + 1}: baseline {r.baseline.rate:,.0f}/s ({r.baseline.cpu_us:,.0f} µs)"
+        line += f", crmbot SQLite {_share(r.sqlite, r.baseline)}"
         if r.postgres is not None:
-            line += f", crmbot PostgreSQL {r.postgres:,.0f}/s ({r.postgres / r.baseline:.0%})"
+            line += f", crmbot PostgreSQL {_share(r.postgres, r.baseline)}"
         print(line, flush=True)
     print(f"baseline (bare aiohttp) {_range([r.baseline for r in rounds])}")
     print(f"crmbot SQLite {_range([r.sqlite for r in rounds])}")
