@@ -15,14 +15,14 @@ Repeats: WeCom drops a ``message/send`` identical to one delivered to the same u
 ``duplicate_check_interval`` seconds (at most 4 hours) when the request says ``enable_duplicate_check: 1``. The
 check is set only on a send of an outbox row that may already have gone out (the outbox passes ``maybe_sent_at``:
 an earlier claim took the row for sending then and no answer was recorded, after a timeout, a lost answer or a
-crash), with an interval from that moment until now plus a margin; that covers the lease and the restart delay,
-and the repeat is then not shown. A first send never carries the check, so texts that are identical on purpose (the same help
-reply asked for twice, two reminders in the same words) are all delivered, and no message content is altered.
-The remaining window: a repeat is also dropped when, within that interval, another identical message was sent to
-the same person on purpose, which needs both a lost answer and a same-worded message minutes apart. Split
-replies repeat each part with the check; template cards too (a card whose first send did reach the person is not
-shown twice). Customer-contact messages (``externalcontact/add_msg_template``) and card updates have no such
-check: a card update's response code is single-use, so its repeat is refused, never shown.
+crash), with an interval from that moment until now plus a margin; that covers the lease and the restart delay, and
+the repeat is then not shown. A first send never carries the check, so texts that are identical on purpose (the
+same help reply asked for twice, two reminders in the same words) are all delivered, and no message content is
+altered. The remaining window: a repeat is also dropped when, within that interval, another identical message was
+sent to the same person on purpose, which needs both a lost answer (or a crash) and a same-worded message minutes
+apart. Split replies repeat each part with the check; template cards too (a card whose first send did reach the
+person is not shown twice). Customer-contact messages (``externalcontact/add_msg_template``) and card updates have
+no such check: a card update's response code is single-use, so its repeat is refused, never shown.
 """
 
 from __future__ import annotations
