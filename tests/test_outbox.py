@@ -152,3 +152,29 @@ async def test_each_send_is_recorded_as_begun_before_its_request_and_only_a_repe
     sends = [c for c in wecom_sim.calls if c["endpoint"] == "message/send"]
     assert len(sends) == 4 and not any("enable_duplicate_check" in c["body"] for c in sends)
     assert all(row.attempted_at is not None for row in await OutboxMessage.filter(status=OutboxStatus.SENT))
+
+
+async def test_a_row_another_instance_took_over_is_not_sent_by_the_claim_that_lost_it(
+    make_settings: Any, start_app: Any, wecom_sim: Any
+) -> None:
+    # A short lease, renewed every half second. 张三's first reminder is slow to send; meanwhile another instance
+    # takes his second over (as it may once a lease has run out before its renewal committed).
+    client = await start_app(make_settings(outbox={"lease_seconds": 2.0}), run_dispatcher=False)
+    outbox = client.app[OUTBOX]
+    zhang = await staff_member(name="张三", wecom="zhangsan", role=Role.REP)
+    await outbox.push(zhang, Reply("第一条"), "test:1")
+    await outbox.push(zhang, Reply("第二条"), "test:2")
+    wecom_sim.slow_next(1, seconds=0.8, endpoint="message/send")
+
+    draining = asyncio.create_task(outbox.drain())
+    await wait_for(lambda: any(c["endpoint"] == "message/send" for c in wecom_sim.calls))
+    second = await OutboxMessage.get(dedupe_key="test:2")
+    assert second.status == OutboxStatus.SENDING and second.attempts == 1
+    await OutboxMessage.filter(id=second.id).update(attempts=2, lease_until=second.lease_until + timedelta(minutes=1))
+    await draining
+
+    # The renewal found the row leased to someone else: this claim sent the first only.
+    assert wecom_sim.texts_to("zhangsan") == ["第一条"]
+    taken = await OutboxMessage.get(id=second.id)
+    assert taken.status == OutboxStatus.SENDING and taken.attempts == 2
+    assert (await OutboxMessage.get(dedupe_key="test:1")).status == OutboxStatus.SENT
