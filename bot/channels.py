@@ -384,12 +384,13 @@ class Outbox:
     async def _claim(self, now: datetime, limit: int = CLAIM_BATCH) -> list[Claimed]:
         """Lease up to ``limit`` due rows and return them in id order, within each recipient's rate limits.
 
-        One transaction: the due rows (in id order, none while a row to the same recipient is out on a live lease,
-        by any instance), the recipients' send slots (``outbox_quota``), one UPDATE leasing the rows that
-        may go now RETURNING what sending needs, and the rows over a limit put back until their slot. On
-        PostgreSQL claims take turns under a transaction-level advisory lock (so that the check for an earlier
-        leased row and the slots see every committed claim) and the due rows are locked FOR UPDATE SKIP LOCKED
-        (stepping over rows whose outcome is being written); on SQLite the single writer serializes them.
+        One transaction: the due rows (in id order, none while a row to the same recipient is out on a live
+        lease, by any instance), the recipients' send slots (``outbox_quota``), one UPDATE leasing the rows that
+        may go now and marking them in flight, RETURNING what sending needs, and the rows over a limit put back
+        until their slot. On PostgreSQL claims take turns under a transaction-level advisory lock (so that the
+        check for a leased row and the slots see every committed claim) and the due rows are locked FOR UPDATE
+        SKIP LOCKED (stepping over rows whose outcome is being written); on SQLite the single writer serializes
+        them.
         """
         if not self.adapters:
             return []
@@ -441,12 +442,11 @@ class Outbox:
                 await tx.execute_many(_SLOT_SQL, _slot_rows(ration.slots))
             if not ration.now:
                 return []
-            chosen = "= ANY(?::bigint[])" if postgres else f"IN ({', '.join('?' * len(ration.now))})"
+            chosen, ids = sql.among(postgres, ration.now, "bigint")
             lease = _LEASE_SQL.format(chosen=chosen)
             # In flight from the claim on: the rows are sent as soon as it commits, each recipient's in order. The
             # lease returns ``attempted_at`` as set now; a send needs it as it was (read under the claim's lock).
             started = {int(row["id"]): row["attempted_at"] for row in candidates}
-            ids = [ration.now] if postgres else ration.now
             leased = await tx.execute_query_dict(sql.for_conn(lease, tx), [lease_until, datetime.now(UTC), *ids, at])
         return sorted((Claimed.of(row, started[int(row["id"])]) for row in leased), key=lambda row: row.id)
 
@@ -531,7 +531,7 @@ _SETTLE_SQL = sql.both(
 )
 _RENEW_SQL = sql.both("UPDATE outbox SET lease_until = ? WHERE id = ? AND status = 'sending' AND attempts = ?")
 # After a renewal, the rows still leased to the claim: ``attempts`` unchanged since it claimed them.
-_LEASED_SQL = "SELECT id, attempts FROM outbox WHERE status = 'sending' AND id IN ({ids})"
+_LEASED_SQL = "SELECT id, attempts FROM outbox WHERE status = 'sending' AND id {chosen}"
 
 
 # Leased and marked in flight: the first send's start stays, from then on the row may have reached the person.
@@ -543,14 +543,11 @@ _LEASE_SQL = (
 )
 # A due row over its recipient's rate limit waits for its slot (unleased: another claim may take it then).
 _PUT_BACK_SQL = sql.both("UPDATE outbox SET status = 'pending', not_before = ?, lease_until = NULL WHERE id = ?")
-_SLOT_SQL = (
-    "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
-)
+_SLOT_UPSERT = " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
+_SLOT_SQL = "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot) VALUES (?, ?, ?, ?)" + _SLOT_UPSERT
 _SLOTS_PG = (
     "INSERT INTO outbox_quota (platform, recipient, period_seconds, slot)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])"
-    " ON CONFLICT (platform, recipient, period_seconds) DO UPDATE SET slot = excluded.slot"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[])" + _SLOT_UPSERT
 )
 
 
@@ -598,12 +595,9 @@ async def _load_slots(
         recipients = sorted({str(row["recipient"]) for row in candidates if row["platform"] == platform})
         if not recipients:
             continue
-        if sql.is_postgres(conn):  # one statement, prepared once, for any number of recipients
-            chosen, params = "= ANY(?::text[])", [platform, recipients]
-        else:
-            chosen, params = f"IN ({', '.join('?' * len(recipients))})", [platform, *recipients]
+        chosen, names = sql.among(sql.is_postgres(conn), recipients, "text")
         query = f"SELECT recipient, period_seconds, slot FROM outbox_quota WHERE platform = ? AND recipient {chosen}"
-        for row in await sql.select(conn, query, params):
+        for row in await sql.select(conn, query, [platform, *names]):
             slots[(platform, str(row["recipient"]), int(row["period_seconds"]))] = sql.moment(row["slot"])
     return slots
 
@@ -764,8 +758,8 @@ async def _write(outcomes: list[_Outcome], renewals: list[tuple[datetime, list[C
         lost: set[int] = set()
         for until, rows in renewals:
             await conn.execute_many(_RENEW_SQL[postgres], [[until, row.id, row.attempts] for row in rows])
-            leased = _LEASED_SQL.format(ids=", ".join("?" * len(rows)))
-            found = await conn.execute_query_dict(sql.for_conn(leased, conn), [row.id for row in rows])
+            chosen, ids = sql.among(postgres, [row.id for row in rows], "bigint")
+            found = await conn.execute_query_dict(sql.for_conn(_LEASED_SQL.format(chosen=chosen), conn), ids)
             still = {(int(r["id"]), int(r["attempts"])) for r in found}
             lost |= {row.id for row in rows if (row.id, row.attempts) not in still}
     return lost

@@ -37,6 +37,15 @@ def numbered(sql: str) -> str:
     return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
 
 
+def among(postgres: bool, values: list[Any], pg_type: str) -> tuple[str, list[Any]]:
+    """A condition's right-hand side for a column among ``values``, and its parameters: on PostgreSQL
+    ``= ANY(?::<pg_type>[])`` with the list as one parameter (one statement, prepared once, for any number of
+    values), on SQLite ``IN (?, ?, …)``."""
+    if postgres:
+        return f"= ANY(?::{pg_type}[])", [values]
+    return f"IN ({', '.join('?' * len(values))})", list(values)
+
+
 def both(sql: str) -> tuple[str, str]:
     """``sql`` for (SQLite, PostgreSQL), indexable by ``is_postgres(conn)``."""
     return sql, numbered(sql)
