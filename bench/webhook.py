@@ -23,6 +23,9 @@ core) is flagged and left out of the results::
     apt-get install wrk
     .venv/bin/python -m bench.webhook --duration 10 --rounds 3
 
+``--database postgres://postgres@127.0.0.1:5432/test`` runs the app on PostgreSQL instead, in a new database on
+that server for each run (dropped afterwards); the server's processes are not pinned.
+
 ``--paste-share 0.01 --paste-bytes 30000`` makes every hundredth callback a pasted Chinese text of 30,000 bytes
 (UTF-8) instead of ``帮助``, to see whether long messages hold up everyone else's acknowledgements.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -45,10 +49,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 
 from bot.app import new_event_loop
 
@@ -349,19 +357,60 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _progress(db_path: Path) -> tuple[int, int, int]:
-    """Messages stored, handled, and replies sent, read from the app's database."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
-        stored, handled = conn.execute("SELECT COUNT(*), COUNT(handled_at) FROM message").fetchone()
-        sent = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'sent'").fetchone()[0]
+_PROGRESS = (
+    "SELECT (SELECT COUNT(*) FROM message), (SELECT COUNT(handled_at) FROM message),"
+    " (SELECT COUNT(*) FROM outbox WHERE status = 'sent')"
+)
+
+
+async def _progress(database: str) -> tuple[int, int, int]:
+    """Messages stored, handled, and replies sent, read from the app's database (an SQLite URL or PostgreSQL's)."""
+    if database.startswith("sqlite://"):
+        path = urlsplit(database).path
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
+            stored, handled, sent = conn.execute(_PROGRESS).fetchone()
+    else:
+        conn = await asyncpg.connect(_asyncpg_url(database))
+        try:
+            stored, handled, sent = await conn.fetchrow(_PROGRESS)
+        finally:
+            await conn.close()
     return int(stored), int(handled), int(sent)
 
 
-async def _settle(db_path: Path, patience: float) -> bool:
+def _asyncpg_url(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+async def _pg(server: str, statement: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_url(server))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def app_database(workdir: Path, run: int, options: argparse.Namespace) -> AsyncIterator[str]:
+    """The URL of a new, empty database for one app run: an SQLite file in ``workdir`` (the product's default), or
+    a database of its own on the PostgreSQL server that ``--database`` names, dropped afterwards."""
+    if not options.database:
+        extra = f"?synchronous={options.sqlite_synchronous}" if options.sqlite_synchronous else ""
+        yield f"sqlite://{workdir / f'bench-{run}.sqlite3'}{extra}"
+        return
+    name = f"crmbot_webhook_{uuid.uuid4().hex[:8]}"
+    await _pg(options.database, f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(options.database)._replace(path="/" + name))
+    finally:
+        await _pg(options.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _settle(database: str, patience: float) -> bool:
     """Wait until every stored message is handled and its reply sent; False after ``patience`` seconds."""
     deadline = time.perf_counter() + patience
     while True:
-        stored, handled, sent = _progress(db_path)
+        stored, handled, sent = await _progress(database)
         if handled >= stored and sent >= stored:
             return True
         if time.perf_counter() > deadline:
@@ -469,15 +518,18 @@ async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Name
     """Drive a new ``crmbot serve`` with a database of its own: saturated, then (``--paced-share``) at a share of
     the rate it just reached; ``ceiling`` (requests/s no server here exceeds: the hello world's) sizes the
     callback sets."""
+    async with app_database(load.workdir, run, options) as database:
+        return await _bench_app(load, run, ceiling, options, database, profile)
+
+
+async def _bench_app(
+    load: Load, run: int, ceiling: float, options: argparse.Namespace, database: str, profile: str
+) -> AppRun:
     sim_port, app_port = _free_port(), _free_port()
-    db_path = load.workdir / f"bench-{run}.sqlite3"
-    db_options = f"?synchronous={options.sqlite_synchronous}" if options.sqlite_synchronous else ""
     sim = _start(["--_serve", "simulator", "--_port", str(sim_port)], load.other_cpus)
     rundir = load.workdir / f"run-{run}"
     rundir.mkdir()
-    config = write_config(
-        rundir, app_port, f"sqlite://{db_path}{db_options}", f"http://127.0.0.1:{sim_port}", options.access_log
-    )
+    config = write_config(rundir, app_port, database, f"http://127.0.0.1:{sim_port}", options.access_log)
     await asyncio.to_thread(import_staff, rundir, config)
     app = serve(config, rundir, load.server_cpus, profile)
     settle_timeout = options.settle_timeout
@@ -492,12 +544,12 @@ async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Name
         write_wrk_script(timed_script, "/wecom/callback", callbacks[warm_n : warm_n + timed_n])
         url = f"http://127.0.0.1:{app_port}"
         await drive("warm-up", url, warm_script, load.warmup, load.concurrency, load.other_cpus, app.pid)
-        await _settle(db_path, settle_timeout)  # the timed run starts with no backlog
+        await _settle(database, settle_timeout)  # the timed run starts with no backlog
         started, cpu_started = time.perf_counter(), _cpu_seconds(app.pid)
         result = await drive(
             "wecom callback (app)", url, timed_script, load.seconds, load.concurrency, load.other_cpus, app.pid
         )
-        settled = await _settle(db_path, settle_timeout)
+        settled = await _settle(database, settle_timeout)
         end_to_end = (time.perf_counter() - started) if settled else float("nan")
         end_to_end_cpu = _cpu_seconds(app.pid) - cpu_started
         paced = None
@@ -510,7 +562,7 @@ async def bench_app(load: Load, run: int, ceiling: float, options: argparse.Name
             write_wrk_script(paced_script, "/wecom/callback", callbacks[warm_n + timed_n :], pause_ms=pause_ms)
             name = f"app at {options.paced_share:.0%}"
             paced = await drive(name, url, paced_script, load.seconds, load.concurrency, load.other_cpus, app.pid)
-            await _settle(db_path, settle_timeout)
+            await _settle(database, settle_timeout)
         rss, peak = _memory(app.pid)
         return AppRun(result, end_to_end, paced, rss, peak, end_to_end_cpu)
     finally:
@@ -527,6 +579,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-cpu", type=int, default=0, help="core the servers are pinned to")
     parser.add_argument("--json", action="store_true", help="print one JSON line with the results")
     parser.add_argument("--profile", default="", help="record the first app run with py-spy into this file")
+    parser.add_argument(
+        "--database",
+        default="",
+        help="a PostgreSQL server's URL (postgres://user@host:port/db): each app run gets a new database there "
+        "(default: an SQLite file, the product's default)",
+    )
     parser.add_argument(
         "--sqlite-synchronous",
         default="",
@@ -586,7 +644,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
-    print(f"crmbot serve with [server] access_log = {args.access_log!r}")
+    database = "PostgreSQL" if args.database else "SQLite"
+    print(f"crmbot serve with [server] access_log = {args.access_log!r}, on {database}")
     if args.paste_share > 0:
         print(f"pastes: {args.paste_share:.1%} of the callbacks are pasted texts of {args.paste_bytes} bytes")
     print(hellos[0].line())
