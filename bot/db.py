@@ -24,6 +24,7 @@ from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate
 
 from bot import sql
+from bot.collector import fewer_collections
 from models import MODEL_MODULES
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,11 @@ async def migrate_database(url: str) -> None:
     keys off, and the references are checked once they are done.
     """
     sqlite = not is_postgres(url)
+    # The migration engine makes the schema's every model anew for each migration it applies: a new database's
+    # migrations make about 1.6 million short-lived objects, whose collection took 40% of the time.
     async with TortoiseContext():
-        await migrate(config=tortoise_config(_with_pragma(url, "foreign_keys", "OFF") if sqlite else url))
+        with fewer_collections():
+            await migrate(config=tortoise_config(_with_pragma(url, "foreign_keys", "OFF") if sqlite else url))
         if sqlite:
             broken = await connections.get("default").execute_query_dict("PRAGMA foreign_key_check")
             if broken:

@@ -7,7 +7,6 @@ such records are reported with their number and the reason; the rest is imported
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import multiprocessing
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.archive import Prepared, archive_prepared, bulk_import, prepare
+from bot.collector import fewer_collections
 from bot.jsontext import JSONError, parse_json
 from bot.keys import BOT
 from integrations.wecom.archive import NotArchivable, normalize_record
@@ -29,7 +29,6 @@ from integrations.wecom.archive import NotArchivable, normalize_record
 IMPORT_BATCH = 5000  # lines a transaction: fewer, larger commits
 POOL_MIN_BYTES = 2_000_000  # a smaller file is prepared in a thread: starting worker processes would not pay
 MAX_WORKERS = 2
-GC_YOUNG = 20_000  # allocations between two collections of the youngest generation while importing
 AHEAD = 3  # batches read and being prepared while one is written
 PARENT_CHECK_SECONDS = 1.0
 MAX_REJECTIONS_SHOWN = 20
@@ -134,13 +133,14 @@ async def import_jsonl(app: web.Application, path: str | Path, batch_size: int =
             ahead.append(loop.run_in_executor(workers, _parse, lines, number))
             number += len(lines)
 
-    # What is alive now (the application, the ORM's models) stays: out of the collector's full passes, which an
-    # import's millions of short-lived values would otherwise trigger over and over, each walking all of it.
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, *thresholds[1:])
     try:
-        with handle, tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar:
+        # What is alive now (the application, the ORM's models) stays: out of the collector's full passes, which an
+        # import's millions of short-lived values would otherwise trigger over and over, each walking all of it.
+        with (
+            fewer_collections(freeze=True),
+            handle,
+            tqdm(total=size, unit="B", unit_scale=True, desc="导入消息", disable=not interactive) as bar,
+        ):
             async with bulk_import():
                 for _ in range(AHEAD):
                     read_next()
@@ -157,6 +157,4 @@ async def import_jsonl(app: web.Application, path: str | Path, batch_size: int =
         for pending in ahead:  # a failed batch: what was read ahead is not imported
             pending.cancel()
         workers.shutdown(wait=True, cancel_futures=True)
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
     return report.summary()
