@@ -567,7 +567,7 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 _ORDER_DAYS = (
     "SELECT o.customer_id, o.order_date, COALESCE(l.product_line, '') FROM customer_order o"
     " LEFT JOIN order_line l ON l.order_id = o.id AND l.product_line <> ''"
-    " WHERE o.status <> 'cancelled' AND o.customer_id IN ({}) GROUP BY 1, 2, 3"
+    " WHERE o.status <> 'cancelled' AND o.customer_id {} GROUP BY 1, 2, 3"
 )
 _WINDOW_COLUMNS = (
     "repurchase (customer_id, product_line, basis, order_count, last_order_date, interval_days, spread_days,"
@@ -586,14 +586,14 @@ async def refresh_repurchase(customer_ids: list[int], settings: Settings, conn: 
         chunk = customer_ids[i : i + CHUNK]
         every: dict[int, set[date]] = {}
         by_line: dict[tuple[int, str], set[date]] = {}
-        marks = ", ".join("?" * len(chunk))
-        _, rows = await conn.execute_query(sql.for_conn(_ORDER_DAYS.format(marks), conn), chunk)
+        chosen, params = sql.among(sql.is_postgres(conn), chunk, "int")
+        _, rows = await conn.execute_query(sql.for_conn(_ORDER_DAYS.format(chosen), conn), params)
         for customer_id, order_day, line in rows:
             cid, day = int(customer_id), _day(order_day)
             every.setdefault(cid, set()).add(day)
             if line:
                 by_line.setdefault((cid, str(line)), set()).add(day)
-        await conn.execute_query(sql.for_conn(f"DELETE FROM repurchase WHERE customer_id IN ({marks})", conn), chunk)
+        await conn.execute_query(sql.for_conn(f"DELETE FROM repurchase WHERE customer_id {chosen}", conn), params)
         own = {key: w for key, days in by_line.items() if (w := window_of(days, min_orders))}
         await _write_windows(own, settings, conn)
         wanting = {key: days for key, days in by_line.items() if key not in own}

@@ -171,10 +171,8 @@ class Bot:
                     log.exception("handling message %s failed", row["id"])
                     answered.append((msg, [Reply(FAILED)], staff))
             await self.outbox.enqueue_many([q for a in answered for q in _queued(*a)], using_db=conn)
-            handled = [int(row["id"]) for row in rows]
-            await conn.execute_query(
-                sql.for_conn(_MARK_HANDLED.format(ids=_marks(handled)), conn), [self.clock.now(), *handled]
-            )
+            handled, params = _among(conn, [int(row["id"]) for row in rows])
+            await conn.execute_query(sql.for_conn(_MARK_HANDLED.format(ids=handled), conn), [self.clock.now(), *params])
 
     async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
         """What each typed message or tapped button means, and the moment it was read at, by message id (events
@@ -208,7 +206,7 @@ class Bot:
                 staff = (await _staff_of([row], conn)).get(int(row["staff_id"] or 0))
                 await self.outbox.enqueue_many(_queued(incoming_of(row), [Reply(FAILED)], staff), using_db=conn)
                 await conn.execute_query(
-                    sql.for_conn(_MARK_HANDLED.format(ids="?"), conn), [self.clock.now(), message_id]
+                    sql.for_conn(_MARK_HANDLED.format(ids="= ?"), conn), [self.clock.now(), message_id]
                 )
         except Exception:  # the database itself is failing: the message stays unhandled, for ``recover``
             log.exception("message %s could not be marked as failed", message_id)
@@ -274,24 +272,27 @@ _UNHANDLED_SINCE = (
     "SELECT id, platform, sender FROM message WHERE to_bot = TRUE AND handled_at IS NULL AND received_at >= ?{until}"
     " ORDER BY id"
 )
-_UNHANDLED = f"SELECT {COLUMNS} FROM message WHERE id IN ({{ids}}) AND handled_at IS NULL ORDER BY id"
-_LOCK_UNHANDLED = "SELECT id FROM message WHERE id IN ({ids}) AND handled_at IS NULL ORDER BY id"
-_MARK_HANDLED = "UPDATE message SET handled_at = ? WHERE id IN ({ids})"
+_UNHANDLED = f"SELECT {COLUMNS} FROM message WHERE id {{ids}} AND handled_at IS NULL ORDER BY id"
+_LOCK_UNHANDLED = "SELECT id FROM message WHERE id {ids} AND handled_at IS NULL ORDER BY id"
+_MARK_HANDLED = "UPDATE message SET handled_at = ? WHERE id {ids}"
 
 
-def _marks(ids: list[int]) -> str:
-    return ", ".join("?" * len(ids))
+def _among(conn: BaseDBAsyncClient, ids: list[int]) -> tuple[str, list[Any]]:
+    """``id`` among ``ids``: one statement whatever the batch's size on PostgreSQL (``sql.among``)."""
+    return sql.among(sql.is_postgres(conn), ids, "bigint")
 
 
 async def _unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> list[dict[str, Any]]:
     """The stored messages among ``ids`` not handled yet, in id order, as raw rows."""
-    return await sql.select(conn, _UNHANDLED.format(ids=_marks(ids)), ids)
+    chosen, params = _among(conn, ids)
+    return await sql.select(conn, _UNHANDLED.format(ids=chosen), params)
 
 
 async def _lock_unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> set[int]:
     """Which of ``ids`` are still unhandled, locked for this transaction on PostgreSQL (SQLite has one writer)."""
     lock = " FOR UPDATE" if sql.is_postgres(conn) else ""
-    return {int(r["id"]) for r in await sql.select(conn, _LOCK_UNHANDLED.format(ids=_marks(ids)) + lock, ids)}
+    chosen, params = _among(conn, ids)
+    return {int(r["id"]) for r in await sql.select(conn, _LOCK_UNHANDLED.format(ids=chosen) + lock, params)}
 
 
 async def _staff_of(rows: list[dict[str, Any]], conn: BaseDBAsyncClient) -> dict[int, Staff]:
