@@ -43,9 +43,9 @@ from bench.webhook import (
 
 async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[int], workdir: Path) -> None:
     sim_port, app_port = _free_port(), _free_port()
-    db_path = workdir / "steady.sqlite3"
+    database = f"sqlite://{workdir / 'steady.sqlite3'}"
     sim = _start(["--_serve", "simulator", "--_port", str(sim_port)], other_cpus)
-    config = write_config(workdir, app_port, f"sqlite://{db_path}", f"http://127.0.0.1:{sim_port}", "errors")
+    config = write_config(workdir, app_port, database, f"http://127.0.0.1:{sim_port}", "errors")
     await asyncio.to_thread(import_staff, workdir, config)
     app = serve(config, workdir, server_cpus)
     try:
@@ -72,9 +72,9 @@ async def run(rate: int, seconds: float, server_cpus: set[int], other_cpus: set[
                 posts.append(asyncio.create_task(post(query, body)))
             sending = time.perf_counter() - started
             await asyncio.gather(*posts)
-        stored, handled, sent = _progress(db_path)
+        stored, handled, sent = await _progress(database)
         answered = time.perf_counter()
-        settled = await _settle(db_path, 600)
+        settled = await _settle(database, 600)
         cpu = _cpu_seconds(app.pid) - cpu_started
         cuts = statistics.quantiles(latencies, n=100)
         print(

@@ -49,15 +49,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 
+from bench.rules import _pg, _scratch_database
 from bot.app import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,24 +370,12 @@ async def _progress(database: str) -> tuple[int, int, int]:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as conn:
             stored, handled, sent = conn.execute(_PROGRESS).fetchone()
     else:
-        conn = await asyncpg.connect(_asyncpg_url(database))
+        conn = await asyncpg.connect(database.replace("postgres://", "postgresql://"))
         try:
             stored, handled, sent = await conn.fetchrow(_PROGRESS)
         finally:
             await conn.close()
     return int(stored), int(handled), int(sent)
-
-
-def _asyncpg_url(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
-
-
-async def _pg(server: str, statement: str) -> None:
-    conn = await asyncpg.connect(_asyncpg_url(server))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -398,10 +386,10 @@ async def app_database(workdir: Path, run: int, options: argparse.Namespace) -> 
         extra = f"?synchronous={options.sqlite_synchronous}" if options.sqlite_synchronous else ""
         yield f"sqlite://{workdir / f'bench-{run}.sqlite3'}{extra}"
         return
-    name = f"crmbot_webhook_{uuid.uuid4().hex[:8]}"
+    url, name = _scratch_database(options.database)
     await _pg(options.database, f'CREATE DATABASE "{name}"')
     try:
-        yield urlunsplit(urlsplit(options.database)._replace(path="/" + name))
+        yield url
     finally:
         await _pg(options.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
