@@ -171,8 +171,8 @@ class Bot:
                     log.exception("handling message %s failed", row["id"])
                     answered.append((msg, [Reply(FAILED)], staff))
             await self.outbox.enqueue_many([q for a in answered for q in _queued(*a)], using_db=conn)
-            handled, params = _among(conn, [int(row["id"]) for row in rows])
-            await conn.execute_query(sql.for_conn(_MARK_HANDLED.format(ids=handled), conn), [self.clock.now(), *params])
+            chosen, params = _among(conn, [int(row["id"]) for row in rows])
+            await conn.execute_query(sql.for_conn(_MARK_HANDLED.format(ids=chosen), conn), [self.clock.now(), *params])
 
     async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
         """What each typed message or tapped button means, and the moment it was read at, by message id (events
