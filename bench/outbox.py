@@ -33,13 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bench.rules import _pg, _scratch_database
 from bot.app import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,21 +164,10 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int 
     return Drain(pushes / elapsed, cpu / pushes * 1e6)
 
 
-async def _pg(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://"))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def on_postgres(server: str, api: str, pushes: int, recipients: int, history: int = 0) -> Drain:
-    name = f"crmbot_bench_{uuid.uuid4().hex[:8]}"
+    url, name = _scratch_database(server)
     await _pg(server, f'CREATE DATABASE "{name}"')
     try:
-        url = urlunsplit(urlsplit(server)._replace(path="/" + name))
         return await crmbot(url, api, pushes, recipients, history)
     finally:
         await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
