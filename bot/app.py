@@ -59,8 +59,11 @@ def create_app(
     capabilities: Sequence[Capability] = CAPABILITIES,
     platforms: Sequence[Integration] = PLATFORMS,
 ) -> web.Application:
-    """Build the web application. ``run_dispatcher``/``run_scheduler`` are off for one-shot CLI commands."""
+    """Build the web application. ``run_dispatcher``/``run_scheduler`` are off for one-shot CLI commands; a served
+    app (``run_dispatcher``) takes the role ``[server] role`` gives it: a "web" instance neither handles, sends nor
+    runs the rules, a "worker" also handles what other instances stored."""
     clock = clock or Clock()
+    role = settings.server.role if run_dispatcher else "all"
     registry = Registry(capabilities)
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app.on_response_prepare.append(count_response)
@@ -71,9 +74,11 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[OUTBOX] = outbox
-    app[BOT] = Bot(settings, clock, outbox, registry, inbox)
+    app[BOT] = Bot(settings, clock, outbox, registry, inbox, role=role)
     app[METRICS] = Metrics()
     app[SERVING] = run_dispatcher
+    if role == "web":
+        run_dispatcher = run_scheduler = False
 
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_session)
@@ -85,6 +90,8 @@ def create_app(
     app.cleanup_ctx.append(partial(_bot, load_names=run_dispatcher or run_scheduler))
     if run_dispatcher:
         app.cleanup_ctx.append(_dispatcher)
+    if role == "worker":
+        app.cleanup_ctx.append(_shared_handling)
     if run_scheduler:
         from bot.scheduler import scheduler_context  # start-up time: one-shot commands run no scheduler
 
@@ -116,9 +123,11 @@ async def _bot(app: web.Application, *, load_names: bool) -> AsyncIterator[None]
     bot = app[BOT]
     if load_names:
         await bot.understanding.refresh()
-    recovered = bot.tasks.spawn(bot.recover())
+    # What was stored and not handled before a restart (a "web" instance leaves it to the workers).
+    recovered = bot.tasks.spawn(bot.recover()) if bot.handles else None
     yield
-    await recovered
+    if recovered is not None:
+        await recovered
     await bot.close()
 
 
@@ -129,6 +138,13 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     await task
     # Whatever became due during shutdown still leaves (or stays queued for the next start).
     await app[OUTBOX].drain_once()
+
+
+async def _shared_handling(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(app[BOT].share_handling(app[SETTINGS].server.handling_poll_seconds))
+    yield
+    task.cancel()
+    await asyncio.wait({task})
 
 
 async def healthz(request: web.Request) -> web.Response:

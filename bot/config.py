@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -43,6 +43,13 @@ class ServerSettings(_Section):
     # "all", or "off". Every callback is counted and timed in /metrics; a line per request costs the event loop
     # more than verifying the callback's signature.
     access_log: Literal["errors", "all", "off"] = "errors"
+    # What this instance does (docs/SCALING.md). "all": acknowledges callbacks, handles the messages, sends the
+    # outbox and runs the rules. "web": acknowledges only (stores each callback and answers the platform), so that
+    # handling never holds up an acknowledgement; "worker" instances on the same database handle what it stored,
+    # looking for it every handling_poll_seconds, and send and run the rules as "all" does. "web" and "worker" need
+    # PostgreSQL (SQLite has one writer: one instance).
+    role: Literal["all", "web", "worker"] = "all"
+    handling_poll_seconds: float = Field(0.2, gt=0)
 
 
 class DatabaseSettings(_Section):
@@ -426,6 +433,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown timezone {value!r}") from exc
         return value
 
+    @model_validator(mode="after")
+    def _roles_share_postgres(self) -> Settings:
+        if self.server.role != "all" and self.database.url.startswith("sqlite://"):
+            raise ValueError(
+                f'server.role = "{self.server.role}" shares the database with other instances: it needs PostgreSQL'
+                ' (database.url = postgres://…); on SQLite one instance does everything (role = "all")'
+            )
+        return self
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -459,7 +475,8 @@ def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
-        parts.append(f"{key}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")  # a validator's own words
+        parts.append(f"{key}: {message}" if key else message)
     return "; ".join(parts)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
-import hashlib
 import itertools
 import logging
 import re
@@ -447,16 +446,12 @@ async def _lock(events: Sequence[OrderEvent], customers: Mapping[str, int], conn
     names = {f"order:{e.source}:{e.order_no}" for e in events} | {f"customer:{customers[e.customer]}" for e in events}
     if not names or not sql.is_postgres(conn):
         return
-    keys = ",".join(str(k) for k in sorted(map(_lock_key, names)))
+    keys = ",".join(str(k) for k in sorted(map(sql.lock_key, names)))
     # One round trip for all of them, taken in that order (the keys are integers made here, not input).
     await conn.execute_script(
         f"DO $$ DECLARE k bigint; BEGIN FOREACH k IN ARRAY ARRAY[{keys}]::bigint[] LOOP"
         " PERFORM pg_advisory_xact_lock(k); END LOOP; END $$"
     )
-
-
-def _lock_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _take_details(order: _Order, event: OrderEvent) -> None:

@@ -59,6 +59,9 @@ BUSY_HANDLING_BATCH = 8
 # (``UNDERSTOOD_CHARS`` of jieba and time expressions), which on the event loop would hold up acknowledgements;
 # shorter ones cost less than the hop to a thread.
 READ_IN_THREAD_CHARS = 200
+# A "worker" looks for messages other instances stored (``Bot.share_handling``) up to this many at a time, oldest
+# first, and not while this many are already waiting here: a backlog is taken in as it is worked off.
+SHARED_BATCH = 1000
 
 
 class Bot:
@@ -72,6 +75,7 @@ class Bot:
         outbox: Outbox,
         registry: Registry,
         inbox: Inbox | None = None,
+        role: str = "all",
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -88,7 +92,12 @@ class Bot:
         self.tasks = TaskTracker()
         self.inbox = inbox or Inbox(self.directory)
         self._to_handle = TakenInTurns()
+        self._in_flight: set[int] = set()  # the batch being handled
         self._handler: asyncio.Task[None] | None = None
+        # The instance's role (``[server] role``): a "web" instance stores what it receives and leaves handling to the
+        # "worker" instances, which take what they find stored and skip what another instance is handling.
+        self.handles = role != "web"
+        self._shared = role == "worker"
 
     async def close(self) -> None:
         await self.inbox.close()
@@ -99,7 +108,7 @@ class Bot:
         message_id = await (self.inbox.submit(msg) if msg.to_bot else self.store(msg))
         if message_id is None:
             return False
-        if msg.to_bot:
+        if msg.to_bot and self.handles:
             self.schedule(message_id, f"{msg.platform}:{msg.sender}")
         return True
 
@@ -125,6 +134,7 @@ class Bot:
         while self._to_handle:
             await self.inbox.yield_to_ingest()
             ids = self._to_handle.take(BUSY_HANDLING_BATCH if self.inbox.busy() else HANDLING_BATCH)
+            self._in_flight = set(ids)
             # Each transaction in a task of its own: a connection lost mid-transaction can leave the ORM's
             # transaction state broken in the task that ran it, and it must not outlive that batch.
             try:
@@ -134,6 +144,8 @@ class Bot:
                 log.exception("handling %d messages together failed; handling them one by one", len(ids))
                 for message_id in ids:
                     await asyncio.create_task(self._handle_alone(message_id))
+            finally:
+                self._in_flight = set()
             self.outbox.wake()
 
     async def _handle_batch(self, ids: list[int]) -> None:
@@ -152,8 +164,11 @@ class Bot:
         generation = self.understanding.generation
         async with in_transaction() as conn:
             # Under a row lock on PostgreSQL: another instance handling the same message waits, then skips it.
-            still = await _lock_unhandled(conn, ids)
-            rows = [row for row in rows if int(row["id"]) in still]
+            still = await _lock_unhandled(conn, ids, skip_locked=self._shared)
+            if self._shared:
+                rows = await self._sender_turns(conn, rows, still)
+            else:
+                rows = [row for row in rows if int(row["id"]) in still]
             if not rows:
                 return
             staff_of = await _staff_of(rows, conn)
@@ -173,6 +188,23 @@ class Bot:
             await self.outbox.enqueue_many([q for a in answered for q in _queued(*a)], using_db=conn)
             chosen, params = _among(conn, [int(row["id"]) for row in rows])
             await conn.execute_query(sql.for_conn(_MARK_HANDLED.format(ids=chosen), conn), [self.clock.now(), *params])
+
+    async def _sender_turns(
+        self, conn: BaseDBAsyncClient, rows: list[dict[str, Any]], still: set[int]
+    ) -> list[dict[str, Any]]:
+        """A worker's share of ``rows`` (``still`` the ones it holds): each sender is handled by one worker at a
+        time, under an advisory lock of the sender's until commit, and in order: none of a sender's messages after
+        one this batch cannot take (another worker holds it or its sender, or it was handled meanwhile). Those wait
+        for a later look, and so does the rest of the sender's queue here."""
+        free = await sql.try_xact_locks(conn, {_sender_lock(row) for row in rows if int(row["id"]) in still})
+        kept, held = [], set()
+        for row in rows:
+            if int(row["id"]) not in still or _sender_lock(row) not in free:
+                held.add(_sender(row))
+            elif _sender(row) not in held:
+                kept.append(row)
+        self._to_handle.forget(held)
+        return kept
 
     async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
         """What each typed message or tapped button means, and the moment it was read at, by message id (events
@@ -211,27 +243,42 @@ class Bot:
         except Exception:  # the database itself is failing: the message stays unhandled, for ``recover``
             log.exception("message %s could not be marked as failed", message_id)
 
-    async def recover(self, left_behind: timedelta | None = None) -> int:
+    async def recover(self, left_behind: timedelta | None = None, limit: int | None = None) -> int:
         """Handle messages that were stored (and acknowledged) but not handled: before a crash, or, with
-        ``left_behind``, those stored longer ago than that which this process is not about to handle. Several
-        instances may pick the same message: handling takes only rows still unhandled, under a row lock. (Rows are
-        stamped with the wall-clock time they arrived, so that is the time they are compared with.)"""
+        ``left_behind``, those stored longer ago than that which this process is not about to handle; the oldest
+        ``limit`` of them at most. Several instances may pick the same message: handling takes only rows still
+        unhandled, under a row lock. (Rows are stamped with the wall-clock time they arrived, so that is the time
+        they are compared with.)"""
         now = datetime.now(UTC)
         stamp = Message._meta.fields_map["received_at"]
-        params = [stamp.to_db_value(now - RECOVERY_WINDOW, Message)]
+        params: list[Any] = [stamp.to_db_value(now - RECOVERY_WINDOW, Message)]
         if left_behind is not None:
             params.append(stamp.to_db_value(now - left_behind, Message))
-        rows = await sql.select(
-            sql.default(), _UNHANDLED_SINCE.format(until="" if left_behind is None else " AND received_at <= ?"), params
+        if limit is not None:
+            params.append(limit)
+        statement = _UNHANDLED_SINCE.format(
+            until="" if left_behind is None else " AND received_at <= ?", limit="" if limit is None else " LIMIT ?"
         )
+        rows = await sql.select(sql.default(), statement, params)
         scheduled = 0
         for row in rows:
-            if int(row["id"]) not in self._to_handle:
-                self.schedule(int(row["id"]), f"{row['platform']}:{row['sender']}")
+            if int(row["id"]) not in self._to_handle and int(row["id"]) not in self._in_flight:
+                self.schedule(int(row["id"]), _sender(row))
                 scheduled += 1
         if left_behind is not None and scheduled:
             log.warning("%d stored messages were left unhandled; handling them now", scheduled)
         return scheduled
+
+    async def share_handling(self, every: float) -> None:
+        """A "worker"'s loop, until cancelled: every ``every`` seconds, take in the messages other instances stored
+        and nobody has handled yet (``SHARED_BATCH`` at most, and none while as many are waiting here)."""
+        while True:
+            if len(self._to_handle) < SHARED_BATCH:
+                try:
+                    await self.recover(limit=SHARED_BATCH)
+                except Exception:  # the database is failing: the next look tries again
+                    log.exception("looking for stored messages to handle failed")
+            await asyncio.sleep(every)
 
 
 class TakenInTurns:
@@ -254,6 +301,11 @@ class TakenInTurns:
         self._queues.setdefault(sender, collections.deque()).append(message_id)
         self._waiting.add(message_id)
 
+    def forget(self, senders: set[str]) -> None:
+        """Drop whatever of these senders' messages is waiting."""
+        for sender in senders:
+            self._waiting.difference_update(self._queues.pop(sender, ()))
+
     def take(self, count: int) -> list[int]:
         taken: list[int] = []
         while self._queues and len(taken) < count:
@@ -270,7 +322,7 @@ class TakenInTurns:
 # such an index only for a query whose own text implies its condition.
 _UNHANDLED_SINCE = (
     "SELECT id, platform, sender FROM message WHERE to_bot = TRUE AND handled_at IS NULL AND received_at >= ?{until}"
-    " ORDER BY id"
+    " ORDER BY id{limit}"
 )
 _UNHANDLED = f"SELECT {COLUMNS} FROM message WHERE id {{ids}} AND handled_at IS NULL ORDER BY id"
 _LOCK_UNHANDLED = "SELECT id FROM message WHERE id {ids} AND handled_at IS NULL ORDER BY id"
@@ -288,11 +340,21 @@ async def _unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> list[dict[str, 
     return await sql.select(conn, _UNHANDLED.format(ids=chosen), params)
 
 
-async def _lock_unhandled(conn: BaseDBAsyncClient, ids: list[int]) -> set[int]:
-    """Which of ``ids`` are still unhandled, locked for this transaction on PostgreSQL (SQLite has one writer)."""
-    lock = " FOR UPDATE" if sql.is_postgres(conn) else ""
+async def _lock_unhandled(conn: BaseDBAsyncClient, ids: list[int], *, skip_locked: bool = False) -> set[int]:
+    """Which of ``ids`` are still unhandled, locked for this transaction on PostgreSQL (SQLite has one writer);
+    with ``skip_locked``, without those another transaction holds, instead of waiting for it."""
+    lock = (" FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE") if sql.is_postgres(conn) else ""
     chosen, params = _among(conn, ids)
     return {int(r["id"]) for r in await sql.select(conn, _LOCK_UNHANDLED.format(ids=chosen) + lock, params)}
+
+
+def _sender(row: dict[str, Any]) -> str:
+    """Whose message a row is: the key messages wait in turns by."""
+    return f"{row['platform']}:{row['sender']}"
+
+
+def _sender_lock(row: dict[str, Any]) -> str:
+    return f"handling:{_sender(row)}"
 
 
 async def _staff_of(rows: list[dict[str, Any]], conn: BaseDBAsyncClient) -> dict[int, Staff]:

@@ -162,3 +162,14 @@ def test_a_grade_ladder_must_warn_before_it_hands_over(tmp_path: Path) -> None:
     path = write(tmp_path, "[rules]\nladder_by_grade = { A = [15, 3] }\n")
     with pytest.raises(ConfigError, match="ladder_by_grade"):
         load_settings(path)
+
+
+@pytest.mark.parametrize("role", ["web", "worker"])
+def test_an_instance_that_shares_the_work_needs_postgres(tmp_path: Path, role: str) -> None:
+    config = write(tmp_path, f'[server]\nrole = "{role}"\n[database]\nurl = "sqlite://crm.sqlite3"\n')
+    result = CliRunner().invoke(main, ["serve", "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f'server.role = "{role}"' in result.stderr and "PostgreSQL" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    settings = load_settings(write(tmp_path, f'[server]\nrole = "{role}"\n[database]\nurl = "postgres://db/crm"\n'))
+    assert settings.server.role == role

@@ -70,13 +70,14 @@ async def test_two_instances_against_a_slow_wecom_deliver_every_reply_once(
     assert await OutboxMessage.filter(status=OutboxStatus.SENT).count() == 15
 
 
-def _serve_config(tmp_path: Path, database_url: str, api_base: str) -> tuple[Path, int]:
+def _serve_config(tmp_path: Path, database_url: str, api_base: str, role: str = "all") -> tuple[Path, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tmp_path / "serve.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\nurl = "{database_url}"\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nrole = "{role}"\nhandling_poll_seconds = 0.05\n'
+        f'[database]\nurl = "{database_url}"\n'
         f'[wecom]\ncorp_id = "{WECOM.corp_id}"\nagent_id = {WECOM.agent_id}\nsecret = "{WECOM.secret}"\n'
         f'token = "{WECOM.token}"\nencoding_aes_key = "{WECOM.encoding_aes_key}"\napi_base = "{api_base}"\n'
         "[outbox]\nlease_seconds = 3.0\npoll_seconds = 0.2\nbackoff_initial_seconds = 0.2\n",

@@ -1,7 +1,8 @@
 """Several instances of the bot behind a load balancer, on one PostgreSQL database (docs/SCALING.md): a burst of
 signed callbacks spread over three instances, some delivered to two of them as WeCom's retries are, and the
 scheduled rules run by all three at the same minute. Every message is stored once, answered once, every customer
-it asks for created once, every rule fires once and every push reaches its person once."""
+it asks for created once, every rule fires once and every push reaches its person once. Split into roles, a "web"
+instance only acknowledges, and two "worker" instances answer what it stored: once, and each rep in order."""
 
 from __future__ import annotations
 
@@ -111,3 +112,58 @@ async def test_three_instances_on_one_database_store_answer_create_fire_and_push
         asked = sum(1 for i in texts if REPS[i % len(REPS)] == rep)
         assert len(wecom_sim.texts_to(rep)) == asked + warned.count(rep)
     assert await OutboxMessage.exclude(status=OutboxStatus.SENT).count() == 0
+
+
+async def test_a_web_instance_acknowledges_and_two_workers_answer_what_it_stored_once_and_in_each_reps_order(
+    start_app: Any, make_settings: Any, wecom_sim: Any, database_url: str, tmp_path: Path
+) -> None:
+    web = await start_app(make_settings(server={"role": "web"}))
+    await make_team()
+    first, per_rep = 3, 24
+    # Each rep sends in turn: a new customer to create, then help, then the next customer, ...
+    texts = {
+        rep: [f"新建客户 {rep}{k}号贸易有限公司" if k % 3 != 1 else "帮助" for k in range(per_rep)] for rep in REPS
+    }
+
+    async def send(n: int, rep: str, ks: range) -> None:
+        for k in ks:
+            assert (await post_wecom(web, text_xml(rep, texts[rep][k], 80_000 + 100 * n + k))).status == 200
+
+    await asyncio.gather(*(send(n, rep, range(first)) for n, rep in enumerate(REPS)))
+    await asyncio.sleep(0.5)
+    # Acknowledged means stored; the web instance neither handles nor sends.
+    assert await Message.filter(to_bot=True).count() == first * len(REPS)
+    assert await Message.filter(to_bot=True, handled_at__not_isnull=True).count() == 0
+    assert wecom_sim.sent == [] and await OutboxMessage.all().count() == 0
+
+    # Two workers take over what is stored, and what the reps send next while they run.
+    workers = []
+    for n in range(2):
+        workdir = tmp_path / f"worker{n}"
+        workdir.mkdir()
+        workers.append((*_serve_config(workdir, database_url, wecom_sim.url, role="worker"), workdir))
+    started = await asyncio.gather(*(_serve(config, port, workdir) for config, port, workdir in workers))
+    try:
+        await asyncio.gather(*(send(n, rep, range(first, per_rep)) for n, rep in enumerate(REPS)))
+        for _ in range(600):
+            done = not await Message.filter(to_bot=True, handled_at=None).exists()
+            if done and not await OutboxMessage.exclude(status=OutboxStatus.SENT).exists():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for worker, _ in started:
+            worker.send_signal(signal.SIGINT)
+        await asyncio.gather(*(worker.wait() for worker, _ in started))
+
+    assert await Message.filter(to_bot=True, handled_at=None).count() == 0
+    assert await OutboxMessage.exclude(status=OutboxStatus.SENT).count() == 0
+    asked = [t.split()[1] for rep in REPS for t in texts[rep] if t != "帮助"]
+    created = await Customer.filter(name__endswith="号贸易有限公司").values_list("name", flat=True)
+    assert sorted(created) == sorted(asked)
+    assert wecom_sim.dropped_repeats() == 0
+    for rep in REPS:
+        replies = wecom_sim.texts_to(rep)
+        assert len(replies) == per_rep, replies
+        # Each reply answers the message sent in the same place: the rep reads them in the order they wrote.
+        for text, reply in zip(texts[rep], replies, strict=True):
+            assert (text.split()[1] in reply) if text != "帮助" else ("号贸易有限公司" not in reply), (text, reply)
