@@ -26,6 +26,10 @@ core) is flagged and left out of the results::
 ``--database postgres://postgres@127.0.0.1:5432/test`` runs the app on PostgreSQL instead, in a new database on
 that server for each run (dropped afterwards); the server's processes are not pinned.
 
+``--workers 1`` (with ``--database``) splits the deployment into roles (docs/SCALING.md): the pinned app is a
+``role = "web"`` instance, which only acknowledges, and that many ``role = "worker"`` instances on the remaining
+cores handle what it stored and send the replies; the server CPU per message counts them all.
+
 ``--paste-share 0.01 --paste-bytes 30000`` makes every hundredth callback a pasted Chinese text of 30,000 bytes
 (UTF-8) instead of ``帮助``, to see whether long messages hold up everyone else's acknowledgements.
 """
@@ -443,12 +447,14 @@ async def bench_hello(load: Load) -> Result:
         _stop(proc)
 
 
-def write_config(workdir: Path, port: int, database: str, api_base: str, access_log: str) -> Path:
+def write_config(
+    workdir: Path, port: int, database: str, api_base: str, access_log: str, role: str = "all", name: str = "crmbot"
+) -> Path:
     """The app's configuration as an operator writes it: the defaults, but for WeCom's limits per person, which
     the simulator does not enforce and 50 senders at thousands of callbacks a second would hit at once."""
-    config = workdir / "crmbot.toml"
+    config = workdir / f"{name}.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\naccess_log = "{access_log}"\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\naccess_log = "{access_log}"\nrole = "{role}"\n'
         f'[database]\nurl = "{database}"\n'
         f'[wecom]\ncorp_id = "{CORP_ID}"\nagent_id = {AGENT_ID}\nsecret = "{SECRET}"\ntoken = "{TOKEN}"\n'
         f'encoding_aes_key = "{AES_KEY}"\napi_base = "{api_base}"\n'
@@ -467,12 +473,13 @@ def import_staff(workdir: Path, config: Path) -> None:
 
 
 def serve(config: Path, workdir: Path, cpus: set[int], profile: str = "") -> subprocess.Popen[bytes]:
-    """``crmbot serve`` as deployed (its log in the work directory), pinned to ``cpus``."""
+    """``crmbot serve`` as deployed (its log, named as its configuration, in the work directory), pinned to
+    ``cpus``."""
     cmd = [sys.executable, "-m", "bot.cli", "serve", "--config", str(config)]
     if profile:  # collapsed stacks for flame graphs: py-spy must be installed next to the interpreter
         py_spy = str(Path(sys.executable).with_name("py-spy"))
         cmd = [py_spy, "record", "--format", "raw", "--rate", "100", "-o", profile, "--", *cmd]
-    with (workdir / "crmbot.log").open("ab") as log:
+    with (workdir / f"{config.stem}.log").open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=log)
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(proc.pid, cpus)  # the interpreter pins its own threads from the start
@@ -517,12 +524,21 @@ async def _bench_app(
     sim = _start(["--_serve", "simulator", "--_port", str(sim_port)], load.other_cpus)
     rundir = load.workdir / f"run-{run}"
     rundir.mkdir()
-    config = write_config(rundir, app_port, database, f"http://127.0.0.1:{sim_port}", options.access_log)
+    api_base = f"http://127.0.0.1:{sim_port}"
+    role = "web" if options.workers else "all"
+    config = write_config(rundir, app_port, database, api_base, options.access_log, role)
     await asyncio.to_thread(import_staff, rundir, config)
     app = serve(config, rundir, load.server_cpus, profile)
+    workers = []
+    for n in range(options.workers):
+        port = _free_port()
+        worker_config = write_config(rundir, port, database, api_base, options.access_log, "worker", f"worker{n}")
+        workers.append((serve(worker_config, rundir, load.other_cpus), port))
     settle_timeout = options.settle_timeout
     try:
         await _wait_ready(f"http://127.0.0.1:{app_port}/healthz", app)
+        for worker, port in workers:
+            await _wait_ready(f"http://127.0.0.1:{port}/healthz", worker)
         await _wait_ready(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim)
         warm_n = math.ceil(ceiling * load.warmup * 1.2) + load.concurrency
         timed_n = math.ceil(ceiling * load.seconds * 1.2) + load.concurrency
@@ -533,13 +549,14 @@ async def _bench_app(
         url = f"http://127.0.0.1:{app_port}"
         await drive("warm-up", url, warm_script, load.warmup, load.concurrency, load.other_cpus, app.pid)
         await _settle(database, settle_timeout)  # the timed run starts with no backlog
-        started, cpu_started = time.perf_counter(), _cpu_seconds(app.pid)
+        pids = [app.pid] + [worker.pid for worker, _ in workers]
+        started, cpu_started = time.perf_counter(), sum(map(_cpu_seconds, pids))
         result = await drive(
             "wecom callback (app)", url, timed_script, load.seconds, load.concurrency, load.other_cpus, app.pid
         )
         settled = await _settle(database, settle_timeout)
         end_to_end = (time.perf_counter() - started) if settled else float("nan")
-        end_to_end_cpu = _cpu_seconds(app.pid) - cpu_started
+        end_to_end_cpu = sum(map(_cpu_seconds, pids)) - cpu_started
         paced = None
         if options.paced_share > 0:
             # Each connection pauses between an answer and its next request so that together they send about
@@ -555,6 +572,8 @@ async def _bench_app(
         return AppRun(result, end_to_end, paced, rss, peak, end_to_end_cpu)
     finally:
         _stop(app)
+        for worker, _ in workers:
+            _stop(worker)
         _stop(sim)
 
 
@@ -572,6 +591,12 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="a PostgreSQL server's URL (postgres://user@host:port/db): each app run gets a new database there "
         "(default: an SQLite file, the product's default)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="with --database: the app acknowledges only (role web) and this many worker instances handle and send",
     )
     parser.add_argument(
         "--sqlite-synchronous",
@@ -604,6 +629,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             serve_simulator(args._port)
         return
+    if args.workers and not args.database:
+        parser.error("--workers shares the database between instances: it needs --database (PostgreSQL)")
     if shutil.which("wrk") is None:
         sys.exit("bench.webhook needs wrk (apt-get install wrk)")
 
@@ -634,6 +661,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"server pinned to cpu {sorted(server_cpus) or 'any'}, wrk on {sorted(other_cpus) or 'any'}")
     database = "PostgreSQL" if args.database else "SQLite"
     print(f"crmbot serve with [server] access_log = {args.access_log!r}, on {database}")
+    if args.workers:
+        print(f"the pinned app is role = 'web'; {args.workers} role = 'worker' instance(s) on the other cores")
     if args.paste_share > 0:
         print(f"pastes: {args.paste_share:.1%} of the callbacks are pasted texts of {args.paste_bytes} bytes")
     print(hellos[0].line())
