@@ -15,7 +15,8 @@ held at 25 replies a second). Each callback is a signed, encrypted text message 
 before timing starts (a run that would need more than were generated is reported as an error, never repeated
 as duplicates). Reported per round: acknowledged callbacks per second and p50/p99 latency (verify + decrypt +
 persist + ack) at saturation, then p50/p99 at ``--paced-share`` of that rate (each wrk connection pausing between
-an answer and its next request), the time until every message was handled and its reply delivered to the
+an answer and its next request for a random time, exponentially distributed, so that the connections send
+independently as people do; ``--fixed-pause`` pauses the same time each, as this benchmark once did), the time until every message was handled and its reply delivered to the
 simulator, the app's RSS, and the hello-world requests per second at the same concurrency with request bodies of
 the same size. A round whose hello-world runs did not keep their server busy (under ``SATURATED_CPU`` of its
 core) is flagged and left out of the results::
@@ -75,6 +76,7 @@ SENDERS = 50
 # A hello-world run whose server used less of its core than this was limited by the load, not by the server: its
 # rate is no baseline, and its round is left out.
 SATURATED_CPU = 0.9
+PACING_TRIAL_SECONDS = 3.0  # the paced run's trial, which sets its pause (see ``_bench_app``)
 TEXT = "帮助"
 # What a pasted text is made of: the words of a product spec, with dates, in a fixed pseudo-random order, and no
 # punctuation (a table copied out of a spreadsheet or a PDF): the longest runs a pattern can stumble on.
@@ -264,7 +266,8 @@ request = function()
   if r == nil then return wrk.format("POST", "/exhausted", nil, "") end
   return wrk.format("POST", r[1], {["Content-Type"] = "text/xml"}, r[2])
 end
-if pause_ms > 0 then delay = function() return pause_ms end end
+if pause_ms > 0 and fixed then delay = function() return pause_ms end
+elseif pause_ms > 0 then delay = function() return -pause_ms * math.log(1 - math.random()) end end
 done = function(summary, latency, requests)
   io.write(string.format(
     '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}\\n',
@@ -276,12 +279,20 @@ end
 
 
 def write_wrk_script(
-    path: Path, url_path: str, requests: list[tuple[str, bytes]], repeat: bool = False, pause_ms: float = 0.0
+    path: Path,
+    url_path: str,
+    requests: list[tuple[str, bytes]],
+    repeat: bool = False,
+    pause_ms: float = 0.0,
+    fixed: bool = False,
 ) -> None:
     """A wrk script holding ``requests``; a Lua function has at most 65,536 constants, hence one per chunk.
-    ``pause_ms``: each connection waits this long after an answer before its next request (a paced load)."""
+    ``pause_ms``: each connection waits this long on average after an answer before its next request (a paced
+    load), a random time each (exponentially distributed), as people who write independently do: with a fixed
+    pause (``fixed``), the connections answered by one group commit all send again at the same moment, in step."""
     with path.open("w") as f:
-        f.write(f"cycle = {str(repeat).lower()}\npause_ms = {pause_ms:.3f}\nprepared = {{}}\n")
+        f.write(f"cycle = {str(repeat).lower()}\npause_ms = {pause_ms:.3f}\nfixed = {str(fixed).lower()}\n")
+        f.write("prepared = {}\n")
         for start in range(0, len(requests), 10_000):
             f.write("for _, r in ipairs((function() return {\n")
             for query, body in requests[start : start + 10_000]:  # base64 and XML: no "]==]" can occur in a body
@@ -542,7 +553,8 @@ async def _bench_app(
         await _wait_ready(f"http://127.0.0.1:{sim_port}/cgi-bin/gettoken", sim)
         warm_n = math.ceil(ceiling * load.warmup * 1.2) + load.concurrency
         timed_n = math.ceil(ceiling * load.seconds * 1.2) + load.concurrency
-        callbacks = make_callbacks(warm_n + 2 * timed_n, first_msgid=10_000_000, pastes=load.pastes)
+        trial_n = math.ceil(ceiling * PACING_TRIAL_SECONDS) + load.concurrency
+        callbacks = make_callbacks(warm_n + 2 * timed_n + trial_n, first_msgid=10_000_000, pastes=load.pastes)
         warm_script, timed_script = load.workdir / "warm.lua", load.workdir / "timed.lua"
         write_wrk_script(warm_script, "/wecom/callback", callbacks[:warm_n])
         write_wrk_script(timed_script, "/wecom/callback", callbacks[warm_n : warm_n + timed_n])
@@ -560,11 +572,23 @@ async def _bench_app(
         paced = None
         if options.paced_share > 0:
             # Each connection pauses between an answer and its next request so that together they send about
-            # ``paced_share`` of the saturating rate (wrk has no open-loop rate: wrk2 is not packaged).
-            rate = options.paced_share * result.rate
-            pause_ms = max(load.concurrency / rate * 1000 - result.p50_ms, 0.0)
+            # ``paced_share`` of the saturating rate (wrk has no open-loop rate: wrk2 is not packaged). An answer
+            # comes sooner at a lower rate, so a short trial at the first guess corrects the pause: the time a
+            # request took in the trial, added to the new pause, makes a connection's cycle the target's.
+            target = options.paced_share * result.rate
+            cycle_ms = load.concurrency / target * 1000
+            pause_ms = max(cycle_ms - result.p50_ms, 0.0)
             paced_script = load.workdir / "paced.lua"
-            write_wrk_script(paced_script, "/wecom/callback", callbacks[warm_n + timed_n :], pause_ms=pause_ms)
+            rest = callbacks[warm_n + timed_n :]
+            fixed = options.fixed_pause
+            write_wrk_script(paced_script, "/wecom/callback", rest[:trial_n], pause_ms=pause_ms, fixed=fixed)
+            trial = await drive(
+                "pacing trial", url, paced_script, PACING_TRIAL_SECONDS, load.concurrency, load.other_cpus, app.pid
+            )
+            answered_ms = load.concurrency / trial.rate * 1000 - pause_ms
+            pause_ms = max(cycle_ms - answered_ms, 0.0)
+            await _settle(database, settle_timeout)
+            write_wrk_script(paced_script, "/wecom/callback", rest[trial_n:], pause_ms=pause_ms, fixed=fixed)
             name = f"app at {options.paced_share:.0%}"
             paced = await drive(name, url, paced_script, load.seconds, load.concurrency, load.other_cpus, app.pid)
             await _settle(database, settle_timeout)
@@ -613,6 +637,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paste-bytes", type=int, default=30_000, help="size of a pasted text in UTF-8 bytes")
     parser.add_argument(
         "--paced-share", type=float, default=0.5, help="then drive the app at this share of its rate (0: skip)"
+    )
+    parser.add_argument(
+        "--fixed-pause", action="store_true", help="paced connections pause the same time each, not a random time"
     )
     parser.add_argument(
         "--access-log", default="errors", choices=["errors", "all", "off"], help="[server] access_log of the app"

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -103,6 +104,7 @@ def main(verbose: bool) -> None:
 
 
 access_logger = logging.getLogger("aiohttp.access")
+WORKER_NICENESS = 10  # a "worker" instance's CPU priority, below the default (0) of everything else
 
 
 class ErrorsAccessLogger(AccessLogger):
@@ -120,6 +122,10 @@ def serve(config: str | None) -> None:
     """Run the webhook server and the scheduler."""
     settings = _settings(config)
     logging.getLogger().setLevel(logging.INFO)
+    if settings.server.role == "worker":
+        # Handling can wait a moment; acknowledgements and the database cannot. Where a worker shares a machine
+        # with web instances or PostgreSQL, they get the CPU first; on a machine of its own this changes nothing.
+        os.nice(WORKER_NICENESS)
     access_log = settings.server.access_log
     app = create_app(settings)
     app.on_startup.append(_warm_up)
