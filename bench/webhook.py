@@ -16,10 +16,10 @@ before timing starts (a run that would need more than were generated is reported
 as duplicates). Reported per round: acknowledged callbacks per second and p50/p99 latency (verify + decrypt +
 persist + ack) at saturation, then p50/p99 at ``--paced-share`` of that rate (each wrk connection pausing between
 an answer and its next request for a random time, exponentially distributed, so that the connections send
-independently as people do; ``--fixed-pause`` pauses the same time each, as this benchmark once did), the time until every message was handled and its reply delivered to the
-simulator, the app's RSS, and the hello-world requests per second at the same concurrency with request bodies of
-the same size. A round whose hello-world runs did not keep their server busy (under ``SATURATED_CPU`` of its
-core) is flagged and left out of the results::
+independently as people do; ``--fixed-pause`` pauses the same time each, as this benchmark once did), the time
+until every message was handled and its reply delivered to the simulator, the app's RSS, and the hello-world
+requests per second at the same concurrency with request bodies of the same size. A round whose hello-world runs
+did not keep their server busy (under ``SATURATED_CPU`` of its core) is flagged and left out of the results::
 
     apt-get install wrk
     .venv/bin/python -m bench.webhook --duration 10 --rounds 3
