@@ -15,10 +15,12 @@ Both run on the event loop ``crmbot serve`` uses (uvloop where installed).
   to 200 people is 25 each).
 
 ``--history N`` first fills the outbox with N pushes already sent (as a day of traffic leaves it), to show what a
-claim costs once the table is long. Every push's content is distinct. Reported: pushes per second for each,
-crmbot's rate as a share of the baseline's in the same round, and the CPU of the sending process per push (all its
-threads; PostgreSQL's own processes and the simulator's are not in it), which a busy machine changes far less than
-rates; ranges over ``--rounds``::
+claim costs once the table is long. ``--idle-claims N`` first lets the outbox claim N times from an empty table, as
+a running dispatcher does between bursts, so that the burst that follows is claimed by statements first planned
+while the table was empty (with autovacuum off or not yet run, nothing plans them again). Every push's content is
+distinct. Reported: pushes per second for each, crmbot's rate as a share of the baseline's in the same round, and
+the CPU of the sending process per push (all its threads; PostgreSQL's own processes and the simulator's are not
+in it), which a busy machine changes far less than rates; ranges over ``--rounds``::
 
     .venv/bin/python -m bench.outbox --rounds 3 --database postgres://postgres@127.0.0.1:5432/test
 """
@@ -118,7 +120,7 @@ async def baseline(api: str, pushes: int, recipients: int, concurrency: int) -> 
     return Drain(pushes / elapsed, cpu / pushes * 1e6)
 
 
-async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int = 0) -> Drain:
+async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int = 0, idle_claims: int = 0) -> Drain:
     """The outbox of a real app drained to the simulator."""
     from bot import sql
     from bot.app import load_settings
@@ -135,6 +137,8 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int 
         for n in range(recipients):
             person = await Staff.create(name=f"推送{n}", role=Role.REP)
             await StaffAccount.create(staff_id=person.id, platform="wecom", user_id=f"push{n}")
+        for _ in range(idle_claims):
+            await outbox.drain()
         from tortoise.transactions import in_transaction
 
         async with in_transaction() as conn:
@@ -164,11 +168,13 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int 
     return Drain(pushes / elapsed, cpu / pushes * 1e6)
 
 
-async def on_postgres(server: str, api: str, pushes: int, recipients: int, history: int = 0) -> Drain:
+async def on_postgres(
+    server: str, api: str, pushes: int, recipients: int, history: int = 0, idle_claims: int = 0
+) -> Drain:
     url, name = _scratch_database(server)
     await _pg(server, f'CREATE DATABASE "{name}"')
     try:
-        return await crmbot(url, api, pushes, recipients, history)
+        return await crmbot(url, api, pushes, recipients, history, idle_claims)
     finally:
         await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -183,6 +189,7 @@ class Round:
 def drain_in_child(database: str, api: str, args: argparse.Namespace) -> Drain:
     """``crmbot`` in a process of its own (the ORM keeps one database's SQL per process)."""
     size = ["--pushes", str(args.pushes), "--recipients", str(args.recipients), "--history", str(args.history)]
+    size += ["--idle-claims", str(args.idle_claims)]
     cmd = [sys.executable, "-m", "bench.outbox", "--_drain", database, "--_api", api, *size]
     out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
     rate, cpu_us = out.strip().splitlines()[-1].split()
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--history", type=int, default=0, help="pushes already sent in the outbox before the drain")
     parser.add_argument("--concurrency", type=int, default=100, help="the baseline's requests in flight")
+    parser.add_argument("--idle-claims", type=int, default=0, help="claims from the empty outbox before the burst")
     parser.add_argument("--_serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_drain", help=argparse.SUPPRESS)
     parser.add_argument("--_api", help=argparse.SUPPRESS)
@@ -232,7 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     if args._drain:
         drain = on_postgres if args._drain.startswith("postgres") else crmbot
         with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the event loop ``crmbot serve`` runs on
-            done = runner.run(drain(args._drain, args._api, args.pushes, args.recipients, args.history))
+            done = runner.run(
+                drain(args._drain, args._api, args.pushes, args.recipients, args.history, args.idle_claims)
+            )
         print(done.rate, done.cpu_us)
         return
     rounds = []

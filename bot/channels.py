@@ -426,6 +426,7 @@ class Outbox:
             )
             # Claims take turns (a short lock, released at commit).
             await sql.xact_lock(tx, CLAIM_LOCK_KEY)
+            await sql.fresh_plans(tx)
             candidates = await tx.execute_query_dict(due, params)
             if not candidates:
                 return []

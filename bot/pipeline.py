@@ -259,7 +259,9 @@ class Bot:
         statement = _UNHANDLED_SINCE.format(
             until="" if left_behind is None else " AND received_at <= ?", limit="" if limit is None else " LIMIT ?"
         )
-        rows = await sql.select(sql.default(), statement, params)
+        async with in_transaction() as conn:
+            await sql.fresh_plans(conn)  # the unhandled messages: none most of the time, thousands after a burst
+            rows = await sql.select(conn, statement, params)
         scheduled = 0
         for row in rows:
             if int(row["id"]) not in self._to_handle and int(row["id"]) not in self._in_flight:

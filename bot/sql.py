@@ -68,6 +68,18 @@ async def xact_lock(conn: BaseDBAsyncClient, key: int) -> None:
         await conn.execute_query("SELECT pg_advisory_xact_lock($1)", [key])
 
 
+async def fresh_plans(conn: BaseDBAsyncClient) -> None:
+    """On PostgreSQL, plan this transaction's statements anew, for their parameters and the tables as they are now.
+
+    A statement prepared again and again (asyncpg prepares every statement) is soon run by a generic plan, made
+    once and kept for the connection's life until the table is analyzed again. One made while a table was empty
+    (a new database; a burst before autovacuum analyzes, or with autovacuum off) can read a table of 30,000 rows
+    once per row: a claim that took 20 ms took minutes. For the few statements that read a queue which grows and
+    shrinks by the thousand, planning each time (well under a millisecond) is the cheap insurance."""
+    if is_postgres(conn):
+        await conn.execute_query("SET LOCAL plan_cache_mode = force_custom_plan")
+
+
 async def try_xact_lock(conn: BaseDBAsyncClient, key: int) -> bool:
     """Take a transaction-level advisory lock if nobody holds it (PostgreSQL); always True on SQLite."""
     if not is_postgres(conn):
