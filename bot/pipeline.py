@@ -355,8 +355,13 @@ def _sender(row: dict[str, Any]) -> str:
     return f"{row['platform']}:{row['sender']}"
 
 
+def handling_lock(platform: str, sender: str) -> str:
+    """The name of the advisory lock a worker holds while it handles a sender's messages (``sql.lock_key``)."""
+    return f"handling:{platform}:{sender}"
+
+
 def _sender_lock(row: dict[str, Any]) -> str:
-    return f"handling:{_sender(row)}"
+    return handling_lock(str(row["platform"]), str(row["sender"]))
 
 
 async def _staff_of(rows: list[dict[str, Any]], conn: BaseDBAsyncClient) -> dict[int, Staff]:

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
+from bot import sql
 from bot.keys import BOT
+from bot.pipeline import handling_lock
 from bot.scheduled import run_rules
 from models.customers import Customer, Stage
 from models.messages import Message
@@ -136,6 +139,13 @@ async def test_a_web_instance_acknowledges_and_two_workers_answer_what_it_stored
     assert await Message.filter(to_bot=True, handled_at__not_isnull=True).count() == 0
     assert wecom_sim.sent == [] and await OutboxMessage.all().count() == 0
 
+    # Another worker (this test) is busy with zhangsan's first message and with lisi: the workers below answer
+    # neither of them until it is done, and everyone else meanwhile.
+    other = await asyncpg.connect(database_url)
+    await other.execute("BEGIN")
+    await other.execute("SELECT id FROM message WHERE sender = 'zhangsan' ORDER BY id LIMIT 1 FOR UPDATE")
+    await other.execute("SELECT pg_advisory_lock($1)", sql.lock_key(handling_lock("wecom", "lisi")))
+
     # Two workers take over what is stored, and what the reps send next while they run.
     workers = []
     for n in range(2):
@@ -145,6 +155,16 @@ async def test_a_web_instance_acknowledges_and_two_workers_answer_what_it_stored
     started = await asyncio.gather(*(_serve(config, port, workdir) for config, port, workdir in workers))
     try:
         await asyncio.gather(*(send(n, rep, range(first, per_rep)) for n, rep in enumerate(REPS)))
+        others = Message.filter(to_bot=True, handled_at=None, sender__in=("chengong", "wangjl"))
+        for _ in range(600):
+            if not await others.exists():
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert not await others.exists()
+        waiting = Message.filter(to_bot=True, handled_at=None, sender__in=("zhangsan", "lisi"))
+        assert await waiting.count() == 2 * per_rep
+        await other.close()
         for _ in range(600):
             done = not await Message.filter(to_bot=True, handled_at=None).exists()
             if done and not await OutboxMessage.exclude(status=OutboxStatus.SENT).exists():
