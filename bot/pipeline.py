@@ -10,6 +10,10 @@ transaction, each in a savepoint of its own, so a burst costs one commit per bat
 while a failing handler still rolls back only its own changes. Waiting messages are taken in turns by sender, so
 one person sending many cannot hold up everyone else's answers. Customer conversations (not addressed to the bot)
 take the archive path (``bot.archive``).
+
+Instances split by role (``[server] role``, docs/SCALING.md): a "web" instance stores and acknowledges only; a
+"worker" takes in what was stored (``Bot.share_handling``), skips rows another worker holds, and handles each
+sender under an advisory lock, in order (``Bot._sender_turns``).
 """
 
 from __future__ import annotations
