@@ -97,6 +97,7 @@ class Bot:
         self.inbox = inbox or Inbox(self.directory)
         self._to_handle = TakenInTurns()
         self._in_flight: set[int] = set()  # the batch being handled
+        self._held: set[str] = set()  # senders the batch being handled could not take (a worker's)
         self._handler: asyncio.Task[None] | None = None
         # The instance's role (``[server] role``): a "web" instance stores what it receives and leaves handling to the
         # "worker" instances, which take what they find stored and skip what another instance is handling.
@@ -149,7 +150,7 @@ class Bot:
                 for message_id in ids:
                     await asyncio.create_task(self._handle_alone(message_id))
             finally:
-                self._in_flight = set()
+                self._in_flight, self._held = set(), set()
             self.outbox.wake()
 
     async def _handle_batch(self, ids: list[int]) -> None:
@@ -199,7 +200,8 @@ class Bot:
         """A worker's share of ``rows`` (``still`` the ones it holds): each sender is handled by one worker at a
         time, under an advisory lock of the sender's until commit, and in order: none of a sender's messages after
         one this batch cannot take (another worker holds it or its sender, or it was handled meanwhile). Those wait
-        for a later look, and so does the rest of the sender's queue here."""
+        for a later look, and so does the rest of the sender's queue here; a look while this batch runs passes the
+        sender by, so that no later batch starts with the sender's later messages and without the held one."""
         free = await sql.try_xact_locks(conn, {_sender_lock(row) for row in rows if int(row["id"]) in still})
         kept, held = [], set()
         for row in rows:
@@ -208,6 +210,7 @@ class Bot:
             elif _sender(row) not in held:
                 kept.append(row)
         self._to_handle.forget(held)
+        self._held |= held
         return kept
 
     async def _read(self, incoming: dict[int, IncomingMessage]) -> dict[int, tuple[datetime, Parsed]]:
@@ -268,9 +271,11 @@ class Bot:
             rows = await sql.select(conn, statement, params)
         scheduled = 0
         for row in rows:
-            if int(row["id"]) not in self._to_handle and int(row["id"]) not in self._in_flight:
-                self.schedule(int(row["id"]), _sender(row))
-                scheduled += 1
+            message_id, sender = int(row["id"]), _sender(row)
+            if message_id in self._to_handle or message_id in self._in_flight or sender in self._held:
+                continue
+            self.schedule(message_id, sender)
+            scheduled += 1
         if left_behind is not None and scheduled:
             log.warning("%d stored messages were left unhandled; handling them now", scheduled)
         return scheduled
