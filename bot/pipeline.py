@@ -114,7 +114,7 @@ class Bot:
         if message_id is None:
             return False
         if msg.to_bot and self.handles:
-            self.schedule(message_id, f"{msg.platform}:{msg.sender}")
+            self.schedule(message_id, sender_key(msg.platform, msg.sender))
         return True
 
     async def archive(self, msg: IncomingMessage) -> bool:
@@ -359,14 +359,18 @@ async def _lock_unhandled(conn: BaseDBAsyncClient, ids: list[int], *, skip_locke
     return {int(r["id"]) for r in await sql.select(conn, _LOCK_UNHANDLED.format(ids=chosen) + lock, params)}
 
 
+def sender_key(platform: str, sender: str) -> str:
+    """Whose message it is: the key messages wait in turns by."""
+    return f"{platform}:{sender}"
+
+
 def _sender(row: dict[str, Any]) -> str:
-    """Whose message a row is: the key messages wait in turns by."""
-    return f"{row['platform']}:{row['sender']}"
+    return sender_key(str(row["platform"]), str(row["sender"]))
 
 
 def handling_lock(platform: str, sender: str) -> str:
     """The name of the advisory lock a worker holds while it handles a sender's messages (``sql.lock_key``)."""
-    return f"handling:{platform}:{sender}"
+    return f"handling:{sender_key(platform, sender)}"
 
 
 def _sender_lock(row: dict[str, Any]) -> str:
