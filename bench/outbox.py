@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.rules import _pg, _scratch_database
+from bench.rules import scratch_database
 from bot.app import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,12 +171,8 @@ async def crmbot(url: str, api: str, pushes: int, recipients: int, history: int 
 async def on_postgres(
     server: str, api: str, pushes: int, recipients: int, history: int = 0, idle_claims: int = 0
 ) -> Drain:
-    url, name = _scratch_database(server)
-    await _pg(server, f'CREATE DATABASE "{name}"')
-    try:
+    async with scratch_database(server) as url:
         return await crmbot(url, api, pushes, recipients, history, idle_claims)
-    finally:
-        await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

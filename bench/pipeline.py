@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from bench.rules import NOW, _day, _pg, _scratch_database, _seq, _ts, generate
+from bench.rules import NOW, _day, _seq, _ts, generate, scratch_database
 
 CUSTOMERS = 20_000
 
@@ -171,13 +171,9 @@ async def _lines(*texts: str) -> AsyncIterator[str]:
 
 async def main_async(args: argparse.Namespace) -> None:
     if args.database:
-        url, name = _scratch_database(args.database)
-        await _pg(args.database, f'CREATE DATABASE "{name}"')
-        try:
+        async with scratch_database(args.database) as url:
             print("-- PostgreSQL")
             await bench_pipeline(url, args.opportunities, args.changes, args.runs, args.rounds)
-        finally:
-            await _pg(args.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         return
     with tempfile.TemporaryDirectory() as tmp:
         print("-- SQLite")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -28,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,17 +277,24 @@ async def _pg(url: str, sql: str) -> None:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(server: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the PostgreSQL server ``server`` names, dropped when the block ends."""
+    url, name = _scratch_database(server)
+    await _pg(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield url
+    finally:
+        await _pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def main_async(args: argparse.Namespace) -> None:
     parts = [args.only] if args.only else ["rules", "outbox"]
     for part in parts:
         if args.database:
-            url, name = _scratch_database(args.database)
-            await _pg(args.database, f'CREATE DATABASE "{name}"')
-            try:
+            async with scratch_database(args.database) as url:
                 print(f"-- PostgreSQL, {part}")
                 await _part(part, url, args)
-            finally:
-                await _pg(args.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             continue
         with tempfile.TemporaryDirectory() as tmp:
             print(f"-- SQLite, {part}")

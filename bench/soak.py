@@ -44,7 +44,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench.rules import _pg, _scratch_database
+from bench.rules import _pg, scratch_database
 from bench.webhook import _free_port
 from tests.helpers import WECOM, signed_callback, text_xml
 from tests.simulators.wecom import WeComSimulator
@@ -384,12 +384,8 @@ async def main_async(args: argparse.Namespace) -> None:
         if not args.database:
             await run(args, f"sqlite://{workdir / 'soak.sqlite3'}", workdir)
             return
-        url, name = _scratch_database(args.database)
-        await _pg(args.database, f'CREATE DATABASE "{name}"')
-        try:
+        async with scratch_database(args.database) as url:
             await run(args, url, workdir)
-        finally:
-            await _pg(args.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main(argv: list[str] | None = None) -> None:

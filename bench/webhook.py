@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 
-from bench.rules import _pg, _scratch_database
+from bench.rules import scratch_database
 from bot.app import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -401,12 +401,8 @@ async def app_database(workdir: Path, run: int, options: argparse.Namespace) -> 
         extra = f"?synchronous={options.sqlite_synchronous}" if options.sqlite_synchronous else ""
         yield f"sqlite://{workdir / f'bench-{run}.sqlite3'}{extra}"
         return
-    url, name = _scratch_database(options.database)
-    await _pg(options.database, f'CREATE DATABASE "{name}"')
-    try:
+    async with scratch_database(options.database) as url:
         yield url
-    finally:
-        await _pg(options.database, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _settle(database: str, patience: float) -> bool:
