@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import connections
+from tortoise.transactions import in_transaction
 
 from bot import search
 from bot.demo import load_demo
@@ -336,3 +337,65 @@ async def test_two_messages_whose_order_keys_collide_are_both_found(make_setting
     assert search.order_key(T0, first) == search.order_key(T0, second)
     assert await hit_ids("碰撞的订单号") == ["k1", "k2"]
     assert await hit_ids("订单号 B") == ["k2"]
+
+
+async def test_a_year_of_a_reps_archive_counted_and_walked_alike_in_or_out_of_a_transaction(
+    make_settings: Any, start_app: Any, wecom_sim: Any, tmp_path: Path
+) -> None:
+    """A year of one customer's conversations, a month's partition each on PostgreSQL: a word in the older months,
+    more of it each month, and a word only in the oldest one. The rep's search in chat counts and walks the whole year, on PostgreSQL two halves
+    of it at once on the pool's connections; inside a transaction (one connection) the same search reads it in one
+    go. Both give the hits and totals a grep gives, exact, or past the bound an estimate from the months counted."""
+    client = await start_app(make_settings())
+    await load_demo(client.app)
+    await client.app[BOT].understanding.refresh()
+    start = datetime(2025, 1, 3, tzinfo=UTC)
+    records = []
+    for month in range(12):
+        for day in range(10):
+            at = start + timedelta(days=month * 30.4 + day)
+            # Statements from January to August only, more of them each month: 36 in all, unevenly spread.
+            text = f"{month + 1}月第{day}份对账单已发" if day <= month < 8 else f"{month + 1}月的例行沟通{day}"
+            if month == 0 and day in (5, 6):
+                text = f"停产通知：旧型号 {day} 号起不再供货"
+            records.append(
+                {
+                    "msgid": f"y{month:02d}{day}",
+                    "from": "wmHW001" if day % 2 else "zhangsan",
+                    "tolist": ["zhangsan" if day % 2 else "wmHW001"],
+                    "msgtime": int(at.timestamp() * 1000),
+                    "msgtype": "text",
+                    "text": {"content": text},
+                }
+            )
+    path = tmp_path / "year.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    await import_jsonl(client.app, path)
+    rep = await staff_with_account("wecom", "zhangsan")
+    conn = connections.get("default")
+    if search.is_postgres(conn):  # the months' row estimates, as the autovacuum daemon keeps them
+        await conn.execute_script("ANALYZE search_doc")
+
+    for query, grepped in (("对账单", 36), ("停产通知", 2), ("的例", 82)):
+        expected = await grep(query)
+        assert len(expected) == grepped
+        for bound in (1_000, 30, 20):
+            outside = await search.search(conn, query, staff=rep, limit=5, count_bound=bound)
+            async with in_transaction() as tx:
+                inside = await search.search(tx, query, staff=rep, limit=5, count_bound=bound)
+            assert [h.msgid for h in outside.hits] == [h.msgid for h in inside.hits] == expected[:5]
+            assert (outside.total, outside.estimated) == (inside.total, inside.estimated)
+            if grepped <= bound:
+                assert (outside.total, outside.estimated) == (grepped, False)
+            else:
+                assert outside.estimated and outside.total > bound
+        assert await hit_ids(query, rep) == expected
+
+    await post_wecom(client, text_xml("zhangsan", "搜 停产通知", 9401))
+    await post_wecom(client, text_xml("zhangsan", "搜 对账单", 9402))
+    await deliver_all(client.app)
+    answers = wecom_sim.texts_to("zhangsan")
+    [rare] = [t for t in answers if "停产通知" in t and "找到" in t]
+    assert "找到 2 条" in rare and rare.index("6 号起") < rare.index("5 号起")
+    [common] = [t for t in answers if "对账单" in t and "找到" in t]
+    assert "找到 36 条" in common and "8月第7份【对账单】已发" in common
