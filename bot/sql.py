@@ -19,21 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import connections
-from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 
 def default() -> BaseDBAsyncClient:
     """The default connection, for raw SQL."""
     client: BaseDBAsyncClient = connections.get("default")
-    return client
-
-
-def outside_transaction(conn: BaseDBAsyncClient) -> BaseDBAsyncClient:
-    """A client for reads that need not see ``conn``'s transaction: on PostgreSQL the pool under it (each statement
-    on a connection of its own, so that several can run at once), on SQLite ``conn`` itself (its one connection)."""
-    client = conn
-    while is_postgres(client) and isinstance(client, TransactionalDBClient):
-        client = getattr(client, "_parent")  # noqa: B009 - the wrapper's client has no public accessor
     return client
 
 

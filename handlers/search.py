@@ -8,7 +8,7 @@ from datetime import datetime
 
 from tortoise import connections
 
-from bot import search, sql
+from bot import search
 from bot.capability import Capability
 from bot.context import Context, Slots
 from bot.display import local
@@ -114,9 +114,7 @@ async def search_messages(msg: IncomingMessage, slots: Slots, ctx: Context) -> R
             return Reply(f"「{customer.name}」不是您或您团队的客户，无法搜索其聊天记录。")
         customer_id = customer.id
     since = _since(slots.get("since"), ctx)
-    # The archive as committed, outside the handling's transaction: on PostgreSQL a long search then reads its
-    # months side by side on the pool's connections.
-    conn = sql.outside_transaction(ctx.conn or connections.get("default"))
+    conn = ctx.conn or connections.get("default")
     result = await search.search(
         conn,
         query,

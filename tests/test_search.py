@@ -343,10 +343,10 @@ async def test_a_year_of_a_reps_archive_counted_and_walked_alike_in_or_out_of_a_
     make_settings: Any, start_app: Any, wecom_sim: Any, tmp_path: Path
 ) -> None:
     """A year of one customer's conversations, a month's partition each on PostgreSQL: a word in the older months,
-    more of it each month, and a word only in the oldest one. The rep's search in chat counts and walks the whole
-    year, on PostgreSQL two halves of it at once on the pool's connections; inside a transaction (one connection)
-    the same search reads it in one go. Both give the hits and totals a grep gives, exact, or past the bound an
-    estimate from the months counted."""
+    more of it each month, and a word only in the oldest one. The rep's search counts and walks the whole year: on
+    the pool (as `crmbot search` runs it) on PostgreSQL two halves of it at once, inside a transaction (one
+    connection, as a search in chat runs in the handling's) in one go. Both give the hits and totals a grep gives,
+    exact, or past the bound an estimate from the months counted, and so does the search in chat."""
     client = await start_app(make_settings())
     await load_demo(client.app)
     await client.app[BOT].understanding.refresh()
