@@ -762,12 +762,13 @@ async def _rows(q: _Query, statement: str) -> list[tuple[int, int]]:
 
 async def _top(q: _Query, limit: int, want: int) -> tuple[list[tuple[int, int]], bool]:
     """The newest ``limit`` hits, newest first, and whether they are every hit. PostgreSQL walks the months newest
-    first, one span of months a statement, and stops as soon as it has them: a frequent word is answered from the
-    newest month. Each next span is as long as the hits per document found so far say it takes to hold
-    ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found nowhere in the newest months, reads all the
-    older ones in one statement. Each statement reads up to ``want`` hits in all (with a total, at least the count
-    bound and one: a span's bitmap holds every hit of its months anyway), so when none reached it the hits of the
-    months walked are all there (``_Query.counted``) and the total only counts the months after them."""
+    first, one span of months at a time (a long one in two halves side by side: ``_halves``), and stops as soon as
+    it has them: a frequent word is answered from the newest month. Each next span is as long as the hits per
+    document found so far say it takes to hold ``SPAN_MARGIN`` times the hits still wanted, so a rare word, found
+    nowhere in the newest months, reads all the older ones in one span. Each statement reads up to ``want`` hits
+    in all (with a total, at least the count bound and one: a span's bitmap holds every hit of its months anyway),
+    so when none reached it the hits of the months walked are all there (``_Query.counted``) and the total only
+    counts the months after them."""
     if not q.postgres:
         found = await _rows(q, q.select(_Span((), q.low, q.high), limit))
         return found, len(found) < limit
@@ -842,8 +843,8 @@ async def _spans(q: _Query) -> list[_Span]:
 async def _total(q: _Query, bound: int) -> tuple[int, bool]:
     """The exact count up to ``bound`` hits, else an estimate. PostgreSQL counts newest first: the months the top
     hits came from (unless the walk already read all their hits), then the others, in spans sized by the hits per
-    document found so far (``COUNT_MARGIN``), so that a frequent word's count stops planning and reading months
-    soon after the bound."""
+    document found so far (``COUNT_MARGIN``; a long one in two halves side by side: ``_halves``), so that a frequent
+    word's count stops planning and reading months soon after the bound."""
     if not q.postgres:
         rows = await q.conn.execute_query_dict(q.count(_Span((), q.low, q.high), bound + 1), q.params)
         counted = int(rows[0]["n"])

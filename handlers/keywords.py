@@ -5,11 +5,12 @@ The archive path calls ``on_archived`` (an archive hook) once with the NEW rows 
 committed, whatever the source (callbacks, the chat archive, an import). Only messages a customer sent count (a
 customer contact as sender, a linked customer). All words of ``[keywords]`` are found in one pass with an
 Aho-Corasick automaton, run once over a whole batch; a negation just before a word ("没有故障", "不是坏了") cancels
-it. A batch's effects are applied set-wise in one transaction: each customer's newest buying signal in one
-statement for all customers, the messages of a customer's open keyword ticket appended in one statement for all
-tickets, one push per suggestion; every push has a dedupe key, so a repeated call changes nothing twice.
-Pushes wait for the end of the quiet hours like the scheduled ones (``bot.scheduled.release_time``): the chat
-archive is pulled at night too, and a word like 急 is only a guess at urgency, not a reason to wake someone.
+it. A batch's effects are applied set-wise in one transaction: each customer's newest buying signal by one
+prepared statement run for all customers (``bot.bulk``), the messages of a customer's open keyword ticket appended
+in one statement for all tickets, one push per suggestion; every push has a dedupe key, so a repeated call changes
+nothing twice. Pushes wait for the end of the quiet hours like the scheduled ones (``bot.scheduled.release_time``):
+the chat archive is pulled at night too, and a word like 急 is only a guess at urgency, not a reason to wake
+someone.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ async def _mark_buying_signals(
     bot: Services, customers: dict[int, Customer], found: Found, conn: BaseDBAsyncClient
 ) -> None:
     """Each customer's newest buying signal of the batch recorded on the profile (unless a newer one is there),
-    all of them in one statement, with one audit row each."""
+    all of them by one prepared statement, with one audit row each (``bot.bulk``)."""
     config = bot.settings.keywords
     now = datetime.now(UTC)
     changed: list[Customer] = []
@@ -195,7 +196,6 @@ async def _mark_buying_signals(
         customer.custom_fields = fields
         if config.buying_signal_tag and config.buying_signal_tag not in (customer.tags or []):
             customer.tags = [*(customer.tags or []), config.buying_signal_tag]
-        customer.updated_at = now
         changed.append(customer)
         after = {
             "custom_fields": {config.buying_signal_field: fields[config.buying_signal_field]},
